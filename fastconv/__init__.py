@@ -1,0 +1,16 @@
+"""fastconv: fast convolution building blocks for plain NumPy arrays.
+
+im2col / col2im, convolution on BLAS GEMM, space-to-batch and R-MAC, written as Cython
+kernels (nogil, OpenMP) behind a validating NumPy API. See ``SPEC`` sections in the README.
+"""
+from fastconv._version import __version__
+from fastconv.geometry import ConvGeometry
+from fastconv.im2col import col2im, col2im_backward, im2col, im2col_backward
+from fastconv.threads import get_num_threads, set_num_threads, threads
+from fastconv import reference
+
+__all__ = [
+    "__version__", "ConvGeometry",
+    "im2col", "col2im", "im2col_backward", "col2im_backward",
+    "get_num_threads", "set_num_threads", "threads", "reference",
+]

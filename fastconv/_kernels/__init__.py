@@ -1,0 +1,1 @@
+"""Private Cython kernels. Call them only through the validating public API in `fastconv`."""

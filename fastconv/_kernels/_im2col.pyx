@@ -1,0 +1,75 @@
+"""im2col / col2im kernels over flat C-contiguous buffers (layouts in SPEC §1).
+
+Every function trusts its arguments: fastconv.im2col validated shapes, geometry and
+dtypes, and allocated `col` / `image` with the right sizes.
+"""
+from cython.parallel cimport prange
+from libc.string cimport memset
+
+from fastconv._kernels._geometry cimport Geometry
+from fastconv._kernels._types cimport element_t
+from fastconv._kernels._im2col_helpers cimport (
+    col2im_nchw_row, col2im_nhwc_row, im2col_nchw_rows, im2col_nhwc_row)
+
+
+def im2col_nchw(const element_t[::1] image, element_t[::1] col, Geometry g,
+                Py_ssize_t batch, int num_threads):
+    """col[n, (c*kh + i)*kw + j, oh*OW + ow] = image[n, c, oh*sh - top + i*dh, ow*sw - left + j*dw]."""
+    cdef Py_ssize_t plane = g.height * g.width
+    cdef Py_ssize_t rows_size = g.kernel_w * g.out_h * g.out_w
+    cdef Py_ssize_t task
+    cdef const element_t* src = &image[0]
+    cdef element_t* dst = &col[0]
+    # One task per (image, channel, kernel row i): enough tasks to keep every core busy
+    # even for a single 3-channel image, and few integer divisions per element.
+    for task in prange(batch * g.channels * g.kernel_h, nogil=True, num_threads=num_threads,
+                       schedule="static"):
+        im2col_nchw_rows(src + (task // g.kernel_h) * plane, dst + task * rows_size, &g,
+                         task % g.kernel_h, 0, g.out_h)
+
+
+def im2col_nhwc(const element_t[::1] image, element_t[::1] col, Geometry g,
+                Py_ssize_t batch, int num_threads):
+    """col[n, oh*OW + ow, (i*kw + j)*C + c] = image[n, oh*sh - top + i*dh, ow*sw - left + j*dw, c]."""
+    cdef Py_ssize_t image_size = g.height * g.width * g.channels
+    cdef Py_ssize_t rows_size = g.out_w * g.kernel_h * g.kernel_w * g.channels
+    cdef Py_ssize_t task, n
+    cdef const element_t* src = &image[0]
+    cdef element_t* dst = &col[0]
+    # One task per (image, output row).
+    for task in prange(batch * g.out_h, nogil=True, num_threads=num_threads, schedule="static"):
+        n = task // g.out_h
+        im2col_nhwc_row(src + n * image_size, dst + task * rows_size, &g,
+                        task % g.out_h, 0, g.channels)
+
+
+def col2im_nchw(const element_t[::1] col, element_t[::1] image, Geometry g,
+                Py_ssize_t batch, int num_threads):
+    """image[n, c, h, w] = sum of the col entries im2col_nchw took from (h, w), in fixed order."""
+    cdef Py_ssize_t kernel_area = g.kernel_h * g.kernel_w
+    cdef Py_ssize_t channel_col = kernel_area * g.out_h * g.out_w
+    cdef Py_ssize_t task, plane_index
+    cdef const element_t* src = &col[0]
+    cdef element_t* dst = &image[0]
+    # Gather per output row: each task owns one row of the image, so there are no races
+    # and the summation order (and so the result) does not depend on the thread count.
+    for task in prange(batch * g.channels * g.height, nogil=True, num_threads=num_threads,
+                       schedule="static"):
+        plane_index = task // g.height
+        memset(dst + task * g.width, 0, g.width * sizeof(element_t))
+        col2im_nchw_row(src + plane_index * channel_col, dst + task * g.width, &g,
+                        task % g.height, 0, g.out_h)
+
+
+def col2im_nhwc(const element_t[::1] col, element_t[::1] image, Geometry g,
+                Py_ssize_t batch, int num_threads):
+    """image[n, h, w, c] = sum of the col entries im2col_nhwc took from (h, w, c), in fixed order."""
+    cdef Py_ssize_t col_image = g.out_h * g.out_w * g.kernel_h * g.kernel_w * g.channels
+    cdef Py_ssize_t row_size = g.width * g.channels
+    cdef Py_ssize_t task
+    cdef const element_t* src = &col[0]
+    cdef element_t* dst = &image[0]
+    for task in prange(batch * g.height, nogil=True, num_threads=num_threads, schedule="static"):
+        memset(dst + task * row_size, 0, row_size * sizeof(element_t))
+        col2im_nhwc_row(src + (task // g.height) * col_image, dst + task * row_size, &g,
+                        task % g.height, 0, g.channels, 0, g.out_h)

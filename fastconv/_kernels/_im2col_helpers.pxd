@@ -1,0 +1,155 @@
+# Per-row im2col / col2im helpers shared by the im2col and conv kernels.
+# They trust their arguments: fastconv.geometry validated every index beforehand.
+from libc.string cimport memcpy, memset
+
+from fastconv._kernels._geometry cimport Geometry
+from fastconv._kernels._types cimport element_t
+
+
+cdef inline Py_ssize_t ceil_div(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
+    """ceil(a / b) for a >= 0, b > 0."""
+    return (a + b - 1) // b
+
+
+cdef inline void valid_range(Py_ssize_t offset, Py_ssize_t step, Py_ssize_t size,
+                             Py_ssize_t count, Py_ssize_t* lo, Py_ssize_t* hi) noexcept nogil:
+    """[lo, hi) = the k in [0, count) with 0 <= k*step + offset < size."""
+    cdef Py_ssize_t first, end
+    if step == 1:  # the common case, without integer division (tens of cycles each)
+        first = 0 if offset >= 0 else -offset
+        end = size - offset
+    else:
+        first = 0 if offset >= 0 else ceil_div(-offset, step)
+        end = 0 if size - 1 - offset < 0 else (size - 1 - offset) // step + 1
+    if end > count:
+        end = count
+    if end < 0:
+        end = 0
+    if first > end:
+        first = end
+    lo[0] = first
+    hi[0] = end
+
+
+cdef inline void im2col_nchw_rows(const element_t* plane, element_t* col_rows, const Geometry* g,
+                                  Py_ssize_t i, Py_ssize_t oh_begin, Py_ssize_t oh_end) noexcept nogil:
+    """The kw column rows (i, 0..kw-1) of one channel plane for output rows [oh_begin, oh_end)."""
+    cdef Py_ssize_t j
+    cdef Py_ssize_t row_len = (oh_end - oh_begin) * g.out_w
+    for j in range(g.kernel_w):
+        im2col_nchw_row(plane, col_rows + j * row_len, g, i, j, oh_begin, oh_end)
+
+
+cdef inline void im2col_nchw_row(const element_t* plane, element_t* col_row, const Geometry* g,
+                                 Py_ssize_t i, Py_ssize_t j, Py_ssize_t oh_begin,
+                                 Py_ssize_t oh_end) noexcept nogil:
+    """col_row[(oh - oh_begin)*OW + ow] = plane[oh*sh - top + i*dh, ow*sw - left + j*dw]; 0 in the padding."""
+    cdef Py_ssize_t w_offset = j * g.dilation_w - g.pad_left
+    cdef Py_ssize_t ow_lo, ow_hi, oh, ow, h_im
+    cdef element_t* dst
+    cdef const element_t* src
+    valid_range(w_offset, g.stride_w, g.width, g.out_w, &ow_lo, &ow_hi)
+    for oh in range(oh_begin, oh_end):
+        dst = col_row + (oh - oh_begin) * g.out_w
+        h_im = oh * g.stride_h - g.pad_top + i * g.dilation_h
+        if h_im < 0 or h_im >= g.height:
+            for ow in range(g.out_w):
+                dst[ow] = 0
+            continue
+        # Plain loops, not memcpy/memset: rows are short (7 to 224 elements), and the
+        # compiler vectorises these without a call per row.
+        src = plane + h_im * g.width
+        for ow in range(ow_lo):
+            dst[ow] = 0
+        if g.stride_w == 1:
+            for ow in range(ow_lo, ow_hi):
+                dst[ow] = src[ow + w_offset]
+        else:
+            for ow in range(ow_lo, ow_hi):
+                dst[ow] = src[ow * g.stride_w + w_offset]
+        for ow in range(ow_hi, g.out_w):
+            dst[ow] = 0
+
+
+cdef inline void im2col_nhwc_row(const element_t* image, element_t* col_rows, const Geometry* g,
+                                 Py_ssize_t oh, Py_ssize_t c_begin, Py_ssize_t c_count) noexcept nogil:
+    """col_rows[ow, (i*kw + j)*Cg + c] = image[oh*sh - top + i*dh, ow*sw - left + j*dw, c_begin + c]."""
+    cdef Py_ssize_t row_len = g.kernel_h * g.kernel_w * c_count
+    cdef Py_ssize_t run = g.kernel_w * c_count
+    cdef Py_ssize_t ow, i, j, h_im, w_im, j_lo, j_hi
+    cdef element_t* dst
+    cdef const element_t* src_row
+    for ow in range(g.out_w):
+        w_im = ow * g.stride_w - g.pad_left
+        valid_range(w_im, g.dilation_w, g.width, g.kernel_w, &j_lo, &j_hi)
+        for i in range(g.kernel_h):
+            dst = col_rows + ow * row_len + i * run
+            h_im = oh * g.stride_h - g.pad_top + i * g.dilation_h
+            if h_im < 0 or h_im >= g.height:
+                memset(dst, 0, run * sizeof(element_t))
+                continue
+            src_row = image + h_im * g.width * g.channels + c_begin
+            memset(dst, 0, j_lo * c_count * sizeof(element_t))
+            if g.dilation_w == 1 and c_count == g.channels:
+                # Neighbouring kernel columns are neighbouring pixels: one contiguous run.
+                memcpy(dst + j_lo * c_count, src_row + (w_im + j_lo) * g.channels,
+                       (j_hi - j_lo) * c_count * sizeof(element_t))
+            else:
+                for j in range(j_lo, j_hi):
+                    memcpy(dst + j * c_count, src_row + (w_im + j * g.dilation_w) * g.channels,
+                           c_count * sizeof(element_t))
+            memset(dst + j_hi * c_count, 0, (g.kernel_w - j_hi) * c_count * sizeof(element_t))
+
+
+cdef inline void col2im_nchw_row(const element_t* col_channel, element_t* dst_row, const Geometry* g,
+                                 Py_ssize_t h_im, Py_ssize_t oh_begin, Py_ssize_t oh_end) noexcept nogil:
+    """dst_row[w] += every col_channel[i*kw + j, (oh - oh_begin)*OW + ow], oh in the tile,
+    that im2col took from (h_im, w)."""
+    cdef Py_ssize_t out_size = (oh_end - oh_begin) * g.out_w
+    cdef Py_ssize_t i, j, oh, ow, ow_lo, ow_hi, t, w_offset
+    cdef const element_t* src
+    cdef element_t* dst
+    for i in range(g.kernel_h):
+        t = h_im + g.pad_top - i * g.dilation_h
+        if t < 0 or (g.stride_h != 1 and t % g.stride_h != 0):
+            continue
+        oh = t if g.stride_h == 1 else t // g.stride_h
+        if oh < oh_begin or oh >= oh_end:
+            continue
+        for j in range(g.kernel_w):
+            w_offset = j * g.dilation_w - g.pad_left
+            valid_range(w_offset, g.stride_w, g.width, g.out_w, &ow_lo, &ow_hi)
+            src = col_channel + (i * g.kernel_w + j) * out_size + (oh - oh_begin) * g.out_w
+            if g.stride_w == 1:
+                dst = dst_row + ow_lo + w_offset
+                for ow in range(ow_hi - ow_lo):
+                    dst[ow] += src[ow_lo + ow]
+            else:
+                for ow in range(ow_lo, ow_hi):
+                    dst_row[ow * g.stride_w + w_offset] += src[ow]
+
+
+cdef inline void col2im_nhwc_row(const element_t* col_tile, element_t* dst_row, const Geometry* g,
+                                 Py_ssize_t h_im, Py_ssize_t c_begin, Py_ssize_t c_count,
+                                 Py_ssize_t oh_begin, Py_ssize_t oh_end) noexcept nogil:
+    """dst_row[w, c_begin + c] += every col_tile[(oh - oh_begin)*OW + ow, (i*kw + j)*Cg + c],
+    oh in the tile, that im2col took from (h_im, w)."""
+    cdef Py_ssize_t row_len = g.kernel_h * g.kernel_w * c_count
+    cdef Py_ssize_t i, j, c, oh, ow, t, w_im, j_lo, j_hi
+    cdef const element_t* src
+    cdef element_t* dst
+    for i in range(g.kernel_h):
+        t = h_im + g.pad_top - i * g.dilation_h
+        if t < 0 or (g.stride_h != 1 and t % g.stride_h != 0):
+            continue
+        oh = t if g.stride_h == 1 else t // g.stride_h
+        if oh < oh_begin or oh >= oh_end:
+            continue
+        for ow in range(g.out_w):
+            w_im = ow * g.stride_w - g.pad_left
+            valid_range(w_im, g.dilation_w, g.width, g.kernel_w, &j_lo, &j_hi)
+            for j in range(j_lo, j_hi):
+                src = col_tile + ((oh - oh_begin) * g.out_w + ow) * row_len + (i * g.kernel_w + j) * c_count
+                dst = dst_row + (w_im + j * g.dilation_w) * g.channels + c_begin
+                for c in range(c_count):
+                    dst[c] += src[c]

@@ -1,0 +1,377 @@
+"""Convolution on BLAS GEMM (SPEC §2): conv2d, conv2d_backward, conv_transpose2d.
+
+Each image's columns are built by the im2col kernels straight into a preallocated
+workspace and multiplied with scipy's ``sgemm``/``dgemm`` from Cython without the GIL.
+Two schedules, chosen per call:
+
+- *batch-parallel*: one image per OpenMP thread, BLAS held at one thread inside
+  (used when the batch has at least as many images as threads);
+- *image-serial*: images in turn, im2col parallel inside, one multithreaded GEMM.
+
+Layouts: NCHW input with OIHW weight (PyTorch), or NHWC input with HWIO weight
+(TensorFlow). A 1×1, stride-1, unpadded convolution is a plain GEMM on the input.
+"""
+from __future__ import annotations
+
+from collections import namedtuple
+from dataclasses import dataclass
+
+import numpy as np
+
+from fastconv import geometry as geo
+from fastconv._kernels import _conv
+from fastconv.threads import blas_limit, get_num_threads
+
+__all__ = ["conv2d", "conv2d_backward", "conv_transpose2d", "Gradients"]
+
+Gradients = namedtuple("Gradients", ["grad_input", "grad_weight", "grad_bias"])
+Gradients.__doc__ = "conv2d_backward's result; a field is None when it was not asked for."
+
+
+# ------------------------------------------------------------------ validation
+def _check_arrays(fn, x, weight, bias, x_name="input"):
+    """ndarrays of float32/float64 sharing one dtype; weight 4-D; bias 1-D or None."""
+    x = geo.as_array(x, x_name, fn)
+    weight = geo.as_array(weight, "weight", fn)
+    geo.check_float_dtype(x, x_name, fn)
+    geo.check_float_dtype(weight, "weight", fn)
+    if bias is not None:
+        bias = geo.as_array(bias, "bias", fn)
+        geo.check_float_dtype(bias, "bias", fn)
+    geo.check_same_dtype(fn, **{x_name: x, "weight": weight, "bias": bias})
+    if weight.ndim != 4:
+        raise ValueError(f"{fn}: expected a 4-D weight, got shape {weight.shape}")
+    return x, weight, bias
+
+
+def _check_bias(fn, bias, channels):
+    if bias is not None and bias.shape != (channels,):
+        raise ValueError(f"{fn}: expected bias of shape ({channels},), got {bias.shape}")
+
+
+def _conv_geometry(fn, x4, weight, stride, padding, dilation, groups, layout, x_shape):
+    """ConvGeometry for a conv2d call, with the channel checks in SPEC §0's words."""
+    groups = geo._as_int(groups, "groups", fn, 1)
+    if layout == "NCHW":
+        out_channels, cin_g, kh, kw = weight.shape
+        channels = x4.shape[1]
+    else:
+        kh, kw, cin_g, out_channels = weight.shape
+        channels = x4.shape[3]
+    if out_channels % groups:
+        raise ValueError(f"{fn}: groups={groups} must divide the weight's {out_channels} output "
+                         f"channels (weight {weight.shape})")
+    if channels != cin_g * groups:
+        raise ValueError(f"{fn}: expected input with {cin_g * groups} channels (weight "
+                         f"{weight.shape}, groups={groups}), got {channels} channels in input "
+                         f"of shape {x_shape}")
+    if kh < 1 or kw < 1 or cin_g < 1 or out_channels < 1:
+        raise ValueError(f"{fn}: weight has an empty axis, shape {weight.shape}")
+    return geo.ConvGeometry(x4.shape, out_channels, (kh, kw), stride, padding, dilation,
+                            groups, layout=layout, fn=fn)
+
+
+def _check_blas_range(fn, geom):
+    """Every GEMM dimension and leading dimension must fit BLAS's C int."""
+    m, k, n = geom.gemm_shape
+    dims = {"C_out": geom.out_channels, "C_in": geom.in_channels, "K": k, "M": m,
+            "OH*OW": n, "H*W": geom.height * geom.width}
+    for name, value in dims.items():
+        if value > geo.BLAS_INT_MAX:
+            raise ValueError(f"{fn}: {name} = {value} exceeds the BLAS int range "
+                             f"({geo.BLAS_INT_MAX}); split the input")
+
+
+# ------------------------------------------------------------------ planning
+@dataclass
+class Launch:
+    """How one call runs: kernel plan, schedule, and the workspace it needs (elements)."""
+
+    plan: dict
+    col_size: int          # column elements per thread
+    batch_parallel: bool
+    num_threads: int
+    workspace: int         # total column elements
+    partials: int          # per-thread weight-gradient elements (backward, batch-parallel)
+
+    def blas_threads(self):
+        """BLAS threads that do not oversubscribe: 1 inside our parallel loop, else ours."""
+        return 1 if self.batch_parallel else self.num_threads
+
+
+def is_pointwise(geom):
+    """1×1, stride 1, no padding: the image is its own column matrix."""
+    return (geom.kernel_size == (1, 1) and geom.stride == (1, 1)
+            and geom.padding == ((0, 0), (0, 0)))
+
+
+def plan_launch(geom, itemsize, *, weight_grad=False, max_workspace_bytes=None, fn="conv2d"):
+    """Choose the schedule and the column tile for a convolution of geometry `geom`."""
+    threads = get_num_threads()
+    batch = geom.batch
+    kh, kw = geom.kernel_size
+    cin_g = geom.in_channels // geom.groups
+    pointwise = is_pointwise(geom)
+    if pointwise:
+        row_elems = 0
+    elif geom.layout == "NCHW":
+        row_elems = geom.out_w * geom.in_channels * kh * kw
+    else:
+        row_elems = geom.out_w * kh * kw * cin_g
+    weight_elems = geom.out_channels * cin_g * kh * kw
+    batch_parallel = threads > 1 and batch >= threads
+    tile_rows = geom.out_h
+    if max_workspace_bytes is not None:
+        budget = max_workspace_bytes // itemsize
+        per_thread = threads * (geom.out_h * row_elems + (weight_elems if weight_grad else 0))
+        if batch_parallel and per_thread > budget:
+            batch_parallel = False
+        if row_elems and not batch_parallel:
+            tile_rows = min(geom.out_h, budget // row_elems)
+            if tile_rows < 1:
+                raise ValueError(
+                    f"{fn}: max_workspace_bytes={max_workspace_bytes} is smaller than the "
+                    f"columns of one output row ({row_elems * itemsize} bytes)")
+    col_size = tile_rows * row_elems
+    copies = threads if batch_parallel else 1
+    partials = weight_elems if (weight_grad and batch_parallel) else 0
+    plan = {"batch": batch, "out_channels": geom.out_channels, "groups": geom.groups,
+            "nhwc": geom.layout == "NHWC", "pointwise": pointwise, "tile_rows": tile_rows}
+    return Launch(plan, col_size, batch_parallel, threads, col_size * copies, partials * copies)
+
+
+def _empty(dtype):
+    return np.empty(0, dtype=dtype)
+
+
+# ------------------------------------------------------------------ kernels
+def run_forward(x4, weight, bias, out4, geom, launch, workspace):
+    """Call the forward kernel: x4, weight, out4 C-contiguous; workspace ≥ launch.workspace."""
+    if out4.size == 0:
+        return
+    if x4.size == 0:  # H or W is 0: all padding, the result is the bias
+        out4[...] = 0 if bias is None else (
+            bias[:, None, None] if geom.layout == "NCHW" else bias)
+        return
+    dtype = x4.dtype
+    with blas_limit(launch.blas_threads()):
+        _conv.conv2d_forward(x4.reshape(-1), weight.reshape(-1),
+                             _empty(dtype) if bias is None else bias,
+                             out4.reshape(-1), workspace[:launch.workspace],
+                             geom.window.kernel_struct(), launch.plan, launch.col_size,
+                             launch.num_threads, launch.batch_parallel)
+
+
+def run_backward(grad_out4, x4, weight, grad_x4, grad_weight, geom, launch, workspace,
+                 partials):
+    """Call the backward kernel. grad_x4 / grad_weight may be None (not needed); the weight
+    gradient is added into grad_weight; partials (≥ launch.partials) is zeroed here."""
+    dtype = grad_out4.dtype
+    if grad_x4 is not None and (grad_out4.size == 0 or weight.size == 0):
+        grad_x4[...] = 0
+    if grad_out4.size == 0 or (grad_x4 is None and grad_weight is None):
+        return
+    if grad_weight is None and grad_x4 is not None and grad_x4.size == 0:
+        return
+    if launch.partials:
+        partials = partials[:launch.partials]
+        partials.fill(0)
+    else:
+        partials = _empty(dtype)
+    with blas_limit(launch.blas_threads()):
+        _conv.conv2d_backward(
+            grad_out4.reshape(-1),
+            _empty(dtype) if x4 is None or grad_weight is None else x4.reshape(-1),
+            weight.reshape(-1),
+            _empty(dtype) if grad_x4 is None else grad_x4.reshape(-1),
+            _empty(dtype) if grad_weight is None else grad_weight.reshape(-1),
+            workspace[:launch.workspace], partials, geom.window.kernel_struct(),
+            launch.plan, launch.col_size, launch.num_threads, launch.batch_parallel)
+
+
+# ------------------------------------------------------------------ public API
+def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, layout="NCHW",
+           out=None):
+    """2-D convolution (cross-correlation), as ``torch.nn.functional.conv2d``.
+
+    Parameters
+    ----------
+    x : ndarray
+        NCHW: (N, C_in, H, W) or (C_in, H, W). NHWC: (N, H, W, C_in) or (H, W, C_in).
+        float32 or float64.
+    weight : ndarray
+        NCHW: OIHW (C_out, C_in/groups, kh, kw). NHWC: HWIO (kh, kw, C_in/groups, C_out).
+        Same dtype as `x`.
+    bias : ndarray (C_out,), optional
+    stride, dilation : int or (h, w)
+    padding : int, (pad_h, pad_w), ((top, bottom), (left, right)), "valid" or "same"
+        "same" needs stride 1; an odd extra pixel goes bottom/right (as PyTorch).
+    groups : int
+        Divides C_in and C_out; groups == C_in is a depthwise convolution.
+    layout : {"NCHW", "NHWC"}
+    out : ndarray, optional
+        C-contiguous buffer of the result's shape and dtype, not overlapping an input.
+
+    Returns
+    -------
+    ndarray
+        NCHW: (N, C_out, OH, OW); NHWC: (N, OH, OW, C_out); no N for a 3-D `x`, where
+        ``OH = (H + top + bottom - dilation*(kh-1) - 1)//stride + 1`` (likewise OW).
+
+    Examples
+    --------
+    >>> x = np.ones((1, 3, 5, 5), np.float32); w = np.ones((8, 3, 3, 3), np.float32)
+    >>> conv2d(x, w, padding=1).shape
+    (1, 8, 5, 5)
+    """
+    fn = "conv2d"
+    layout = geo.normalize_layout(layout, fn)
+    x, weight, bias = _check_arrays(fn, x, weight, bias)
+    x4, batched = geo.split_batch(x, "input", fn, layout)
+    geom = _conv_geometry(fn, x4, weight, stride, padding, dilation, groups, layout, x.shape)
+    _check_bias(fn, bias, geom.out_channels)
+    _check_blas_range(fn, geom)
+    out = geo.check_out(out, geom.output_shape if batched else geom.output_shape[1:],
+                        x.dtype, [x, weight, bias], fn)
+    shape4 = geom.output_shape if batched else (1,) + geom.output_shape
+    out4 = np.empty(shape4, dtype=x.dtype) if out is None else out.reshape(shape4)
+    launch = plan_launch(geom, x.dtype.itemsize)
+    workspace = np.empty(launch.workspace, dtype=x.dtype)
+    run_forward(np.ascontiguousarray(x4), np.ascontiguousarray(weight),
+                None if bias is None else np.ascontiguousarray(bias), out4, geom, launch,
+                workspace)
+    return out4 if batched else out4[0]
+
+
+def _bias_grad(grad_out4, layout):
+    return grad_out4.sum(axis=(0, 2, 3) if layout == "NCHW" else (0, 1, 2))
+
+
+def conv2d_backward(grad_output, x, weight, *, stride=1, padding=0, dilation=1, groups=1,
+                    layout="NCHW", needs_input_grad=True, needs_weight_grad=True,
+                    needs_bias_grad=True):
+    """Gradients of :func:`conv2d` (as PyTorch autograd computes them).
+
+    Parameters
+    ----------
+    grad_output : ndarray
+        Gradient of the loss w.r.t. conv2d's output, shape ``conv2d(x, weight, ...).shape``.
+    x, weight, stride, padding, dilation, groups, layout
+        The forward call's arguments.
+    needs_input_grad, needs_weight_grad, needs_bias_grad : bool
+        Which gradients to compute; the others are returned as None.
+
+    Returns
+    -------
+    Gradients(grad_input, grad_weight, grad_bias)
+        grad_input = col2im(Wᵀ · grad_output), shaped like `x`;
+        grad_weight = Σ_n grad_output · columnsᵀ, shaped like `weight`;
+        grad_bias = grad_output summed over batch and space, shape (C_out,).
+    """
+    fn = "conv2d_backward"
+    layout = geo.normalize_layout(layout, fn)
+    x, weight, _ = _check_arrays(fn, x, weight, None)
+    grad_output = geo.as_array(grad_output, "grad_output", fn)
+    geo.check_float_dtype(grad_output, "grad_output", fn)
+    geo.check_same_dtype(fn, input=x, grad_output=grad_output)
+    x4, batched = geo.split_batch(x, "input", fn, layout)
+    geom = _conv_geometry(fn, x4, weight, stride, padding, dilation, groups, layout, x.shape)
+    _check_blas_range(fn, geom)
+    expected = geom.output_shape if batched else geom.output_shape[1:]
+    if grad_output.shape != expected:
+        raise ValueError(f"{fn}: expected grad_output of shape {expected} (the conv2d output "
+                         f"for input {x.shape} and weight {weight.shape}), got "
+                         f"{grad_output.shape}")
+    grad_out4 = np.ascontiguousarray(grad_output if batched else grad_output[np.newaxis])
+    grad_x4 = np.empty(x4.shape, dtype=x.dtype) if needs_input_grad else None
+    grad_w = np.zeros(weight.shape, dtype=x.dtype) if needs_weight_grad else None
+    launch = plan_launch(geom, x.dtype.itemsize, weight_grad=needs_weight_grad)
+    workspace = np.empty(launch.workspace, dtype=x.dtype)
+    partials = np.empty(launch.partials, dtype=x.dtype)
+    run_backward(grad_out4, np.ascontiguousarray(x4), np.ascontiguousarray(weight), grad_x4,
+                 grad_w, geom, launch, workspace, partials)
+    grad_b = _bias_grad(grad_out4, layout) if needs_bias_grad else None
+    if grad_x4 is not None and not batched:
+        grad_x4 = grad_x4[0]
+    return Gradients(grad_x4, grad_w, grad_b)
+
+
+def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
+                     dilation=1, *, layout="NCHW", out=None):
+    """Transposed convolution, as ``torch.nn.functional.conv_transpose2d``: the gradient of
+    conv2d with respect to its input, computed by the same GEMM + col2im kernel.
+
+    Parameters
+    ----------
+    x : ndarray, NCHW (N, C_in, H, W) or NHWC (N, H, W, C_in); 3-D for one image
+    weight : ndarray
+        NCHW: (C_in, C_out/groups, kh, kw); NHWC: (kh, kw, C_out/groups, C_in)
+        (TensorFlow's conv2d_transpose filter).
+    bias : ndarray (C_out,), optional
+    stride, dilation : int or (h, w)
+    padding : int, (pad_h, pad_w) or ((top, bottom), (left, right))
+        Removed from the full output, as PyTorch's ``padding``.
+    output_padding : int or (h, w)
+        Extra rows/columns at the bottom/right; each < max(stride, dilation).
+    groups : int
+
+    Returns
+    -------
+    ndarray, NCHW (N, C_out, OH, OW) or NHWC (N, OH, OW, C_out), where
+    ``OH = (H - 1)*stride - top - bottom + dilation*(kh - 1) + output_padding + 1``.
+    """
+    fn = "conv_transpose2d"
+    layout = geo.normalize_layout(layout, fn)
+    x, weight, bias = _check_arrays(fn, x, weight, bias)
+    x4, batched = geo.split_batch(x, "input", fn, layout)
+    groups = geo._as_int(groups, "groups", fn, 1)
+    if layout == "NCHW":
+        cin, cout_g, kh, kw = weight.shape
+        channels = x4.shape[1]
+        n, _, h, w = x4.shape
+    else:
+        kh, kw, cout_g, cin = weight.shape
+        n, h, w, channels = x4.shape
+    if channels != cin:
+        raise ValueError(f"{fn}: expected input with {cin} channels (weight {weight.shape}), "
+                         f"got {channels} channels in input of shape {x.shape}")
+    if cin % groups:
+        raise ValueError(f"{fn}: groups={groups} must divide the {cin} input channels")
+    if min(kh, kw, cout_g, cin) < 1:
+        raise ValueError(f"{fn}: weight has an empty axis, shape {weight.shape}")
+    cout = cout_g * groups
+    _check_bias(fn, bias, cout)
+    stride_p = geo.normalize_pair(stride, "stride", fn)
+    dilation_p = geo.normalize_pair(dilation, "dilation", fn)
+    pads = geo.normalize_padding(padding, fn)
+    out_pad = geo.normalize_pair(output_padding, "output_padding", fn, minimum=0)
+    sizes = []
+    for axis, size, k, s, d, (before, after), op in zip(
+            ("height", "width"), (h, w), (kh, kw), stride_p, dilation_p, pads, out_pad):
+        if op >= max(s, d):
+            raise ValueError(f"{fn}: output_padding={out_pad} must be smaller than stride "
+                             f"{stride_p} or dilation {dilation_p} in {axis}")
+        full = (size - 1) * s + d * (k - 1) + op + 1
+        if full - before - after < 1:
+            raise ValueError(f"{fn}: padding={pads} removes the whole output {axis} "
+                             f"({full} before padding)")
+        sizes.append(full - before - after)
+    out_h, out_w = sizes
+    # The conv2d whose input gradient this is: image (C_out, OH, OW) → (C_in, H, W).
+    image_shape = (n, cout, out_h, out_w) if layout == "NCHW" else (n, out_h, out_w, cout)
+    geom = geo.ConvGeometry(image_shape, cin, (kh, kw), stride_p, pads, dilation_p, groups,
+                            layout=layout, fn=fn)
+    geom.window = geo.Window(cout, out_h, out_w, (kh, kw), stride_p, pads, dilation_p, h, w)
+    geom.out_h, geom.out_w = h, w
+    _check_blas_range(fn, geom)
+    shape4 = image_shape
+    out = geo.check_out(out, shape4 if batched else shape4[1:], x.dtype, [x, weight, bias], fn)
+    out4 = np.empty(shape4, dtype=x.dtype) if out is None else out.reshape(shape4)
+    if out4.size:
+        launch = plan_launch(geom, x.dtype.itemsize, fn=fn)
+        workspace = np.empty(launch.workspace, dtype=x.dtype)
+        run_backward(np.ascontiguousarray(x4), None, np.ascontiguousarray(weight), out4, None,
+                     geom, launch, workspace, _empty(x.dtype))
+        if bias is not None:
+            out4 += bias[:, None, None] if layout == "NCHW" else bias
+    return out4 if batched else out4[0]

@@ -1,0 +1,226 @@
+"""im2col / col2im (SPEC §1): Caffe2's Im2Col/Col2Im, PyTorch's unfold/fold.
+
+Layouts of the column matrix:
+
+========  ====================  =======================  ==============================
+layout    image                 columns                  element
+========  ====================  =======================  ==============================
+NCHW      (N, C, H, W)          (N, C·kh·kw, OH·OW)      [n, (c·kh + i)·kw + j, oh·OW + ow]
+NHWC      (N, H, W, C)          (N, OH·OW, kh·kw·C)      [n, oh·OW + ow, (i·kw + j)·C + c]
+========  ====================  =======================  ==============================
+
+Each entry is ``x[n, c, oh·sh − top + i·dh, ow·sw − left + j·dw]``, zero in the padding.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from fastconv import geometry as geo
+from fastconv._kernels import _im2col
+from fastconv.threads import get_num_threads
+
+__all__ = ["im2col", "col2im", "im2col_backward", "col2im_backward"]
+
+# Below this many elements written, one thread beats waking the OpenMP team.
+_PARALLEL_MIN_ELEMENTS = 1 << 15
+
+_UNSIGNED_BY_SIZE = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
+
+
+def _kernel_view(array):
+    """The flat C-contiguous buffer a kernel takes: floats as they are, integers and bools
+    as the unsigned integer of the same width (copies keep every bit; sums wrap as NumPy's)."""
+    flat = array.reshape(-1)
+    if array.dtype.kind == "f":
+        return flat
+    return flat.view(_UNSIGNED_BY_SIZE[array.dtype.itemsize])
+
+
+def _check_movable_dtype(x, name, fn, allow_bool=True):
+    """float32/float64, any integer, and (for pure copies) bool."""
+    kind = x.dtype.kind
+    if x.dtype in geo.FLOAT_DTYPES or kind in "iu" or (allow_bool and kind == "b"):
+        return
+    accepted = "float32, float64, integer" + (" or bool" if allow_bool else "")
+    raise TypeError(f"{fn}: {name} must be {accepted}, got dtype {x.dtype}")
+
+
+def _num_threads_for(elements):
+    return 1 if elements < _PARALLEL_MIN_ELEMENTS else get_num_threads()
+
+
+def _columns_shape(batch, window, layout):
+    kh, kw = window.kernel_size
+    out_size = window.out_h * window.out_w
+    if layout == "NCHW":
+        return (batch, window.channels * kh * kw, out_size)
+    return (batch, out_size, kh * kw * window.channels)
+
+
+def _image_shape(batch, window, layout):
+    if layout == "NCHW":
+        return (batch, window.channels, window.height, window.width)
+    return (batch, window.height, window.width, window.channels)
+
+
+def _im2col_into(x4, window, layout, cols):
+    """Fill cols (C-contiguous, the full column shape) from the 4-D image x4."""
+    if cols.size == 0:
+        return
+    if x4.size == 0:  # H or W is 0: every entry comes from the padding
+        cols.fill(0)
+        return
+    kernel = _im2col.im2col_nchw if layout == "NCHW" else _im2col.im2col_nhwc
+    kernel(_kernel_view(np.ascontiguousarray(x4)), _kernel_view(cols), window.kernel_struct(),
+           x4.shape[0], _num_threads_for(cols.size))
+
+
+def _col2im_into(cols, window, layout, image):
+    """Fill image (C-contiguous, 4-D) with the sums of cols."""
+    if image.size == 0:
+        return
+    if cols.size == 0:
+        image.fill(0)
+        return
+    kernel = _im2col.col2im_nchw if layout == "NCHW" else _im2col.col2im_nhwc
+    kernel(_kernel_view(np.ascontiguousarray(cols)), _kernel_view(image),
+           window.kernel_struct(), image.shape[0], _num_threads_for(cols.size))
+
+
+def im2col(x, kernel_size, *, stride=1, padding=0, dilation=1, layout="NCHW", out=None):
+    """Unfold sliding windows of an image batch into columns (``torch.nn.functional.unfold``).
+
+    Parameters
+    ----------
+    x : ndarray, (N, C, H, W) / (C, H, W) for NCHW, (N, H, W, C) / (H, W, C) for NHWC
+        float32, float64, any integer or bool dtype (it is pure data movement).
+    kernel_size, stride, dilation : int or (h, w), >= 1
+    padding : int, (pad_h, pad_w) or ((top, bottom), (left, right)), >= 0
+    layout : {"NCHW", "NHWC"}
+    out : ndarray, optional
+        C-contiguous buffer of the result's shape and dtype, not overlapping `x`.
+
+    Returns
+    -------
+    cols : ndarray, same dtype as `x`
+        NCHW: (N, C·kh·kw, OH·OW), row ``(c·kh + i)·kw + j``, column ``oh·OW + ow``.
+        NHWC: (N, OH·OW, kh·kw·C), element ``[n, oh·OW + ow, (i·kw + j)·C + c]``.
+        The batch axis is dropped for a 3-D `x`.
+
+    Examples
+    --------
+    >>> x = np.arange(9.0).reshape(1, 1, 3, 3)
+    >>> im2col(x, 2)[0]
+    array([[0., 1., 3., 4.],
+           [1., 2., 4., 5.],
+           [3., 4., 6., 7.],
+           [4., 5., 7., 8.]])
+    """
+    fn = "im2col"
+    layout = geo.normalize_layout(layout, fn)
+    x = geo.as_array(x, "x", fn)
+    _check_movable_dtype(x, "x", fn)
+    x4, batched = geo.split_batch(x, "x", fn, layout)
+    n, c, h, w = geo.image_dims(x4.shape, layout)
+    window = geo.make_window(c, h, w, kernel_size, stride, padding, dilation, fn)
+    shape = _columns_shape(n, window, layout)
+    result_shape = shape if batched else shape[1:]
+    out = geo.check_out(out, result_shape, x.dtype, [x], fn)
+    cols = np.empty(shape, dtype=x.dtype) if out is None else out.reshape(shape)
+    _im2col_into(x4, window, layout, cols)
+    return cols if batched else cols[0]
+
+
+def _parse_columns(cols, output_size, kernel_size, stride, padding, dilation, layout, fn, name):
+    """Validate a column array against the geometry; returns (cols4, batched, window)."""
+    if cols.ndim == 3:
+        cols3, batched = cols, True
+    elif cols.ndim == 2:
+        cols3, batched = cols[np.newaxis], False
+    else:
+        expected = "(N, C·kh·kw, L) or (C·kh·kw, L)" if layout == "NCHW" else \
+            "(N, L, kh·kw·C) or (L, kh·kw·C)"
+        raise ValueError(f"{fn}: expected {name} of shape {expected}, got shape {cols.shape}")
+    height, width = geo.normalize_pair(output_size, "output_size", fn, minimum=0)
+    kh, kw = geo.normalize_pair(kernel_size, "kernel_size", fn)
+    rows = cols3.shape[1] if layout == "NCHW" else cols3.shape[2]
+    if rows % (kh * kw) or rows == 0:
+        axis = "rows (axis -2)" if layout == "NCHW" else "columns (axis -1)"
+        raise ValueError(f"{fn}: {name} has {rows} {axis}, which is not a positive multiple of "
+                         f"kh·kw = {kh * kw} for kernel_size={(kh, kw)}; shape {cols.shape}")
+    channels = rows // (kh * kw)
+    window = geo.make_window(channels, height, width, (kh, kw), stride, padding, dilation, fn,
+                             input_desc="output")
+    blocks = cols3.shape[2] if layout == "NCHW" else cols3.shape[1]
+    if blocks != window.out_h * window.out_w:
+        raise ValueError(
+            f"{fn}: {name} has {blocks} sliding-window positions, but output_size="
+            f"{(height, width)} with this geometry gives {window.out_h}×{window.out_w} = "
+            f"{window.out_h * window.out_w}; shape {cols.shape}")
+    return cols3, batched, window
+
+
+def col2im(cols, output_size, kernel_size, *, stride=1, padding=0, dilation=1, layout="NCHW",
+           out=None):
+    """Fold columns back into an image, summing overlaps (``torch.nn.functional.fold``).
+
+    The exact adjoint of :func:`im2col` with the same arguments:
+    ``⟨im2col(x), y⟩ = ⟨x, col2im(y)⟩``. Entries that fall in the padding are dropped.
+
+    Parameters
+    ----------
+    cols : ndarray
+        NCHW: (N, C·kh·kw, OH·OW) or (C·kh·kw, OH·OW); NHWC: (N, OH·OW, kh·kw·C) or
+        (OH·OW, kh·kw·C). float32, float64 or integer (integer sums wrap as in NumPy).
+    output_size : int or (H, W)
+        The image size; C is inferred from `cols`.
+    kernel_size, stride, padding, dilation, layout, out
+        As for :func:`im2col`.
+
+    Returns
+    -------
+    image : ndarray, (N, C, H, W) for NCHW or (N, H, W, C) for NHWC (no N for 2-D `cols`).
+    """
+    fn = "col2im"
+    layout = geo.normalize_layout(layout, fn)
+    cols = geo.as_array(cols, "cols", fn)
+    _check_movable_dtype(cols, "cols", fn, allow_bool=False)
+    cols3, batched, window = _parse_columns(cols, output_size, kernel_size, stride, padding,
+                                            dilation, layout, fn, "cols")
+    shape = _image_shape(cols3.shape[0], window, layout)
+    result_shape = shape if batched else shape[1:]
+    out = geo.check_out(out, result_shape, cols.dtype, [cols], fn)
+    image = np.empty(shape, dtype=cols.dtype) if out is None else out.reshape(shape)
+    _col2im_into(cols3, window, layout, image)
+    return image if batched else image[0]
+
+
+def im2col_backward(grad_cols, input_shape, kernel_size, *, stride=1, padding=0, dilation=1,
+                    layout="NCHW", out=None):
+    """Gradient of :func:`im2col` with respect to its input: ``col2im`` of `grad_cols`
+    (Caffe2's GetIm2ColGradient). `input_shape` is the shape of im2col's input."""
+    fn = "im2col_backward"
+    layout = geo.normalize_layout(layout, fn)
+    shape = tuple(input_shape)
+    if len(shape) not in (3, 4):
+        raise ValueError(f"{fn}: input_shape must have 3 or 4 dimensions, got {shape}")
+    shape4 = shape if len(shape) == 4 else (1,) + shape
+    n, c, h, w = geo.image_dims(shape4, layout)
+    grad_cols = geo.as_array(grad_cols, "grad_cols", fn)
+    kh, kw = geo.normalize_pair(kernel_size, "kernel_size", fn)
+    expected = _columns_shape(n, geo.make_window(c, h, w, (kh, kw), stride, padding, dilation,
+                                                 fn), layout)
+    expected = expected if len(shape) == 4 else expected[1:]
+    if grad_cols.shape != expected:
+        raise ValueError(f"{fn}: grad_cols must have shape {expected} for input_shape {shape}, "
+                         f"got {grad_cols.shape}")
+    return col2im(grad_cols, (h, w), (kh, kw), stride=stride, padding=padding,
+                  dilation=dilation, layout=layout, out=out)
+
+
+def col2im_backward(grad_image, kernel_size, *, stride=1, padding=0, dilation=1, layout="NCHW",
+                    out=None):
+    """Gradient of :func:`col2im` with respect to its columns: ``im2col`` of `grad_image`
+    (Caffe2's GetCol2ImGradient)."""
+    return im2col(grad_image, kernel_size, stride=stride, padding=padding, dilation=dilation,
+                  layout=layout, out=out)

@@ -1,0 +1,147 @@
+"""Slow, obviously-correct NumPy versions of fastconv's operators: test oracles and teaching.
+
+Convolutions follow the CMU Deep Learning Systems lecture: input ``Z`` is NHWC, weight
+``W`` is HWIO, and the progression is naive loops → one matmul per kernel offset → one
+``as_strided`` im2col and a single matmul. Here they are generalised to stride, padding
+(int, pair, or ((top, bottom), (left, right))), dilation and groups. Nothing here is fast
+and nothing here calls fastconv's kernels, so the tests compare two independent codes.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = [
+    "pad_nhwc", "conv2d_naive", "conv2d_matmul", "conv2d_strided",
+    "im2col", "col2im",
+]
+
+
+def _pair(v):
+    return (v, v) if np.isscalar(v) else tuple(v)
+
+
+def _padding(p):
+    """int | (ph, pw) | ((top, bottom), (left, right)) → ((top, bottom), (left, right))."""
+    if np.isscalar(p):
+        return ((p, p), (p, p))
+    return tuple((a, a) if np.isscalar(a) else tuple(a) for a in p)
+
+
+def pad_nhwc(Z, padding):
+    """Zero-pad the H and W axes of an NHWC batch."""
+    (top, bottom), (left, right) = _padding(padding)
+    return np.pad(Z, ((0, 0), (top, bottom), (left, right), (0, 0)))
+
+
+def _out_size(size, k, s, d):
+    return (size - d * (k - 1) - 1) // s + 1
+
+
+def conv2d_naive(Z, W, stride=1, padding=0, dilation=1, groups=1):
+    """The seven loops. Z: (N, H, W, C_in) · W: (kh, kw, C_in/groups, C_out) → (N, OH, OW, C_out)."""
+    sh, sw = _pair(stride)
+    dh, dw = _pair(dilation)
+    Zp = pad_nhwc(Z, padding)
+    N, H, Wd, C = Zp.shape
+    kh, kw, cin_g, C_out = W.shape
+    cout_g = C_out // groups
+    OH, OW = _out_size(H, kh, sh, dh), _out_size(Wd, kw, sw, dw)
+    out = np.zeros((N, OH, OW, C_out), dtype=np.result_type(Z, W))
+    for n in range(N):
+        for oh in range(OH):
+            for ow in range(OW):
+                for o in range(C_out):
+                    g = o // cout_g
+                    for i in range(kh):
+                        for j in range(kw):
+                            for c in range(cin_g):
+                                out[n, oh, ow, o] += (Zp[n, oh * sh + i * dh, ow * sw + j * dw,
+                                                         g * cin_g + c] * W[i, j, c, o])
+    return out
+
+
+def conv2d_matmul(Z, W, stride=1, padding=0, dilation=1, groups=1):
+    """One matmul per kernel offset (i, j): out += Z[shifted window] @ W[i, j], per group."""
+    sh, sw = _pair(stride)
+    dh, dw = _pair(dilation)
+    Zp = pad_nhwc(Z, padding)
+    N, H, Wd, C = Zp.shape
+    kh, kw, cin_g, C_out = W.shape
+    cout_g = C_out // groups
+    OH, OW = _out_size(H, kh, sh, dh), _out_size(Wd, kw, sw, dw)
+    out = np.zeros((N, OH, OW, C_out), dtype=np.result_type(Z, W))
+    for g in range(groups):
+        Zg = Zp[..., g * cin_g:(g + 1) * cin_g]
+        Wg = W[..., g * cout_g:(g + 1) * cout_g]
+        for i in range(kh):
+            for j in range(kw):
+                window = Zg[:, i * dh:i * dh + sh * (OH - 1) + 1:sh,
+                            j * dw:j * dw + sw * (OW - 1) + 1:sw, :]
+                out[..., g * cout_g:(g + 1) * cout_g] += window @ Wg[i, j]
+    return out
+
+
+def conv2d_strided(Z, W, stride=1, padding=0, dilation=1, groups=1):
+    """im2col by ``as_strided`` (a view, no copy) then one matmul per group."""
+    sh, sw = _pair(stride)
+    dh, dw = _pair(dilation)
+    Zp = np.ascontiguousarray(pad_nhwc(Z, padding))
+    N, H, Wd, C = Zp.shape
+    kh, kw, cin_g, C_out = W.shape
+    cout_g = C_out // groups
+    OH, OW = _out_size(H, kh, sh, dh), _out_size(Wd, kw, sw, dw)
+    Ns, Hs, Ws, Cs = Zp.strides
+    patches = np.lib.stride_tricks.as_strided(
+        Zp, shape=(N, OH, OW, kh, kw, C), strides=(Ns, sh * Hs, sw * Ws, dh * Hs, dw * Ws, Cs),
+        writeable=False)
+    out = np.empty((N, OH, OW, C_out), dtype=np.result_type(Z, W))
+    for g in range(groups):
+        cols = patches[..., g * cin_g:(g + 1) * cin_g].reshape(N * OH * OW, kh * kw * cin_g)
+        Wg = W[..., g * cout_g:(g + 1) * cout_g].reshape(kh * kw * cin_g, cout_g)
+        out[..., g * cout_g:(g + 1) * cout_g] = (cols @ Wg).reshape(N, OH, OW, cout_g)
+    return out
+
+
+def im2col(x, kernel_size, stride=1, padding=0, dilation=1, layout="NCHW"):
+    """fastconv.im2col by loops over kernel offsets on a padded copy (batched input)."""
+    kh, kw = _pair(kernel_size)
+    sh, sw = _pair(stride)
+    dh, dw = _pair(dilation)
+    nhwc = x if layout.upper() == "NHWC" else np.moveaxis(x, 1, 3)
+    Zp = pad_nhwc(nhwc, padding)
+    N, H, Wd, C = Zp.shape
+    OH, OW = _out_size(H, kh, sh, dh), _out_size(Wd, kw, sw, dw)
+    patches = np.empty((N, OH, OW, kh, kw, C), dtype=x.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            patches[:, :, :, i, j, :] = Zp[:, i * dh:i * dh + sh * (OH - 1) + 1:sh,
+                                           j * dw:j * dw + sw * (OW - 1) + 1:sw, :]
+    if layout.upper() == "NHWC":
+        return patches.reshape(N, OH * OW, kh * kw * C)
+    # NCHW rows are (c, i, j), columns (oh, ow).
+    return patches.transpose(0, 5, 3, 4, 1, 2).reshape(N, C * kh * kw, OH * OW)
+
+
+def col2im(cols, output_size, kernel_size, stride=1, padding=0, dilation=1, layout="NCHW"):
+    """fastconv.col2im: scatter-add every column entry back to its pixel, drop the padding."""
+    H, Wd = _pair(output_size)
+    kh, kw = _pair(kernel_size)
+    sh, sw = _pair(stride)
+    dh, dw = _pair(dilation)
+    (top, bottom), (left, right) = _padding(padding)
+    Hp, Wp = H + top + bottom, Wd + left + right
+    OH, OW = _out_size(Hp, kh, sh, dh), _out_size(Wp, kw, sw, dw)
+    N = cols.shape[0]
+    if layout.upper() == "NHWC":
+        C = cols.shape[2] // (kh * kw)
+        patches = cols.reshape(N, OH, OW, kh, kw, C)
+    else:
+        C = cols.shape[1] // (kh * kw)
+        patches = cols.reshape(N, C, kh, kw, OH, OW).transpose(0, 4, 5, 2, 3, 1)
+    padded = np.zeros((N, Hp, Wp, C), dtype=cols.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            padded[:, i * dh:i * dh + sh * (OH - 1) + 1:sh,
+                   j * dw:j * dw + sw * (OW - 1) + 1:sw, :] += patches[:, :, :, i, j, :]
+    image = padded[:, top:top + H, left:left + Wd, :]
+    return image if layout.upper() == "NHWC" else image.transpose(0, 3, 1, 2)
