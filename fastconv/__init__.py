@@ -5,12 +5,15 @@ kernels (nogil, OpenMP) behind a validating NumPy API. See ``SPEC`` sections in 
 """
 from fastconv._version import __version__
 from fastconv.geometry import ConvGeometry
+from fastconv.conv import Gradients, conv2d, conv2d_backward, conv_transpose2d
 from fastconv.im2col import col2im, col2im_backward, im2col, im2col_backward
+from fastconv.layers import Conv2D
 from fastconv.threads import get_num_threads, set_num_threads, threads
 from fastconv import reference
 
 __all__ = [
     "__version__", "ConvGeometry",
     "im2col", "col2im", "im2col_backward", "col2im_backward",
+    "conv2d", "conv2d_backward", "conv_transpose2d", "Gradients", "Conv2D",
     "get_num_threads", "set_num_threads", "threads", "reference",
 ]

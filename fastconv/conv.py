@@ -2,11 +2,9 @@
 
 Each image's columns are built by the im2col kernels straight into a preallocated
 workspace and multiplied with scipy's ``sgemm``/``dgemm`` from Cython without the GIL.
-Two schedules, chosen per call:
-
-- *batch-parallel*: one image per OpenMP thread, BLAS held at one thread inside
-  (used when the batch has at least as many images as threads);
-- *image-serial*: images in turn, im2col parallel inside, one multithreaded GEMM.
+The work is cut into (image, tile of output rows) items run by an OpenMP loop; each
+thread builds its tile's columns in its own cache-sized slice of the workspace and calls a
+single-threaded GEMM, so OpenMP and BLAS threads never fight over the cores.
 
 Layouts: NCHW input with OIHW weight (PyTorch), or NHWC input with HWIO weight
 (TensorFlow). A 1×1, stride-1, unpadded convolution is a plain GEMM on the input.
@@ -83,20 +81,22 @@ def _check_blas_range(fn, geom):
 
 
 # ------------------------------------------------------------------ planning
+# Target bytes of one thread's column tile: half the 2 MiB per-core L2 leaves room for
+# the GEMM's packed panels.
+TILE_BYTES = 1 << 20
+# Work items per thread to aim for, so a static schedule stays balanced.
+ITEMS_PER_THREAD = 2
+
+
 @dataclass
 class Launch:
-    """How one call runs: kernel plan, schedule, and the workspace it needs (elements)."""
+    """How one call runs: the kernels' plan, the thread count and the workspace it needs."""
 
     plan: dict
-    col_size: int          # column elements per thread
-    batch_parallel: bool
     num_threads: int
-    workspace: int         # total column elements
-    partials: int          # per-thread weight-gradient elements (backward, batch-parallel)
-
-    def blas_threads(self):
-        """BLAS threads that do not oversubscribe: 1 inside our parallel loop, else ours."""
-        return 1 if self.batch_parallel else self.num_threads
+    col_size: int    # column elements per thread
+    workspace: int   # column elements in all (num_threads tiles)
+    partials: int    # per-thread weight-gradient accumulators in all (backward only)
 
 
 def is_pointwise(geom):
@@ -106,38 +106,40 @@ def is_pointwise(geom):
 
 
 def plan_launch(geom, itemsize, *, weight_grad=False, max_workspace_bytes=None, fn="conv2d"):
-    """Choose the schedule and the column tile for a convolution of geometry `geom`."""
+    """Cut a convolution into (image, row tile) work items and size the workspace.
+
+    A tile's columns aim at TILE_BYTES (cache-sized); tiles shrink until there are
+    ITEMS_PER_THREAD items per thread; `max_workspace_bytes` caps the column tiles plus the
+    weight-gradient accumulators of all threads (fewer threads run if even one output row
+    per thread does not fit)."""
     threads = get_num_threads()
-    batch = geom.batch
     kh, kw = geom.kernel_size
-    cin_g = geom.in_channels // geom.groups
     pointwise = is_pointwise(geom)
-    if pointwise:
-        row_elems = 0
-    elif geom.layout == "NCHW":
-        row_elems = geom.out_w * geom.in_channels * kh * kw
-    else:
-        row_elems = geom.out_w * kh * kw * cin_g
-    weight_elems = geom.out_channels * cin_g * kh * kw
-    batch_parallel = threads > 1 and batch >= threads
-    tile_rows = geom.out_h
+    row_elems = 0 if pointwise else geom.out_w * geom.in_channels * kh * kw
+    weight_elems = (geom.out_channels * geom.in_channels // geom.groups * kh * kw
+                    if weight_grad else 0)
+    out_h = max(geom.out_h, 1)
+    tile_rows = out_h if pointwise else max(1, min(out_h, TILE_BYTES // (row_elems * itemsize)))
+    wanted_tiles = -(-ITEMS_PER_THREAD * threads // max(geom.batch, 1))
+    if -(-out_h // tile_rows) < wanted_tiles:
+        tile_rows = max(1, -(-out_h // wanted_tiles))
     if max_workspace_bytes is not None:
         budget = max_workspace_bytes // itemsize
-        per_thread = threads * (geom.out_h * row_elems + (weight_elems if weight_grad else 0))
-        if batch_parallel and per_thread > budget:
-            batch_parallel = False
-        if row_elems and not batch_parallel:
-            tile_rows = min(geom.out_h, budget // row_elems)
+        per_row = row_elems
+        if threads * (tile_rows * per_row + weight_elems) > budget:
+            tile_rows = (budget // threads - weight_elems) // per_row if per_row else tile_rows
             if tile_rows < 1:
-                raise ValueError(
-                    f"{fn}: max_workspace_bytes={max_workspace_bytes} is smaller than the "
-                    f"columns of one output row ({row_elems * itemsize} bytes)")
-    col_size = tile_rows * row_elems
-    copies = threads if batch_parallel else 1
-    partials = weight_elems if (weight_grad and batch_parallel) else 0
-    plan = {"batch": batch, "out_channels": geom.out_channels, "groups": geom.groups,
+                tile_rows = 1
+                threads = budget // (per_row + weight_elems) if per_row + weight_elems else 1
+                if threads < 1:
+                    raise ValueError(
+                        f"{fn}: max_workspace_bytes={max_workspace_bytes} is smaller than the "
+                        f"workspace of one output row ({(per_row + weight_elems) * itemsize} "
+                        f"bytes)")
+    plan = {"batch": geom.batch, "out_channels": geom.out_channels, "groups": geom.groups,
             "nhwc": geom.layout == "NHWC", "pointwise": pointwise, "tile_rows": tile_rows}
-    return Launch(plan, col_size, batch_parallel, threads, col_size * copies, partials * copies)
+    col_size = tile_rows * row_elems
+    return Launch(plan, threads, col_size, threads * col_size, threads * weight_elems)
 
 
 def _empty(dtype):
@@ -153,40 +155,37 @@ def run_forward(x4, weight, bias, out4, geom, launch, workspace):
         out4[...] = 0 if bias is None else (
             bias[:, None, None] if geom.layout == "NCHW" else bias)
         return
-    dtype = x4.dtype
-    with blas_limit(launch.blas_threads()):
+    with blas_limit(1):  # BLAS runs inside fastconv's own OpenMP loop
         _conv.conv2d_forward(x4.reshape(-1), weight.reshape(-1),
-                             _empty(dtype) if bias is None else bias,
+                             _empty(x4.dtype) if bias is None else bias,
                              out4.reshape(-1), workspace[:launch.workspace],
                              geom.window.kernel_struct(), launch.plan, launch.col_size,
-                             launch.num_threads, launch.batch_parallel)
+                             launch.num_threads)
 
 
 def run_backward(grad_out4, x4, weight, grad_x4, grad_weight, geom, launch, workspace,
                  partials):
-    """Call the backward kernel. grad_x4 / grad_weight may be None (not needed); the weight
+    """Call the backward kernels. grad_x4 / grad_weight may be None (not needed); the weight
     gradient is added into grad_weight; partials (≥ launch.partials) is zeroed here."""
-    dtype = grad_out4.dtype
-    if grad_x4 is not None and (grad_out4.size == 0 or weight.size == 0):
+    if grad_x4 is not None and grad_x4.size and (grad_out4.size == 0 or weight.size == 0):
         grad_x4[...] = 0
-    if grad_out4.size == 0 or (grad_x4 is None and grad_weight is None):
-        return
-    if grad_weight is None and grad_x4 is not None and grad_x4.size == 0:
-        return
-    if launch.partials:
-        partials = partials[:launch.partials]
-        partials.fill(0)
-    else:
-        partials = _empty(dtype)
-    with blas_limit(launch.blas_threads()):
-        _conv.conv2d_backward(
-            grad_out4.reshape(-1),
-            _empty(dtype) if x4 is None or grad_weight is None else x4.reshape(-1),
-            weight.reshape(-1),
-            _empty(dtype) if grad_x4 is None else grad_x4.reshape(-1),
-            _empty(dtype) if grad_weight is None else grad_weight.reshape(-1),
-            workspace[:launch.workspace], partials, geom.window.kernel_struct(),
-            launch.plan, launch.col_size, launch.num_threads, launch.batch_parallel)
+        grad_x4 = None
+    if grad_out4.size == 0 or x4 is not None and x4.size == 0:
+        grad_weight = None  # no output or no pixels: nothing to add
+    if grad_x4 is not None and grad_x4.size == 0:
+        grad_x4 = None
+    struct = geom.window.kernel_struct()
+    with blas_limit(1):  # BLAS runs inside fastconv's own OpenMP loops
+        if grad_weight is not None:
+            acc = partials[:launch.partials]
+            acc.fill(0)
+            _conv.conv2d_weight_grad(grad_out4.reshape(-1), x4.reshape(-1),
+                                     grad_weight.reshape(-1), workspace[:launch.workspace], acc,
+                                     struct, launch.plan, launch.col_size, launch.num_threads)
+        if grad_x4 is not None:
+            _conv.conv2d_input_grad(grad_out4.reshape(-1), weight.reshape(-1),
+                                    grad_x4.reshape(-1), workspace[:launch.workspace], struct,
+                                    launch.plan, launch.col_size, launch.num_threads)
 
 
 # ------------------------------------------------------------------ public API

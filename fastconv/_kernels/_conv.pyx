@@ -2,15 +2,21 @@
 
 Per image and group, with P = OH·OW, Mg = C_out/groups, Kg = C_in/groups·kh·kw:
 
-  NCHW:  out[g] (Mg×P)  = W[g] (Mg×Kg)   · col[g] (Kg×P)
-  NHWC:  out[:, g] (P×Mg) = col[g] (P×Kg) · W[:, g] (Kg×Mg)     (W is HWIO, leading dim C_out)
+  NCHW:  out[g] (Mg×P)    = W[g] (Mg×Kg)   · col[g] (Kg×P)
+  NHWC:  out[:, g] (P×Mg) = col[g] (P×Kg)  · W[:, g] (Kg×Mg)   (W is HWIO, leading dim C_out)
 
-The columns are built for a tile of output rows [oh0, oh1) at a time, so the workspace can
-be bounded. A 1×1, stride-1, unpadded convolution uses the image itself as its columns.
-Everything here trusts fastconv.conv, which validated shapes, sizes and BLAS int ranges.
+Work is split into items (image, tile of output rows [oh0, oh1)) run by an OpenMP loop;
+each thread builds its tile's columns in its own slice of the workspace and calls a
+single-threaded GEMM on it (the caller holds BLAS at one thread), so OpenMP and BLAS
+threads never compete for the cores. A 1×1, stride-1, unpadded convolution uses the
+image itself as its column matrix. Everything here trusts fastconv.conv, which validated
+shapes, sizes, workspace lengths and the BLAS int range.
+
+Column tiles in the workspace: NCHW (C·kh·kw × tile), i.e. [group][Kg][tile];
+NHWC [group][tile][Kg].
 """
 from cython cimport floating
-from cython.parallel cimport prange
+from cython.parallel cimport parallel, prange
 from libc.string cimport memset
 
 from fastconv._kernels._blas cimport gemm
@@ -21,47 +27,39 @@ from fastconv._kernels._openmp cimport omp_get_thread_num
 
 
 ctypedef struct Plan:
-    # How one convolution is laid out, shared by forward and backward.
+    # How one convolution is cut into work items; shared by forward and backward.
     Py_ssize_t batch
     Py_ssize_t out_channels
     Py_ssize_t groups
     bint nhwc
-    bint pointwise      # 1×1, stride 1, no padding: the image is its own column matrix
-    Py_ssize_t tile_rows  # output rows per column tile
+    bint pointwise        # 1×1, stride 1, no padding: the image is its own column matrix
+    Py_ssize_t tile_rows  # output rows per work item
 
 
-# ---------------------------------------------------------------- column tiles
-cdef void image_to_columns(const floating* image, floating* col, const Geometry* g,
-                           const Plan* plan, Py_ssize_t c_begin, Py_ssize_t c_count,
-                           Py_ssize_t oh0, Py_ssize_t oh1, int num_threads) noexcept nogil:
-    """Columns of one image for output rows [oh0, oh1): NCHW (C·kh·kw × tile), all channels;
-    NHWC (tile × kh·kw·Cg), channels [c_begin, c_begin + c_count)."""
-    cdef Py_ssize_t task, tile = (oh1 - oh0) * g.out_w
-    cdef Py_ssize_t nhwc_rows = g.out_w * g.kernel_h * g.kernel_w * c_count
-    if plan.nhwc:
-        for task in prange(oh1 - oh0, num_threads=num_threads, schedule="static"):
-            im2col_nhwc_row(image, col + task * nhwc_rows, g, oh0 + task, c_begin, c_count)
-    else:
-        for task in prange(g.channels * g.kernel_h, num_threads=num_threads, schedule="static"):
-            im2col_nchw_rows(image + (task // g.kernel_h) * g.height * g.width,
-                             col + task * g.kernel_w * tile, g, task % g.kernel_h, oh0, oh1)
+ctypedef struct Dims:
+    # GEMM sizes of one convolution (BLAS takes C int; the range was checked in Python).
+    int P    # OH·OW
+    int O    # C_out
+    int C    # C_in
+    int Mg   # C_out / groups
+    int Cg   # C_in / groups
+    int Kg   # Cg·kh·kw
 
 
-cdef void columns_to_image(const floating* col, floating* image, const Geometry* g,
-                           const Plan* plan, Py_ssize_t c_begin, Py_ssize_t c_count,
-                           Py_ssize_t oh0, Py_ssize_t oh1, int num_threads) noexcept nogil:
-    """image += the column tile for output rows [oh0, oh1) (the adjoint of image_to_columns);
-    one task per image row, so no two threads write the same pixel."""
-    cdef Py_ssize_t task, tile = (oh1 - oh0) * g.out_w
-    cdef Py_ssize_t channel_rows = g.kernel_h * g.kernel_w * tile
-    if plan.nhwc:
-        for task in prange(g.height, num_threads=num_threads, schedule="static"):
-            col2im_nhwc_row(col, image + task * g.width * g.channels, g, task, c_begin,
-                            c_count, oh0, oh1)
-    else:
-        for task in prange(g.channels * g.height, num_threads=num_threads, schedule="static"):
-            col2im_nchw_row(col + (task // g.height) * channel_rows, image + task * g.width, g,
-                            task % g.height, oh0, oh1)
+cdef inline Dims dims_of(const Geometry* g, const Plan* plan) noexcept nogil:
+    cdef Dims d
+    d.P = <int> (g.out_h * g.out_w)
+    d.O = <int> plan.out_channels
+    d.C = <int> g.channels
+    d.Mg = <int> (plan.out_channels // plan.groups)
+    d.Cg = <int> (g.channels // plan.groups)
+    d.Kg = <int> (d.Cg * g.kernel_h * g.kernel_w)
+    return d
+
+
+cdef inline Py_ssize_t tiles_per_image(const Geometry* g, const Plan* plan) noexcept nogil:
+    """ceil(OH / tile_rows)."""
+    return (g.out_h + plan.tile_rows - 1) // plan.tile_rows
 
 
 cdef inline Py_ssize_t tile_end(Py_ssize_t oh0, const Geometry* g, const Plan* plan) noexcept nogil:
@@ -69,186 +67,242 @@ cdef inline Py_ssize_t tile_end(Py_ssize_t oh0, const Geometry* g, const Plan* p
     return oh0 + plan.tile_rows if oh0 + plan.tile_rows < g.out_h else g.out_h
 
 
-cdef void fill_bias(floating* out, const floating* bias, const Geometry* g,
-                    const Plan* plan) noexcept nogil:
-    """out = bias broadcast over one image's output (so the GEMMs can accumulate, beta=1)."""
-    cdef Py_ssize_t p, o, size = g.out_h * g.out_w
+# ---------------------------------------------------------------- column tiles
+cdef void image_to_columns(const floating* image, floating* col, const Geometry* g,
+                           const Plan* plan, Py_ssize_t grp, Py_ssize_t oh0,
+                           Py_ssize_t oh1) noexcept nogil:
+    """Columns of one image for output rows [oh0, oh1): NCHW all groups (C·kh·kw × tile);
+    NHWC group `grp` only (tile × Kg)."""
+    cdef Py_ssize_t task, tile = (oh1 - oh0) * g.out_w
+    cdef Py_ssize_t c_count = g.channels // plan.groups
+    cdef Py_ssize_t nhwc_rows = g.out_w * g.kernel_h * g.kernel_w * c_count
     if plan.nhwc:
-        for p in range(size):
-            for o in range(plan.out_channels):
-                out[p * plan.out_channels + o] = bias[o]
+        for task in range(oh1 - oh0):
+            im2col_nhwc_row(image, col + task * nhwc_rows, g, oh0 + task, grp * c_count, c_count)
     else:
-        for o in range(plan.out_channels):
-            for p in range(size):
-                out[o * size + p] = bias[o]
+        for task in range(g.channels * g.kernel_h):
+            im2col_nchw_rows(image + (task // g.kernel_h) * g.height * g.width,
+                             col + task * g.kernel_w * tile, g, task % g.kernel_h, oh0, oh1)
 
 
-# ---------------------------------------------------------------- one image
-cdef void forward_image(const floating* image, const floating* weight, const floating* bias,
-                        floating* out, floating* col, const Geometry* g, const Plan* plan,
-                        int num_threads) noexcept nogil:
-    """out = conv(image, weight) (+ bias) for one image."""
-    cdef int P = <int> (g.out_h * g.out_w)
-    cdef int O = <int> plan.out_channels
-    cdef int C = <int> g.channels
-    cdef int Mg = <int> (plan.out_channels // plan.groups)
-    cdef int Cg = <int> (g.channels // plan.groups)
-    cdef int Kg = <int> (Cg * g.kernel_h * g.kernel_w)
-    cdef int tile
-    cdef Py_ssize_t grp, oh0, oh1
+cdef void columns_to_image_rows(const floating* col, floating* image, const Geometry* g,
+                                const Plan* plan, Py_ssize_t oh0, Py_ssize_t oh1,
+                                Py_ssize_t row_begin, Py_ssize_t row_end) noexcept nogil:
+    """image rows [row_begin, row_end) += the column tile of output rows [oh0, oh1), all
+    groups (NCHW: C·kh·kw × tile; NHWC: [group][tile][Kg]). NCHW rows count (c, h) pairs."""
+    cdef Py_ssize_t row, grp, tile = (oh1 - oh0) * g.out_w
+    cdef Py_ssize_t c_count = g.channels // plan.groups
+    cdef Py_ssize_t group_size = tile * g.kernel_h * g.kernel_w * c_count
+    for row in range(row_begin, row_end):
+        if plan.nhwc:
+            for grp in range(plan.groups):
+                col2im_nhwc_row(col + grp * group_size, image + row * g.width * g.channels, g,
+                                row, grp * c_count, c_count, oh0, oh1)
+        else:
+            col2im_nchw_row(col + (row // g.height) * g.kernel_h * g.kernel_w * tile,
+                            image + row * g.width, g, row % g.height, oh0, oh1)
+
+
+# ---------------------------------------------------------------- one tile
+cdef void forward_tile(const floating* image, const floating* weight, const floating* bias,
+                       floating* out, floating* col, const Geometry* g, const Plan* plan,
+                       Py_ssize_t oh0, Py_ssize_t oh1) noexcept nogil:
+    """Output rows [oh0, oh1) of one image: conv(image, weight) (+ bias)."""
+    cdef Dims d = dims_of(g, plan)
+    cdef int tile = <int> ((oh1 - oh0) * g.out_w)
+    cdef Py_ssize_t start = oh0 * g.out_w
+    cdef Py_ssize_t grp, o, p
     cdef floating beta = 0
-    if bias != NULL:
-        fill_bias(out, bias, g, plan)
+    if bias != NULL:  # start from the bias so the GEMMs accumulate onto it (beta = 1)
         beta = 1
-    if plan.pointwise:
-        for grp in range(plan.groups):
-            if plan.nhwc:
-                gemm(False, False, P, Mg, Cg, 1, image + grp * Cg, C, weight + grp * Mg, O,
-                     beta, out + grp * Mg, O)
-            else:
-                gemm(False, False, Mg, P, Cg, 1, weight + grp * Mg * Cg, Cg,
-                     image + grp * Cg * P, P, beta, out + grp * Mg * P, P)
-        return
-    oh0 = 0
-    while oh0 < g.out_h:
-        oh1 = tile_end(oh0, g, plan)
-        tile = <int> ((oh1 - oh0) * g.out_w)
         if plan.nhwc:
-            for grp in range(plan.groups):
-                image_to_columns(image, col, g, plan, grp * Cg, Cg, oh0, oh1, num_threads)
-                gemm(False, False, tile, Mg, Kg, 1, col, Kg, weight + grp * Mg, O,
-                     beta, out + oh0 * g.out_w * O + grp * Mg, O)
+            for p in range(start, start + tile):
+                for o in range(d.O):
+                    out[p * d.O + o] = bias[o]
         else:
-            image_to_columns(image, col, g, plan, 0, C, oh0, oh1, num_threads)
-            for grp in range(plan.groups):
-                gemm(False, False, Mg, tile, Kg, 1, weight + grp * Mg * Kg, Kg,
-                     col + grp * Kg * tile, tile, beta, out + grp * Mg * P + oh0 * g.out_w, P)
-        oh0 = oh1
+            for o in range(d.O):
+                for p in range(start, start + tile):
+                    out[o * d.P + p] = bias[o]
+    if not plan.pointwise and not plan.nhwc:
+        image_to_columns(image, col, g, plan, 0, oh0, oh1)
+    for grp in range(plan.groups):
+        if plan.nhwc:
+            if plan.pointwise:
+                gemm(False, False, tile, d.Mg, d.Cg, 1, image + start * d.C + grp * d.Cg, d.C,
+                     weight + grp * d.Mg, d.O, beta, out + start * d.O + grp * d.Mg, d.O)
+            else:
+                image_to_columns(image, col, g, plan, grp, oh0, oh1)
+                gemm(False, False, tile, d.Mg, d.Kg, 1, col, d.Kg, weight + grp * d.Mg, d.O,
+                     beta, out + start * d.O + grp * d.Mg, d.O)
+        else:
+            if plan.pointwise:
+                gemm(False, False, d.Mg, tile, d.Cg, 1, weight + grp * d.Mg * d.Cg, d.Cg,
+                     image + grp * d.Cg * d.P + start, d.P, beta,
+                     out + grp * d.Mg * d.P + start, d.P)
+            else:
+                gemm(False, False, d.Mg, tile, d.Kg, 1, weight + grp * d.Mg * d.Kg, d.Kg,
+                     col + grp * d.Kg * tile, tile, beta, out + grp * d.Mg * d.P + start, d.P)
 
 
-cdef void backward_image(const floating* grad_out, const floating* image, const floating* weight,
-                         floating* grad_image, floating* grad_weight, floating* col,
-                         const Geometry* g, const Plan* plan, int num_threads) noexcept nogil:
-    """For one image: grad_weight += grad_out ⋆ columns(image) (if grad_weight != NULL);
-    grad_image = col2im(Wᵀ · grad_out) (if grad_image != NULL)."""
-    cdef int P = <int> (g.out_h * g.out_w)
-    cdef int O = <int> plan.out_channels
-    cdef int C = <int> g.channels
-    cdef int Mg = <int> (plan.out_channels // plan.groups)
-    cdef int Cg = <int> (g.channels // plan.groups)
-    cdef int Kg = <int> (Cg * g.kernel_h * g.kernel_w)
-    cdef int tile
-    cdef Py_ssize_t grp, oh0, oh1
-    cdef const floating* gout_tile
-    if plan.pointwise:
-        for grp in range(plan.groups):
-            if plan.nhwc:
-                if grad_weight != NULL:
-                    gemm(True, False, Cg, Mg, P, 1, image + grp * Cg, C, grad_out + grp * Mg, O,
-                         1, grad_weight + grp * Mg, O)
-                if grad_image != NULL:
-                    gemm(False, True, P, Cg, Mg, 1, grad_out + grp * Mg, O, weight + grp * Mg, O,
-                         0, grad_image + grp * Cg, C)
-            else:
-                if grad_weight != NULL:
-                    gemm(False, True, Mg, Cg, P, 1, grad_out + grp * Mg * P, P,
-                         image + grp * Cg * P, P, 1, grad_weight + grp * Mg * Cg, Cg)
-                if grad_image != NULL:
-                    gemm(True, False, Cg, P, Mg, 1, weight + grp * Mg * Cg, Cg,
-                         grad_out + grp * Mg * P, P, 0, grad_image + grp * Cg * P, P)
-        return
-    if grad_image != NULL:
-        memset(grad_image, 0, g.channels * g.height * g.width * sizeof(floating))
-    oh0 = 0
-    while oh0 < g.out_h:
-        oh1 = tile_end(oh0, g, plan)
-        tile = <int> ((oh1 - oh0) * g.out_w)
+cdef void weight_grad_tile(const floating* grad_out, const floating* image,
+                           floating* grad_weight, floating* col, const Geometry* g,
+                           const Plan* plan, Py_ssize_t oh0, Py_ssize_t oh1) noexcept nogil:
+    """grad_weight += grad_out[rows oh0..oh1) ⋆ columns(image)ᵀ for one image."""
+    cdef Dims d = dims_of(g, plan)
+    cdef int tile = <int> ((oh1 - oh0) * g.out_w)
+    cdef Py_ssize_t start = oh0 * g.out_w
+    cdef Py_ssize_t grp
+    if not plan.pointwise and not plan.nhwc:
+        image_to_columns(image, col, g, plan, 0, oh0, oh1)
+    for grp in range(plan.groups):
         if plan.nhwc:
-            for grp in range(plan.groups):
-                gout_tile = grad_out + oh0 * g.out_w * O + grp * Mg
-                if grad_weight != NULL:
-                    image_to_columns(image, col, g, plan, grp * Cg, Cg, oh0, oh1, num_threads)
-                    gemm(True, False, Kg, Mg, tile, 1, col, Kg, gout_tile, O,
-                         1, grad_weight + grp * Mg, O)
-                if grad_image != NULL:
-                    gemm(False, True, tile, Kg, Mg, 1, gout_tile, O, weight + grp * Mg, O,
-                         0, col, Kg)
-                    columns_to_image(col, grad_image, g, plan, grp * Cg, Cg, oh0, oh1,
-                                     num_threads)
+            if plan.pointwise:
+                gemm(True, False, d.Cg, d.Mg, tile, 1, image + start * d.C + grp * d.Cg, d.C,
+                     grad_out + start * d.O + grp * d.Mg, d.O, 1, grad_weight + grp * d.Mg, d.O)
+            else:
+                image_to_columns(image, col, g, plan, grp, oh0, oh1)
+                gemm(True, False, d.Kg, d.Mg, tile, 1, col, d.Kg,
+                     grad_out + start * d.O + grp * d.Mg, d.O, 1, grad_weight + grp * d.Mg, d.O)
         else:
-            if grad_weight != NULL:
-                image_to_columns(image, col, g, plan, 0, C, oh0, oh1, num_threads)
-                for grp in range(plan.groups):
-                    gemm(False, True, Mg, Kg, tile, 1, grad_out + grp * Mg * P + oh0 * g.out_w, P,
-                         col + grp * Kg * tile, tile, 1, grad_weight + grp * Mg * Kg, Kg)
-            if grad_image != NULL:
-                for grp in range(plan.groups):
-                    gemm(True, False, Kg, tile, Mg, 1, weight + grp * Mg * Kg, Kg,
-                         grad_out + grp * Mg * P + oh0 * g.out_w, P, 0, col + grp * Kg * tile,
-                         tile)
-                columns_to_image(col, grad_image, g, plan, 0, C, oh0, oh1, num_threads)
-        oh0 = oh1
+            if plan.pointwise:
+                gemm(False, True, d.Mg, d.Cg, tile, 1, grad_out + grp * d.Mg * d.P + start, d.P,
+                     image + grp * d.Cg * d.P + start, d.P, 1, grad_weight + grp * d.Mg * d.Cg,
+                     d.Cg)
+            else:
+                gemm(False, True, d.Mg, d.Kg, tile, 1, grad_out + grp * d.Mg * d.P + start, d.P,
+                     col + grp * d.Kg * tile, tile, 1, grad_weight + grp * d.Mg * d.Kg, d.Kg)
+
+
+cdef void input_grad_columns(const floating* grad_out, const floating* weight, floating* col,
+                             Py_ssize_t col_tile, Py_ssize_t col_offset, const Geometry* g,
+                             const Plan* plan, Py_ssize_t oh0, Py_ssize_t oh1) noexcept nogil:
+    """Columns of the input gradient, Wᵀ · grad_out, for output rows [oh0, oh1), written
+    into a column buffer that holds `col_tile` positions starting `col_offset` positions
+    before oh0 (so several tiles can fill one wider buffer). Pointwise: `col` is the image
+    gradient itself."""
+    cdef Dims d = dims_of(g, plan)
+    cdef int tile = <int> ((oh1 - oh0) * g.out_w)
+    cdef int ld = <int> col_tile
+    cdef Py_ssize_t start = oh0 * g.out_w
+    cdef Py_ssize_t grp
+    for grp in range(plan.groups):
+        if plan.nhwc:
+            if plan.pointwise:
+                gemm(False, True, tile, d.Cg, d.Mg, 1, grad_out + start * d.O + grp * d.Mg, d.O,
+                     weight + grp * d.Mg, d.O, 0, col + start * d.C + grp * d.Cg, d.C)
+            else:
+                gemm(False, True, tile, d.Kg, d.Mg, 1, grad_out + start * d.O + grp * d.Mg, d.O,
+                     weight + grp * d.Mg, d.O, 0,
+                     col + grp * col_tile * d.Kg + col_offset * d.Kg, d.Kg)
+        else:
+            if plan.pointwise:
+                gemm(True, False, d.Cg, tile, d.Mg, 1, weight + grp * d.Mg * d.Cg, d.Cg,
+                     grad_out + grp * d.Mg * d.P + start, d.P, 0,
+                     col + grp * d.Cg * d.P + start, d.P)
+            else:
+                gemm(True, False, d.Kg, tile, d.Mg, 1, weight + grp * d.Mg * d.Kg, d.Kg,
+                     grad_out + grp * d.Mg * d.P + start, d.P, 0,
+                     col + grp * d.Kg * col_tile + col_offset, ld)
 
 
 # ---------------------------------------------------------------- whole batch
 def conv2d_forward(const floating[::1] x, const floating[::1] weight, const floating[::1] bias,
                    floating[::1] out, floating[::1] workspace, Geometry g, Plan plan,
-                   Py_ssize_t col_size, int num_threads, bint batch_parallel):
-    """out[n] = conv(x[n]) for every image. `bias` is empty when there is none. With
-    batch_parallel, one image per OpenMP thread (the caller holds BLAS at one thread) and
-    `workspace` holds num_threads column tiles of col_size; else images in turn, im2col
-    parallel inside and BLAS threaded."""
-    cdef Py_ssize_t n
+                   Py_ssize_t col_size, int num_threads):
+    """out[n] = conv(x[n]) (+ bias) for every image, one (image, row tile) item at a time
+    per thread. `bias` is empty when there is none; `workspace` holds num_threads column
+    tiles of col_size elements (empty for pointwise convolutions)."""
+    cdef Py_ssize_t tiles = tiles_per_image(&g, &plan)
     cdef Py_ssize_t image_size = g.channels * g.height * g.width
     cdef Py_ssize_t out_size = plan.out_channels * g.out_h * g.out_w
     cdef const floating* bias_ptr = &bias[0] if bias.shape[0] > 0 else NULL
     cdef floating* ws = &workspace[0] if workspace.shape[0] > 0 else NULL
-    with nogil:
-        if batch_parallel:
-            for n in prange(plan.batch, num_threads=num_threads, schedule="static"):
-                forward_image(&x[0] + n * image_size, &weight[0], bias_ptr, &out[0] + n * out_size,
-                              ws + omp_get_thread_num() * col_size if ws != NULL else NULL,
-                              &g, &plan, 1)
-        else:
-            for n in range(plan.batch):
-                forward_image(&x[0] + n * image_size, &weight[0], bias_ptr, &out[0] + n * out_size,
-                              ws, &g, &plan, num_threads)
+    cdef const floating* xp = &x[0]
+    cdef floating* outp = &out[0]
+    cdef Py_ssize_t item, n, oh0
+    for item in prange(plan.batch * tiles, nogil=True, num_threads=num_threads,
+                       schedule="static"):
+        n = item // tiles
+        oh0 = (item % tiles) * plan.tile_rows
+        forward_tile(xp + n * image_size, &weight[0], bias_ptr, outp + n * out_size,
+                     ws + omp_get_thread_num() * col_size if ws != NULL else NULL,
+                     &g, &plan, oh0, tile_end(oh0, &g, &plan))
 
 
-def conv2d_backward(const floating[::1] grad_out, const floating[::1] x,
-                    const floating[::1] weight, floating[::1] grad_x, floating[::1] grad_weight,
-                    floating[::1] workspace, floating[::1] weight_partials, Geometry g, Plan plan,
-                    Py_ssize_t col_size, int num_threads, bint batch_parallel):
-    """grad_x[n] = col2im(Wᵀ·grad_out[n]) and grad_weight += Σ_n grad_out[n]·col(x[n])ᵀ.
-
-    An empty grad_x / grad_weight means "not needed" (and x may then be empty). The weight
-    gradient is added to what grad_weight holds. With batch_parallel each thread accumulates
-    into its own slice of `weight_partials` (num_threads × weight size, arriving zeroed),
-    added into grad_weight at the end."""
-    cdef Py_ssize_t n, k, t
+def conv2d_weight_grad(const floating[::1] grad_out, const floating[::1] x,
+                       floating[::1] grad_weight, floating[::1] workspace,
+                       floating[::1] partials, Geometry g, Plan plan, Py_ssize_t col_size,
+                       int num_threads):
+    """grad_weight += Σ_n grad_out[n] ⋆ columns(x[n])ᵀ. Each thread accumulates its items into
+    its own slice of `partials` (num_threads × weight size, arriving zeroed); the slices
+    are then added into grad_weight in thread order."""
+    cdef Py_ssize_t tiles = tiles_per_image(&g, &plan)
     cdef Py_ssize_t image_size = g.channels * g.height * g.width
     cdef Py_ssize_t out_size = plan.out_channels * g.out_h * g.out_w
-    cdef Py_ssize_t weight_size = weight.shape[0]
-    cdef int tid
-    cdef const floating* xp = &x[0] if x.shape[0] > 0 else NULL
-    cdef floating* gx = &grad_x[0] if grad_x.shape[0] > 0 else NULL
-    cdef floating* gw = &grad_weight[0] if grad_weight.shape[0] > 0 else NULL
+    cdef Py_ssize_t weight_size = grad_weight.shape[0]
     cdef floating* ws = &workspace[0] if workspace.shape[0] > 0 else NULL
-    cdef floating* partials = &weight_partials[0] if weight_partials.shape[0] > 0 else NULL
+    cdef floating* acc = &partials[0]
+    cdef floating* gw = &grad_weight[0]
+    cdef Py_ssize_t item, n, oh0, k, t
+    for item in prange(plan.batch * tiles, nogil=True, num_threads=num_threads,
+                       schedule="static"):
+        n = item // tiles
+        oh0 = (item % tiles) * plan.tile_rows
+        weight_grad_tile(&grad_out[0] + n * out_size, &x[0] + n * image_size,
+                         acc + omp_get_thread_num() * weight_size,
+                         ws + omp_get_thread_num() * col_size if ws != NULL else NULL,
+                         &g, &plan, oh0, tile_end(oh0, &g, &plan))
+    for k in prange(weight_size, nogil=True, num_threads=num_threads, schedule="static"):
+        for t in range(num_threads):
+            gw[k] += acc[t * weight_size + k]
+
+
+def conv2d_input_grad(const floating[::1] grad_out, const floating[::1] weight,
+                      floating[::1] grad_x, floating[::1] workspace, Geometry g, Plan plan,
+                      Py_ssize_t col_size, int num_threads):
+    """grad_x[n] = col2im(Wᵀ · grad_out[n]) for every image (also conv_transpose2d).
+
+    Neighbouring tiles of one image add into the same input rows, so the work runs in
+    rounds: each thread fills one tile of a round's shared column buffer (the workspace,
+    num_threads tiles wide) with its GEMM, then the round's columns are folded into the
+    image in parallel over image rows. Each pixel is summed by one thread in a fixed order,
+    so the result does not depend on the thread count."""
+    cdef Py_ssize_t tiles = tiles_per_image(&g, &plan)
+    cdef Py_ssize_t image_size = g.channels * g.height * g.width
+    cdef Py_ssize_t out_size = plan.out_channels * g.out_h * g.out_w
+    cdef Py_ssize_t rows = g.height if plan.nhwc else g.channels * g.height
+    cdef Py_ssize_t round_rows = plan.tile_rows * num_threads
+    cdef const floating* gop = &grad_out[0]
+    cdef const floating* wp = &weight[0]
+    cdef floating* gxp = &grad_x[0]
+    cdef floating* ws = &workspace[0] if workspace.shape[0] > 0 else NULL
+    cdef Py_ssize_t item, n, oh0, oh1, round_start, round_end, row, t
+    if plan.pointwise:  # every input pixel comes from one output pixel: tiles are independent
+        for item in prange(plan.batch * tiles, nogil=True, num_threads=num_threads,
+                           schedule="static"):
+            n = item // tiles
+            oh0 = (item % tiles) * plan.tile_rows
+            input_grad_columns(gop + n * out_size, wp, gxp + n * image_size, 0, 0, &g, &plan,
+                               oh0, tile_end(oh0, &g, &plan))
+        return
+    memset(gxp, 0, plan.batch * image_size * sizeof(floating))
     with nogil:
-        if batch_parallel:
-            for n in prange(plan.batch, num_threads=num_threads, schedule="static"):
-                tid = omp_get_thread_num()
-                backward_image(&grad_out[0] + n * out_size, xp + n * image_size if xp != NULL else NULL,
-                               &weight[0], gx + n * image_size if gx != NULL else NULL,
-                               partials + tid * weight_size if gw != NULL else NULL,
-                               ws + tid * col_size if ws != NULL else NULL, &g, &plan, 1)
-            if gw != NULL:
-                for k in prange(weight_size, num_threads=num_threads, schedule="static"):
-                    for t in range(num_threads):
-                        gw[k] += partials[t * weight_size + k]
-        else:
-            for n in range(plan.batch):
-                backward_image(&grad_out[0] + n * out_size, xp + n * image_size if xp != NULL else NULL,
-                               &weight[0], gx + n * image_size if gx != NULL else NULL, gw, ws,
-                               &g, &plan, num_threads)
+        for n in range(plan.batch):
+            round_start = 0
+            while round_start < g.out_h:
+                round_end = round_start + round_rows
+                if round_end > g.out_h:
+                    round_end = g.out_h
+                for t in prange(num_threads, num_threads=num_threads, schedule="static"):
+                    oh0 = round_start + t * plan.tile_rows
+                    if oh0 < round_end:
+                        oh1 = oh0 + plan.tile_rows
+                        if oh1 > round_end:
+                            oh1 = round_end
+                        input_grad_columns(gop + n * out_size, wp, ws,
+                                           (round_end - round_start) * g.out_w,
+                                           (oh0 - round_start) * g.out_w, &g, &plan, oh0, oh1)
+                for row in prange(rows, num_threads=num_threads, schedule="static"):
+                    columns_to_image_rows(ws, gxp + n * image_size, &g, &plan, round_start,
+                                          round_end, row, row + 1)
+                round_start = round_end

@@ -1,0 +1,186 @@
+"""A thin typed convolution layer that keeps its workspace between calls (SPEC §2)."""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+
+from fastconv import geometry as geo
+from fastconv.conv import _bias_grad, _conv_geometry, plan_launch, run_backward, run_forward
+
+__all__ = ["Conv2D"]
+
+
+class Conv2D:
+    """2-D convolution layer on NumPy arrays, like ``torch.nn.Conv2d``.
+
+    Parameters
+    ----------
+    in_channels, out_channels : int
+    kernel_size, stride, dilation : int or (h, w)
+    padding : int, (pad_h, pad_w), ((top, bottom), (left, right)), "valid" or "same"
+    groups : int
+    bias : bool
+    layout : {"NCHW", "NHWC"}
+        NCHW keeps ``weight`` as OIHW (C_out, C_in/groups, kh, kw); NHWC as HWIO
+        (kh, kw, C_in/groups, C_out).
+    dtype : float32 or float64
+    seed : int, optional
+        Seed of the PyTorch-style initialisation: weight and bias uniform in
+        ±1/√(C_in/groups·kh·kw).
+    max_workspace_bytes : int, optional
+        Cap on the column workspace; above it the work runs in tiles of output rows that
+        fit, with the same result.
+
+    Attributes
+    ----------
+    weight, bias : ndarray (bias None when ``bias=False``)
+    weight_grad, bias_grad : ndarray
+        Gradients accumulated by :meth:`backward` (add, as PyTorch's ``.grad``);
+        :meth:`zero_grad` clears them.
+    workspace_bytes : int
+        Bytes of workspace held between calls.
+
+    Notes
+    -----
+    The workspace (column tiles and weight-gradient accumulators) is allocated on the first
+    call and reused: a later call whose shape needs no more allocates only its result (and
+    nothing with ``out=``). Calls from several Python threads are serialised by a lock;
+    each call already uses all of fastconv's threads.
+
+    Examples
+    --------
+    >>> layer = Conv2D(3, 16, 3, padding=1, seed=0)
+    >>> y = layer(np.zeros((2, 3, 32, 32), np.float32))     # (2, 16, 32, 32)
+    >>> grad_x = layer.backward(np.ones_like(y))            # (2, 3, 32, 32)
+    """
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
+                 dilation=1, groups=1, bias=True, *, layout="NCHW", dtype=np.float32,
+                 seed=None, max_workspace_bytes=None):
+        fn = "Conv2D"
+        self.layout = geo.normalize_layout(layout, fn)
+        self.in_channels = geo._as_int(in_channels, "in_channels", fn, 1)
+        self.out_channels = geo._as_int(out_channels, "out_channels", fn, 1)
+        self.groups = geo._as_int(groups, "groups", fn, 1)
+        if self.in_channels % self.groups or self.out_channels % self.groups:
+            raise ValueError(f"{fn}: groups={self.groups} must divide in_channels "
+                             f"({self.in_channels}) and out_channels ({self.out_channels})")
+        self.kernel_size = geo.normalize_pair(kernel_size, "kernel_size", fn)
+        self.stride = geo.normalize_pair(stride, "stride", fn)
+        self.dilation = geo.normalize_pair(dilation, "dilation", fn)
+        self.padding = geo.resolve_conv_padding(padding, self.kernel_size, self.stride,
+                                                self.dilation, fn)
+        self.dtype = np.dtype(dtype)
+        if self.dtype not in geo.FLOAT_DTYPES:
+            raise TypeError(f"{fn}: dtype must be float32 or float64, got {self.dtype}")
+        if max_workspace_bytes is not None:
+            max_workspace_bytes = geo._as_int(max_workspace_bytes, "max_workspace_bytes", fn, 1)
+        self.max_workspace_bytes = max_workspace_bytes
+
+        kh, kw = self.kernel_size
+        cin_g = self.in_channels // self.groups
+        shape = ((self.out_channels, cin_g, kh, kw) if self.layout == "NCHW"
+                 else (kh, kw, cin_g, self.out_channels))
+        bound = 1.0 / np.sqrt(cin_g * kh * kw)
+        rng = np.random.default_rng(seed)
+        self.weight = rng.uniform(-bound, bound, size=shape).astype(self.dtype)
+        self.bias = (rng.uniform(-bound, bound, size=self.out_channels).astype(self.dtype)
+                     if bias else None)
+        self.weight_grad = np.zeros_like(self.weight)
+        self.bias_grad = None if self.bias is None else np.zeros_like(self.bias)
+
+        self._lock = threading.Lock()
+        self._workspace = np.empty(0, dtype=self.dtype)
+        self._partials = np.empty(0, dtype=self.dtype)
+        self._plans = {}       # input shape → (geometry, forward launch, backward launch)
+        self._saved_input = None
+
+    # ------------------------------------------------------------------ internals
+    @property
+    def workspace_bytes(self):
+        return self._workspace.nbytes + self._partials.nbytes
+
+    def _plan_for(self, x4, x_shape):
+        """Geometry and launches for this input shape, made once per shape; grows the
+        workspace when this shape needs more than is held."""
+        key = (x4.shape, self.dtype)
+        cached = self._plans.get(key)
+        if cached is None:
+            geom = _conv_geometry("Conv2D", x4, self.weight, self.stride, self.padding,
+                                  self.dilation, self.groups, self.layout, x_shape)
+            # One launch serves forward and backward, sized with room for the weight-gradient
+            # accumulators, so the workspace held never exceeds max_workspace_bytes.
+            launch = plan_launch(geom, self.dtype.itemsize, weight_grad=True,
+                                 max_workspace_bytes=self.max_workspace_bytes, fn="Conv2D")
+            cached = (geom, launch)
+            if len(self._plans) >= 8:  # a bounded cache of recent shapes
+                self._plans.pop(next(iter(self._plans)))
+            self._plans[key] = cached
+        launch = cached[1]
+        if self._workspace.size < launch.workspace:
+            self._workspace = np.empty(launch.workspace, dtype=self.dtype)
+        if self._partials.size < launch.partials:
+            self._partials = np.empty(launch.partials, dtype=self.dtype)
+        return cached
+
+    def _check_input(self, x, fn):
+        x = geo.as_array(x, "input", fn)
+        geo.check_float_dtype(x, "input", fn)
+        geo.check_same_dtype(fn, input=x, weight=self.weight)
+        x4, batched = geo.split_batch(x, "input", fn, self.layout)
+        return x, x4, batched
+
+    # ------------------------------------------------------------------ API
+    def forward(self, x, out=None):
+        """y = conv2d(x, weight, bias); x is (N, C, H, W) / (C, H, W) for NCHW, (N, H, W, C) /
+        (H, W, C) for NHWC. Keeps `x` for :meth:`backward`."""
+        fn = "Conv2D.forward"
+        x, x4, batched = self._check_input(x, fn)
+        with self._lock:
+            geom, launch = self._plan_for(x4, x.shape)
+            shape = geom.output_shape if batched else geom.output_shape[1:]
+            out = geo.check_out(out, shape, self.dtype, [x, self.weight, self.bias], fn)
+            out4 = (np.empty(geom.output_shape, dtype=self.dtype) if out is None
+                    else out.reshape(geom.output_shape))
+            x4 = np.ascontiguousarray(x4)
+            run_forward(x4, self.weight, self.bias, out4, geom, launch, self._workspace)
+            self._saved_input = (x4, batched)
+        return out4 if batched else out4[0]
+
+    __call__ = forward
+
+    def backward(self, grad_output):
+        """Gradient w.r.t. the last forward's input; adds into ``weight_grad`` / ``bias_grad``."""
+        fn = "Conv2D.backward"
+        with self._lock:
+            if self._saved_input is None:
+                raise RuntimeError(f"{fn}: call forward before backward")
+            x4, batched = self._saved_input
+            geom, launch = self._plan_for(x4, x4.shape)
+            grad_output = geo.as_array(grad_output, "grad_output", fn)
+            geo.check_float_dtype(grad_output, "grad_output", fn)
+            geo.check_same_dtype(fn, grad_output=grad_output, weight=self.weight)
+            expected = geom.output_shape if batched else geom.output_shape[1:]
+            if grad_output.shape != expected:
+                raise ValueError(f"{fn}: expected grad_output of shape {expected}, got "
+                                 f"{grad_output.shape}")
+            grad_out4 = np.ascontiguousarray(grad_output).reshape(geom.output_shape)
+            grad_x4 = np.empty(x4.shape, dtype=self.dtype)
+            run_backward(grad_out4, x4, self.weight, grad_x4, self.weight_grad, geom, launch,
+                         self._workspace, self._partials)
+            if self.bias is not None:
+                self.bias_grad += _bias_grad(grad_out4, self.layout)
+        return grad_x4 if batched else grad_x4[0]
+
+    def zero_grad(self):
+        """Set ``weight_grad`` and ``bias_grad`` to zero."""
+        self.weight_grad.fill(0)
+        if self.bias_grad is not None:
+            self.bias_grad.fill(0)
+
+    def __repr__(self):
+        return (f"Conv2D({self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+                f"stride={self.stride}, padding={self.padding}, dilation={self.dilation}, "
+                f"groups={self.groups}, bias={self.bias is not None}, layout={self.layout!r}, "
+                f"dtype={self.dtype.name})")
