@@ -104,11 +104,28 @@ def resolve_conv_padding(padding, kernel_size, stride, dilation, fn):
 
 
 def as_array(x, name, fn):
-    """x as an ndarray (array-likes are converted); object arrays are a TypeError."""
+    """x as an ndarray (array-likes are converted) in native byte order; object arrays are
+    a TypeError."""
     array = np.asarray(x)
     if array.dtype == object:
         raise TypeError(f"{fn}: {name} has unsupported dtype object")
+    if not array.dtype.isnative:  # kernels compute in the machine's byte order
+        array = array.astype(array.dtype.newbyteorder("="))
     return array
+
+
+def normalize_shape(shape, name, fn, ndims=(3, 4)):
+    """A shape given as a sequence of ints >= 0 with an allowed length → tuple of ints."""
+    try:
+        dims = tuple(operator.index(s) for s in shape)
+    except TypeError:
+        raise ValueError(f"{fn}: {name} must be a tuple of ints, got {shape!r}") from None
+    if len(dims) not in ndims:
+        raise ValueError(f"{fn}: {name} must have {' or '.join(map(str, ndims))} dimensions, "
+                         f"got {dims}")
+    if any(d < 0 for d in dims):
+        raise ValueError(f"{fn}: {name} must not have negative sizes, got {dims}")
+    return dims
 
 
 def check_float_dtype(array, name, fn):
@@ -237,15 +254,7 @@ class ConvGeometry:
     def __init__(self, input_shape, out_channels, kernel_size, stride=1, padding=0,
                  dilation=1, groups=1, *, layout="NCHW", fn="ConvGeometry"):
         self.layout = normalize_layout(layout, fn)
-        try:
-            shape = tuple(operator.index(s) for s in input_shape)
-        except TypeError:
-            raise ValueError(f"{fn}: input_shape must be a tuple of ints, "
-                             f"got {input_shape!r}") from None
-        if len(shape) not in (3, 4):
-            raise ValueError(f"{fn}: input_shape must have 3 or 4 dimensions, got {shape}")
-        if any(s < 0 for s in shape):
-            raise ValueError(f"{fn}: input_shape must not have negative sizes, got {shape}")
+        shape = normalize_shape(input_shape, "input_shape", fn)
         self.input_shape = shape
         self.batched = len(shape) == 4
         shape4 = shape if self.batched else (1,) + shape

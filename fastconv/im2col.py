@@ -70,6 +70,11 @@ def _im2col_into(x4, window, layout, cols):
     if x4.size == 0:  # H or W is 0: every entry comes from the padding
         cols.fill(0)
         return
+    if (window.kernel_size == (1, 1) and window.stride == (1, 1)
+            and window.padding == ((0, 0), (0, 0))):
+        # 1×1, stride 1, unpadded: the columns are the image itself, one straight copy.
+        np.copyto(cols, x4.reshape(cols.shape))
+        return
     kernel = _im2col.im2col_nchw if layout == "NCHW" else _im2col.im2col_nhwc
     kernel(_kernel_view(np.ascontiguousarray(x4)), _kernel_view(cols), window.kernel_struct(),
            x4.shape[0], _num_threads_for(cols.size))
@@ -128,6 +133,8 @@ def im2col(x, kernel_size, *, stride=1, padding=0, dilation=1, layout="NCHW", ou
     out = geo.check_out(out, result_shape, x.dtype, [x], fn)
     cols = np.empty(shape, dtype=x.dtype) if out is None else out.reshape(shape)
     _im2col_into(x4, window, layout, cols)
+    if out is not None:
+        return out
     return cols if batched else cols[0]
 
 
@@ -192,6 +199,8 @@ def col2im(cols, output_size, kernel_size, *, stride=1, padding=0, dilation=1, l
     out = geo.check_out(out, result_shape, cols.dtype, [cols], fn)
     image = np.empty(shape, dtype=cols.dtype) if out is None else out.reshape(shape)
     _col2im_into(cols3, window, layout, image)
+    if out is not None:
+        return out
     return image if batched else image[0]
 
 
@@ -201,9 +210,7 @@ def im2col_backward(grad_cols, input_shape, kernel_size, *, stride=1, padding=0,
     (Caffe2's GetIm2ColGradient). `input_shape` is the shape of im2col's input."""
     fn = "im2col_backward"
     layout = geo.normalize_layout(layout, fn)
-    shape = tuple(input_shape)
-    if len(shape) not in (3, 4):
-        raise ValueError(f"{fn}: input_shape must have 3 or 4 dimensions, got {shape}")
+    shape = geo.normalize_shape(input_shape, "input_shape", fn)
     shape4 = shape if len(shape) == 4 else (1,) + shape
     n, c, h, w = geo.image_dims(shape4, layout)
     grad_cols = geo.as_array(grad_cols, "grad_cols", fn)
