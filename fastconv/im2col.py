@@ -121,11 +121,15 @@ def im2col(x, kernel_size, *, stride=1, padding=0, dilation=1, layout="NCHW", ou
            [3., 4., 6., 7.],
            [4., 5., 7., 8.]])
     """
-    fn = "im2col"
+    return _checked_im2col(x, kernel_size, stride, padding, dilation, layout, out, "im2col", "x")
+
+
+def _checked_im2col(x, kernel_size, stride, padding, dilation, layout, out, fn, name):
+    """im2col, validating and reporting errors as function `fn` with argument `name`."""
     layout = geo.normalize_layout(layout, fn)
-    x = geo.as_array(x, "x", fn)
-    _check_movable_dtype(x, "x", fn)
-    x4, batched = geo.split_batch(x, "x", fn, layout)
+    x = geo.as_array(x, name, fn)
+    _check_movable_dtype(x, name, fn)
+    x4, batched = geo.split_batch(x, name, fn, layout)
     n, c, h, w = geo.image_dims(x4.shape, layout)
     window = geo.make_window(c, h, w, kernel_size, stride, padding, dilation, fn)
     shape = _columns_shape(n, window, layout)
@@ -138,8 +142,10 @@ def im2col(x, kernel_size, *, stride=1, padding=0, dilation=1, layout="NCHW", ou
     return cols if batched else cols[0]
 
 
-def _parse_columns(cols, output_size, kernel_size, stride, padding, dilation, layout, fn, name):
-    """Validate a column array against the geometry; returns (cols4, batched, window)."""
+def _parse_columns(cols, output_size, kernel_size, stride, padding, dilation, layout, fn, name,
+                   channels=None):
+    """Validate a column array against the geometry; returns (cols3, batched, window).
+    `channels` is inferred from the column count unless given."""
     if cols.ndim == 3:
         cols3, batched = cols, True
     elif cols.ndim == 2:
@@ -151,11 +157,13 @@ def _parse_columns(cols, output_size, kernel_size, stride, padding, dilation, la
     height, width = geo.normalize_pair(output_size, "output_size", fn, minimum=0)
     kh, kw = geo.normalize_pair(kernel_size, "kernel_size", fn)
     rows = cols3.shape[1] if layout == "NCHW" else cols3.shape[2]
-    if rows % (kh * kw) or rows == 0:
-        axis = "rows (axis -2)" if layout == "NCHW" else "columns (axis -1)"
-        raise ValueError(f"{fn}: {name} has {rows} {axis}, which is not a positive multiple of "
-                         f"kh·kw = {kh * kw} for kernel_size={(kh, kw)}; shape {cols.shape}")
-    channels = rows // (kh * kw)
+    if channels is None:
+        if rows % (kh * kw) or rows == 0:
+            axis = "rows (axis -2)" if layout == "NCHW" else "columns (axis -1)"
+            raise ValueError(f"{fn}: {name} has {rows} {axis}, which is not a positive "
+                             f"multiple of kh·kw = {kh * kw} for kernel_size={(kh, kw)}; "
+                             f"shape {cols.shape}")
+        channels = rows // (kh * kw)
     window = geo.make_window(channels, height, width, (kh, kw), stride, padding, dilation, fn,
                              input_desc="output")
     blocks = cols3.shape[2] if layout == "NCHW" else cols3.shape[1]
@@ -188,12 +196,18 @@ def col2im(cols, output_size, kernel_size, *, stride=1, padding=0, dilation=1, l
     -------
     image : ndarray, (N, C, H, W) for NCHW or (N, H, W, C) for NHWC (no N for 2-D `cols`).
     """
-    fn = "col2im"
+    return _checked_col2im(cols, output_size, kernel_size, stride, padding, dilation, layout, out,
+                   "col2im", "cols")
+
+
+def _checked_col2im(cols, output_size, kernel_size, stride, padding, dilation, layout, out, fn, name,
+            channels=None):
+    """col2im, validating and reporting errors as function `fn` with argument `name`."""
     layout = geo.normalize_layout(layout, fn)
-    cols = geo.as_array(cols, "cols", fn)
-    _check_movable_dtype(cols, "cols", fn, allow_bool=False)
+    cols = geo.as_array(cols, name, fn)
+    _check_movable_dtype(cols, name, fn, allow_bool=False)
     cols3, batched, window = _parse_columns(cols, output_size, kernel_size, stride, padding,
-                                            dilation, layout, fn, "cols")
+                                            dilation, layout, fn, name, channels)
     shape = _image_shape(cols3.shape[0], window, layout)
     result_shape = shape if batched else shape[1:]
     out = geo.check_out(out, result_shape, cols.dtype, [cols], fn)
@@ -221,13 +235,13 @@ def im2col_backward(grad_cols, input_shape, kernel_size, *, stride=1, padding=0,
     if grad_cols.shape != expected:
         raise ValueError(f"{fn}: grad_cols must have shape {expected} for input_shape {shape}, "
                          f"got {grad_cols.shape}")
-    return col2im(grad_cols, (h, w), (kh, kw), stride=stride, padding=padding,
-                  dilation=dilation, layout=layout, out=out)
+    return _checked_col2im(grad_cols, (h, w), (kh, kw), stride, padding, dilation, layout, out, fn,
+                   "grad_cols", channels=c)
 
 
 def col2im_backward(grad_image, kernel_size, *, stride=1, padding=0, dilation=1, layout="NCHW",
                     out=None):
     """Gradient of :func:`col2im` with respect to its columns: ``im2col`` of `grad_image`
     (Caffe2's GetCol2ImGradient)."""
-    return im2col(grad_image, kernel_size, stride=stride, padding=padding, dilation=dilation,
-                  layout=layout, out=out)
+    return _checked_im2col(grad_image, kernel_size, stride, padding, dilation, layout, out,
+                   "col2im_backward", "grad_image")
