@@ -17,7 +17,7 @@ from Cython.Build import cythonize
 from setuptools import Extension, setup
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-KERNELS = ["_im2col", "_conv", "_openmp"]
+KERNELS = ["_im2col", "_conv", "_depthwise", "_openmp"]
 
 
 def _flag(name):

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fastconv import geometry as geo
-from fastconv._kernels import _conv
+from fastconv._kernels import _conv, _depthwise
 from fastconv.threads import blas_limit, get_num_threads
 
 __all__ = ["conv2d", "conv2d_backward", "conv_transpose2d", "Gradients"]
@@ -93,6 +93,7 @@ class Launch:
     """How one call runs: the kernels' plan, the thread count and the workspace it needs."""
 
     plan: dict
+    depthwise: bool  # groups == C_in: direct loops instead of GEMMs with M = 1
     num_threads: int
     col_size: int    # column elements per thread
     workspace: int   # column elements in all (num_threads tiles)
@@ -105,6 +106,11 @@ def is_pointwise(geom):
             and geom.padding == ((0, 0), (0, 0)))
 
 
+def is_depthwise(geom):
+    """One input channel per group (groups == C_in > 1): the direct depthwise kernels."""
+    return geom.groups > 1 and geom.in_channels == geom.groups
+
+
 def plan_launch(geom, itemsize, *, weight_grad=False, max_workspace_bytes=None, fn="conv2d"):
     """Cut a convolution into (image, row tile) work items and size the workspace.
 
@@ -115,11 +121,12 @@ def plan_launch(geom, itemsize, *, weight_grad=False, max_workspace_bytes=None, 
     threads = get_num_threads()
     kh, kw = geom.kernel_size
     pointwise = is_pointwise(geom)
-    row_elems = 0 if pointwise else geom.out_w * geom.in_channels * kh * kw
+    depthwise = is_depthwise(geom)
+    row_elems = 0 if pointwise or depthwise else geom.out_w * geom.in_channels * kh * kw
     weight_elems = (geom.out_channels * geom.in_channels // geom.groups * kh * kw
                     if weight_grad else 0)
     out_h = max(geom.out_h, 1)
-    tile_rows = out_h if pointwise else max(1, min(out_h, TILE_BYTES // (row_elems * itemsize)))
+    tile_rows = out_h if not row_elems else max(1, min(out_h, TILE_BYTES // (row_elems * itemsize)))
     wanted_tiles = -(-ITEMS_PER_THREAD * threads // max(geom.batch, 1))
     if -(-out_h // tile_rows) < wanted_tiles:
         tile_rows = max(1, -(-out_h // wanted_tiles))
@@ -139,7 +146,8 @@ def plan_launch(geom, itemsize, *, weight_grad=False, max_workspace_bytes=None, 
     plan = {"batch": geom.batch, "out_channels": geom.out_channels, "groups": geom.groups,
             "nhwc": geom.layout == "NHWC", "pointwise": pointwise, "tile_rows": tile_rows}
     col_size = tile_rows * row_elems
-    return Launch(plan, threads, col_size, threads * col_size, threads * weight_elems)
+    return Launch(plan, depthwise, threads, col_size, threads * col_size,
+                  threads * weight_elems)
 
 
 def _empty(dtype):
@@ -154,6 +162,13 @@ def run_forward(x4, weight, bias, out4, geom, launch, workspace):
     if x4.size == 0:  # H or W is 0: all padding, the result is the bias
         out4[...] = 0 if bias is None else (
             bias[:, None, None] if geom.layout == "NCHW" else bias)
+        return
+    if launch.depthwise:
+        _depthwise.depthwise_forward(x4.reshape(-1), weight.reshape(-1),
+                                     _empty(x4.dtype) if bias is None else bias,
+                                     out4.reshape(-1), geom.window.kernel_struct(), geom.batch,
+                                     geom.out_channels, geom.layout == "NHWC",
+                                     launch.num_threads)
         return
     with blas_limit(1):  # BLAS runs inside fastconv's own OpenMP loop
         _conv.conv2d_forward(x4.reshape(-1), weight.reshape(-1),
@@ -175,6 +190,19 @@ def run_backward(grad_out4, x4, weight, grad_x4, grad_weight, geom, launch, work
     if grad_x4 is not None and grad_x4.size == 0:
         grad_x4 = None
     struct = geom.window.kernel_struct()
+    if launch.depthwise:
+        nhwc = geom.layout == "NHWC"
+        if grad_weight is not None:
+            acc = partials[:launch.partials]
+            acc.fill(0)
+            _depthwise.depthwise_weight_grad(grad_out4.reshape(-1), x4.reshape(-1),
+                                             grad_weight.reshape(-1), acc, struct, geom.batch,
+                                             geom.out_channels, nhwc, launch.num_threads)
+        if grad_x4 is not None:
+            _depthwise.depthwise_input_grad(grad_out4.reshape(-1), weight.reshape(-1),
+                                            grad_x4.reshape(-1), struct, geom.batch,
+                                            geom.out_channels, nhwc, launch.num_threads)
+        return
     with blas_limit(1):  # BLAS runs inside fastconv's own OpenMP loops
         if grad_weight is not None:
             acc = partials[:launch.partials]
