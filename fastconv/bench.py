@@ -644,22 +644,21 @@ def _close(result, expected):
 
 
 def _measure(op, case, config, nbytes, fastconv_fn, numpy_fn, torch_fn, exact=False, *,
-             same=None, flops=None, gemm_fn=None, time_numpy=True):
+             same=None, flops=None, gemm_fn=None):
     """Time the implementations of one case and check fastconv against NumPy once.
 
     The checking calls are the warm-up calls of fastconv and NumPy. `same(result, expected)`
     compares the results (default: :func:`_same` with `exact`). `gemm_fn`, when given, is
-    the GEMM ceiling, timed with the others. With `time_numpy` False NumPy only checks.
-    A NumPy call slower than ``config.timing.once_s`` is timed by its checking call alone.
+    the GEMM ceiling, timed with the others. A NumPy call slower than ``config.timing.once_s`` is timed by its checking call alone.
     """
     timing = config.timing
     result, fastconv_first = _timed_call(fastconv_fn)
     expected, numpy_first = _timed_call(numpy_fn)
     matches = same(result, expected) if same is not None else _same(result, expected, exact)
     del result, expected
-    numpy_once = time_numpy and timing.once_s is not None and numpy_first > timing.once_s
+    numpy_once = timing.once_s is not None and numpy_first > timing.once_s
     fns, first, names = [fastconv_fn], [fastconv_first], ["fastconv"]
-    if time_numpy and not numpy_once:
+    if not numpy_once:
         fns.append(numpy_fn), first.append(numpy_first), names.append("numpy")
     for name, fn in (("torch", torch_fn), ("gemm", gemm_fn)):
         if fn is not None:
@@ -712,7 +711,7 @@ def bench_col2im(case, config):
         torch_fn, exact=False)
 
 
-def _conv_inputs(case, config, geom):
+def _conv_inputs(config, geom):
     """Input, weight and bias of one conv case in the configured layout, plus the same
     values in torch's NCHW / OIHW as torch tensors (None without torch)."""
     x = config.random(geom.input_shape)
@@ -738,7 +737,7 @@ def bench_conv2d(case, config):
     torch.nn.functional.conv2d, plus the :func:`gemm_ceiling` of the same GEMMs."""
     layout, args = config.layout, case.conv_args()
     geom = case.geometry(layout)
-    x, weight, bias, tensors = _conv_inputs(case, config, geom)
+    x, weight, bias, tensors = _conv_inputs(config, geom)
     out = np.empty(geom.output_shape, dtype=config.dtype)
     torch_fn = None
     if tensors is not None:
@@ -780,7 +779,7 @@ def bench_conv2d_backward(case, config):
     the bias gradient's sum is not counted)."""
     layout, args = config.layout, case.conv_args()
     geom = case.geometry(layout)
-    x, weight, bias, tensors = _conv_inputs(case, config, geom)
+    x, weight, bias, tensors = _conv_inputs(config, geom)
     grad = config.random(geom.output_shape)
     torch_fn = None
     if tensors is not None:
@@ -795,9 +794,8 @@ def bench_conv2d_backward(case, config):
 
 def bench_layer(case, config):
     """fastconv.Conv2D steady-state forward (out=; the checking call is the warm-up that
-    plans and allocates the workspace) vs torch.nn.Conv2d under torch.no_grad(). The
-    result is checked against :func:`numpy_conv2d` with the layer's weights, which is not
-    timed again here (see the conv2d rows)."""
+    plans and allocates the workspace) vs :func:`numpy_conv2d` with the layer's weights vs
+    torch.nn.Conv2d under torch.no_grad()."""
     layout, layer = config.layout, case.layer
     geom = case.geometry(layout)
     conv = fastconv.Conv2D(layer.in_channels, layer.out_channels, layer.kernel,
@@ -825,7 +823,7 @@ def bench_layer(case, config):
         "layer", case, config, geom.column_bytes(config.dtype),
         lambda: conv.forward(x, out=out),
         lambda: numpy_conv2d(x, conv.weight, conv.bias, layout=layout, **args),
-        torch_fn, same=_close, flops=geom.flops, time_numpy=False)
+        torch_fn, same=_close, flops=geom.flops)
 
 
 @dataclass(frozen=True)

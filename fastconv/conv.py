@@ -11,6 +11,7 @@ Layouts: NCHW input with OIHW weight (PyTorch), or NHWC input with HWIO weight
 """
 from __future__ import annotations
 
+import os
 from collections import namedtuple
 from dataclasses import dataclass
 
@@ -84,8 +85,11 @@ def _check_blas_range(fn, geom):
 # Target bytes of one thread's column tile: half the 2 MiB per-core L2 leaves room for
 # the GEMM's packed panels.
 TILE_BYTES = 1 << 20
-# Work items per thread to aim for, so a static schedule stays balanced.
-ITEMS_PER_THREAD = 2
+# Work items to aim for when the batch alone has too few images. It must not depend on the
+# thread count in use: tiles change the GEMM shapes, and so the last bits of the result.
+WORK_ITEMS = max(8, 2 * (os.cpu_count() or 1))
+# Fewest output positions in a tile cut for parallelism (narrower GEMMs run slowly).
+MIN_TILE_POSITIONS = 256
 
 
 @dataclass
@@ -114,10 +118,12 @@ def is_depthwise(geom):
 def plan_launch(geom, itemsize, *, weight_grad=False, max_workspace_bytes=None, fn="conv2d"):
     """Cut a convolution into (image, row tile) work items and size the workspace.
 
-    A tile's columns aim at TILE_BYTES (cache-sized); tiles shrink until there are
-    ITEMS_PER_THREAD items per thread; `max_workspace_bytes` caps the column tiles plus the
-    weight-gradient accumulators of all threads (fewer threads run if even one output row
-    per thread does not fit)."""
+    A tile's columns aim at TILE_BYTES (cache-sized); with few images, tiles shrink towards
+    WORK_ITEMS items (keeping at least MIN_TILE_POSITIONS output positions each). The tiles
+    depend on the geometry and batch only, never on the thread count, so results are
+    bit-identical for any number of threads. `max_workspace_bytes` caps the column tiles
+    plus the weight-gradient accumulators of all threads: tiles shrink, then fewer threads
+    run, and a cap below one output row's needs is a ValueError."""
     threads = get_num_threads()
     kh, kw = geom.kernel_size
     pointwise = is_pointwise(geom)
@@ -126,23 +132,24 @@ def plan_launch(geom, itemsize, *, weight_grad=False, max_workspace_bytes=None, 
     weight_elems = (geom.out_channels * geom.in_channels // geom.groups * kh * kw
                     if weight_grad else 0)
     out_h = max(geom.out_h, 1)
-    tile_rows = out_h if not row_elems else max(1, min(out_h, TILE_BYTES // (row_elems * itemsize)))
-    wanted_tiles = -(-ITEMS_PER_THREAD * threads // max(geom.batch, 1))
-    if -(-out_h // tile_rows) < wanted_tiles:
-        tile_rows = max(1, -(-out_h // wanted_tiles))
+    tile_rows = out_h
+    if row_elems:
+        tile_rows = max(1, min(out_h, TILE_BYTES // (row_elems * itemsize)))
+    wanted_tiles = min(-(-WORK_ITEMS // max(geom.batch, 1)), out_h,
+                       max(1, out_h * geom.out_w // MIN_TILE_POSITIONS))
+    tile_rows = min(tile_rows, -(-out_h // wanted_tiles))
     if max_workspace_bytes is not None:
         budget = max_workspace_bytes // itemsize
-        per_row = row_elems
-        if threads * (tile_rows * per_row + weight_elems) > budget:
-            tile_rows = (budget // threads - weight_elems) // per_row if per_row else tile_rows
-            if tile_rows < 1:
-                tile_rows = 1
-                threads = budget // (per_row + weight_elems) if per_row + weight_elems else 1
-                if threads < 1:
-                    raise ValueError(
-                        f"{fn}: max_workspace_bytes={max_workspace_bytes} is smaller than the "
-                        f"workspace of one output row ({(per_row + weight_elems) * itemsize} "
-                        f"bytes)")
+        if threads * (tile_rows * row_elems + weight_elems) > budget and row_elems:
+            tile_rows = max(1, min(tile_rows, (budget // threads - weight_elems) // row_elems))
+        per_thread = tile_rows * row_elems + weight_elems
+        if per_thread and threads * per_thread > budget:
+            threads = budget // per_thread
+            if threads < 1:
+                raise ValueError(
+                    f"{fn}: max_workspace_bytes={max_workspace_bytes} is smaller than the "
+                    f"workspace of one thread and one output row ({per_thread * itemsize} "
+                    f"bytes)")
     plan = {"batch": geom.batch, "out_channels": geom.out_channels, "groups": geom.groups,
             "nhwc": geom.layout == "NHWC", "pointwise": pointwise, "tile_rows": tile_rows}
     col_size = tile_rows * row_elems
@@ -260,7 +267,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, l
     _check_blas_range(fn, geom)
     out = geo.check_out(out, geom.output_shape if batched else geom.output_shape[1:],
                         x.dtype, [x, weight, bias], fn)
-    shape4 = geom.output_shape if batched else (1,) + geom.output_shape
+    shape4 = geom.output_shape  # geom was made from the 4-D (batched) view of x
     out4 = np.empty(shape4, dtype=x.dtype) if out is None else out.reshape(shape4)
     launch = plan_launch(geom, x.dtype.itemsize)
     workspace = np.empty(launch.workspace, dtype=x.dtype)

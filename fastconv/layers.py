@@ -7,6 +7,7 @@ import numpy as np
 
 from fastconv import geometry as geo
 from fastconv.conv import _bias_grad, _conv_geometry, plan_launch, run_backward, run_forward
+from fastconv.threads import get_num_threads
 
 __all__ = ["Conv2D"]
 
@@ -102,9 +103,9 @@ class Conv2D:
         return self._workspace.nbytes + self._partials.nbytes
 
     def _plan_for(self, x4, x_shape):
-        """Geometry and launches for this input shape, made once per shape; grows the
-        workspace when this shape needs more than is held."""
-        key = (x4.shape, self.dtype)
+        """Geometry and launch for this input shape and thread count, made once; grows the
+        workspace when they need more than is held."""
+        key = (x4.shape, get_num_threads())
         cached = self._plans.get(key)
         if cached is None:
             geom = _conv_geometry("Conv2D", x4, self.weight, self.stride, self.padding,

@@ -109,7 +109,9 @@ cdef inline void col2im_nchw_row(const element_t* col_channel, element_t* dst_ro
     cdef Py_ssize_t i, j, oh, ow, ow_lo, ow_hi, t, w_offset
     cdef const element_t* src
     cdef element_t* dst
-    for i in range(g.kernel_h):
+    # Kernel rows from the bottom: contributions then arrive in ascending oh, the same
+    # order however the output rows are cut into tiles, so sums do not depend on tiling.
+    for i in range(g.kernel_h - 1, -1, -1):
         t = h_im + g.pad_top - i * g.dilation_h
         if t < 0 or (g.stride_h != 1 and t % g.stride_h != 0):
             continue
@@ -138,7 +140,9 @@ cdef inline void col2im_nhwc_row(const element_t* col_tile, element_t* dst_row, 
     cdef Py_ssize_t i, j, c, oh, ow, t, w_im, j_lo, j_hi
     cdef const element_t* src
     cdef element_t* dst
-    for i in range(g.kernel_h):
+    # Kernel rows from the bottom: contributions then arrive in ascending oh, the same
+    # order however the output rows are cut into tiles, so sums do not depend on tiling.
+    for i in range(g.kernel_h - 1, -1, -1):
         t = h_im + g.pad_top - i * g.dilation_h
         if t < 0 or (g.stride_h != 1 and t % g.stride_h != 0):
             continue
