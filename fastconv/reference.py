@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = [
-    "pad_nhwc", "conv2d_naive", "conv2d_matmul", "conv2d_strided",
+    "pad_nhwc", "conv2d_naive", "conv2d_matmul", "conv2d_strided", "conv2d_backward",
     "im2col", "col2im",
 ]
 
@@ -100,6 +100,39 @@ def conv2d_strided(Z, W, stride=1, padding=0, dilation=1, groups=1):
         Wg = W[..., g * cout_g:(g + 1) * cout_g].reshape(kh * kw * cin_g, cout_g)
         out[..., g * cout_g:(g + 1) * cout_g] = (cols @ Wg).reshape(N, OH, OW, cout_g)
     return out
+
+
+def conv2d_backward(grad_out, Z, W, stride=1, padding=0, dilation=1, groups=1):
+    """Gradients of conv2d_matmul by the same per-offset matmuls, run backwards.
+
+    grad_out: (N, OH, OW, C_out) · Z: (N, H, W, C_in) · W: (kh, kw, C_in/groups, C_out)
+    → (grad_Z, grad_W, grad_bias) shaped like Z, W and (C_out,).
+    """
+    sh, sw = _pair(stride)
+    dh, dw = _pair(dilation)
+    (top, bottom), (left, right) = _padding(padding)
+    Zp = pad_nhwc(Z, padding)
+    N, H, Wd, C = Zp.shape
+    kh, kw, cin_g, C_out = W.shape
+    cout_g = C_out // groups
+    OH, OW = grad_out.shape[1:3]
+    grad_Zp = np.zeros(Zp.shape, dtype=np.result_type(grad_out, W))
+    grad_W = np.zeros(W.shape, dtype=grad_Zp.dtype)
+    for g in range(groups):
+        G = grad_out[..., g * cout_g:(g + 1) * cout_g]
+        for i in range(kh):
+            for j in range(kw):
+                rows = slice(i * dh, i * dh + sh * (OH - 1) + 1, sh)
+                cols = slice(j * dw, j * dw + sw * (OW - 1) + 1, sw)
+                channels = slice(g * cin_g, (g + 1) * cin_g)
+                window = Zp[:, rows, cols, channels]            # (N, OH, OW, cin_g)
+                Wij = W[i, j, :, g * cout_g:(g + 1) * cout_g]   # (cin_g, cout_g)
+                # out += window @ Wij, so d(window) = G @ Wijᵀ and d(Wij) = Σ windowᵀ @ G.
+                grad_Zp[:, rows, cols, channels] += G @ Wij.T
+                grad_W[i, j, :, g * cout_g:(g + 1) * cout_g] += np.einsum(
+                    "nhwc,nhwo->co", window, G)
+    grad_Z = grad_Zp[:, top:top + Z.shape[1], left:left + Z.shape[2], :]
+    return grad_Z, grad_W, grad_out.sum(axis=(0, 1, 2))
 
 
 def im2col(x, kernel_size, stride=1, padding=0, dilation=1, layout="NCHW"):

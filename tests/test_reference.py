@@ -242,3 +242,28 @@ def test_reference_im2col_col2im_match_elementwise_formulas(rng, kwargs):
     back = reference.col2im(cols, (5, 6), **kwargs)
     np.testing.assert_allclose(back, naive_col2im_nchw(cols, (5, 6), **kwargs), rtol=1e-13,
                                atol=1e-13)
+
+
+@pytest.mark.parametrize("stride, padding, dilation, groups", [
+    (1, 0, 1, 1), (2, ((1, 0), (2, 1)), 1, 2), (1, 1, 2, 3), (3, 2, 1, 1)])
+def test_reference_conv2d_backward_matches_finite_differences(stride, padding, dilation, groups):
+    rng = np.random.default_rng(7)
+    Z = rng.standard_normal((2, 6, 7, 6))
+    W = rng.standard_normal((2, 3, 6 // groups, 6))
+    G = rng.standard_normal(reference.conv2d_strided(Z, W, stride, padding, dilation, groups).shape)
+
+    def loss(Z_, W_):
+        return float(np.sum(reference.conv2d_strided(Z_, W_, stride, padding, dilation, groups) * G))
+
+    grad_Z, grad_W, grad_b = reference.conv2d_backward(G, Z, W, stride, padding, dilation, groups)
+    eps = 1e-6
+    for array, grad in ((Z, grad_Z), (W, grad_W)):
+        for index in [tuple(rng.integers(0, s) for s in array.shape) for _ in range(6)]:
+            plus, minus = array.copy(), array.copy()
+            plus[index] += eps
+            minus[index] -= eps
+            args_p = (plus, W) if array is Z else (Z, plus)
+            args_m = (minus, W) if array is Z else (Z, minus)
+            numeric = (loss(*args_p) - loss(*args_m)) / (2 * eps)
+            assert grad[index] == pytest.approx(numeric, rel=1e-5, abs=1e-6)
+    np.testing.assert_allclose(grad_b, G.sum(axis=(0, 1, 2)))
