@@ -9,7 +9,12 @@ Shapes come from the layer suite ``fastconv/data/layers.json`` (ResNet-50, VGG-1
 MobileNet layers). For each case fastconv (with a preallocated ``out=`` where it has one)
 is timed against a plain NumPy baseline written here and, when torch is installed, against
 torch. Times are the best of a few repeats with ``time.perf_counter`` after a warm-up call
-(the call that checks fastconv's result against NumPy's doubles as the warm-up).
+(the call that checks fastconv's result against NumPy's doubles as the warm-up), sampled
+round-robin so a burst of load hits every implementation alike. In the convolution
+sections NumPy's matmuls and the GEMM ceiling run multithreaded BLAS, whose idle workers
+spin for ~0.1 s after each call and would steal cores from the next timing: there fastconv
+and torch are sampled round-robin first, then NumPy, then the ceiling, each phase once the
+previous one's threads are idle.
 
 Rates: the data-movement sections (im2col, col2im) report GB/s of the column matrix; the
 convolution sections report GFLOP/s (``ConvGeometry.flops``, twice that for the backward
@@ -20,8 +25,8 @@ times a *GEMM ceiling*: the bare BLAS ``sgemm``/``dgemm`` calls of the convoluti
 
 The NumPy convolution baselines are the lecture's method (``as_strided`` im2col plus one
 matmul per group), written natively for each layout. They can take seconds on the big
-layers, so a NumPy call slower than ``Timing.once_s`` (1 s by default) is timed once
-(its checking call) instead of sampled.
+layers, so a call slower than ``Timing.once_s`` (1 s by default) is timed once (its first
+call: the checking call, or torch's and the ceiling's warm-up) instead of sampled.
 
 Used from Python::
 
@@ -41,6 +46,7 @@ import json
 import math
 import os
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional
@@ -417,8 +423,9 @@ class Timing:
     One warm-up call, then up to `repeats` samples, stopping early once `budget_s` seconds
     per implementation were spent (after at least `min_repeats` samples). Calls faster than
     `min_sample_s` are looped inside one sample so the clock resolution does not matter.
-    The result is the best sample. A NumPy baseline whose first (checking) call took longer
-    than `once_s` seconds is not sampled: that one call is its time (None: always sample).
+    The result is the best sample. An implementation whose first call took longer than
+    `once_s` seconds (in practice the NumPy conv baselines on the big layers) is not
+    sampled: that one call is its time (None: always sample).
     """
 
     repeats: int = 5
@@ -643,29 +650,107 @@ def _close(result, expected):
     return bool(np.allclose(result, expected, rtol=tolerance, atol=tolerance * scale))
 
 
+# OpenBLAS worker threads spin for 2**28 cycles (~0.1 s) after each multithreaded call
+# before they sleep; on a machine with few cores they steal a core from whatever is timed
+# next (measured here: fastconv 2-3x and torch up to 30x slower on small layers).
+_BLAS_SPIN_S = 0.11
+_SETTLE_TIMEOUT_S = 0.5
+
+
+def _other_threads_running(task_dir, me):
+    """True when a thread of this process other than `me` is running (Linux /proc)."""
+    for tid in os.listdir(task_dir):
+        if int(tid) == me:
+            continue
+        try:
+            with open(os.path.join(task_dir, tid, "stat"), "rb") as handle:
+                state = handle.read().rsplit(b")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue  # the thread just ended
+        if state == b"R":
+            return True
+    return False
+
+
+def _settle(blas=True):
+    """Wait until this process's other threads (BLAS workers still spinning after the last
+    call, OpenMP teams) are idle, so they do not compete with the next timing. Polls
+    ``/proc/self/task`` for at most half a second; where there is no /proc, sleeps past
+    OpenBLAS's spin when `blas` threads may be spinning."""
+    task_dir = "/proc/self/task"
+    if not os.path.isdir(task_dir):
+        if blas:
+            time.sleep(_BLAS_SPIN_S)
+        return
+    me = threading.get_native_id()
+    deadline = time.perf_counter() + _SETTLE_TIMEOUT_S
+    while _other_threads_running(task_dir, me) and time.perf_counter() < deadline:
+        time.sleep(0.002)
+
+
+def _copy(result):
+    """A private copy of a result (array or tuple of arrays) whose buffer is reused."""
+    if isinstance(result, tuple):
+        return tuple(_copy(item) for item in result)
+    return None if result is None else np.array(result, copy=True)
+
+
 def _measure(op, case, config, nbytes, fastconv_fn, numpy_fn, torch_fn, exact=False, *,
-             same=None, flops=None, gemm_fn=None):
+             same=None, flops=None, gemm_fn=None, blas=False):
     """Time the implementations of one case and check fastconv against NumPy once.
 
     The checking calls are the warm-up calls of fastconv and NumPy. `same(result, expected)`
     compares the results (default: :func:`_same` with `exact`). `gemm_fn`, when given, is
-    the GEMM ceiling, timed with the others. A NumPy call slower than ``config.timing.once_s`` is timed by its checking call alone.
+    the GEMM ceiling. An implementation whose first call took longer than
+    ``config.timing.once_s`` is timed by that call alone.
+
+    Without `blas`, fastconv, NumPy and torch are sampled round-robin. With `blas` (the
+    NumPy baseline and the ceiling run multithreaded BLAS, whose idle workers keep spinning
+    for ~0.1 s) they are timed in phases: fastconv and torch round-robin, then NumPy, then
+    the ceiling, each phase once the threads of the previous one are idle (:func:`_settle`).
     """
     timing = config.timing
-    result, fastconv_first = _timed_call(fastconv_fn)
-    expected, numpy_first = _timed_call(numpy_fn)
-    matches = same(result, expected) if same is not None else _same(result, expected, exact)
-    del result, expected
-    numpy_once = timing.once_s is not None and numpy_first > timing.once_s
-    fns, first, names = [fastconv_fn], [fastconv_first], ["fastconv"]
-    if not numpy_once:
-        fns.append(numpy_fn), first.append(numpy_first), names.append("numpy")
+    fns = {"fastconv": fastconv_fn, "numpy": numpy_fn}
     for name, fn in (("torch", torch_fn), ("gemm", gemm_fn)):
         if fn is not None:
-            fns.append(fn), first.append(None), names.append(name)
-    seconds = dict(zip(names, best_times(fns, timing, first)))
-    if numpy_once:
-        seconds["numpy"] = numpy_first
+            fns[name] = fn
+    first, seconds = {}, {}
+
+    def warm_up(names):
+        for name in names:
+            if name not in first:
+                first[name] = _timed_call(fns[name])[1]
+
+    def sample(names):
+        once_s = timing.once_s
+        seconds.update({name: first[name] for name in names
+                        if once_s is not None and first[name] > once_s})
+        rest = [name for name in names if name not in seconds]
+        if rest:
+            seconds.update(zip(rest, best_times([fns[name] for name in rest], timing,
+                                                [first[name] for name in rest])))
+
+    own = [name for name in ("fastconv", "torch") if name in fns]
+    result, first["fastconv"] = _timed_call(fastconv_fn)
+    if blas:
+        result = _copy(result)  # the samples reuse fastconv's out= buffer
+        warm_up(own)
+        _settle(blas)  # the previous case's BLAS threads, spinning through the warm-ups
+        sample(own)
+    expected, first["numpy"] = _timed_call(numpy_fn)
+    matches = same(result, expected) if same is not None else _same(result, expected, exact)
+    del result, expected
+    if not blas:
+        names = ["fastconv", "numpy"] + own[1:]
+        warm_up(names)
+        _settle(blas)
+        sample(names)
+    else:
+        sample(["numpy"])  # straight after its checking call: its BLAS threads are its own
+        if "gemm" in fns:
+            _settle(blas)  # NumPy's BLAS threads, before another BLAS library runs
+            warm_up(["gemm"])
+            sample(["gemm"])
     return Row(
         op=op, layer=case.layer.name, batch=case.batch, shape=case.image_shape(config.layout),
         nbytes=nbytes, fastconv_s=seconds["fastconv"], numpy_s=seconds.get("numpy"),
@@ -748,7 +833,7 @@ def bench_conv2d(case, config):
         "conv2d", case, config, geom.column_bytes(config.dtype),
         lambda: fastconv.conv2d(x, weight, bias, layout=layout, out=out, **args),
         lambda: numpy_conv2d(x, weight, bias, layout=layout, **args),
-        torch_fn, same=_close, flops=geom.flops,
+        torch_fn, same=_close, flops=geom.flops, blas=True,
         gemm_fn=gemm_ceiling(geom, config.dtype, config.threads, config.seed))
 
 
@@ -789,7 +874,7 @@ def bench_conv2d_backward(case, config):
         "conv2d_backward", case, config, geom.column_bytes(config.dtype),
         lambda: fastconv.conv2d_backward(grad, x, weight, layout=layout, **args),
         lambda: numpy_conv2d_backward(grad, x, weight, layout=layout, **args),
-        torch_fn, same=_close, flops=2 * geom.flops)
+        torch_fn, same=_close, flops=2 * geom.flops, blas=True)
 
 
 def bench_layer(case, config):
@@ -823,7 +908,7 @@ def bench_layer(case, config):
         "layer", case, config, geom.column_bytes(config.dtype),
         lambda: conv.forward(x, out=out),
         lambda: numpy_conv2d(x, conv.weight, conv.bias, layout=layout, **args),
-        torch_fn, same=_close, flops=geom.flops)
+        torch_fn, same=_close, flops=geom.flops, blas=True)
 
 
 @dataclass(frozen=True)
@@ -982,16 +1067,17 @@ def _header(config):
              f"{torch_text}"]
     if any(op in _CONV_SECTIONS for op in config.ops):
         once = config.timing.once_s
+        blas = "sgemm" if config.dtype == np.float32 else "dgemm"
         lines += [
-            "Rates: GB/s of the column matrix for im2col/col2im; GFLOP/s = "
-            "ConvGeometry.flops / fastconv time for conv2d and layer, 2x flops for "
-            "conv2d_backward.",
-            "NumPy conv: as_strided im2col + one matmul per group in the configured layout; "
-            "backward adds col2im by strided adds"
-            + (f"; a NumPy call over {once:g} s is timed once." if once is not None else "."),
-            f"GEMM ms: bare scipy {'s' if config.dtype == np.float32 else 'd'}gemm per image "
-            f"and group with ConvGeometry.gemm_shape (M, K, N), BLAS at {threads}, "
-            "cache-warm operands; GEMM eff = GEMM ms / fastconv ms.",
+            "Rates: GB/s of the column matrix for im2col/col2im; GFLOP/s = ConvGeometry.flops"
+            " / fastconv time for conv2d and layer, 2x flops for conv2d_backward.",
+            "NumPy conv: as_strided im2col + one matmul per group in the configured layout "
+            "(backward: + col2im by strided adds).",
+            "GEMM ms: bare scipy " + blas + ", ConvGeometry.gemm_shape (M, K, N) per image and "
+            f"group, BLAS at {threads}, cache-warm operands; GEMM eff = GEMM ms / fastconv ms.",
+            "Conv timing: fastconv and torch round-robin, then NumPy, then the GEMM ceiling, "
+            "each once the previous BLAS threads idle"
+            + (f"; a call over {once:g} s is timed once." if once is not None else "."),
         ]
     return "\n".join(lines)
 
@@ -1070,7 +1156,7 @@ def add_arguments(parser):
                         help="more repeats per measurement (slower, steadier)")
     parser.add_argument("--repeats", type=_positive_int, metavar="N",
                         help="exactly N timed samples per measurement (overrides --full; "
-                             "a NumPy call slower than 1 s is still timed once)")
+                             "a call slower than 1 s is still timed once)")
     parser.add_argument("--no-torch", action="store_true",
                         help="skip the torch baseline even when torch is installed")
     parser.add_argument("--json", metavar="FILE", help="also write the rows as JSON to FILE")

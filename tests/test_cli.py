@@ -1,0 +1,435 @@
+"""The command line (`python -m fastconv info` / `bench`) and the benchmark's NumPy baselines."""
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import fastconv
+from fastconv import bench, reference
+from fastconv.info import build_info, format_build_info
+
+# Run the subprocesses against the same fastconv this process imported.
+PACKAGE_PARENT = str(Path(fastconv.__file__).resolve().parents[1])
+
+# The smallest layer of the suite, one timed sample: a bench run of a second or two.
+TINY = ["--layers", "lecture.8to16", "--batch", "1", "--repeats", "1"]
+
+ROW_KEYS = {"op", "layer", "batch", "shape", "column_bytes", "fastconv_ms", "gbps",
+            "numpy_ms", "torch_ms", "speedup_numpy", "speedup_torch", "matches_numpy"}
+
+
+def run_cli(*args, timeout=300):
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [PACKAGE_PARENT, env.get("PYTHONPATH")]))
+    return subprocess.run([sys.executable, "-m", "fastconv", *args], capture_output=True,
+                          text=True, env=env, timeout=timeout)
+
+
+# ----------------------------------------------------------------------------- info
+
+def test_info_runs():
+    result = run_cli("info")
+    assert result.returncode == 0, result.stderr
+    assert "OpenMP" in result.stdout
+    assert fastconv.__version__ in result.stdout
+    assert "BLAS" in result.stdout
+    assert "Traceback" not in result.stderr
+
+
+def test_info_json():
+    result = run_cli("info", "--json")
+    assert result.returncode == 0, result.stderr
+    info = json.loads(result.stdout)
+    assert info["fastconv"] == fastconv.__version__
+    assert isinstance(info["openmp"], bool)
+
+
+def test_build_info_keys():
+    info = build_info()
+    for key in ("fastconv", "python", "numpy", "scipy", "torch", "openmp", "num_threads",
+                "cpu_count", "blas", "build"):
+        assert key in info
+    assert info["num_threads"] == fastconv.get_num_threads()
+    json.dumps(info)  # serialisable
+    assert "OpenMP" in format_build_info(info)
+
+
+def test_build_info_without_build_record(monkeypatch):
+    # fastconv/_build_info.py is written by setup.py; a checkout built otherwise lacks it.
+    monkeypatch.setitem(sys.modules, "fastconv._build_info", None)
+    info = build_info()
+    assert info["build"] is None
+    assert "unknown" in format_build_info(info)
+
+
+# ----------------------------------------------------------------------------- bench
+
+def test_bench_tiny_with_json(tmp_path):
+    path = tmp_path / "rows.json"
+    result = run_cli("bench", *TINY, "--json", str(path))
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "lecture.8to16" in result.stdout
+    assert "geometric mean speed-up im2col" in result.stdout
+    assert "geometric mean speed-up col2im" in result.stdout
+    document = json.loads(path.read_text())
+    rows = document["rows"]
+    assert [row["op"] for row in rows] == list(bench.SECTIONS)  # all sections by default
+    for row in rows:
+        assert ROW_KEYS <= set(row)
+        assert row["layer"] == "lecture.8to16" and row["batch"] == 1
+        assert row["fastconv_ms"] > 0 and row["numpy_ms"] > 0
+        assert row["matches_numpy"] is True
+    assert set(document["summary"]) == set(bench.SECTIONS)
+
+
+def test_bench_without_torch_prints_dash():
+    result = run_cli("bench", *TINY, "--ops", "im2col", "--no-torch", "--layout", "nhwc",
+                     "--dtype", "float64")
+    assert result.returncode == 0, result.stderr
+    line = next(l for l in result.stdout.splitlines() if l.startswith("im2col"))
+    assert line.split()[-1] == "-"  # speed-up vs torch
+    assert "col2im" not in result.stdout.split("geometric")[0]
+
+
+@pytest.mark.parametrize("args", [
+    ["bench", "--layers", "nope"],
+    ["bench", "--batch", "0"],
+    ["bench", "--dtype", "int8"],
+    ["bench", "--layout", "NWHC"],
+    ["bench", "--ops", "conv9d"],
+    ["bench", "--threads", "-1"],
+    ["bench", "--frobnicate"],
+    ["bench", "--json", "/nonexistent-dir/rows.json"],
+    ["frobnicate"],
+    [],
+])
+def test_bad_options_clean_error(args):
+    result = run_cli(*args)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if "error:" in line]
+    assert len(errors) == 1, result.stderr
+    assert result.stdout == ""
+
+
+def test_runs_without_torch(monkeypatch):
+    real_find_spec = importlib.util.find_spec
+
+    def hide_torch(name, *args, **kwargs):
+        return None if name == "torch" else real_find_spec(name, *args, **kwargs)
+
+    monkeypatch.setattr(importlib.util, "find_spec", hide_torch)
+    assert bench.load_torch() is None
+    info = build_info()
+    assert info["torch"] is None
+    assert "not installed" in format_build_info(info)
+    config = bench.make_config(layers=["lecture.8to16"], batches=[1], ops=["col2im"],
+                               repeats=1)
+    assert config.torch is None
+    rows = bench.run(config, progress=False)
+    assert len(rows) == 1 and rows[0].torch_s is None and rows[0].matches_numpy
+    table = bench.format_table(rows, config)
+    assert "vs torch -" in table
+
+
+def test_unknown_layer_lists_valid_names():
+    result = run_cli("bench", "--layers", "nope")
+    assert "'nope'" in result.stderr and "resnet50.res4.3x3" in result.stderr
+
+
+def test_select_layers_glob_and_errors():
+    layers = bench.load_layers()
+    chosen = bench.select_layers(layers, ["resnet50.res5*"])
+    assert [layer.name for layer in chosen] == ["resnet50.res5.3x3", "resnet50.res5.1x1"]
+    with pytest.raises(bench.BenchError, match="valid names"):
+        bench.select_layers(layers, ["nope"])
+
+
+def test_layer_file_is_packaged_data():
+    layers = bench.load_layers()
+    assert len(layers) >= 10
+    by_name = {layer.name: layer for layer in layers}
+    assert by_name["vgg16.conv1_2"].batches == (1,)
+    assert by_name["resnet50.conv1"].batches == (1, 8)
+
+
+def test_best_time_counts_calls():
+    calls = []
+    seconds = bench.best_time(lambda: calls.append(1),
+                              bench.Timing(repeats=3, min_repeats=3, budget_s=0.0,
+                                           min_sample_s=0.0))
+    assert seconds >= 0 and len(calls) == 1 + 3  # warm-up + samples
+
+
+# ----------------------------------------------------------------------------- baselines
+
+GEOMETRIES = [
+    dict(kernel_size=3, stride=1, padding=1),
+    dict(kernel_size=1, stride=1, padding=0),
+    dict(kernel_size=1, stride=2, padding=0),
+    dict(kernel_size=(3, 2), stride=(2, 1), padding=((1, 0), (2, 1)), dilation=(1, 2)),
+    dict(kernel_size=7, stride=2, padding=3),
+    dict(kernel_size=2, stride=3, padding=0, dilation=2),
+]
+
+
+def _image(layout, dtype, shape=(2, 3, 9, 11)):
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal(shape).astype(dtype)
+    return x if layout == "NCHW" else np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("geometry", GEOMETRIES)
+def test_numpy_im2col_equals_reference(layout, dtype, geometry):
+    x = _image(layout, dtype)
+    expected = reference.im2col(x, layout=layout, **geometry)
+    result = bench.numpy_im2col(x, layout=layout, **geometry)
+    assert result.dtype == x.dtype and result.flags.c_contiguous
+    np.testing.assert_array_equal(result, expected)
+    assert not np.shares_memory(result, x)  # a real copy, like fastconv's out=
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("geometry", GEOMETRIES)
+def test_numpy_col2im_equals_reference(layout, dtype, geometry):
+    x = _image(layout, dtype)
+    cols = reference.im2col(x, layout=layout, **geometry)
+    cols = np.random.default_rng(2).standard_normal(cols.shape).astype(dtype)
+    output_size = x.shape[2:] if layout == "NCHW" else x.shape[1:3]
+    expected = reference.col2im(cols, output_size, layout=layout, **geometry)
+    result = bench.numpy_col2im(cols, output_size, layout=layout, **geometry)
+    assert result.shape == x.shape and result.dtype == x.dtype
+    rtol = 1e-6 if dtype == np.float32 else 1e-13
+    np.testing.assert_allclose(result, expected, rtol=rtol, atol=rtol)
+
+
+def test_numpy_baselines_accept_non_contiguous_input():
+    x = _image("NCHW", np.float64, shape=(2, 3, 10, 12))[:, :, ::2, ::-1]
+    expected = reference.im2col(x, 3, padding=1)
+    np.testing.assert_array_equal(bench.numpy_im2col(x, 3, padding=1), expected)
+
+
+# ----------------------------------------------------------------------------- conv baselines
+
+CONV_GEOMETRIES = [
+    dict(c_in=4, c_out=6, kernel=(3, 3), stride=1, padding=1, groups=1),
+    dict(c_in=6, c_out=4, kernel=(3, 3), stride=2, padding=1, groups=2),
+    dict(c_in=4, c_out=4, kernel=(3, 3), stride=1, padding=1, groups=4),   # depthwise
+    dict(c_in=4, c_out=8, kernel=(1, 1), stride=1, padding=0, groups=1),   # pointwise
+    dict(c_in=6, c_out=6, kernel=(3, 2), stride=(2, 1), padding=((1, 0), (2, 1)),
+         dilation=(1, 2), groups=3),
+]
+
+
+def _conv_case(layout, dtype, geometry, seed=3):
+    """x, weight, bias, the conv2d keyword arguments and the lecture-layout (NHWC/HWIO)
+    copies of x and weight, for one small geometry."""
+    rng = np.random.default_rng(seed)
+    kh, kw = geometry["kernel"]
+    groups = geometry["groups"]
+    z = rng.standard_normal((2, 9, 11, geometry["c_in"])).astype(dtype)             # NHWC
+    w = rng.standard_normal((kh, kw, geometry["c_in"] // groups,
+                             geometry["c_out"])).astype(dtype)                      # HWIO
+    bias = rng.standard_normal(geometry["c_out"]).astype(dtype)
+    args = {key: geometry[key] for key in ("stride", "padding", "groups")}
+    args["dilation"] = geometry.get("dilation", 1)
+    if layout == "NHWC":
+        x, weight = z, w
+    else:
+        x = np.ascontiguousarray(z.transpose(0, 3, 1, 2))
+        weight = np.ascontiguousarray(w.transpose(3, 2, 0, 1))
+    return x, weight, bias, args, z, w
+
+
+def _reference_conv(z, w, args, layout):
+    """fastconv.reference.conv2d_strided (NHWC/HWIO) answered in `layout`."""
+    y = reference.conv2d_strided(z, w, **args)
+    return y if layout == "NHWC" else y.transpose(0, 3, 1, 2)
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("geometry", CONV_GEOMETRIES)
+def test_numpy_conv2d_equals_reference(layout, dtype, geometry):
+    x, weight, bias, args, z, w = _conv_case(layout, dtype, geometry)
+    result = bench.numpy_conv2d(x, weight, bias, layout=layout, **args)
+    expected = _reference_conv(z, w, args, layout) + (
+        bias if layout == "NHWC" else bias[:, None, None])
+    assert result.dtype == dtype and result.flags.c_contiguous
+    rtol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(result, expected, rtol=rtol, atol=rtol)
+    no_bias = bench.numpy_conv2d(x, weight, layout=layout, **args)
+    np.testing.assert_allclose(no_bias, _reference_conv(z, w, args, layout), rtol=rtol,
+                               atol=rtol)
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+@pytest.mark.parametrize("geometry", CONV_GEOMETRIES)
+def test_numpy_conv2d_backward_equals_fastconv(layout, geometry):
+    x, weight, _, args, _, _ = _conv_case(layout, np.float64, geometry)
+    grad = np.random.default_rng(4).standard_normal(
+        bench.numpy_conv2d(x, weight, layout=layout, **args).shape)
+    result = bench.numpy_conv2d_backward(grad, x, weight, layout=layout, **args)
+    expected = fastconv.conv2d_backward(grad, x, weight, layout=layout, **args)
+    assert len(result) == 3
+    for mine, theirs in zip(result, expected):
+        assert mine.shape == theirs.shape and mine.dtype == np.float64
+        np.testing.assert_allclose(mine, theirs, rtol=1e-11, atol=1e-11)
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+@pytest.mark.parametrize("geometry", CONV_GEOMETRIES)
+def test_numpy_conv2d_backward_against_reference(layout, geometry):
+    # conv2d is linear in x and in the weight, so its gradients are exactly the adjoints of
+    # the reference convolution: <grad_x, v> = <g, conv(v, w)> and <grad_w, u> =
+    # <g, conv(x, u)> for any directions v, u; grad_bias = g summed over all but channels.
+    x, weight, _, args, z, w = _conv_case(layout, np.float64, geometry)
+    grad = np.random.default_rng(5).standard_normal(_reference_conv(z, w, args, layout).shape)
+    grad_x, grad_w, grad_b = bench.numpy_conv2d_backward(grad, x, weight, layout=layout,
+                                                         **args)
+    rng = np.random.default_rng(6)
+
+    def lecture(array, kind):  # configured layout → NHWC / HWIO
+        if layout == "NHWC":
+            return array
+        return array.transpose(0, 2, 3, 1) if kind == "x" else array.transpose(2, 3, 1, 0)
+
+    for _ in range(3):
+        v = rng.standard_normal(x.shape)
+        u = rng.standard_normal(weight.shape)
+        np.testing.assert_allclose(
+            np.vdot(grad_x, v), np.vdot(grad, _reference_conv(lecture(v, "x"), w, args, layout)),
+            rtol=1e-10)
+        np.testing.assert_allclose(
+            np.vdot(grad_w, u), np.vdot(grad, _reference_conv(z, lecture(u, "w"), args, layout)),
+            rtol=1e-10)
+    channel_axis = 1 if layout == "NCHW" else 3
+    np.testing.assert_allclose(
+        grad_b, np.moveaxis(grad, channel_axis, -1).reshape(-1, grad_b.size).sum(0),
+        rtol=1e-12)
+
+
+def test_numpy_conv2d_backward_float32_close_to_float64():
+    geometry = CONV_GEOMETRIES[1]
+    for layout in ("NCHW", "NHWC"):
+        x, weight, _, args, _, _ = _conv_case(layout, np.float64, geometry)
+        grad = np.random.default_rng(7).standard_normal(
+            bench.numpy_conv2d(x, weight, layout=layout, **args).shape)
+        exact = bench.numpy_conv2d_backward(grad, x, weight, layout=layout, **args)
+        single = bench.numpy_conv2d_backward(grad.astype(np.float32), x.astype(np.float32),
+                                             weight.astype(np.float32), layout=layout, **args)
+        for mine, theirs in zip(single, exact):
+            assert mine.dtype == np.float32
+            np.testing.assert_allclose(mine, theirs, rtol=1e-4,
+                                       atol=1e-4 * np.abs(theirs).max())
+
+
+def test_gemm_ceiling_runs_the_gemm_shape():
+    geometry = fastconv.ConvGeometry((3, 4, 9, 9), 6, 3, padding=1, groups=2)
+    ceiling = bench.gemm_ceiling(geometry, np.float32, threads=1)
+    c = ceiling()
+    m, k, n = geometry.gemm_shape
+    assert c.shape == (m, n) and c.dtype == np.float32 and c.flags.f_contiguous
+    assert ceiling() is c  # preallocated, reused
+
+
+@pytest.mark.parametrize("once_s, calls", [(0.0, 1), (None, 1 + 3)])
+def test_slow_numpy_baseline_is_timed_once(monkeypatch, once_s, calls):
+    counted = []
+    real = bench.numpy_conv2d
+
+    def counting(*args, **kwargs):
+        counted.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(bench, "numpy_conv2d", counting)
+    config = bench.make_config(layers=["lecture.8to16"], batches=[2], ops=["conv2d"],
+                               use_torch=False)
+    config.timing = bench.Timing(repeats=3, min_repeats=3, budget_s=0.0, min_sample_s=0.0,
+                                 once_s=once_s)
+    (row,) = bench.run(config, progress=False)
+    assert len(counted) == calls  # the checking call (+ 3 samples when sampled)
+    assert row.numpy_s > 0 and row.matches_numpy
+
+
+# ----------------------------------------------------------------------------- conv sections
+
+CONV_OPS = ["conv2d", "conv2d_backward", "layer"]
+
+
+def test_bench_conv_sections_json(tmp_path):
+    path = tmp_path / "conv.json"
+    result = run_cli("bench", "--ops", *CONV_OPS, "--layers", "resnet50.res4.3x3",
+                     "--batch", "1", "--repeats", "1", "--json", str(path))
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "GFLOP/s" in result.stdout and "GEMM eff" in result.stdout
+    assert "geometric mean speed-up conv2d:" in result.stdout
+    assert "GEMM efficiency" in result.stdout
+    document = json.loads(path.read_text())
+    rows = document["rows"]
+    assert [row["op"] for row in rows] == CONV_OPS
+    for row in rows:
+        assert ROW_KEYS | {"flops", "gflops", "gemm_ms", "gemm_efficiency"} <= set(row)
+        assert row["layer"] == "resnet50.res4.3x3" and row["batch"] == 1
+        assert row["gflops"] > 0 and row["gbps"] is None
+        assert row["matches_numpy"] is True
+        assert row["fastconv_ms"] > 0
+    geometry = fastconv.ConvGeometry((1, 256, 14, 14), 256, 3, padding=1)
+    conv, backward, layer = rows
+    assert conv["flops"] == layer["flops"] == geometry.flops
+    assert backward["flops"] == 2 * geometry.flops
+    assert conv["gemm_ms"] > 0 and conv["gemm_efficiency"] > 0
+    assert conv["numpy_ms"] > 0 and backward["numpy_ms"] > 0
+    assert backward["gemm_ms"] is None and layer["gemm_ms"] is None
+    summary = document["summary"]
+    assert set(summary) == set(CONV_OPS)
+    assert summary["conv2d"]["gemm_efficiency"] > 0
+    assert summary["layer"]["gemm_efficiency"] is None
+    assert summary["layer"]["vs_numpy"] > 0
+
+
+def test_conv_sections_without_torch(monkeypatch):
+    real_find_spec = importlib.util.find_spec
+
+    def hide_torch(name, *args, **kwargs):
+        return None if name == "torch" else real_find_spec(name, *args, **kwargs)
+
+    monkeypatch.setattr(importlib.util, "find_spec", hide_torch)
+    for layout in ("NCHW", "NHWC"):
+        config = bench.make_config(layers=["mobilenet.dw112", "lecture.8to16"], batches=[1],
+                                   layout=layout, ops=CONV_OPS, repeats=1, use_torch=False)
+        assert config.torch is None
+        rows = bench.run(config, progress=False)
+        assert [row.op for row in rows] == ["conv2d"] * 2 + ["conv2d_backward"] * 2 + \
+            ["layer"] * 2
+        for row in rows:
+            assert row.torch_s is None and row.matches_numpy, (layout, row)
+            assert row.gflops > 0 and row.gbps is None and row.unit == "GFLOP/s"
+        table = bench.format_table(rows, config)
+        assert "vs torch -" in table and "torch: not used" in table
+
+
+def test_table_rate_columns():
+    config = bench.make_config(layers=["lecture.8to16"], batches=[1],
+                               ops=["im2col", "conv2d"], repeats=1, use_torch=False)
+    rows = bench.run(config, progress=False)
+    lines = bench.format_table(rows, config).splitlines()
+    header = next(line for line in lines if line.startswith("operator")).split()
+    assert header[:5] == ["operator", "layer", "batch", "shape", "fastconv"]
+    gb = header.index("GB/s") - 1        # "fastconv ms" is two words
+    gflop = header.index("GFLOP/s") - 1
+    cells = {line.split()[0]: line.split() for line in lines
+             if line.startswith(("im2col ", "conv2d "))}
+    assert cells["im2col"][gb] != "-" and cells["im2col"][gflop] == "-"
+    assert cells["conv2d"][gb] == "-" and float(cells["conv2d"][gflop]) > 0
+    assert rows[0].unit == "GB/s" and rows[0].gflops is None and rows[0].gemm_s is None
