@@ -9,12 +9,10 @@ The ``peakmem_`` benchmarks build and warm up a Conv2D layer in ``setup`` and th
 its forward pass with ``out=``: one call and many calls have the same peak memory because
 the layer reuses its workspace instead of allocating one per call.
 """
-import importlib.resources
-import json
-
 import numpy as np
 
 import fastconv
+from fastconv.bench import load_layers
 
 LAYOUTS = ["NCHW", "NHWC"]
 LAYERS = ["resnet50.res2.3x3", "resnet50.res4.3x3", "resnet50.res5.1x1", "mobilenet.dw112"]
@@ -24,21 +22,13 @@ DTYPE = np.float32
 REPEATED_CALLS = 10
 
 
-def load_layers():
-    """{name: entry} of fastconv/data/layers.json."""
-    text = importlib.resources.files("fastconv").joinpath("data", "layers.json").read_text(
-        encoding="utf-8")
-    return {entry["name"]: entry for entry in json.loads(text)["layers"]}
-
-
 def layer_geometry(name, batch, layout):
     """(Conv2D arguments, input shape, output shape) of one layer at one batch size."""
-    layer = load_layers()[name]
-    c, size, k = layer["in_channels"], layer["size"], layer["kernel"]
-    out_channels = layer["out_channels"]
-    stride, padding = layer.get("stride", 1), layer.get("padding", 0)
-    groups = layer.get("groups", 1)
-    out = (size + 2 * padding - k) // stride + 1
+    layer = {entry.name: entry for entry in load_layers()}[name]
+    c, size, k = layer.in_channels, layer.size, layer.kernel
+    out_channels = layer.out_channels
+    stride, padding, groups = layer.stride, layer.padding, layer.groups
+    out = layer.out_size
     if layout == "NCHW":
         image, output = (batch, c, size, size), (batch, out_channels, out, out)
     else:

@@ -5,12 +5,10 @@ Parametrised over layout, dtype, layer and batch; ``setup`` allocates the input 
 from ``fastconv/data/layers.json`` in the installed fastconv, the same suite that
 ``python -m fastconv bench`` runs.
 """
-import importlib.resources
-import json
-
 import numpy as np
 
 import fastconv
+from fastconv.bench import Case, load_layers
 
 LAYOUTS = ["NCHW", "NHWC"]
 DTYPES = ["float32", "float64"]
@@ -18,25 +16,11 @@ LAYERS = ["resnet50.conv1", "resnet50.res3.3x3s2", "resnet50.res4.3x3"]
 BATCHES = [1, 8]
 
 
-def load_layers():
-    """{name: entry} of fastconv/data/layers.json."""
-    text = importlib.resources.files("fastconv").joinpath("data", "layers.json").read_text(
-        encoding="utf-8")
-    return {entry["name"]: entry for entry in json.loads(text)["layers"]}
-
-
 def layer_geometry(name, batch, layout):
     """(image shape, column shape, keyword arguments) of one layer at one batch size."""
-    layer = load_layers()[name]
-    c, size, k = layer["in_channels"], layer["size"], layer["kernel"]
-    stride, padding = layer.get("stride", 1), layer.get("padding", 0)
-    out = (size + 2 * padding - k) // stride + 1
-    if layout == "NCHW":
-        image, columns = (batch, c, size, size), (batch, c * k * k, out * out)
-    else:
-        image, columns = (batch, size, size, c), (batch, out * out, k * k * c)
-    return image, columns, {"kernel_size": k, "stride": stride, "padding": padding,
-                            "layout": layout}
+    case = Case({entry.name: entry for entry in load_layers()}[name], batch)
+    return (case.image_shape(layout), case.column_shape(layout),
+            {**case.window_args(), "layout": layout})
 
 
 class _Window:

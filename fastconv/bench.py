@@ -55,6 +55,7 @@ import numpy as np
 
 import fastconv
 from fastconv.geometry import ConvGeometry
+from fastconv.reference import padding_pairs, pair, window_count
 from fastconv.threads import blas_limit
 
 __all__ = [
@@ -163,19 +164,25 @@ class Case:
 
 # --------------------------------------------------------------------------- NumPy baselines
 
-def _pair(value):
-    return (value, value) if np.isscalar(value) else tuple(value)
-
-
-def _pads(padding):
-    """int | (ph, pw) | ((top, bottom), (left, right)) → ((top, bottom), (left, right))."""
-    if np.isscalar(padding):
-        return ((padding, padding), (padding, padding))
-    return tuple((p, p) if np.isscalar(p) else tuple(p) for p in padding)
-
-
-def _out_size(size, kernel, stride, dilation):
-    return (size - dilation * (kernel - 1) - 1) // stride + 1
+def _padded_view_geometry(x, kernel, stride, padding, dilation, nchw):
+    """What an ``as_strided`` window view of a batch needs: the batch zero-padded on its
+    spatial axes (x itself when there is no padding), its sizes (n, c, h, w) and byte
+    strides (n, c, h, w) whatever the layout, and the window counts (oh, ow)."""
+    kh, kw = pair(kernel)
+    sh, sw = pair(stride)
+    dh, dw = pair(dilation)
+    spatial = padding_pairs(padding)
+    if any(p for side in spatial for p in side):
+        width = ((0, 0), (0, 0)) + spatial if nchw else ((0, 0),) + spatial + ((0, 0),)
+        x = np.pad(x, width)
+    if nchw:
+        n, c, h, w = x.shape
+        stride_n, stride_c, stride_h, stride_w = x.strides
+    else:
+        n, h, w, c = x.shape
+        stride_n, stride_h, stride_w, stride_c = x.strides
+    return (x, (n, c, h, w), (stride_n, stride_c, stride_h, stride_w),
+            (window_count(h, kh, sh, dh), window_count(w, kw, sw, dw)))
 
 
 def numpy_im2col(x, kernel_size, stride=1, padding=0, dilation=1, layout="NCHW"):
@@ -186,20 +193,11 @@ def numpy_im2col(x, kernel_size, stride=1, padding=0, dilation=1, layout="NCHW")
     NCHW: (N, C, H, W) → (N, C·kh·kw, OH·OW); NHWC: (N, H, W, C) → (N, OH·OW, kh·kw·C).
     """
     nchw = layout.upper() == "NCHW"
-    kh, kw = _pair(kernel_size)
-    sh, sw = _pair(stride)
-    dh, dw = _pair(dilation)
-    spatial = _pads(padding)
-    if any(p for pair in spatial for p in pair):
-        width = ((0, 0), (0, 0)) + spatial if nchw else ((0, 0),) + spatial + ((0, 0),)
-        x = np.pad(x, width)
-    if nchw:
-        n, c, h, w = x.shape
-        stride_n, stride_c, stride_h, stride_w = x.strides
-    else:
-        n, h, w, c = x.shape
-        stride_n, stride_h, stride_w, stride_c = x.strides
-    oh, ow = _out_size(h, kh, sh, dh), _out_size(w, kw, sw, dw)
+    kh, kw = pair(kernel_size)
+    sh, sw = pair(stride)
+    dh, dw = pair(dilation)
+    x, (n, c, _, _), (stride_n, stride_c, stride_h, stride_w), (oh, ow) = (
+        _padded_view_geometry(x, (kh, kw), stride, padding, dilation, nchw))
     if nchw:
         shape = (n, c, kh, kw, oh, ow)
         strides = (stride_n, stride_c, dh * stride_h, dw * stride_w, sh * stride_h, sw * stride_w)
@@ -222,13 +220,13 @@ def numpy_col2im(cols, output_size, kernel_size, stride=1, padding=0, dilation=1
     (``np.add.at`` would be the literal scatter-add, but it is far too slow to compare.)
     """
     nchw = layout.upper() == "NCHW"
-    h, w = _pair(output_size)
-    kh, kw = _pair(kernel_size)
-    sh, sw = _pair(stride)
-    dh, dw = _pair(dilation)
-    (top, bottom), (left, right) = _pads(padding)
+    h, w = pair(output_size)
+    kh, kw = pair(kernel_size)
+    sh, sw = pair(stride)
+    dh, dw = pair(dilation)
+    (top, bottom), (left, right) = padding_pairs(padding)
     hp, wp = h + top + bottom, w + left + right
-    oh, ow = _out_size(hp, kh, sh, dh), _out_size(wp, kw, sw, dw)
+    oh, ow = window_count(hp, kh, sh, dh), window_count(wp, kw, sw, dw)
     n = cols.shape[0]
     if nchw:
         c = cols.shape[1] // (kh * kw)
@@ -262,19 +260,10 @@ def _conv_windows(x, kernel, stride, padding, dilation, groups, nchw):
     columns are ``view[..., g·C/groups:(g+1)·C/groups]`` reshaped to (N·OH·OW, K).
     """
     kh, kw = kernel
-    sh, sw = _pair(stride)
-    dh, dw = _pair(dilation)
-    spatial = _pads(padding)
-    if any(p for pair in spatial for p in pair):
-        width = ((0, 0), (0, 0)) + spatial if nchw else ((0, 0),) + spatial + ((0, 0),)
-        x = np.pad(x, width)
-    if nchw:
-        n, c, h, w = x.shape
-        stride_n, stride_c, stride_h, stride_w = x.strides
-    else:
-        n, h, w, c = x.shape
-        stride_n, stride_h, stride_w, stride_c = x.strides
-    oh, ow = _out_size(h, kh, sh, dh), _out_size(w, kw, sw, dw)
+    sh, sw = pair(stride)
+    dh, dw = pair(dilation)
+    x, (n, c, _, _), (stride_n, stride_c, stride_h, stride_w), (oh, ow) = (
+        _padded_view_geometry(x, kernel, stride, padding, dilation, nchw))
     cin_g = c // groups
     if nchw:
         shape = (n, groups, cin_g, kh, kw, oh, ow)
@@ -850,8 +839,9 @@ def _torch_conv_backward(torch, grad_t, x_t, weight_t, bias_t, args):
         backward = None
     if backward is not None:
         bias_sizes = [weight_t.shape[0]]
-        pair = lambda v: [v, v]  # noqa: E731
-        return lambda: backward(grad_t, x_t, weight_t, bias_sizes, pair(stride), pair(padding),
+        pair_list = lambda v: [v, v]  # noqa: E731
+        return lambda: backward(grad_t, x_t, weight_t, bias_sizes, pair_list(stride),
+                                pair_list(padding),
                                 [1, 1], False, [0, 0], groups, [True, True, True])
     leaves = [t.detach().requires_grad_() for t in (x_t, weight_t, bias_t)]
     y = torch.nn.functional.conv2d(*leaves, **args)

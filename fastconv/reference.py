@@ -16,11 +16,12 @@ __all__ = [
 ]
 
 
-def _pair(v):
+def pair(v):
+    """A scalar as (v, v), any other pair as a tuple."""
     return (v, v) if np.isscalar(v) else tuple(v)
 
 
-def _padding(p):
+def padding_pairs(p):
     """int | (ph, pw) | ((top, bottom), (left, right)) → ((top, bottom), (left, right))."""
     if np.isscalar(p):
         return ((p, p), (p, p))
@@ -29,23 +30,24 @@ def _padding(p):
 
 def pad_nhwc(Z, padding):
     """Zero-pad the H and W axes of an NHWC batch."""
-    (top, bottom), (left, right) = _padding(padding)
+    (top, bottom), (left, right) = padding_pairs(padding)
     return np.pad(Z, ((0, 0), (top, bottom), (left, right), (0, 0)))
 
 
-def _out_size(size, k, s, d):
+def window_count(size, k, s, d):
+    """Window positions along an axis of `size` (padded) for kernel k, stride s, dilation d."""
     return (size - d * (k - 1) - 1) // s + 1
 
 
 def conv2d_naive(Z, W, stride=1, padding=0, dilation=1, groups=1):
     """The seven loops. Z: (N, H, W, C_in) · W: (kh, kw, C_in/groups, C_out) → (N, OH, OW, C_out)."""
-    sh, sw = _pair(stride)
-    dh, dw = _pair(dilation)
+    sh, sw = pair(stride)
+    dh, dw = pair(dilation)
     Zp = pad_nhwc(Z, padding)
     N, H, Wd, C = Zp.shape
     kh, kw, cin_g, C_out = W.shape
     cout_g = C_out // groups
-    OH, OW = _out_size(H, kh, sh, dh), _out_size(Wd, kw, sw, dw)
+    OH, OW = window_count(H, kh, sh, dh), window_count(Wd, kw, sw, dw)
     out = np.zeros((N, OH, OW, C_out), dtype=np.result_type(Z, W))
     for n in range(N):
         for oh in range(OH):
@@ -62,13 +64,13 @@ def conv2d_naive(Z, W, stride=1, padding=0, dilation=1, groups=1):
 
 def conv2d_matmul(Z, W, stride=1, padding=0, dilation=1, groups=1):
     """One matmul per kernel offset (i, j): out += Z[shifted window] @ W[i, j], per group."""
-    sh, sw = _pair(stride)
-    dh, dw = _pair(dilation)
+    sh, sw = pair(stride)
+    dh, dw = pair(dilation)
     Zp = pad_nhwc(Z, padding)
     N, H, Wd, C = Zp.shape
     kh, kw, cin_g, C_out = W.shape
     cout_g = C_out // groups
-    OH, OW = _out_size(H, kh, sh, dh), _out_size(Wd, kw, sw, dw)
+    OH, OW = window_count(H, kh, sh, dh), window_count(Wd, kw, sw, dw)
     out = np.zeros((N, OH, OW, C_out), dtype=np.result_type(Z, W))
     for g in range(groups):
         Zg = Zp[..., g * cin_g:(g + 1) * cin_g]
@@ -83,13 +85,13 @@ def conv2d_matmul(Z, W, stride=1, padding=0, dilation=1, groups=1):
 
 def conv2d_strided(Z, W, stride=1, padding=0, dilation=1, groups=1):
     """im2col by ``as_strided`` (a view, no copy) then one matmul per group."""
-    sh, sw = _pair(stride)
-    dh, dw = _pair(dilation)
+    sh, sw = pair(stride)
+    dh, dw = pair(dilation)
     Zp = np.ascontiguousarray(pad_nhwc(Z, padding))
     N, H, Wd, C = Zp.shape
     kh, kw, cin_g, C_out = W.shape
     cout_g = C_out // groups
-    OH, OW = _out_size(H, kh, sh, dh), _out_size(Wd, kw, sw, dw)
+    OH, OW = window_count(H, kh, sh, dh), window_count(Wd, kw, sw, dw)
     Ns, Hs, Ws, Cs = Zp.strides
     patches = np.lib.stride_tricks.as_strided(
         Zp, shape=(N, OH, OW, kh, kw, C), strides=(Ns, sh * Hs, sw * Ws, dh * Hs, dw * Ws, Cs),
@@ -108,9 +110,9 @@ def conv2d_backward(grad_out, Z, W, stride=1, padding=0, dilation=1, groups=1):
     grad_out: (N, OH, OW, C_out) · Z: (N, H, W, C_in) · W: (kh, kw, C_in/groups, C_out)
     → (grad_Z, grad_W, grad_bias) shaped like Z, W and (C_out,).
     """
-    sh, sw = _pair(stride)
-    dh, dw = _pair(dilation)
-    (top, bottom), (left, right) = _padding(padding)
+    sh, sw = pair(stride)
+    dh, dw = pair(dilation)
+    (top, bottom), (left, right) = padding_pairs(padding)
     Zp = pad_nhwc(Z, padding)
     N, H, Wd, C = Zp.shape
     kh, kw, cin_g, C_out = W.shape
@@ -137,13 +139,13 @@ def conv2d_backward(grad_out, Z, W, stride=1, padding=0, dilation=1, groups=1):
 
 def im2col(x, kernel_size, stride=1, padding=0, dilation=1, layout="NCHW"):
     """fastconv.im2col by loops over kernel offsets on a padded copy (batched input)."""
-    kh, kw = _pair(kernel_size)
-    sh, sw = _pair(stride)
-    dh, dw = _pair(dilation)
+    kh, kw = pair(kernel_size)
+    sh, sw = pair(stride)
+    dh, dw = pair(dilation)
     nhwc = x if layout.upper() == "NHWC" else np.moveaxis(x, 1, 3)
     Zp = pad_nhwc(nhwc, padding)
     N, H, Wd, C = Zp.shape
-    OH, OW = _out_size(H, kh, sh, dh), _out_size(Wd, kw, sw, dw)
+    OH, OW = window_count(H, kh, sh, dh), window_count(Wd, kw, sw, dw)
     patches = np.empty((N, OH, OW, kh, kw, C), dtype=x.dtype)
     for i in range(kh):
         for j in range(kw):
@@ -157,13 +159,13 @@ def im2col(x, kernel_size, stride=1, padding=0, dilation=1, layout="NCHW"):
 
 def col2im(cols, output_size, kernel_size, stride=1, padding=0, dilation=1, layout="NCHW"):
     """fastconv.col2im: scatter-add every column entry back to its pixel, drop the padding."""
-    H, Wd = _pair(output_size)
-    kh, kw = _pair(kernel_size)
-    sh, sw = _pair(stride)
-    dh, dw = _pair(dilation)
-    (top, bottom), (left, right) = _padding(padding)
+    H, Wd = pair(output_size)
+    kh, kw = pair(kernel_size)
+    sh, sw = pair(stride)
+    dh, dw = pair(dilation)
+    (top, bottom), (left, right) = padding_pairs(padding)
     Hp, Wp = H + top + bottom, Wd + left + right
-    OH, OW = _out_size(Hp, kh, sh, dh), _out_size(Wp, kw, sw, dw)
+    OH, OW = window_count(Hp, kh, sh, dh), window_count(Wp, kw, sw, dw)
     N = cols.shape[0]
     if layout.upper() == "NHWC":
         C = cols.shape[2] // (kh * kw)
