@@ -110,19 +110,26 @@ class Conv2D:
         if cached is None:
             geom = _conv_geometry("Conv2D", x4, self.weight, self.stride, self.padding,
                                   self.dilation, self.groups, self.layout, x_shape)
-            # One launch serves forward and backward, sized with room for the weight-gradient
-            # accumulators, so the workspace held never exceeds max_workspace_bytes.
-            launch = plan_launch(geom, self.dtype.itemsize, weight_grad=True,
-                                 max_workspace_bytes=self.max_workspace_bytes, fn="Conv2D")
-            cached = (geom, launch)
+            # The backward launch is sized first, with room for the weight-gradient
+            # accumulators; the forward one within what the cap leaves beside them, so the
+            # workspace held (the larger column space plus the accumulators) stays under it.
+            itemsize = self.dtype.itemsize
+            cap = self.max_workspace_bytes
+            backward = plan_launch(geom, itemsize, weight_grad=True, max_workspace_bytes=cap,
+                                   fn="Conv2D")
+            forward_cap = None if cap is None else cap - backward.partials * itemsize
+            forward = plan_launch(geom, itemsize, max_workspace_bytes=forward_cap, fn="Conv2D",
+                                  shared_columns=True)
+            cached = (geom, forward, backward)
             if len(self._plans) >= 8:  # a bounded cache of recent shapes
                 self._plans.pop(next(iter(self._plans)))
             self._plans[key] = cached
-        launch = cached[1]
-        if self._workspace.size < launch.workspace:
-            self._workspace = np.empty(launch.workspace, dtype=self.dtype)
-        if self._partials.size < launch.partials:
-            self._partials = np.empty(launch.partials, dtype=self.dtype)
+        _, forward, backward = cached
+        columns = max(forward.workspace, backward.workspace)
+        if self._workspace.size < columns:
+            self._workspace = np.empty(columns, dtype=self.dtype)
+        if self._partials.size < backward.partials:
+            self._partials = np.empty(backward.partials, dtype=self.dtype)
         return cached
 
     def _check_input(self, x, fn):
@@ -139,7 +146,7 @@ class Conv2D:
         fn = "Conv2D.forward"
         x, x4, batched = self._check_input(x, fn)
         with self._lock:
-            geom, launch = self._plan_for(x4, x.shape)
+            geom, launch, _ = self._plan_for(x4, x.shape)
             shape = geom.output_shape if batched else geom.output_shape[1:]
             out = geo.check_out(out, shape, self.dtype, [x, self.weight, self.bias], fn)
             out4 = (np.empty(geom.output_shape, dtype=self.dtype) if out is None
@@ -160,7 +167,7 @@ class Conv2D:
             if self._saved_input is None:
                 raise RuntimeError(f"{fn}: call forward before backward")
             x4, batched = self._saved_input
-            geom, launch = self._plan_for(x4, x4.shape)
+            geom, _, launch = self._plan_for(x4, x4.shape)
             grad_output = geo.as_array(grad_output, "grad_output", fn)
             geo.check_float_dtype(grad_output, "grad_output", fn)
             geo.check_same_dtype(fn, grad_output=grad_output, weight=self.weight)

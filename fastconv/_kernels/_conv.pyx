@@ -34,6 +34,8 @@ ctypedef struct Plan:
     bint nhwc
     bint pointwise        # 1×1, stride 1, no padding: the image is its own column matrix
     Py_ssize_t tile_rows  # output rows per work item
+    Py_ssize_t m_block    # output channels per GEMM when few images share their columns
+                          # (< C_out/groups), else C_out/groups
 
 
 ctypedef struct Dims:
@@ -104,44 +106,101 @@ cdef void columns_to_image_rows(const floating* col, floating* image, const Geom
 
 
 # ---------------------------------------------------------------- one tile
+cdef void output_block(const floating* cols, int ld_cols, const floating* weight,
+                       const floating* bias, floating* out, const Geometry* g, const Plan* plan,
+                       Py_ssize_t grp, Py_ssize_t p0, Py_ssize_t p1, Py_ssize_t m0,
+                       Py_ssize_t m1) noexcept nogil:
+    """One image's out[channels grp·Mg + m0 .. grp·Mg + m1, positions p0 .. p1] =
+    W[those channels] · cols (+ bias), where `cols` is group grp's column block for those
+    positions: NCHW (Kg × positions), NHWC (positions × Kg), leading dimension ld_cols."""
+    cdef Dims d = dims_of(g, plan)
+    cdef int positions = <int> (p1 - p0)
+    cdef int channels = <int> (m1 - m0)
+    cdef Py_ssize_t first = grp * d.Mg + m0  # first output channel of the block
+    cdef Py_ssize_t o, p
+    cdef floating beta = 0
+    if bias != NULL:  # start from the bias so the GEMM accumulates onto it (beta = 1)
+        beta = 1
+        if plan.nhwc:
+            for p in range(p0, p1):
+                for o in range(first, first + channels):
+                    out[p * d.O + o] = bias[o]
+        else:
+            for o in range(first, first + channels):
+                for p in range(p0, p1):
+                    out[o * d.P + p] = bias[o]
+    if plan.nhwc:
+        gemm(False, False, positions, channels, d.Kg, 1, cols, ld_cols, weight + first, d.O,
+             beta, out + p0 * d.O + first, d.O)
+    else:
+        gemm(False, False, channels, positions, d.Kg, 1, weight + first * d.Kg, d.Kg, cols,
+             ld_cols, beta, out + first * d.P + p0, d.P)
+
+
+cdef inline const floating* pointwise_columns(const floating* image, const Dims* d, bint nhwc,
+                                              Py_ssize_t grp, Py_ssize_t p0) noexcept nogil:
+    """Group grp's columns of a pointwise convolution, from position p0: the image itself."""
+    return image + p0 * d.C + grp * d.Cg if nhwc else image + grp * d.Cg * d.P + p0
+
+
 cdef void forward_tile(const floating* image, const floating* weight, const floating* bias,
                        floating* out, floating* col, const Geometry* g, const Plan* plan,
                        Py_ssize_t oh0, Py_ssize_t oh1) noexcept nogil:
-    """Output rows [oh0, oh1) of one image: conv(image, weight) (+ bias)."""
+    """Output rows [oh0, oh1) of one image, every channel: columns of the tile, then GEMMs."""
     cdef Dims d = dims_of(g, plan)
-    cdef int tile = <int> ((oh1 - oh0) * g.out_w)
-    cdef Py_ssize_t start = oh0 * g.out_w
-    cdef Py_ssize_t grp, o, p
-    cdef floating beta = 0
-    if bias != NULL:  # start from the bias so the GEMMs accumulate onto it (beta = 1)
-        beta = 1
-        if plan.nhwc:
-            for p in range(start, start + tile):
-                for o in range(d.O):
-                    out[p * d.O + o] = bias[o]
-        else:
-            for o in range(d.O):
-                for p in range(start, start + tile):
-                    out[o * d.P + p] = bias[o]
+    cdef Py_ssize_t p0 = oh0 * g.out_w, p1 = oh1 * g.out_w
+    cdef int tile = <int> (p1 - p0)
+    cdef Py_ssize_t grp
     if not plan.pointwise and not plan.nhwc:
         image_to_columns(image, col, g, plan, 0, oh0, oh1)
     for grp in range(plan.groups):
-        if plan.nhwc:
-            if plan.pointwise:
-                gemm(False, False, tile, d.Mg, d.Cg, 1, image + start * d.C + grp * d.Cg, d.C,
-                     weight + grp * d.Mg, d.O, beta, out + start * d.O + grp * d.Mg, d.O)
-            else:
-                image_to_columns(image, col, g, plan, grp, oh0, oh1)
-                gemm(False, False, tile, d.Mg, d.Kg, 1, col, d.Kg, weight + grp * d.Mg, d.O,
-                     beta, out + start * d.O + grp * d.Mg, d.O)
+        if plan.pointwise:
+            output_block(pointwise_columns(image, &d, plan.nhwc, grp, p0),
+                         d.C if plan.nhwc else d.P, weight, bias, out, g, plan, grp, p0, p1,
+                         0, d.Mg)
+        elif plan.nhwc:
+            image_to_columns(image, col, g, plan, grp, oh0, oh1)
+            output_block(col, d.Kg, weight, bias, out, g, plan, grp, p0, p1, 0, d.Mg)
         else:
-            if plan.pointwise:
-                gemm(False, False, d.Mg, tile, d.Cg, 1, weight + grp * d.Mg * d.Cg, d.Cg,
-                     image + grp * d.Cg * d.P + start, d.P, beta,
-                     out + grp * d.Mg * d.P + start, d.P)
-            else:
-                gemm(False, False, d.Mg, tile, d.Kg, 1, weight + grp * d.Mg * d.Kg, d.Kg,
-                     col + grp * d.Kg * tile, tile, beta, out + grp * d.Mg * d.P + start, d.P)
+            output_block(col + grp * d.Kg * tile, tile, weight, bias, out, g, plan, grp, p0, p1,
+                         0, d.Mg)
+
+
+cdef void forward_shared_columns(const floating* image, const floating* weight,
+                                 const floating* bias, floating* out, floating* col,
+                                 const Geometry* g, const Plan* plan,
+                                 int num_threads) noexcept nogil:
+    """One image whose row tiles alone cannot keep the threads busy: its columns are built
+    once in parallel (NCHW C·kh·kw × P; NHWC [group][P][Kg]), then the GEMM is split over
+    blocks of m_block output channels."""
+    cdef Dims d = dims_of(g, plan)
+    cdef Py_ssize_t blocks = (d.Mg + plan.m_block - 1) // plan.m_block
+    cdef Py_ssize_t task, grp, m0, m1, nhwc_rows = g.out_w * d.Kg
+    cdef const floating* cols
+    if not plan.pointwise:
+        if plan.nhwc:
+            for task in prange(plan.groups * g.out_h, num_threads=num_threads, schedule="static"):
+                grp = task // g.out_h
+                im2col_nhwc_row(image, col + grp * d.P * d.Kg + (task % g.out_h) * nhwc_rows, g,
+                                task % g.out_h, grp * d.Cg, d.Cg)
+        else:
+            for task in prange(g.channels * g.kernel_h, num_threads=num_threads,
+                               schedule="static"):
+                im2col_nchw_rows(image + (task // g.kernel_h) * g.height * g.width,
+                                 col + task * g.kernel_w * d.P, g, task % g.kernel_h, 0, g.out_h)
+    for task in prange(plan.groups * blocks, num_threads=num_threads, schedule="static"):
+        grp = task // blocks
+        m0 = (task % blocks) * plan.m_block
+        m1 = m0 + plan.m_block if m0 + plan.m_block < d.Mg else d.Mg
+        if plan.pointwise:
+            cols = pointwise_columns(image, &d, plan.nhwc, grp, 0)
+        elif plan.nhwc:
+            cols = col + grp * d.P * d.Kg
+        else:
+            cols = col + grp * d.Kg * d.P
+        output_block(cols, (d.C if plan.nhwc else d.P) if plan.pointwise else
+                     (d.Kg if plan.nhwc else d.P), weight, bias, out, g, plan, grp, 0, d.P,
+                     m0, m1)
 
 
 cdef void weight_grad_tile(const floating* grad_out, const floating* image,
@@ -210,8 +269,10 @@ def conv2d_forward(const floating[::1] x, const floating[::1] weight, const floa
                    floating[::1] out, floating[::1] workspace, Geometry g, Plan plan,
                    Py_ssize_t col_size, int num_threads):
     """out[n] = conv(x[n]) (+ bias) for every image, one (image, row tile) item at a time
-    per thread. `bias` is empty when there is none; `workspace` holds num_threads column
-    tiles of col_size elements (empty for pointwise convolutions)."""
+    per thread; or, when plan.m_block splits the output channels, image by image with
+    columns shared by all threads. `bias` is empty when there is none; `workspace` holds
+    num_threads column tiles of col_size elements (shared mode: one image's columns; empty
+    for pointwise convolutions)."""
     cdef Py_ssize_t tiles = tiles_per_image(&g, &plan)
     cdef Py_ssize_t image_size = g.channels * g.height * g.width
     cdef Py_ssize_t out_size = plan.out_channels * g.out_h * g.out_w
@@ -220,6 +281,12 @@ def conv2d_forward(const floating[::1] x, const floating[::1] weight, const floa
     cdef const floating* xp = &x[0]
     cdef floating* outp = &out[0]
     cdef Py_ssize_t item, n, oh0
+    if plan.m_block < plan.out_channels // plan.groups:
+        with nogil:
+            for n in range(plan.batch):
+                forward_shared_columns(xp + n * image_size, &weight[0], bias_ptr,
+                                       outp + n * out_size, ws, &g, &plan, num_threads)
+        return
     for item in prange(plan.batch * tiles, nogil=True, num_threads=num_threads,
                        schedule="static"):
         n = item // tiles

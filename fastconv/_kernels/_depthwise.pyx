@@ -33,24 +33,25 @@ cdef inline Py_ssize_t output_row(const Geometry* g, Py_ssize_t h_im, Py_ssize_t
 # ---------------------------------------------------------------- NCHW
 cdef void forward_plane_nchw(const floating* plane, const floating* taps, floating bias,
                              floating* out, const Geometry* g) noexcept nogil:
-    """out[oh, ow] = bias + Σ_ij taps[i, j]·plane[oh·sh − top + i·dh, ow·sw − left + j·dw]."""
+    """out[oh, ow] = bias + Σ_ij taps[i, j]·plane[oh·sh − top + i·dh, ow·sw − left + j·dw].
+    Row by row, every tap added while the output row is in L1."""
     cdef Py_ssize_t i, j, oh, ow, h_im, lo, hi, w_offset
     cdef floating tap
     cdef floating* dst
     cdef const floating* src
-    for oh in range(g.out_h * g.out_w):
-        out[oh] = bias
-    for i in range(g.kernel_h):
-        for j in range(g.kernel_w):
-            tap = taps[i * g.kernel_w + j]
-            w_offset = j * g.dilation_w - g.pad_left
-            valid_range(w_offset, g.stride_w, g.width, g.out_w, &lo, &hi)
-            for oh in range(g.out_h):
-                h_im = input_row(g, oh, i)
-                if h_im < 0 or h_im >= g.height:
-                    continue
-                dst = out + oh * g.out_w
-                src = plane + h_im * g.width
+    for oh in range(g.out_h):
+        dst = out + oh * g.out_w
+        for ow in range(g.out_w):
+            dst[ow] = bias
+        for i in range(g.kernel_h):
+            h_im = input_row(g, oh, i)
+            if h_im < 0 or h_im >= g.height:
+                continue
+            src = plane + h_im * g.width
+            for j in range(g.kernel_w):
+                tap = taps[i * g.kernel_w + j]
+                w_offset = j * g.dilation_w - g.pad_left
+                valid_range(w_offset, g.stride_w, g.width, g.out_w, &lo, &hi)
                 if g.stride_w == 1:
                     for ow in range(lo, hi):
                         dst[ow] += tap * src[ow + w_offset]
@@ -90,31 +91,48 @@ cdef void input_grad_plane_nchw(const floating* grad_out, const floating* weight
                             dst[ow * g.stride_w + w_offset] += tap * src[ow]
 
 
+cdef enum:
+    CHUNK = 512  # output columns summed at once in a stack buffer
+
+
 cdef void weight_grad_taps_nchw(const floating* grad_out, const floating* plane, floating* taps,
                                 const Geometry* g) noexcept nogil:
-    """taps[i, j] += Σ_{oh, ow} grad_out[oh, ow]·plane[oh·sh − top + i·dh, ow·sw − left + j·dw]."""
-    cdef Py_ssize_t i, j, oh, ow, h_im, lo, hi, w_offset
-    cdef floating acc
+    """taps[i, j] += Σ_{oh, ow} grad_out[oh, ow]·plane[oh·sh − top + i·dh, ow·sw − left + j·dw].
+
+    Summed per output column over the rows first (elementwise, so it vectorises without
+    reassociating a reduction), CHUNK columns at a time, then across the columns."""
+    cdef Py_ssize_t i, j, k, oh, h_im, lo, hi, w_offset, c0, count
+    cdef floating column_sums[CHUNK]
+    cdef floating total
     cdef const floating* src
     cdef const floating* gsrc
     for i in range(g.kernel_h):
         for j in range(g.kernel_w):
             w_offset = j * g.dilation_w - g.pad_left
             valid_range(w_offset, g.stride_w, g.width, g.out_w, &lo, &hi)
-            acc = 0
-            for oh in range(g.out_h):
-                h_im = input_row(g, oh, i)
-                if h_im < 0 or h_im >= g.height:
-                    continue
-                src = plane + h_im * g.width
-                gsrc = grad_out + oh * g.out_w
-                if g.stride_w == 1:
-                    for ow in range(lo, hi):
-                        acc += gsrc[ow] * src[ow + w_offset]
-                else:
-                    for ow in range(lo, hi):
-                        acc += gsrc[ow] * src[ow * g.stride_w + w_offset]
-            taps[i * g.kernel_w + j] += acc
+            total = 0
+            c0 = lo
+            while c0 < hi:
+                count = hi - c0 if hi - c0 < CHUNK else CHUNK
+                for k in range(count):
+                    column_sums[k] = 0
+                for oh in range(g.out_h):
+                    h_im = input_row(g, oh, i)
+                    if h_im < 0 or h_im >= g.height:
+                        continue
+                    gsrc = grad_out + oh * g.out_w + c0
+                    if g.stride_w == 1:
+                        src = plane + h_im * g.width + c0 + w_offset
+                        for k in range(count):
+                            column_sums[k] += gsrc[k] * src[k]
+                    else:
+                        src = plane + h_im * g.width
+                        for k in range(count):
+                            column_sums[k] += gsrc[k] * src[(c0 + k) * g.stride_w + w_offset]
+                for k in range(count):
+                    total += column_sums[k]
+                c0 += count
+            taps[i * g.kernel_w + j] += total
 
 
 # ---------------------------------------------------------------- NHWC
