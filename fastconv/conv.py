@@ -299,8 +299,27 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, l
     return out4 if batched else out4[0]
 
 
-def _bias_grad(grad_out4, layout):
-    return grad_out4.sum(axis=(0, 2, 3) if layout == "NCHW" else (0, 1, 2))
+# Row blocks of an NHWC bias gradient (the kernel's BIAS_ROW_BLOCKS).
+_BIAS_ROW_BLOCKS = 64
+
+
+def _bias_grad(grad_out4, layout, out=None):
+    """Σ of a C-contiguous 4-D output gradient over batch and positions, per channel, in a
+    fixed order (so independent of the thread count); added into `out` when given."""
+    nhwc = layout == "NHWC"
+    n = grad_out4.shape[0]
+    channels = grad_out4.shape[3] if nhwc else grad_out4.shape[1]
+    result = np.empty(channels, dtype=grad_out4.dtype)
+    if grad_out4.size == 0:
+        result.fill(0)
+    else:
+        partials = np.empty(_BIAS_ROW_BLOCKS * channels if nhwc else 0, dtype=grad_out4.dtype)
+        _conv.bias_grad(grad_out4.reshape(-1), result, partials, n, channels,
+                        grad_out4.size // (n * channels), nhwc, get_num_threads())
+    if out is None:
+        return result
+    out += result
+    return out
 
 
 def conv2d_backward(grad_output, x, weight, *, stride=1, padding=0, dilation=1, groups=1,

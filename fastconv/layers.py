@@ -180,7 +180,7 @@ class Conv2D:
             run_backward(grad_out4, x4, self.weight, grad_x4, self.weight_grad, geom, launch,
                          self._workspace, self._partials)
             if self.bias is not None:
-                self.bias_grad += _bias_grad(grad_out4, self.layout)
+                _bias_grad(grad_out4, self.layout, out=self.bias_grad)
         return grad_x4 if batched else grad_x4[0]
 
     def zero_grad(self):

@@ -373,3 +373,66 @@ def conv2d_input_grad(const floating[::1] grad_out, const floating[::1] weight,
                     columns_to_image_rows(ws, gxp + n * image_size, &g, &plan, round_start,
                                           round_end, row, row + 1)
                 round_start = round_end
+
+
+cdef enum:
+    BIAS_CHUNK = 512       # output positions summed at once in a stack buffer (NCHW)
+    BIAS_ROW_BLOCKS = 64   # row blocks of an NHWC gradient, summed separately (fixed count)
+
+
+cdef floating channel_sum(const floating* src, Py_ssize_t batch, Py_ssize_t stride,
+                          Py_ssize_t positions) noexcept nogil:
+    """Σ_n Σ_p src[n·stride + p]: positions summed elementwise across images first (so it
+    vectorises), BIAS_CHUNK at a time, then across the positions."""
+    cdef floating column_sums[BIAS_CHUNK]
+    cdef floating s0 = 0, s1 = 0, s2 = 0, s3 = 0  # independent chains: no add-latency stall
+    cdef Py_ssize_t n, k, count, p = 0
+    while p < positions:
+        count = positions - p if positions - p < BIAS_CHUNK else BIAS_CHUNK
+        for k in range(count):
+            column_sums[k] = src[p + k]
+        for n in range(1, batch):
+            for k in range(count):
+                column_sums[k] += src[n * stride + p + k]
+        k = 0
+        while k + 4 <= count:
+            s0 += column_sums[k]
+            s1 += column_sums[k + 1]
+            s2 += column_sums[k + 2]
+            s3 += column_sums[k + 3]
+            k += 4
+        while k < count:
+            s0 += column_sums[k]
+            k += 1
+        p += count
+    return (s0 + s1) + (s2 + s3)
+
+
+def bias_grad(const floating[::1] grad_out, floating[::1] grad_bias, floating[::1] partials,
+              Py_ssize_t batch, Py_ssize_t channels, Py_ssize_t positions, bint nhwc,
+              int num_threads):
+    """grad_bias[o] = Σ over images and positions of grad_out. The summation order is fixed
+    (never dependent on the thread count): NCHW, one task per channel, summing positions
+    elementwise across images first; NHWC, BIAS_ROW_BLOCKS blocks of rows summed into
+    `partials` (BIAS_ROW_BLOCKS × channels), then added in block order."""
+    cdef Py_ssize_t o, p, block, rows = batch * positions
+    cdef Py_ssize_t block_rows = (rows + BIAS_ROW_BLOCKS - 1) // BIAS_ROW_BLOCKS
+    cdef floating total
+    cdef const floating* src = &grad_out[0]
+    cdef floating* acc = &partials[0] if partials.shape[0] > 0 else NULL
+    if not nhwc:
+        for o in prange(channels, nogil=True, num_threads=num_threads, schedule="static"):
+            grad_bias[o] = channel_sum(src + o * positions, batch, channels * positions,
+                                       positions)
+        return
+    for block in prange(BIAS_ROW_BLOCKS, nogil=True, num_threads=num_threads, schedule="static"):
+        for o in range(channels):
+            acc[block * channels + o] = 0
+        for p in range(block * block_rows, min(rows, (block + 1) * block_rows)):
+            for o in range(channels):
+                acc[block * channels + o] += src[p * channels + o]
+    for o in range(channels):
+        total = 0
+        for block in range(BIAS_ROW_BLOCKS):
+            total = total + acc[block * channels + o]
+        grad_bias[o] = total
