@@ -130,8 +130,9 @@ def plan_launch(geom, itemsize, *, weight_grad=False, max_workspace_bytes=None, 
     plus the weight-gradient accumulators of all threads: tiles shrink, then fewer threads
     run, and a cap below one output row's needs is a ValueError.
 
-    With `shared_columns` (forward only), an image whose tiles are too few for WORK_ITEMS
-    instead builds its whole column matrix once and splits the GEMM by output channels."""
+    With `shared_columns`, images whose tiles are too few for WORK_ITEMS instead build
+    their whole column matrix once and split the GEMMs between threads by blocks of output
+    channels (forward, weight gradient) or of column rows (input gradient)."""
     threads = get_num_threads()
     kh, kw = geom.kernel_size
     pointwise = is_pointwise(geom)
@@ -159,22 +160,30 @@ def plan_launch(geom, itemsize, *, weight_grad=False, max_workspace_bytes=None, 
                     f"workspace of one thread and one output row ({per_thread * itemsize} "
                     f"bytes)")
     m_group = geom.out_channels // geom.groups
+    k_group = geom.in_channels // geom.groups * kh * kw
     plan = {"batch": geom.batch, "out_channels": geom.out_channels, "groups": geom.groups,
             "nhwc": geom.layout == "NHWC", "pointwise": pointwise, "tile_rows": tile_rows,
-            "m_block": m_group}
+            "shared": False, "m_block": m_group, "k_block": k_group}
     col_size = tile_rows * row_elems
     items = geom.batch * -(-out_h // tile_rows)
     if shared_columns and not depthwise and items < WORK_ITEMS:
-        blocks = min(-(-WORK_ITEMS // geom.groups), m_group // MIN_CHANNEL_BLOCK)
+        wanted = -(-WORK_ITEMS // geom.groups)
+        m_blocks = max(1, min(wanted, m_group // MIN_CHANNEL_BLOCK))
+        k_blocks = max(1, min(wanted, k_group // MIN_CHANNEL_BLOCK))
         image_columns = out_h * row_elems
         fits = (max_workspace_bytes is None
                 or image_columns * itemsize <= max_workspace_bytes)
-        if blocks > 1 and fits:
-            block = -(-m_group // blocks)
-            plan.update(tile_rows=out_h, m_block=-(-block // 16) * 16)
+        if max(m_blocks, k_blocks) > 1 and fits:
+            plan.update(shared=True, tile_rows=out_h,
+                        m_block=_round_up(-(-m_group // m_blocks), 16),
+                        k_block=_round_up(-(-k_group // k_blocks), 16))
             return Launch(plan, depthwise, threads, image_columns, image_columns, 0)
     return Launch(plan, depthwise, threads, col_size, threads * col_size,
                   threads * weight_elems)
+
+
+def _round_up(value, multiple):
+    return -(-value // multiple) * multiple
 
 
 def _empty(dtype):
@@ -360,7 +369,8 @@ def conv2d_backward(grad_output, x, weight, *, stride=1, padding=0, dilation=1, 
     grad_out4 = np.ascontiguousarray(grad_output if batched else grad_output[np.newaxis])
     grad_x4 = np.empty(x4.shape, dtype=x.dtype) if needs_input_grad else None
     grad_w = np.zeros(weight.shape, dtype=x.dtype) if needs_weight_grad else None
-    launch = plan_launch(geom, x.dtype.itemsize, weight_grad=needs_weight_grad)
+    launch = plan_launch(geom, x.dtype.itemsize, weight_grad=needs_weight_grad,
+                         shared_columns=True)
     workspace = np.empty(launch.workspace, dtype=x.dtype)
     partials = np.empty(launch.partials, dtype=x.dtype)
     run_backward(grad_out4, np.ascontiguousarray(x4), np.ascontiguousarray(weight), grad_x4,
@@ -443,7 +453,7 @@ def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0
     out = geo.check_out(out, shape4 if batched else shape4[1:], x.dtype, [x, weight, bias], fn)
     out4 = np.empty(shape4, dtype=x.dtype) if out is None else out.reshape(shape4)
     if out4.size:
-        launch = plan_launch(geom, x.dtype.itemsize, fn=fn)
+        launch = plan_launch(geom, x.dtype.itemsize, fn=fn, shared_columns=True)
         workspace = np.empty(launch.workspace, dtype=x.dtype)
         run_backward(np.ascontiguousarray(x4), None, np.ascontiguousarray(weight), out4, None,
                      geom, launch, workspace, _empty(x.dtype))

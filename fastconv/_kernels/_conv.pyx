@@ -34,8 +34,10 @@ ctypedef struct Plan:
     bint nhwc
     bint pointwise        # 1×1, stride 1, no padding: the image is its own column matrix
     Py_ssize_t tile_rows  # output rows per work item
-    Py_ssize_t m_block    # output channels per GEMM when few images share their columns
-                          # (< C_out/groups), else C_out/groups
+    bint shared           # few images: each image's whole column matrix is built once and
+                          # the GEMMs are split between threads by blocks of
+    Py_ssize_t m_block    #   output channels (forward, weight gradient) or
+    Py_ssize_t k_block    #   column-matrix rows (input gradient)
 
 
 ctypedef struct Dims:
@@ -166,41 +168,121 @@ cdef void forward_tile(const floating* image, const floating* weight, const floa
                          0, d.Mg)
 
 
+cdef void image_columns_parallel(const floating* image, floating* col, const Geometry* g,
+                                 const Plan* plan, int num_threads) noexcept nogil:
+    """One image's whole column matrix, built in parallel: NCHW (C·kh·kw × P), NHWC
+    [group][P][Kg]."""
+    cdef Dims d = dims_of(g, plan)
+    cdef Py_ssize_t task, grp, nhwc_rows = g.out_w * d.Kg
+    if plan.nhwc:
+        for task in prange(plan.groups * g.out_h, num_threads=num_threads, schedule="static"):
+            grp = task // g.out_h
+            im2col_nhwc_row(image, col + grp * d.P * d.Kg + (task % g.out_h) * nhwc_rows, g,
+                            task % g.out_h, grp * d.Cg, d.Cg)
+    else:
+        for task in prange(g.channels * g.kernel_h, num_threads=num_threads, schedule="static"):
+            im2col_nchw_rows(image + (task // g.kernel_h) * g.height * g.width,
+                             col + task * g.kernel_w * d.P, g, task % g.kernel_h, 0, g.out_h)
+
+
+cdef inline const floating* group_columns(const floating* image, const floating* col,
+                                          const Dims* d, const Plan* plan,
+                                          Py_ssize_t grp) noexcept nogil:
+    """Group grp's block of an image's whole column matrix (pointwise: of the image)."""
+    if plan.pointwise:
+        return pointwise_columns(image, d, plan.nhwc, grp, 0)
+    return col + grp * d.P * d.Kg
+
+
+cdef inline int group_columns_ld(const Dims* d, const Plan* plan) noexcept nogil:
+    """Leading dimension of group_columns."""
+    if plan.pointwise:
+        return d.C if plan.nhwc else d.P
+    return d.Kg if plan.nhwc else d.P
+
+
+cdef inline Py_ssize_t block_end(Py_ssize_t start, Py_ssize_t block,
+                                 Py_ssize_t limit) noexcept nogil:
+    return start + block if start + block < limit else limit
+
+
 cdef void forward_shared_columns(const floating* image, const floating* weight,
                                  const floating* bias, floating* out, floating* col,
                                  const Geometry* g, const Plan* plan,
                                  int num_threads) noexcept nogil:
-    """One image whose row tiles alone cannot keep the threads busy: its columns are built
-    once in parallel (NCHW C·kh·kw × P; NHWC [group][P][Kg]), then the GEMM is split over
-    blocks of m_block output channels."""
+    """One image in shared mode: its columns once, then GEMMs by blocks of m_block output
+    channels."""
     cdef Dims d = dims_of(g, plan)
     cdef Py_ssize_t blocks = (d.Mg + plan.m_block - 1) // plan.m_block
-    cdef Py_ssize_t task, grp, m0, m1, nhwc_rows = g.out_w * d.Kg
-    cdef const floating* cols
+    cdef Py_ssize_t task, grp, m0
     if not plan.pointwise:
-        if plan.nhwc:
-            for task in prange(plan.groups * g.out_h, num_threads=num_threads, schedule="static"):
-                grp = task // g.out_h
-                im2col_nhwc_row(image, col + grp * d.P * d.Kg + (task % g.out_h) * nhwc_rows, g,
-                                task % g.out_h, grp * d.Cg, d.Cg)
-        else:
-            for task in prange(g.channels * g.kernel_h, num_threads=num_threads,
-                               schedule="static"):
-                im2col_nchw_rows(image + (task // g.kernel_h) * g.height * g.width,
-                                 col + task * g.kernel_w * d.P, g, task % g.kernel_h, 0, g.out_h)
+        image_columns_parallel(image, col, g, plan, num_threads)
     for task in prange(plan.groups * blocks, num_threads=num_threads, schedule="static"):
         grp = task // blocks
         m0 = (task % blocks) * plan.m_block
-        m1 = m0 + plan.m_block if m0 + plan.m_block < d.Mg else d.Mg
-        if plan.pointwise:
-            cols = pointwise_columns(image, &d, plan.nhwc, grp, 0)
-        elif plan.nhwc:
-            cols = col + grp * d.P * d.Kg
+        output_block(group_columns(image, col, &d, plan, grp), group_columns_ld(&d, plan),
+                     weight, bias, out, g, plan, grp, 0, d.P, m0,
+                     block_end(m0, plan.m_block, d.Mg))
+
+
+cdef void weight_grad_shared_columns(const floating* grad_out, const floating* image,
+                                     floating* grad_weight, floating* col, const Geometry* g,
+                                     const Plan* plan, int num_threads) noexcept nogil:
+    """One image in shared mode: grad_weight += grad_out ⋆ columnsᵀ, each thread adding
+    into its own block of m_block output channels (no accumulators to reduce)."""
+    cdef Dims d = dims_of(g, plan)
+    cdef Py_ssize_t blocks = (d.Mg + plan.m_block - 1) // plan.m_block
+    cdef Py_ssize_t task, grp, m0, first
+    cdef int channels
+    cdef const floating* cols
+    cdef int ld
+    if not plan.pointwise:
+        image_columns_parallel(image, col, g, plan, num_threads)
+    for task in prange(plan.groups * blocks, num_threads=num_threads, schedule="static"):
+        grp = task // blocks
+        m0 = (task % blocks) * plan.m_block
+        channels = <int> (block_end(m0, plan.m_block, d.Mg) - m0)
+        first = grp * d.Mg + m0
+        cols = group_columns(image, col, &d, plan, grp)
+        ld = group_columns_ld(&d, plan)
+        if plan.nhwc:
+            gemm(True, False, d.Kg, channels, d.P, 1, cols, ld, grad_out + first, d.O,
+                 1, grad_weight + first, d.O)
         else:
-            cols = col + grp * d.Kg * d.P
-        output_block(cols, (d.C if plan.nhwc else d.P) if plan.pointwise else
-                     (d.Kg if plan.nhwc else d.P), weight, bias, out, g, plan, grp, 0, d.P,
-                     m0, m1)
+            gemm(False, True, channels, d.Kg, d.P, 1, grad_out + first * d.P, d.P, cols, ld,
+                 1, grad_weight + first * d.Kg, d.Kg)
+
+
+cdef void input_grad_shared_columns(const floating* grad_out, const floating* weight,
+                                    floating* grad_image, floating* col, const Geometry* g,
+                                    const Plan* plan, int num_threads) noexcept nogil:
+    """One image in shared mode: the columns Wᵀ·grad_out by blocks of k_block column-matrix
+    rows in parallel, then folded into the image in parallel over its rows (pointwise: the
+    blocks are the image's channels, written in place)."""
+    cdef Dims d = dims_of(g, plan)
+    cdef Py_ssize_t blocks = (d.Kg + plan.k_block - 1) // plan.k_block
+    cdef Py_ssize_t rows = g.height if plan.nhwc else g.channels * g.height
+    cdef Py_ssize_t task, grp, k0, row
+    cdef int count
+    cdef floating* target
+    cdef int ld
+    for task in prange(plan.groups * blocks, num_threads=num_threads, schedule="static"):
+        grp = task // blocks
+        k0 = (task % blocks) * plan.k_block
+        count = <int> (block_end(k0, plan.k_block, d.Kg) - k0)
+        target = <floating*> group_columns(grad_image, col, &d, plan, grp)
+        ld = group_columns_ld(&d, plan)
+        if plan.nhwc:
+            gemm(False, True, d.P, count, d.Mg, 1, grad_out + grp * d.Mg, d.O,
+                 weight + k0 * d.O + grp * d.Mg, d.O, 0, target + k0, ld)
+        else:
+            gemm(True, False, count, d.P, d.Mg, 1, weight + grp * d.Mg * d.Kg + k0, d.Kg,
+                 grad_out + grp * d.Mg * d.P, d.P, 0, target + k0 * ld, ld)
+    if plan.pointwise:
+        return
+    memset(grad_image, 0, g.channels * g.height * g.width * sizeof(floating))
+    for row in prange(rows, num_threads=num_threads, schedule="static"):
+        columns_to_image_rows(col, grad_image, g, plan, 0, g.out_h, row, row + 1)
 
 
 cdef void weight_grad_tile(const floating* grad_out, const floating* image,
@@ -264,6 +346,21 @@ cdef void input_grad_columns(const floating* grad_out, const floating* weight, f
                      col + grp * d.Kg * col_tile + col_offset, ld)
 
 
+cdef void input_grad_image(const floating* grad_out, const floating* weight,
+                           floating* grad_image, floating* col, const Geometry* g,
+                           const Plan* plan) noexcept nogil:
+    """grad_image += col2im(Wᵀ · grad_out) for one image, tile by tile, on one thread."""
+    cdef Py_ssize_t oh0 = 0, oh1
+    cdef Py_ssize_t rows = g.height if plan.nhwc else g.channels * g.height
+    cdef Py_ssize_t tile
+    while oh0 < g.out_h:
+        oh1 = tile_end(oh0, g, plan)
+        tile = (oh1 - oh0) * g.out_w
+        input_grad_columns(grad_out, weight, col, tile, 0, g, plan, oh0, oh1)
+        columns_to_image_rows(col, grad_image, g, plan, oh0, oh1, 0, rows)
+        oh0 = oh1
+
+
 # ---------------------------------------------------------------- whole batch
 def conv2d_forward(const floating[::1] x, const floating[::1] weight, const floating[::1] bias,
                    floating[::1] out, floating[::1] workspace, Geometry g, Plan plan,
@@ -281,7 +378,7 @@ def conv2d_forward(const floating[::1] x, const floating[::1] weight, const floa
     cdef const floating* xp = &x[0]
     cdef floating* outp = &out[0]
     cdef Py_ssize_t item, n, oh0
-    if plan.m_block < plan.out_channels // plan.groups:
+    if plan.shared:
         with nogil:
             for n in range(plan.batch):
                 forward_shared_columns(xp + n * image_size, &weight[0], bias_ptr,
@@ -308,9 +405,15 @@ def conv2d_weight_grad(const floating[::1] grad_out, const floating[::1] x,
     cdef Py_ssize_t out_size = plan.out_channels * g.out_h * g.out_w
     cdef Py_ssize_t weight_size = grad_weight.shape[0]
     cdef floating* ws = &workspace[0] if workspace.shape[0] > 0 else NULL
-    cdef floating* acc = &partials[0]
+    cdef floating* acc = &partials[0] if partials.shape[0] > 0 else NULL
     cdef floating* gw = &grad_weight[0]
     cdef Py_ssize_t item, n, oh0, k, t
+    if plan.shared:
+        with nogil:
+            for n in range(plan.batch):
+                weight_grad_shared_columns(&grad_out[0] + n * out_size, &x[0] + n * image_size,
+                                           gw, ws, &g, &plan, num_threads)
+        return
     for item in prange(plan.batch * tiles, nogil=True, num_threads=num_threads,
                        schedule="static"):
         n = item // tiles
@@ -344,6 +447,12 @@ def conv2d_input_grad(const floating[::1] grad_out, const floating[::1] weight,
     cdef floating* gxp = &grad_x[0]
     cdef floating* ws = &workspace[0] if workspace.shape[0] > 0 else NULL
     cdef Py_ssize_t item, n, oh0, oh1, round_start, round_end, row, t
+    if plan.shared:
+        with nogil:
+            for n in range(plan.batch):
+                input_grad_shared_columns(gop + n * out_size, wp, gxp + n * image_size, ws, &g,
+                                          &plan, num_threads)
+        return
     if plan.pointwise:  # every input pixel comes from one output pixel: tiles are independent
         for item in prange(plan.batch * tiles, nogil=True, num_threads=num_threads,
                            schedule="static"):
@@ -353,6 +462,13 @@ def conv2d_input_grad(const floating[::1] grad_out, const floating[::1] weight,
                                oh0, tile_end(oh0, &g, &plan))
         return
     memset(gxp, 0, plan.batch * image_size * sizeof(floating))
+    if plan.batch >= num_threads:
+        # Enough images: one per thread, its tiles in turn. Each pixel still sums its
+        # contributions in ascending oh, so the result equals the round-based one below.
+        for n in prange(plan.batch, nogil=True, num_threads=num_threads, schedule="static"):
+            input_grad_image(gop + n * out_size, wp, gxp + n * image_size,
+                             ws + omp_get_thread_num() * col_size, &g, &plan)
+        return
     with nogil:
         for n in range(plan.batch):
             round_start = 0
