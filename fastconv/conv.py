@@ -120,7 +120,7 @@ def is_depthwise(geom):
 
 
 def plan_launch(geom, itemsize, *, weight_grad=False, max_workspace_bytes=None, fn="conv2d",
-                shared_columns=False):
+                shared_columns=False, backward=False):
     """Cut a convolution into (image, row tile) work items and size the workspace.
 
     A tile's columns aim at TILE_BYTES (cache-sized); with few images, tiles shrink towards
@@ -132,7 +132,8 @@ def plan_launch(geom, itemsize, *, weight_grad=False, max_workspace_bytes=None, 
 
     With `shared_columns`, images whose tiles are too few for WORK_ITEMS instead build
     their whole column matrix once and split the GEMMs between threads by blocks of output
-    channels (forward, weight gradient) or of column rows (input gradient)."""
+    channels (forward, weight gradient) or of column rows (input gradient, when `backward`):
+    only when that makes more than one block."""
     threads = get_num_threads()
     kh, kw = geom.kernel_size
     pointwise = is_pointwise(geom)
@@ -173,7 +174,7 @@ def plan_launch(geom, itemsize, *, weight_grad=False, max_workspace_bytes=None, 
         image_columns = out_h * row_elems
         fits = (max_workspace_bytes is None
                 or image_columns * itemsize <= max_workspace_bytes)
-        if max(m_blocks, k_blocks) > 1 and fits:
+        if (m_blocks > 1 or backward and k_blocks > 1) and fits:
             plan.update(shared=True, tile_rows=out_h,
                         m_block=_round_up(-(-m_group // m_blocks), 16),
                         k_block=_round_up(-(-k_group // k_blocks), 16))
@@ -370,7 +371,7 @@ def conv2d_backward(grad_output, x, weight, *, stride=1, padding=0, dilation=1, 
     grad_x4 = np.empty(x4.shape, dtype=x.dtype) if needs_input_grad else None
     grad_w = np.zeros(weight.shape, dtype=x.dtype) if needs_weight_grad else None
     launch = plan_launch(geom, x.dtype.itemsize, weight_grad=needs_weight_grad,
-                         shared_columns=True)
+                         shared_columns=True, backward=True)
     workspace = np.empty(launch.workspace, dtype=x.dtype)
     partials = np.empty(launch.partials, dtype=x.dtype)
     run_backward(grad_out4, np.ascontiguousarray(x4), np.ascontiguousarray(weight), grad_x4,
@@ -453,7 +454,8 @@ def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0
     out = geo.check_out(out, shape4 if batched else shape4[1:], x.dtype, [x, weight, bias], fn)
     out4 = np.empty(shape4, dtype=x.dtype) if out is None else out.reshape(shape4)
     if out4.size:
-        launch = plan_launch(geom, x.dtype.itemsize, fn=fn, shared_columns=True)
+        launch = plan_launch(geom, x.dtype.itemsize, fn=fn, shared_columns=True,
+                             backward=True)
         workspace = np.empty(launch.workspace, dtype=x.dtype)
         run_backward(np.ascontiguousarray(x4), None, np.ascontiguousarray(weight), out4, None,
                      geom, launch, workspace, _empty(x.dtype))

@@ -116,7 +116,7 @@ class Conv2D:
             itemsize = self.dtype.itemsize
             cap = self.max_workspace_bytes
             backward = plan_launch(geom, itemsize, weight_grad=True, max_workspace_bytes=cap,
-                                   fn="Conv2D", shared_columns=True)
+                                   fn="Conv2D", shared_columns=True, backward=True)
             forward_cap = None if cap is None else cap - backward.partials * itemsize
             forward = plan_launch(geom, itemsize, max_workspace_bytes=forward_cap, fn="Conv2D",
                                   shared_columns=True)
