@@ -87,6 +87,11 @@ def _col2im_into(cols, window, layout, image):
     if cols.size == 0:
         image.fill(0)
         return
+    if (window.kernel_size == (1, 1) and window.stride == (1, 1)
+            and window.padding == ((0, 0), (0, 0))):
+        # 1×1, stride 1, unpadded: every pixel has exactly one entry, a straight copy.
+        np.copyto(image, cols.reshape(image.shape))
+        return
     kernel = _im2col.col2im_nchw if layout == "NCHW" else _im2col.col2im_nhwc
     kernel(_kernel_view(np.ascontiguousarray(cols)), _kernel_view(image),
            window.kernel_struct(), image.shape[0], _num_threads_for(cols.size))

@@ -9,7 +9,7 @@ from libc.string cimport memset
 from fastconv._kernels._geometry cimport Geometry
 from fastconv._kernels._types cimport element_t
 from fastconv._kernels._im2col_helpers cimport (
-    col2im_nchw_row, col2im_nhwc_row, im2col_nchw_rows, im2col_nhwc_row)
+    col2im_nchw_plane, col2im_nchw_row, col2im_nhwc_row, im2col_nchw_rows, im2col_nhwc_row)
 
 
 def im2col_nchw(const element_t[::1] image, element_t[::1] col, Geometry g,
@@ -48,16 +48,22 @@ def col2im_nchw(const element_t[::1] col, element_t[::1] image, Geometry g,
     """image[n, c, h, w] = sum of the col entries im2col_nchw took from (h, w), in fixed order."""
     cdef Py_ssize_t kernel_area = g.kernel_h * g.kernel_w
     cdef Py_ssize_t channel_col = kernel_area * g.out_h * g.out_w
-    cdef Py_ssize_t task, plane_index
+    cdef Py_ssize_t plane = g.height * g.width
+    cdef Py_ssize_t task
     cdef const element_t* src = &col[0]
     cdef element_t* dst = &image[0]
-    # Gather per output row: each task owns one row of the image, so there are no races
-    # and the summation order (and so the result) does not depend on the thread count.
+    # Each task owns whole image rows (no races); both ways sum each pixel in the same
+    # order, so the result does not depend on the thread count or the choice.
+    if batch * g.channels >= 4 * num_threads:  # enough planes: one task per plane
+        for task in prange(batch * g.channels, nogil=True, num_threads=num_threads,
+                           schedule="static"):
+            memset(dst + task * plane, 0, plane * sizeof(element_t))
+            col2im_nchw_plane(src + task * channel_col, dst + task * plane, &g)
+        return
     for task in prange(batch * g.channels * g.height, nogil=True, num_threads=num_threads,
                        schedule="static"):
-        plane_index = task // g.height
         memset(dst + task * g.width, 0, g.width * sizeof(element_t))
-        col2im_nchw_row(src + plane_index * channel_col, dst + task * g.width, &g,
+        col2im_nchw_row(src + (task // g.height) * channel_col, dst + task * g.width, &g,
                         task % g.height, 0, g.out_h)
 
 

@@ -131,6 +131,34 @@ cdef inline void col2im_nchw_row(const element_t* col_channel, element_t* dst_ro
                     dst_row[ow * g.stride_w + w_offset] += src[ow]
 
 
+cdef inline void col2im_nchw_plane(const element_t* col_channel, element_t* plane,
+                                   const Geometry* g) noexcept nogil:
+    """plane[h, w] += every col_channel[i*kw + j, oh*OW + ow] that im2col took from (h, w),
+    tap by tap: the same per-pixel order as col2im_nchw_row (kernel rows from the bottom),
+    so the same sums, with the bounds worked out once per tap instead of once per row."""
+    cdef Py_ssize_t out_size = g.out_h * g.out_w
+    cdef Py_ssize_t i, j, oh, ow, ow_lo, ow_hi, h_im, w_offset
+    cdef const element_t* src
+    cdef element_t* dst
+    for i in range(g.kernel_h - 1, -1, -1):
+        for j in range(g.kernel_w):
+            w_offset = j * g.dilation_w - g.pad_left
+            valid_range(w_offset, g.stride_w, g.width, g.out_w, &ow_lo, &ow_hi)
+            for oh in range(g.out_h):
+                h_im = oh * g.stride_h - g.pad_top + i * g.dilation_h
+                if h_im < 0 or h_im >= g.height:
+                    continue
+                src = col_channel + (i * g.kernel_w + j) * out_size + oh * g.out_w
+                if g.stride_w == 1:
+                    dst = plane + h_im * g.width + ow_lo + w_offset
+                    for ow in range(ow_hi - ow_lo):
+                        dst[ow] += src[ow_lo + ow]
+                else:
+                    dst = plane + h_im * g.width
+                    for ow in range(ow_lo, ow_hi):
+                        dst[ow * g.stride_w + w_offset] += src[ow]
+
+
 cdef inline void col2im_nhwc_row(const element_t* col_tile, element_t* dst_row, const Geometry* g,
                                  Py_ssize_t h_im, Py_ssize_t c_begin, Py_ssize_t c_count,
                                  Py_ssize_t oh_begin, Py_ssize_t oh_end) noexcept nogil:
