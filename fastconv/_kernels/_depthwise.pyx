@@ -136,11 +136,24 @@ cdef void weight_grad_taps_nchw(const floating* grad_out, const floating* plane,
 
 
 # ---------------------------------------------------------------- NHWC
+cdef inline void multiply_add_pixel(floating* dst, const floating* scale, const floating* src,
+                                    Py_ssize_t channels, Py_ssize_t multiplier) noexcept nogil:
+    """dst[c·multiplier + m] += scale[c·multiplier + m]·src[c], for one pixel's channels."""
+    cdef Py_ssize_t c, m
+    if multiplier == 1:
+        for c in range(channels):
+            dst[c] += scale[c] * src[c]
+    else:
+        for c in range(channels):
+            for m in range(multiplier):
+                dst[c * multiplier + m] += scale[c * multiplier + m] * src[c]
+
+
 cdef void forward_row_nhwc(const floating* image, const floating* weight, const floating* bias,
                            floating* out_row, const Geometry* g, Py_ssize_t oh,
                            Py_ssize_t multiplier, Py_ssize_t out_channels) noexcept nogil:
     """out_row[ow, o] = bias[o] + Σ_ij weight[i, j, o]·image[h_im, w_im, o // multiplier]."""
-    cdef Py_ssize_t i, j, ow, o, m, c, h_im, w_im, j_lo, j_hi
+    cdef Py_ssize_t i, j, ow, o, h_im, w_im, j_lo, j_hi
     cdef floating* dst
     cdef const floating* src
     cdef const floating* taps
@@ -157,13 +170,7 @@ cdef void forward_row_nhwc(const floating* image, const floating* weight, const 
             for j in range(j_lo, j_hi):
                 src = image + (h_im * g.width + w_im + j * g.dilation_w) * g.channels
                 taps = weight + (i * g.kernel_w + j) * out_channels
-                if multiplier == 1:
-                    for c in range(g.channels):
-                        dst[c] += taps[c] * src[c]
-                else:
-                    for c in range(g.channels):
-                        for m in range(multiplier):
-                            dst[c * multiplier + m] += taps[c * multiplier + m] * src[c]
+                multiply_add_pixel(dst, taps, src, g.channels, multiplier)
 
 
 cdef void input_grad_row_nhwc(const floating* grad_out, const floating* weight,
@@ -199,7 +206,7 @@ cdef void weight_grad_row_nhwc(const floating* grad_out, const floating* image, 
                                const Geometry* g, Py_ssize_t oh, Py_ssize_t multiplier,
                                Py_ssize_t out_channels) noexcept nogil:
     """taps_acc[i, j, o] += Σ_ow grad_out[oh, ow, o]·image[h_im, w_im, o // multiplier]."""
-    cdef Py_ssize_t i, j, ow, c, m, h_im, w_im, j_lo, j_hi
+    cdef Py_ssize_t i, j, ow, h_im, w_im, j_lo, j_hi
     cdef const floating* src
     cdef const floating* gsrc
     cdef floating* acc
@@ -214,13 +221,7 @@ cdef void weight_grad_row_nhwc(const floating* grad_out, const floating* image, 
             for j in range(j_lo, j_hi):
                 src = image + (h_im * g.width + w_im + j * g.dilation_w) * g.channels
                 acc = taps_acc + (i * g.kernel_w + j) * out_channels
-                if multiplier == 1:
-                    for c in range(g.channels):
-                        acc[c] += gsrc[c] * src[c]
-                else:
-                    for c in range(g.channels):
-                        for m in range(multiplier):
-                            acc[c * multiplier + m] += gsrc[c * multiplier + m] * src[c]
+                multiply_add_pixel(acc, gsrc, src, g.channels, multiplier)
 
 
 # ---------------------------------------------------------------- whole batch
