@@ -108,12 +108,6 @@ class Launch:
     partials: int    # per-thread weight-gradient accumulators in all (backward only)
 
 
-def is_pointwise(geom):
-    """1×1, stride 1, no padding: the image is its own column matrix."""
-    return (geom.kernel_size == (1, 1) and geom.stride == (1, 1)
-            and geom.padding == ((0, 0), (0, 0)))
-
-
 def is_depthwise(geom):
     """One input channel per group (groups == C_in > 1): the direct depthwise kernels."""
     return geom.groups > 1 and geom.in_channels == geom.groups
@@ -136,7 +130,7 @@ def plan_launch(geom, itemsize, *, weight_grad=False, max_workspace_bytes=None, 
     only when that makes more than one block."""
     threads = get_num_threads()
     kh, kw = geom.kernel_size
-    pointwise = is_pointwise(geom)
+    pointwise = geom.window.is_pointwise
     depthwise = is_depthwise(geom)
     row_elems = 0 if pointwise or depthwise else geom.out_w * geom.in_channels * kh * kw
     weight_elems = (geom.out_channels * geom.in_channels // geom.groups * kh * kw
@@ -219,7 +213,7 @@ def run_backward(grad_out4, x4, weight, grad_x4, grad_weight, geom, launch, work
                  partials):
     """Call the backward kernels. grad_x4 / grad_weight may be None (not needed); the weight
     gradient is added into grad_weight; partials (≥ launch.partials) is zeroed here."""
-    if grad_x4 is not None and grad_x4.size and (grad_out4.size == 0 or weight.size == 0):
+    if grad_x4 is not None and grad_x4.size and grad_out4.size == 0:
         grad_x4[...] = 0
         grad_x4 = None
     if grad_out4.size == 0 or x4 is not None and x4.size == 0:
@@ -227,11 +221,12 @@ def run_backward(grad_out4, x4, weight, grad_x4, grad_weight, geom, launch, work
     if grad_x4 is not None and grad_x4.size == 0:
         grad_x4 = None
     struct = geom.window.kernel_struct()
+    if grad_weight is not None:
+        acc = partials[:launch.partials]
+        acc.fill(0)
     if launch.depthwise:
         nhwc = geom.layout == "NHWC"
         if grad_weight is not None:
-            acc = partials[:launch.partials]
-            acc.fill(0)
             _depthwise.depthwise_weight_grad(grad_out4.reshape(-1), x4.reshape(-1),
                                              grad_weight.reshape(-1), acc, struct, geom.batch,
                                              geom.out_channels, nhwc, launch.num_threads)
@@ -242,8 +237,6 @@ def run_backward(grad_out4, x4, weight, grad_x4, grad_weight, geom, launch, work
         return
     with blas_limit(1):  # BLAS runs inside fastconv's own OpenMP loops
         if grad_weight is not None:
-            acc = partials[:launch.partials]
-            acc.fill(0)
             _conv.conv2d_weight_grad(grad_out4.reshape(-1), x4.reshape(-1),
                                      grad_weight.reshape(-1), workspace[:launch.workspace], acc,
                                      struct, launch.plan, launch.col_size, launch.num_threads)

@@ -199,6 +199,13 @@ class Window:
     out_h: int
     out_w: int
 
+    @property
+    def is_pointwise(self):
+        """1×1, stride 1, no padding: each output position reads exactly its own pixel, so
+        the image is its own column matrix."""
+        return (self.kernel_size == (1, 1) and self.stride == (1, 1)
+                and self.padding == ((0, 0), (0, 0)))
+
     def kernel_struct(self):
         """The dict that Cython converts to its `Geometry` struct."""
         return {

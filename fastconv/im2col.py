@@ -70,9 +70,7 @@ def _im2col_into(x4, window, layout, cols):
     if x4.size == 0:  # H or W is 0: every entry comes from the padding
         cols.fill(0)
         return
-    if (window.kernel_size == (1, 1) and window.stride == (1, 1)
-            and window.padding == ((0, 0), (0, 0))):
-        # 1×1, stride 1, unpadded: the columns are the image itself, one straight copy.
+    if window.is_pointwise:  # the columns are the image itself: one straight copy
         np.copyto(cols, x4.reshape(cols.shape))
         return
     kernel = _im2col.im2col_nchw if layout == "NCHW" else _im2col.im2col_nhwc
@@ -87,9 +85,7 @@ def _col2im_into(cols, window, layout, image):
     if cols.size == 0:
         image.fill(0)
         return
-    if (window.kernel_size == (1, 1) and window.stride == (1, 1)
-            and window.padding == ((0, 0), (0, 0))):
-        # 1×1, stride 1, unpadded: every pixel has exactly one entry, a straight copy.
+    if window.is_pointwise:  # every pixel has exactly one entry: one straight copy
         np.copyto(image, cols.reshape(image.shape))
         return
     kernel = _im2col.col2im_nchw if layout == "NCHW" else _im2col.col2im_nhwc

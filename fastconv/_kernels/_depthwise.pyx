@@ -149,28 +149,43 @@ cdef inline void multiply_add_pixel(floating* dst, const floating* scale, const 
                 dst[c * multiplier + m] += scale[c * multiplier + m] * src[c]
 
 
+cdef inline void pixel_taps_nhwc(const floating* image, floating* taps, floating* pixel,
+                                 const Geometry* g, Py_ssize_t oh, Py_ssize_t ow,
+                                 Py_ssize_t multiplier, Py_ssize_t out_channels,
+                                 bint into_taps) noexcept nogil:
+    """For each tap (i, j) of output pixel (oh, ow) that reads an input pixel x:
+    into_taps: taps[i, j, o] += pixel[o]·x[o // multiplier] (the weight gradient);
+    else:      pixel[o] += taps[i, j, o]·x[o // multiplier] (the forward pass)."""
+    cdef Py_ssize_t i, j, h_im, j_lo, j_hi
+    cdef Py_ssize_t w_im = ow * g.stride_w - g.pad_left
+    cdef const floating* src
+    cdef floating* tap
+    valid_range(w_im, g.dilation_w, g.width, g.kernel_w, &j_lo, &j_hi)
+    for i in range(g.kernel_h):
+        h_im = input_row(g, oh, i)
+        if h_im < 0 or h_im >= g.height:
+            continue
+        for j in range(j_lo, j_hi):
+            src = image + (h_im * g.width + w_im + j * g.dilation_w) * g.channels
+            tap = taps + (i * g.kernel_w + j) * out_channels
+            if into_taps:
+                multiply_add_pixel(tap, pixel, src, g.channels, multiplier)
+            else:
+                multiply_add_pixel(pixel, tap, src, g.channels, multiplier)
+
+
 cdef void forward_row_nhwc(const floating* image, const floating* weight, const floating* bias,
                            floating* out_row, const Geometry* g, Py_ssize_t oh,
                            Py_ssize_t multiplier, Py_ssize_t out_channels) noexcept nogil:
     """out_row[ow, o] = bias[o] + Σ_ij weight[i, j, o]·image[h_im, w_im, o // multiplier]."""
-    cdef Py_ssize_t i, j, ow, o, h_im, w_im, j_lo, j_hi
+    cdef Py_ssize_t ow, o
     cdef floating* dst
-    cdef const floating* src
-    cdef const floating* taps
     for ow in range(g.out_w):
         dst = out_row + ow * out_channels
         for o in range(out_channels):
             dst[o] = bias[o] if bias != NULL else 0
-        w_im = ow * g.stride_w - g.pad_left
-        valid_range(w_im, g.dilation_w, g.width, g.kernel_w, &j_lo, &j_hi)
-        for i in range(g.kernel_h):
-            h_im = input_row(g, oh, i)
-            if h_im < 0 or h_im >= g.height:
-                continue
-            for j in range(j_lo, j_hi):
-                src = image + (h_im * g.width + w_im + j * g.dilation_w) * g.channels
-                taps = weight + (i * g.kernel_w + j) * out_channels
-                multiply_add_pixel(dst, taps, src, g.channels, multiplier)
+        pixel_taps_nhwc(image, <floating*> weight, dst, g, oh, ow, multiplier, out_channels,
+                        False)
 
 
 cdef void input_grad_row_nhwc(const floating* grad_out, const floating* weight,
@@ -206,22 +221,10 @@ cdef void weight_grad_row_nhwc(const floating* grad_out, const floating* image, 
                                const Geometry* g, Py_ssize_t oh, Py_ssize_t multiplier,
                                Py_ssize_t out_channels) noexcept nogil:
     """taps_acc[i, j, o] += Σ_ow grad_out[oh, ow, o]·image[h_im, w_im, o // multiplier]."""
-    cdef Py_ssize_t i, j, ow, h_im, w_im, j_lo, j_hi
-    cdef const floating* src
-    cdef const floating* gsrc
-    cdef floating* acc
+    cdef Py_ssize_t ow
     for ow in range(g.out_w):
-        w_im = ow * g.stride_w - g.pad_left
-        valid_range(w_im, g.dilation_w, g.width, g.kernel_w, &j_lo, &j_hi)
-        gsrc = grad_out + (oh * g.out_w + ow) * out_channels
-        for i in range(g.kernel_h):
-            h_im = input_row(g, oh, i)
-            if h_im < 0 or h_im >= g.height:
-                continue
-            for j in range(j_lo, j_hi):
-                src = image + (h_im * g.width + w_im + j * g.dilation_w) * g.channels
-                acc = taps_acc + (i * g.kernel_w + j) * out_channels
-                multiply_add_pixel(acc, gsrc, src, g.channels, multiplier)
+        pixel_taps_nhwc(image, taps_acc, <floating*> (grad_out + (oh * g.out_w + ow) * out_channels),
+                        g, oh, ow, multiplier, out_channels, True)
 
 
 # ---------------------------------------------------------------- whole batch
