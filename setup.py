@@ -5,6 +5,7 @@ Environment switches:
   FASTCONV_NO_OPENMP=1  build without OpenMP (kernels then run serially)
   FASTCONV_DEBUG=1      -O0 -g and Cython bounds checks, for debugging kernels
 """
+import glob
 import os
 import shutil
 import subprocess
@@ -17,7 +18,9 @@ from Cython.Build import cythonize
 from setuptools import Extension, setup
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-KERNELS = ["_im2col", "_conv", "_depthwise", "_openmp"]
+# One extension per .pyx file: adding a kernel module needs no edit here.
+KERNELS = sorted(os.path.splitext(os.path.basename(path))[0]
+                 for path in glob.glob(os.path.join(HERE, "fastconv", "_kernels", "_*.pyx")))
 
 
 def _flag(name):
