@@ -1136,8 +1136,9 @@ def add_arguments(parser):
     parser.add_argument("--threads", type=_positive_int, metavar="N",
                         help="threads for fastconv and torch (default: "
                              "fastconv.get_num_threads())")
-    parser.add_argument("--layout", type=str.upper, choices=LAYOUTS, default="NCHW",
-                        help="image layout (default NCHW; torch always runs NCHW)")
+    parser.add_argument("--layout", type=str.upper, choices=LAYOUTS,
+                        help="image layout (default NCHW, and both with --compare; torch "
+                             "always runs NCHW)")
     parser.add_argument("--dtype", choices=DTYPES, default="float32",
                         help="element type (default float32)")
     parser.add_argument("--ops", nargs="+", choices=list(SECTIONS), metavar="OP",
@@ -1151,6 +1152,11 @@ def add_arguments(parser):
                         help="skip the torch baseline even when torch is installed")
     parser.add_argument("--json", metavar="FILE", help="also write the rows as JSON to FILE")
     parser.add_argument("--quiet", action="store_true", help="no progress line on stderr")
+    parser.add_argument("--compare", action="store_true",
+                        help="the performance targets instead of the sections: conv2d "
+                             "forward and backward vs torch (NumPy without torch), GEMM "
+                             "efficiency and 1->N thread speed-up per layer, batches 1 and "
+                             "8, both layouts, then each target checked")
 
 
 def _check_json_target(path, parser):
@@ -1182,8 +1188,11 @@ def main(args, parser):
     """Run ``bench`` for parsed `args`; bad requests end via ``parser.error`` (exit 2)."""
     if args.json:
         _check_json_target(args.json, parser)
+    if args.compare:
+        return _main_compare(args, parser)
     try:
-        config = make_config(layers=args.layers, batches=args.batch, layout=args.layout,
+        config = make_config(layers=args.layers, batches=args.batch,
+                             layout=args.layout or "NCHW",
                              dtype=args.dtype, threads=args.threads, full=args.full,
                              ops=args.ops, use_torch=not args.no_torch, repeats=args.repeats)
     except BenchError as error:
@@ -1194,5 +1203,29 @@ def main(args, parser):
     if args.json:
         with open(args.json, "w", encoding="utf-8") as handle:
             json.dump(to_json(rows, config), handle, indent=2)
+            handle.write("\n")
+    return 0
+
+
+def _main_compare(args, parser):
+    """``bench --compare``: the table of :mod:`fastconv.compare`."""
+    from fastconv import compare
+
+    if args.ops:
+        parser.error("--compare runs conv2d forward and backward; it takes no --ops")
+    try:
+        configs = compare.make_compare_config(
+            layers=args.layers, batches=args.batch,
+            layouts=(args.layout,) if args.layout else LAYOUTS, dtype=args.dtype,
+            threads=args.threads, full=args.full, use_torch=not args.no_torch,
+            repeats=args.repeats)
+    except BenchError as error:
+        parser.error(str(error))
+    warn_if_busy()
+    rows = compare.run(configs, progress=not args.quiet)
+    print(compare.format_report(rows, configs))
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as handle:
+            json.dump(compare.to_json(rows, configs), handle, indent=2)
             handle.write("\n")
     return 0

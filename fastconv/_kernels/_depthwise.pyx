@@ -31,45 +31,145 @@ cdef inline Py_ssize_t output_row(const Geometry* g, Py_ssize_t h_im, Py_ssize_t
 
 
 # ---------------------------------------------------------------- NCHW
+cdef inline void add_tap_nchw(floating* dst, const floating* src, floating tap,
+                              const Geometry* g, Py_ssize_t j, Py_ssize_t ow_begin,
+                              Py_ssize_t ow_end) noexcept nogil:
+    """dst[ow] += tap·src[ow·sw − left + j·dw] for ow in [ow_begin, ow_end) ∩ the columns
+    whose tap j falls inside the image row `src`."""
+    cdef Py_ssize_t ow, lo, hi
+    cdef Py_ssize_t w_offset = j * g.dilation_w - g.pad_left
+    valid_range(w_offset, g.stride_w, g.width, g.out_w, &lo, &hi)
+    lo = lo if lo > ow_begin else ow_begin
+    hi = hi if hi < ow_end else ow_end
+    if g.stride_w == 1:
+        for ow in range(lo, hi):
+            dst[ow] += tap * src[ow + w_offset]
+    else:
+        for ow in range(lo, hi):
+            dst[ow] += tap * src[ow * g.stride_w + w_offset]
+
+
+cdef inline void nine_taps_nchw(floating* dst, const floating* top_row, const floating* taps,
+                                floating bias, const Geometry* g, Py_ssize_t lo,
+                                Py_ssize_t hi) noexcept nogil:
+    """dst[ow] = bias + Σ_ij taps[i, j]·rows[i][ow·sw − left + j·dw] for a 3×3 kernel whose
+    three input rows (from top_row, dh apart) are inside the image, over the columns [lo, hi)
+    whose taps all are: the nine terms added left to right in (i, j) order, one store per
+    output."""
+    cdef Py_ssize_t ow, w0
+    cdef Py_ssize_t step = g.stride_w, dw = g.dilation_w
+    cdef const floating* r0 = top_row - g.pad_left
+    cdef const floating* r1 = r0 + g.dilation_h * g.width
+    cdef const floating* r2 = r1 + g.dilation_h * g.width
+    cdef floating t00 = taps[0], t01 = taps[1], t02 = taps[2]
+    cdef floating t10 = taps[3], t11 = taps[4], t12 = taps[5]
+    cdef floating t20 = taps[6], t21 = taps[7], t22 = taps[8]
+    cdef floating total
+    for ow in range(lo, hi):
+        w0 = ow * step
+        total = bias + t00 * r0[w0]
+        total = total + t01 * r0[w0 + dw]
+        total = total + t02 * r0[w0 + 2 * dw]
+        total = total + t10 * r1[w0]
+        total = total + t11 * r1[w0 + dw]
+        total = total + t12 * r1[w0 + 2 * dw]
+        total = total + t20 * r2[w0]
+        total = total + t21 * r2[w0 + dw]
+        total = total + t22 * r2[w0 + 2 * dw]
+        dst[ow] = total
+
+
 cdef void forward_plane_nchw(const floating* plane, const floating* taps, floating bias,
                              floating* out, const Geometry* g) noexcept nogil:
-    """out[oh, ow] = bias + Σ_ij taps[i, j]·plane[oh·sh − top + i·dh, ow·sw − left + j·dw].
-    Row by row, every tap added while the output row is in L1."""
-    cdef Py_ssize_t i, j, oh, ow, h_im, lo, hi, w_offset
-    cdef floating tap
+    """out[oh, ow] = bias + Σ_ij taps[i, j]·plane[oh·sh − top + i·dh, ow·sw − left + j·dw],
+    summed in (i, j) order. Row by row, every tap added while the output row is in L1; a
+    3×3 kernel whose taps all fall inside the image sums its nine terms in one pass."""
+    cdef Py_ssize_t i, j, oh, ow, h_im, lo, hi, unused
+    cdef bint three_by_three = g.kernel_h == 3 and g.kernel_w == 3
     cdef floating* dst
-    cdef const floating* src
+    # Columns [lo, hi) read all kernel_w taps inside the image.
+    valid_range(-g.pad_left, g.stride_w, g.width, g.out_w, &lo, &unused)
+    valid_range((g.kernel_w - 1) * g.dilation_w - g.pad_left, g.stride_w, g.width, g.out_w,
+                &unused, &hi)
+    if hi < lo:
+        hi = lo
     for oh in range(g.out_h):
         dst = out + oh * g.out_w
+        h_im = input_row(g, oh, 0)
+        if three_by_three and h_im >= 0 and input_row(g, oh, 2) < g.height:
+            nine_taps_nchw(dst, plane + h_im * g.width, taps, bias, g, lo, hi)
+            for ow in range(0, lo):
+                dst[ow] = bias
+            for ow in range(hi, g.out_w):
+                dst[ow] = bias
+            for i in range(3):  # the edge columns, tap by tap
+                for j in range(3):
+                    add_tap_nchw(dst, plane + (h_im + i * g.dilation_h) * g.width,
+                                 taps[i * 3 + j], g, j, 0, lo)
+                    add_tap_nchw(dst, plane + (h_im + i * g.dilation_h) * g.width,
+                                 taps[i * 3 + j], g, j, hi, g.out_w)
+            continue
         for ow in range(g.out_w):
             dst[ow] = bias
         for i in range(g.kernel_h):
             h_im = input_row(g, oh, i)
             if h_im < 0 or h_im >= g.height:
                 continue
-            src = plane + h_im * g.width
             for j in range(g.kernel_w):
-                tap = taps[i * g.kernel_w + j]
-                w_offset = j * g.dilation_w - g.pad_left
-                valid_range(w_offset, g.stride_w, g.width, g.out_w, &lo, &hi)
-                if g.stride_w == 1:
-                    for ow in range(lo, hi):
-                        dst[ow] += tap * src[ow + w_offset]
-                else:
-                    for ow in range(lo, hi):
-                        dst[ow] += tap * src[ow * g.stride_w + w_offset]
+                add_tap_nchw(dst, plane + h_im * g.width, taps[i * g.kernel_w + j], g, j, 0,
+                             g.out_w)
+
+
+cdef inline void scatter_tap_nchw(floating* dst, const floating* src, floating tap,
+                                  const Geometry* g, Py_ssize_t j, Py_ssize_t w_begin,
+                                  Py_ssize_t w_end) noexcept nogil:
+    """dst[ow·sw − left + j·dw] += tap·src[ow] for the ow whose target column lies in
+    [w_begin, w_end) ∩ the image row."""
+    cdef Py_ssize_t ow, lo, hi
+    cdef Py_ssize_t w_offset = j * g.dilation_w - g.pad_left
+    valid_range(w_offset, g.stride_w, g.width, g.out_w, &lo, &hi)
+    if g.stride_w == 1:
+        lo = lo if lo > w_begin - w_offset else w_begin - w_offset
+        hi = hi if hi < w_end - w_offset else w_end - w_offset
+        for ow in range(lo, hi):
+            dst[ow + w_offset] += tap * src[ow]
+    else:  # only called with the whole row
+        for ow in range(lo, hi):
+            dst[ow * g.stride_w + w_offset] += tap * src[ow]
+
+
+cdef inline void gather_three_taps_nchw(floating* dst, const floating* src,
+                                        const floating* taps, const Geometry* g,
+                                        Py_ssize_t w_lo, Py_ssize_t w_hi) noexcept nogil:
+    """Stride 1, 3-wide kernel: dst[w] = ((dst[w] + t0·src[w + left]) + t1·src[w + left − dw])
+    + t2·src[w + left − 2dw] over [w_lo, w_hi), the columns that all three taps reach: one
+    pass instead of three, the same additions in the same order."""
+    cdef Py_ssize_t w, dw = g.dilation_w
+    cdef floating t0 = taps[0], t1 = taps[1], t2 = taps[2]
+    cdef const floating* row = src + g.pad_left
+    for w in range(w_lo, w_hi):
+        dst[w] = ((dst[w] + t0 * row[w]) + t1 * row[w - dw]) + t2 * row[w - 2 * dw]
 
 
 cdef void input_grad_plane_nchw(const floating* grad_out, const floating* weight,
                                 floating* grad_plane, const Geometry* g,
                                 Py_ssize_t multiplier) noexcept nogil:
     """grad_plane[h, w] = Σ over this channel's outputs o and taps (i, j) that read (h, w) of
-    weight[o, i, j]·grad_out[o, oh, ow]; grad_out and weight start at the channel's first output."""
-    cdef Py_ssize_t m, i, j, h_im, oh, ow, lo, hi, w_offset
+    weight[o, i, j]·grad_out[o, oh, ow], in (o, i, j) order; grad_out and weight start at the
+    channel's first output. Stride 1 with a 3-wide kernel adds a kernel row's three taps in
+    one pass over the columns all three reach."""
+    cdef Py_ssize_t m, i, j, h_im, oh, w_lo = 0, w_hi = 0, lo, hi
     cdef Py_ssize_t out_plane = g.out_h * g.out_w
-    cdef floating tap
+    cdef bint three_wide = g.kernel_w == 3 and g.stride_w == 1
     cdef floating* dst
     cdef const floating* src
+    cdef const floating* taps
+    if three_wide:  # w = ow − left + j·dw with 0 <= ow < OW, for j = 0, 1, 2 alike
+        w_lo = 2 * g.dilation_w - g.pad_left
+        w_lo = w_lo if w_lo > 0 else 0
+        w_hi = g.out_w - g.pad_left
+        w_hi = w_hi if w_hi < g.width else g.width
+        w_hi = w_hi if w_hi > w_lo else w_lo
     memset(grad_plane, 0, g.height * g.width * sizeof(floating))
     for h_im in range(g.height):
         dst = grad_plane + h_im * g.width
@@ -79,16 +179,15 @@ cdef void input_grad_plane_nchw(const floating* grad_out, const floating* weight
                 if oh < 0:
                     continue
                 src = grad_out + m * out_plane + oh * g.out_w
-                for j in range(g.kernel_w):
-                    tap = weight[(m * g.kernel_h + i) * g.kernel_w + j]
-                    w_offset = j * g.dilation_w - g.pad_left
-                    valid_range(w_offset, g.stride_w, g.width, g.out_w, &lo, &hi)
-                    if g.stride_w == 1:
-                        for ow in range(lo, hi):
-                            dst[ow + w_offset] += tap * src[ow]
-                    else:
-                        for ow in range(lo, hi):
-                            dst[ow * g.stride_w + w_offset] += tap * src[ow]
+                taps = weight + (m * g.kernel_h + i) * g.kernel_w
+                if three_wide:
+                    for j in range(3):  # the edge columns, tap by tap
+                        scatter_tap_nchw(dst, src, taps[j], g, j, 0, w_lo)
+                        scatter_tap_nchw(dst, src, taps[j], g, j, w_hi, g.width)
+                    gather_three_taps_nchw(dst, src, taps, g, w_lo, w_hi)
+                else:
+                    for j in range(g.kernel_w):
+                        scatter_tap_nchw(dst, src, taps[j], g, j, 0, g.width)
 
 
 cdef enum:
@@ -174,16 +273,43 @@ cdef inline void pixel_taps_nhwc(const floating* image, floating* taps, floating
                 multiply_add_pixel(pixel, tap, src, g.channels, multiplier)
 
 
+cdef inline void three_taps_pixel_nhwc(floating* dst, const floating* left,
+                                       const floating* taps, const Geometry* g) noexcept nogil:
+    """dst[c] = ((dst[c] + taps[0, c]·x[0, c]) + taps[1, c]·x[dw, c]) + taps[2, c]·x[2dw, c]:
+    one kernel row of a 3-wide kernel (multiplier 1) whose taps are inside the image, x
+    starting at `left`; one pass over dst instead of three, the same additions in order."""
+    cdef Py_ssize_t c, channels = g.channels
+    cdef const floating* x0 = left
+    cdef const floating* x1 = left + g.dilation_w * channels
+    cdef const floating* x2 = left + 2 * g.dilation_w * channels
+    cdef const floating* t0 = taps
+    cdef const floating* t1 = taps + channels
+    cdef const floating* t2 = taps + 2 * channels
+    for c in range(channels):
+        dst[c] = ((dst[c] + t0[c] * x0[c]) + t1[c] * x1[c]) + t2[c] * x2[c]
+
+
 cdef void forward_row_nhwc(const floating* image, const floating* weight, const floating* bias,
                            floating* out_row, const Geometry* g, Py_ssize_t oh,
                            Py_ssize_t multiplier, Py_ssize_t out_channels) noexcept nogil:
-    """out_row[ow, o] = bias[o] + Σ_ij weight[i, j, o]·image[h_im, w_im, o // multiplier]."""
-    cdef Py_ssize_t ow, o
+    """out_row[ow, o] = bias[o] + Σ_ij weight[i, j, o]·image[h_im, w_im, o // multiplier],
+    summed in (i, j) order; with a 3-wide kernel and multiplier 1, a pixel whose columns are
+    inside the image adds each kernel row's three taps in one pass."""
+    cdef Py_ssize_t ow, o, i, h_im, w_im
+    cdef bint three_wide = g.kernel_w == 3 and multiplier == 1
     cdef floating* dst
     for ow in range(g.out_w):
         dst = out_row + ow * out_channels
         for o in range(out_channels):
             dst[o] = bias[o] if bias != NULL else 0
+        w_im = ow * g.stride_w - g.pad_left
+        if three_wide and w_im >= 0 and w_im + 2 * g.dilation_w < g.width:
+            for i in range(g.kernel_h):
+                h_im = input_row(g, oh, i)
+                if 0 <= h_im < g.height:
+                    three_taps_pixel_nhwc(dst, image + (h_im * g.width + w_im) * g.channels,
+                                          weight + i * 3 * out_channels, g)
+            continue
         pixel_taps_nhwc(image, <floating*> weight, dst, g, oh, ow, multiplier, out_channels,
                         False)
 

@@ -1,0 +1,321 @@
+"""``python -m fastconv bench --compare``: the performance targets, side by side.
+
+One row per (layer, batch, layout) of the layer suite, float32 by default, timing in one
+process run:
+
+* ``fwd``: ``fastconv.conv2d`` (with bias, ``out=``) against ``torch.nn.functional.conv2d``;
+* ``GEMM eff``: the bare ``sgemm`` calls of the same (M, K, N) per image and group
+  (:func:`fastconv.bench.gemm_ceiling`) ÷ fastconv's forward time;
+* ``bwd``: ``fastconv.conv2d_backward`` (input, weight and bias gradients) against torch's
+  ``convolution_backward`` (the kernel autograd runs);
+* ``1→N thr``: fastconv's forward time on one thread ÷ its time on the configured threads.
+
+Without torch the peer is the NumPy baseline of :mod:`fastconv.bench` (``as_strided``
+im2col + matmul; it is slow, so a call over a second is timed once) and the ratios say
+``vs NumPy``. Below the table, each target of the performance issue is checked:
+
+* forward: geometric mean ≥ 1.0× the peer, no layer below 0.7×;
+* GEMM efficiency ≥ 0.85 on every layer without groups;
+* backward: geometric mean ≥ 1.0×;
+* depthwise / grouped layers ≥ 1.0× forward and backward;
+* 1 → N threads: geometric-mean speed-up ≥ 1.7× (for N = 2).
+
+Used from Python::
+
+    from fastconv import compare
+    rows = compare.run(compare.make_compare_config(layers=["resnet50.*"], batches=[1]))
+    print(compare.format_report(rows, config))
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+
+import fastconv
+from fastconv import bench
+from fastconv.threads import blas_limit
+
+__all__ = ["CompareRow", "TARGETS", "make_compare_config", "run", "check_targets",
+           "format_report", "to_json"]
+
+
+@dataclass(frozen=True)
+class Targets:
+    """The thresholds the report checks (ratios: peer time ÷ fastconv time)."""
+
+    forward_mean: float = 1.0
+    forward_min: float = 0.7
+    gemm_efficiency_min: float = 0.85
+    backward_mean: float = 1.0
+    grouped_min: float = 1.0
+    thread_speedup_mean: float = 1.7
+
+
+TARGETS = Targets()
+
+
+@dataclass
+class CompareRow:
+    """Times in seconds of one (layer, batch, layout); None where not measured."""
+
+    layer: str
+    batch: int
+    layout: str
+    groups: int
+    flops: int
+    forward_s: float
+    backward_s: float
+    forward_1thread_s: float
+    peer_forward_s: Optional[float]
+    peer_backward_s: Optional[float]
+    gemm_s: Optional[float]
+
+    @property
+    def forward_ratio(self):
+        """Peer forward time ÷ fastconv forward time (> 1: fastconv is faster)."""
+        return _ratio(self.peer_forward_s, self.forward_s)
+
+    @property
+    def backward_ratio(self):
+        return _ratio(self.peer_backward_s, self.backward_s)
+
+    @property
+    def gemm_efficiency(self):
+        """Bare-GEMM time ÷ fastconv forward time (1.0: nothing but the GEMM costs time)."""
+        return _ratio(self.gemm_s, self.forward_s)
+
+    @property
+    def thread_speedup(self):
+        return _ratio(self.forward_1thread_s, self.forward_s)
+
+    @property
+    def gflops(self):
+        return self.flops / self.forward_s / 1e9
+
+    def as_dict(self):
+        def ms(seconds):
+            return None if seconds is None else seconds * 1e3
+        return {"layer": self.layer, "batch": self.batch, "layout": self.layout,
+                "groups": self.groups, "flops": self.flops, "forward_ms": ms(self.forward_s),
+                "backward_ms": ms(self.backward_s),
+                "forward_1thread_ms": ms(self.forward_1thread_s),
+                "peer_forward_ms": ms(self.peer_forward_s),
+                "peer_backward_ms": ms(self.peer_backward_s), "gemm_ms": ms(self.gemm_s),
+                "forward_ratio": self.forward_ratio, "backward_ratio": self.backward_ratio,
+                "gemm_efficiency": self.gemm_efficiency,
+                "thread_speedup": self.thread_speedup}
+
+
+def _ratio(numerator, denominator):
+    return None if numerator is None or denominator is None else numerator / denominator
+
+
+def make_compare_config(layers=None, batches=None, layouts=("NCHW", "NHWC"), dtype="float32",
+                        threads=None, full=False, use_torch=True, repeats=None):
+    """One :class:`fastconv.bench.Config` per layout (same layers, batches and timing)."""
+    batches = batches or (1, 8)
+    return [bench.make_config(layers=layers, batches=batches, layout=layout, dtype=dtype,
+                              threads=threads, full=full, ops=["conv2d"],
+                              use_torch=use_torch, repeats=repeats)
+            for layout in layouts]
+
+
+def _peer_functions(case, config, x, weight, bias, grad, tensors):
+    """(forward, backward) of the peer: torch when loaded, else the NumPy baseline."""
+    layout, args = config.layout, case.conv_args()
+    if tensors is None:
+        return (lambda: bench.numpy_conv2d(x, weight, bias, layout=layout, **args),
+                lambda: bench.numpy_conv2d_backward(grad, x, weight, layout=layout, **args))
+    torch = config.torch
+    x_t, weight_t, bias_t = tensors
+    grad_t = torch.from_numpy(bench._nchw(grad, layout))
+    conv2d = torch.nn.functional.conv2d
+    return (lambda: conv2d(x_t, weight_t, bias_t, **args),
+            bench._torch_conv_backward(torch, grad_t, *tensors, args))
+
+
+def measure_case(case, config):
+    """Time one (layer, batch) in `config`'s layout; returns a :class:`CompareRow`."""
+    layout, args, timing = config.layout, case.conv_args(), config.timing
+    geom = case.geometry(layout)
+    x, weight, bias, tensors = bench._conv_inputs(config, geom)
+    grad = config.random(geom.output_shape)
+    out = np.empty(geom.output_shape, dtype=config.dtype)
+
+    def forward():
+        return fastconv.conv2d(x, weight, bias, layout=layout, out=out, **args)
+
+    def backward():
+        return fastconv.conv2d_backward(grad, x, weight, layout=layout, **args)
+
+    def forward_1thread():
+        with fastconv.threads(1):
+            return forward()
+
+    peer_forward, peer_backward = _peer_functions(case, config, x, weight, bias, grad,
+                                                  tensors)
+    if tensors is not None:
+        # fastconv and torch round-robin: a burst of load hits both alike.
+        forward_s, peer_forward_s, backward_s, peer_backward_s = bench.best_times(
+            [forward, peer_forward, backward, peer_backward], timing)
+    else:
+        forward_s, backward_s = bench.best_times([forward, backward], timing)
+        peer_forward_s = _time_numpy(peer_forward, timing)
+        peer_backward_s = _time_numpy(peer_backward, timing)
+    forward_1thread_s = bench.best_time(forward_1thread, timing)
+    bench._settle()
+    gemm_s = bench.best_time(bench.gemm_ceiling(geom, config.dtype, config.threads,
+                                                config.seed), timing)
+    bench._settle()
+    return CompareRow(layer=case.layer.name, batch=case.batch, layout=layout,
+                      groups=case.layer.groups, flops=geom.flops, forward_s=forward_s,
+                      backward_s=backward_s, forward_1thread_s=forward_1thread_s,
+                      peer_forward_s=peer_forward_s, peer_backward_s=peer_backward_s,
+                      gemm_s=gemm_s)
+
+
+def _time_numpy(fn, timing):
+    """The NumPy baseline: one call when it is slow (its multithreaded matmuls then idle)."""
+    _, first = bench._timed_call(fn)
+    seconds = first
+    if timing.once_s is None or first <= timing.once_s:
+        seconds = bench.best_times([fn], timing, [first])[0]
+    bench._settle()
+    return seconds
+
+
+def run(configs, progress=True):
+    """Measure every case of every config (one per layout); rows in table order."""
+    work = [(config, case) for config in configs for case in config.layer_cases()]
+    reporter = bench.Progress(len(work)) if progress else None
+    rows = []
+    torch = configs[0].torch if configs else None
+    previous_torch_threads = torch.get_num_threads() if torch is not None else None
+    try:
+        for config, case in work:
+            if reporter:
+                reporter.show(f"compare {config.layout} {case.layer.name} batch {case.batch}")
+            if torch is not None:
+                torch.set_num_threads(config.threads)
+            with fastconv.threads(config.threads), blas_limit(config.threads):
+                rows.append(measure_case(case, config))
+    finally:
+        if reporter:
+            reporter.close()
+        if torch is not None:
+            torch.set_num_threads(previous_torch_threads)
+    return rows
+
+
+@dataclass(frozen=True)
+class Check:
+    """One target: its name, the measured value, the threshold and whether it holds."""
+
+    name: str
+    value: Optional[float]
+    threshold: float
+    detail: str = ""
+
+    @property
+    def holds(self):
+        return self.value is not None and self.value >= self.threshold
+
+
+def check_targets(rows, threads, targets=TARGETS):
+    """The targets of the performance issue, evaluated on `rows`."""
+    dense = [row for row in rows if row.groups == 1]
+    grouped = [row for row in rows if row.groups > 1]
+    forward = [row.forward_ratio for row in rows]
+    slowest = min((row for row in rows if row.forward_ratio is not None),
+                  key=lambda row: row.forward_ratio, default=None)
+    least_efficient = min((row for row in dense if row.gemm_efficiency is not None),
+                          key=lambda row: row.gemm_efficiency, default=None)
+    checks = [
+        Check("forward geometric mean", bench.geometric_mean(forward), targets.forward_mean),
+        Check("forward slowest layer", slowest and slowest.forward_ratio,
+              targets.forward_min, _where(slowest)),
+        Check("GEMM efficiency, lowest dense layer",
+              least_efficient and least_efficient.gemm_efficiency,
+              targets.gemm_efficiency_min, _where(least_efficient)),
+        Check("backward geometric mean",
+              bench.geometric_mean([row.backward_ratio for row in rows]),
+              targets.backward_mean),
+    ]
+    if grouped:
+        grouped_ratios = [r for row in grouped for r in (row.forward_ratio, row.backward_ratio)
+                          if r is not None]
+        checks.append(Check("depthwise/grouped, slowest of fwd and bwd",
+                            min(grouped_ratios, default=None), targets.grouped_min))
+    if threads > 1:
+        checks.append(Check(f"1 -> {threads} threads speed-up, geometric mean",
+                            bench.geometric_mean([row.thread_speedup for row in rows]),
+                            targets.thread_speedup_mean))
+    return checks
+
+
+def _where(row):
+    return "" if row is None else f"{row.layer} batch {row.batch} {row.layout}"
+
+
+COLUMNS = ("layer", "batch", "layout", "fwd ms", "GFLOP/s", "peer fwd ms", "fwd ratio",
+           "GEMM ms", "GEMM eff", "bwd ms", "peer bwd ms", "bwd ratio", "1 thr ms",
+           "1->N thr")
+
+
+def _cells(row):
+    def ms(seconds):
+        return "-" if seconds is None else f"{seconds * 1e3:.3f}"
+
+    def ratio(value):
+        return "-" if value is None else f"{value:.2f}"
+    return (row.layer, str(row.batch), row.layout, ms(row.forward_s), f"{row.gflops:.1f}",
+            ms(row.peer_forward_s), ratio(row.forward_ratio), ms(row.gemm_s),
+            ratio(row.gemm_efficiency), ms(row.backward_s), ms(row.peer_backward_s),
+            ratio(row.backward_ratio), ms(row.forward_1thread_s), ratio(row.thread_speedup))
+
+
+def format_report(rows, configs):
+    """The table, then one line per target with its measured value and ok / MISS."""
+    config = configs[0]
+    torch = config.torch
+    peer = (f"torch {torch.__version__} conv2d / convolution_backward, NCHW"
+            if torch is not None else "NumPy as_strided im2col + matmul (torch not installed)")
+    header = [
+        f"fastconv {fastconv.__version__} --compare: {config.dtype}, "
+        f"{bench._plural(config.threads, 'thread')}; peer: {peer}, same threads.",
+        "ratios are peer time / fastconv time (> 1: fastconv faster); GEMM eff = bare "
+        "sgemm/dgemm of the same M, K, N / fastconv forward; 1->N thr = fastconv forward on "
+        "1 thread / on N.",
+    ]
+    table = [COLUMNS] + [_cells(row) for row in rows]
+    widths = [max(len(line[i]) for line in table) for i in range(len(COLUMNS))]
+
+    def render(cells):
+        return "  ".join(cell.ljust(width) if i == 0 else cell.rjust(width)
+                         for i, (cell, width) in enumerate(zip(cells, widths))).rstrip()
+
+    lines = header + ["", render(COLUMNS), render(["-" * w for w in widths])]
+    lines += [render(cells) for cells in table[1:]]
+    lines += ["", "targets:"]
+    for check in check_targets(rows, config.threads):
+        value = "-" if check.value is None else f"{check.value:.2f}"
+        verdict = "ok" if check.holds else "MISS"
+        detail = f" ({check.detail})" if check.detail else ""
+        lines.append(f"  {verdict:4}  {check.name}: {value} (target >= {check.threshold:g})"
+                     f"{detail}")
+    return "\n".join(lines)
+
+
+def to_json(rows, configs):
+    config = configs[0]
+    return {
+        "threads": config.threads, "dtype": str(config.dtype),
+        "layouts": [c.layout for c in configs],
+        "torch": None if config.torch is None else config.torch.__version__,
+        "rows": [row.as_dict() for row in rows],
+        "targets": [{"name": c.name, "value": c.value, "threshold": c.threshold,
+                     "holds": c.holds, "detail": c.detail}
+                    for c in check_targets(rows, config.threads)],
+    }
