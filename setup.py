@@ -4,6 +4,11 @@ Environment switches:
   FASTCONV_NATIVE=1     add -march=native (faster on the build machine, not portable)
   FASTCONV_NO_OPENMP=1  build without OpenMP (kernels then run serially)
   FASTCONV_DEBUG=1      -O0 -g and Cython bounds checks, for debugging kernels
+  FASTCONV_NO_SIMD=1    skip the AVX2 / AVX-512 builds of the arithmetic kernels
+
+A kernel module named `_NAME_<isa>.pyx` (a one-line `include "_NAME.pyx"`) is the same code
+compiled for an instruction set (ISA_FLAGS); it is built only where the compiler accepts the
+flags, and fastconv.cpu picks the best one the running CPU supports.
 """
 import glob
 import os
@@ -21,16 +26,25 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 # One extension per .pyx file: adding a kernel module needs no edit here.
 KERNELS = sorted(os.path.splitext(os.path.basename(path))[0]
                  for path in glob.glob(os.path.join(HERE, "fastconv", "_kernels", "_*.pyx")))
+# Instruction sets of the `_NAME_<isa>` builds (the feature groups fastconv.cpu checks).
+ISA_FLAGS = {
+    "avx2": ["-mavx", "-mavx2", "-mfma", "-mf16c"],
+    "avx512": ["-mavx", "-mavx2", "-mfma", "-mf16c", "-mavx512f", "-mavx512cd",
+               "-mavx512bw", "-mavx512dq", "-mavx512vl"],
+}
 
 
 def _flag(name):
     return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
 
 
-def _compiler_accepts(flags):
-    """True when the C compiler compiles and links an OpenMP test program with `flags`."""
+def _compiler_accepts(flags, source=None):
+    """True when the C compiler compiles and links a test program (default: one using
+    OpenMP) with `flags`."""
     cc = (sysconfig.get_config_var("CC") or "cc").split()
-    source = "#include <omp.h>\nint main(void) { return omp_get_max_threads() > 0 ? 0 : 1; }\n"
+    if source is None:
+        source = ("#include <omp.h>\n"
+                  "int main(void) { return omp_get_max_threads() > 0 ? 0 : 1; }\n")
     tmp = tempfile.mkdtemp()
     try:
         path = os.path.join(tmp, "omp_test.c")
@@ -69,18 +83,40 @@ with open(os.path.join(HERE, "fastconv", "_build_info.py"), "w") as handle:
     handle.write(f"LINK_ARGS = {LINK_ARGS!r}\n")
     handle.write(f"OPENMP_REQUESTED = {OPENMP!r}\n")
     handle.write(f"CC = {sysconfig.get_config_var('CC')!r}\n")
+    handle.write(f"ISA_FLAGS = {ISA_FLAGS!r}\n")
 
-extensions = [
-    Extension(
+
+def _isa_of(name):
+    """The instruction set of a `_NAME_<isa>` kernel module, or None for a baseline one."""
+    suffix = name.rsplit("_", 1)[-1]
+    return suffix if suffix in ISA_FLAGS else None
+
+
+def _buildable_isas():
+    """The ISA_FLAGS entries this compiler accepts (none with FASTCONV_NO_SIMD)."""
+    if _flag("FASTCONV_NO_SIMD"):
+        return set()
+    plain = "int main(void) { return 0; }\n"
+    return {isa for isa, flags in ISA_FLAGS.items() if _compiler_accepts(flags, plain)}
+
+
+BUILDABLE_ISAS = _buildable_isas()
+
+
+def _extension(name):
+    isa = _isa_of(name)
+    return Extension(
         f"fastconv._kernels.{name}",
         [f"fastconv/_kernels/{name}.pyx"],
         include_dirs=[numpy.get_include(), "fastconv/_kernels"],
-        extra_compile_args=COMPILE_ARGS,
+        extra_compile_args=COMPILE_ARGS + (ISA_FLAGS[isa] if isa else []),
         extra_link_args=LINK_ARGS,
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_2_0_API_VERSION")],
     )
-    for name in KERNELS
-]
+
+
+extensions = [_extension(name) for name in KERNELS
+              if _isa_of(name) is None or _isa_of(name) in BUILDABLE_ISAS]
 
 directives = {
     "language_level": "3",

@@ -18,10 +18,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from fastconv import geometry as geo
-from fastconv._kernels import _conv, _depthwise
+from fastconv import cpu
+from fastconv._kernels import _conv
 from fastconv.threads import blas_limit, get_num_threads
 
 __all__ = ["conv2d", "conv2d_backward", "conv_transpose2d", "Gradients"]
+
+# The direct depthwise loops are arithmetic-bound: the widest build this CPU runs.
+_depthwise = cpu.load_kernel("_depthwise")
 
 Gradients = namedtuple("Gradients", ["grad_input", "grad_weight", "grad_bias"])
 Gradients.__doc__ = "conv2d_backward's result; a field is None when it was not asked for."

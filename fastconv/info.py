@@ -88,7 +88,9 @@ def build_info():
     ``scipy``, ``torch`` (None when not installed), ``openmp`` (bool), ``num_threads``
     (``fastconv.get_num_threads()``), ``cpu_count``, ``usable_cpus``, ``openmp_num_procs``,
     ``blas`` (list of dicts from threadpoolctl), ``blas_error`` (None unless threadpoolctl
-    failed) and ``build`` (compiler flags, None when fastconv/_build_info.py is missing).
+    failed), ``build`` (compiler flags, None when fastconv/_build_info.py is missing) and
+    ``simd`` (the wider instruction sets the CPU has, and the build of each dispatched
+    kernel module, see :mod:`fastconv.cpu`).
     """
     import fastconv
 
@@ -109,7 +111,16 @@ def build_info():
     info["blas"] = blas
     info["blas_error"] = blas_error
     info["build"] = _compile_info()
+    info["simd"] = _simd_info()
     return info
+
+
+def _simd_info():
+    """The instruction sets this CPU offers fastconv, and the build each kernel module uses."""
+    from fastconv import conv  # noqa: F401  (loads the dispatched kernel modules)
+    from fastconv import cpu
+
+    return {"cpu_supports": cpu.supported_isas(), "kernels": cpu.loaded_kernels()}
 
 
 def _line(label, value):
@@ -159,6 +170,8 @@ def format_build_info(info):
         _line("OpenMP", "on" if info["openmp"] else "off (kernels run on one thread)"),
         _line("threads", f"{info['num_threads']} (fastconv.get_num_threads())"),
         _line("CPUs", cpus),
+        _line("SIMD", ", ".join(f"{name} {isa}" for name, isa in info["simd"]["kernels"].items())
+              + f" (CPU offers: {', '.join(info['simd']['cpu_supports']) or 'baseline only'})"),
     ]
     lines += _format_build(info["build"])
     lines += _format_blas(info["blas"], info["blas_error"])

@@ -1,0 +1,81 @@
+"""Which build of an arithmetic kernel module runs on this CPU.
+
+The default build is portable (x86-64 baseline: SSE2, no fused multiply-add), so loops the
+compiler vectorises run four floats wide. For the kernels whose time is arithmetic rather
+than memory traffic (the direct depthwise loops), setup.py also compiles the same code for
+AVX2 + FMA and for AVX-512 (``_NAME_avx2`` / ``_NAME_avx512``, see its ``ISA_FLAGS``);
+:func:`load_kernel` imports the widest one whose instructions this CPU has, as NumPy
+dispatches its own loops. The GEMMs need none of this: OpenBLAS picks its kernels at run
+time by itself.
+
+``FASTCONV_SIMD=baseline|avx2|avx512`` (read at import) caps the choice, e.g. to compare
+builds or to rule one out; an unknown value is a ValueError naming the accepted ones.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+
+__all__ = ["ISAS", "cpu_features", "supported_isas", "requested_isa", "load_kernel",
+           "loaded_kernels"]
+
+# Widest first: (name, the CPU features it needs, as NumPy names them).
+ISAS = (
+    ("avx512", ("AVX512F", "AVX512CD", "AVX512BW", "AVX512DQ", "AVX512VL", "AVX2", "FMA3")),
+    ("avx2", ("AVX", "AVX2", "FMA3", "F16C")),
+)
+_ORDER = ["baseline"] + [name for name, _ in reversed(ISAS)]
+
+# module name -> the ISA of the build that load_kernel imported
+_loaded = {}
+
+
+def cpu_features():
+    """NumPy's run-time CPU feature detection: {name: bool}; empty where it is unavailable
+    (then only the baseline builds are used)."""
+    for module in ("numpy._core._multiarray_umath", "numpy.core._multiarray_umath"):
+        try:
+            return dict(importlib.import_module(module).__cpu_features__)
+        except (ImportError, AttributeError):
+            continue
+    return {}
+
+
+def supported_isas(features=None):
+    """The ISAs of :data:`ISAS` this CPU supports, widest first."""
+    features = cpu_features() if features is None else features
+    return [name for name, needs in ISAS if all(features.get(flag) for flag in needs)]
+
+
+def requested_isa(environ=None):
+    """The cap from ``FASTCONV_SIMD`` ('baseline', 'avx2', 'avx512'), or None for no cap."""
+    value = (os.environ if environ is None else environ).get("FASTCONV_SIMD", "").strip()
+    if value.lower() in ("", "auto"):
+        return None
+    if value.lower() not in _ORDER:
+        raise ValueError(f"FASTCONV_SIMD must be one of auto, {', '.join(_ORDER)}; "
+                         f"got {value!r}")
+    return value.lower()
+
+
+def load_kernel(name, *, features=None, environ=None):
+    """Import ``fastconv._kernels.<name>`` in its widest build this CPU runs (and that was
+    built, and that FASTCONV_SIMD allows); the baseline build otherwise."""
+    cap = requested_isa(environ)
+    allowed = _ORDER[:_ORDER.index(cap) + 1] if cap else _ORDER
+    for isa in supported_isas(features):
+        if isa not in allowed:
+            continue
+        try:
+            module = importlib.import_module(f"fastconv._kernels.{name}_{isa}")
+        except ImportError:  # not built: the compiler lacked the flags, or FASTCONV_NO_SIMD
+            continue
+        _loaded[name] = isa
+        return module
+    _loaded[name] = "baseline"
+    return importlib.import_module(f"fastconv._kernels.{name}")
+
+
+def loaded_kernels():
+    """{module name: the ISA of the build in use} for the modules loaded so far."""
+    return dict(_loaded)

@@ -1,0 +1,121 @@
+"""fastconv.cpu: the AVX2 / AVX-512 builds of the depthwise kernels and how one is chosen.
+
+Every build present is run here whatever the CPU would pick, against the same float64
+oracles as tests/test_conv.py, so a build that the dispatcher never selects on this
+machine is still checked (when the CPU can execute it).
+"""
+import importlib
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import fastconv
+import fastconv.conv as conv_mod
+from fastconv import cpu
+
+from test_conv import GEOMS, random_like_output, ref_conv2d, ref_conv2d_backward, tol
+
+DEPTHWISE = [name for name, geom in GEOMS.items()
+             if geom.groups > 1 and geom.groups == geom.c and geom.n > 0]
+
+
+def runnable_builds():
+    """(isa, module) of every depthwise build that exists and this CPU can execute."""
+    builds = [("baseline", importlib.import_module("fastconv._kernels._depthwise"))]
+    for isa in cpu.supported_isas():
+        try:
+            builds.append((isa, importlib.import_module(f"fastconv._kernels._depthwise_{isa}")))
+        except ImportError:
+            pass
+    return builds
+
+
+BUILDS = runnable_builds()
+
+
+def test_depthwise_geometries_are_covered():
+    assert len(DEPTHWISE) >= 5
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+@pytest.mark.parametrize("isa,module", BUILDS, ids=[isa for isa, _ in BUILDS])
+def test_every_build_matches_reference(monkeypatch, rng, isa, module, layout, dtype):
+    monkeypatch.setattr(conv_mod, "_depthwise", module)
+    for name in DEPTHWISE:
+        geom = GEOMS[name]
+        x, w, b = geom.arrays(rng, dtype, layout)
+        y = fastconv.conv2d(x, w, b, **geom.kwargs, layout=layout)
+        np.testing.assert_allclose(y, ref_conv2d(x, w, b, **geom.kwargs, layout=layout),
+                                   **tol(dtype), err_msg=name)
+        g = random_like_output(rng, geom, layout, dtype)
+        grads = fastconv.conv2d_backward(g, x, w, **geom.kwargs, layout=layout)
+        expected = ref_conv2d_backward(g, x, w, **geom.kwargs, layout=layout)
+        for got, want in zip(grads, expected):
+            np.testing.assert_allclose(got, want, **tol(dtype), err_msg=name)
+
+
+@pytest.mark.parametrize("isa,module", BUILDS[1:], ids=[isa for isa, _ in BUILDS[1:]])
+def test_wider_builds_agree_with_baseline(monkeypatch, rng, isa, module):
+    """Same loops, same summation order: the forward pass differs at most by fused
+    multiply-add rounding."""
+    geom = GEOMS["depthwise-wide-dilated"]
+    x, w, b = geom.arrays(rng, np.float32, "NCHW")
+    monkeypatch.setattr(conv_mod, "_depthwise", BUILDS[0][1])
+    baseline = fastconv.conv2d(x, w, b, **geom.kwargs)
+    monkeypatch.setattr(conv_mod, "_depthwise", module)
+    np.testing.assert_allclose(fastconv.conv2d(x, w, b, **geom.kwargs), baseline,
+                               rtol=1e-6, atol=1e-6)
+
+
+def test_supported_isas_from_features():
+    skx = {"AVX": True, "AVX2": True, "FMA3": True, "F16C": True, "AVX512F": True,
+           "AVX512CD": True, "AVX512BW": True, "AVX512DQ": True, "AVX512VL": True}
+    assert cpu.supported_isas(skx) == ["avx512", "avx2"]
+    assert cpu.supported_isas({**skx, "AVX512VL": False}) == ["avx2"]
+    assert cpu.supported_isas({**skx, "FMA3": False}) == []
+    assert cpu.supported_isas({}) == []
+
+
+def test_load_kernel_honours_the_cap_and_the_cpu():
+    everything = {flag: True for _, needs in cpu.ISAS for flag in needs}
+    base = importlib.import_module("fastconv._kernels._depthwise")
+    assert cpu.load_kernel("_depthwise", features={}, environ={}) is base
+    assert cpu.load_kernel("_depthwise", features=everything,
+                           environ={"FASTCONV_SIMD": "baseline"}) is base
+    assert cpu.loaded_kernels()["_depthwise"] == "baseline"
+    built = [isa for isa, _ in BUILDS[1:]]
+    if "avx2" in built:
+        module = cpu.load_kernel("_depthwise", features=everything,
+                                 environ={"FASTCONV_SIMD": "AVX2"})
+        assert module.__name__ == "fastconv._kernels._depthwise_avx2"
+    cpu.load_kernel("_depthwise")  # leave the record as the import made it
+
+
+@pytest.mark.parametrize("value", ["sse", "avx", "native"])
+def test_unknown_simd_setting_is_rejected(value):
+    with pytest.raises(ValueError, match=f"FASTCONV_SIMD must be one of auto, baseline, avx2, "
+                                         f"avx512; got '{value}'"):
+        cpu.requested_isa({"FASTCONV_SIMD": value})
+    assert cpu.requested_isa({"FASTCONV_SIMD": " Auto "}) is None
+    assert cpu.requested_isa({}) is None
+
+
+def test_environment_variable_selects_the_build_at_import():
+    code = ("import fastconv.conv as c, fastconv.cpu as cpu; "
+            "print(c._depthwise.__name__, cpu.loaded_kernels()['_depthwise'])")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            env={**os.environ, "FASTCONV_SIMD": "baseline"})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["fastconv._kernels._depthwise", "baseline"]
+
+
+def test_info_reports_the_builds():
+    from fastconv.info import build_info, format_build_info
+
+    info = build_info()
+    assert info["simd"]["kernels"]["_depthwise"] in ("baseline", "avx2", "avx512")
+    assert "SIMD" in format_build_info(info)
