@@ -37,8 +37,8 @@ import fastconv
 from fastconv import bench
 from fastconv.threads import blas_limit
 
-__all__ = ["CompareRow", "TARGETS", "make_compare_config", "run", "check_targets",
-           "format_report", "to_json"]
+__all__ = ["CompareRow", "TARGETS", "make_compare_config", "measure_case", "measure", "run",
+           "check_targets", "format_report", "to_json"]
 
 
 @dataclass(frozen=True)
@@ -186,26 +186,34 @@ def _time_numpy(fn, timing):
     return seconds
 
 
+def measure(case, config):
+    """:func:`measure_case` with fastconv, BLAS and torch at ``config.threads`` threads (the
+    previous settings restored afterwards)."""
+    torch = config.torch
+    previous_torch_threads = torch.get_num_threads() if torch is not None else None
+    try:
+        if torch is not None:
+            torch.set_num_threads(config.threads)
+        with fastconv.threads(config.threads), blas_limit(config.threads):
+            return measure_case(case, config)
+    finally:
+        if torch is not None:
+            torch.set_num_threads(previous_torch_threads)
+
+
 def run(configs, progress=True):
     """Measure every case of every config (one per layout); rows in table order."""
     work = [(config, case) for config in configs for case in config.layer_cases()]
     reporter = bench.Progress(len(work)) if progress else None
     rows = []
-    torch = configs[0].torch if configs else None
-    previous_torch_threads = torch.get_num_threads() if torch is not None else None
     try:
         for config, case in work:
             if reporter:
                 reporter.show(f"compare {config.layout} {case.layer.name} batch {case.batch}")
-            if torch is not None:
-                torch.set_num_threads(config.threads)
-            with fastconv.threads(config.threads), blas_limit(config.threads):
-                rows.append(measure_case(case, config))
+            rows.append(measure(case, config))
     finally:
         if reporter:
             reporter.close()
-        if torch is not None:
-            torch.set_num_threads(previous_torch_threads)
     return rows
 
 
