@@ -1,4 +1,4 @@
-"""fastconv.cpu: the AVX2 / AVX-512 builds of the depthwise kernels and how one is chosen.
+"""fastconv.cpu: the AVX2 / AVX-512 builds of the kernel modules and how one is chosen.
 
 Every build present is run here whatever the CPU would pick, against the same float64
 oracles as tests/test_conv.py, so a build that the dispatcher never selects on this
@@ -22,18 +22,20 @@ DEPTHWISE = [name for name, geom in GEOMS.items()
              if geom.groups > 1 and geom.groups == geom.c and geom.n > 0]
 
 
-def runnable_builds():
-    """(isa, module) of every depthwise build that exists and this CPU can execute."""
-    builds = [("baseline", importlib.import_module("fastconv._kernels._depthwise"))]
+def runnable_builds(name):
+    """(isa, module) of every build of kernel module `name` that exists and this CPU can
+    execute."""
+    builds = [("baseline", importlib.import_module(f"fastconv._kernels.{name}"))]
     for isa in cpu.supported_isas():
         try:
-            builds.append((isa, importlib.import_module(f"fastconv._kernels._depthwise_{isa}")))
+            builds.append((isa, importlib.import_module(f"fastconv._kernels.{name}_{isa}")))
         except ImportError:
             pass
     return builds
 
 
-BUILDS = runnable_builds()
+BUILDS = runnable_builds("_depthwise")
+CONV_BUILDS = runnable_builds("_conv")
 
 
 def test_depthwise_geometries_are_covered():
@@ -56,6 +58,32 @@ def test_every_build_matches_reference(monkeypatch, rng, isa, module, layout, dt
         expected = ref_conv2d_backward(g, x, w, **geom.kwargs, layout=layout)
         for got, want in zip(grads, expected):
             np.testing.assert_allclose(got, want, **tol(dtype), err_msg=name)
+
+
+@pytest.mark.parametrize("isa,module", CONV_BUILDS, ids=[isa for isa, _ in CONV_BUILDS])
+def test_every_conv_build_matches_reference(monkeypatch, rng, isa, module):
+    """Each build of _conv, with its own paths (the AVX-512 one's direct small-GEMM blocks
+    for 16 output channels in float32 NCHW)."""
+    monkeypatch.setattr(conv_mod, "_conv", module)
+    for name in ["basic", "pad-asym", "dil-stride-asym", "stride2-pad1", "many-tiles",
+                 "groups2", "pointwise"]:
+        geom = GEOMS[name]._replace(c_out=16)
+        for layout in ("NCHW", "NHWC"):
+            for dtype in (np.float32, np.float64):
+                x, w, b = geom.arrays(rng, dtype, layout)
+                y = fastconv.conv2d(x, w, b, **geom.kwargs, layout=layout)
+                np.testing.assert_allclose(
+                    y, ref_conv2d(x, w, b, **geom.kwargs, layout=layout), **tol(dtype),
+                    err_msg=f"{name} {layout} {np.dtype(dtype)}")
+                g = random_like_output(rng, geom, layout, dtype)
+                grads = fastconv.conv2d_backward(g, x, w, **geom.kwargs, layout=layout)
+                expected = ref_conv2d_backward(g, x, w, **geom.kwargs, layout=layout)
+                for got, want in zip(grads, expected):
+                    # long float32 sums: errors scale with the largest entry, not each one
+                    scale = float(np.abs(want).max()) if want.size else 0.0
+                    np.testing.assert_allclose(got, want, rtol=tol(dtype)["rtol"],
+                                               atol=tol(dtype)["atol"] * max(scale, 1.0),
+                                               err_msg=name)
 
 
 @pytest.mark.parametrize("isa,module", BUILDS[1:], ids=[isa for isa, _ in BUILDS[1:]])

@@ -24,6 +24,19 @@ from fastconv._kernels._geometry cimport Geometry
 from fastconv._kernels._im2col_helpers cimport (
     col2im_nchw_row, col2im_nhwc_row, im2col_nchw_rows, im2col_nhwc_row)
 from fastconv._kernels._openmp cimport omp_get_thread_num
+from fastconv._kernels._small_gemm cimport (
+    FASTCONV_SMALL_GEMM, FASTCONV_SMALL_GEMM_COLS, FASTCONV_SMALL_GEMM_ROWS,
+    fastconv_small_gemm_block)
+
+# Whether this build has the direct small-GEMM forward path (plan.direct), and its limits:
+# output channels a multiple of SMALL_GEMM_ROWS, columns deep at most DIRECT_MAX_DEPTH.
+SMALL_GEMM = bool(FASTCONV_SMALL_GEMM)
+SMALL_GEMM_ROWS = FASTCONV_SMALL_GEMM_ROWS
+SMALL_GEMM_COLS = FASTCONV_SMALL_GEMM_COLS
+
+cdef enum:
+    DIRECT_MAX_DEPTH = 1024  # C·kh·kw of the direct path: its row pointers live on the stack
+DIRECT_DEPTH_LIMIT = DIRECT_MAX_DEPTH
 
 
 ctypedef struct Plan:
@@ -38,6 +51,8 @@ ctypedef struct Plan:
                           # the GEMMs are split between threads by blocks of
     Py_ssize_t m_block    #   output channels (forward, weight gradient) or
     Py_ssize_t k_block    #   column-matrix rows (input gradient)
+    bint direct           # forward, float32 NCHW, few output channels: the small-GEMM
+                          # block reads the image through row pointers (no im2col, no BLAS)
 
 
 ctypedef struct Dims:
@@ -166,6 +181,124 @@ cdef void forward_tile(const floating* image, const floating* weight, const floa
         else:
             output_block(col + grp * d.Kg * tile, tile, weight, bias, out, g, plan, grp, p0, p1,
                          0, d.Mg)
+
+
+# ---------------------------------------------------------------- direct small-GEMM path
+cdef void column_block_rows(const float* image, const float** b_rows, float* gathered,
+                            const float* zeros, const Geometry* g, Py_ssize_t oh,
+                            Py_ssize_t ow0, int cols) noexcept nogil:
+    """b_rows[k] → row k = (c·kh + i)·kw + j of the column matrix at output positions
+    (oh, ow0 .. ow0 + cols − 1), COLS values from the pointer on (those past `cols` are
+    read but not used): a pointer into the image where those positions read a run of an
+    image row (stride 1, inside the row, COLS values inside the image's buffer), `zeros`
+    where the input row is padding, else gathered[k·COLS ...] filled with the values
+    (0 in the padding)."""
+    cdef Py_ssize_t c, i, j, k = 0, t, h_im, w_first, w_at
+    cdef Py_ssize_t plane = g.height * g.width
+    cdef const float* image_end = image + g.channels * plane
+    cdef const float* row
+    cdef float* dst
+    for c in range(g.channels):
+        for i in range(g.kernel_h):
+            h_im = oh * g.stride_h - g.pad_top + i * g.dilation_h
+            row = image + c * plane + h_im * g.width
+            for j in range(g.kernel_w):
+                w_first = ow0 * g.stride_w - g.pad_left + j * g.dilation_w
+                if h_im < 0 or h_im >= g.height:
+                    b_rows[k] = zeros
+                elif (g.stride_w == 1 and w_first >= 0 and w_first + cols <= g.width
+                      and row + w_first + FASTCONV_SMALL_GEMM_COLS <= image_end):
+                    b_rows[k] = row + w_first
+                else:
+                    dst = gathered + k * FASTCONV_SMALL_GEMM_COLS
+                    for t in range(FASTCONV_SMALL_GEMM_COLS):
+                        w_at = w_first + t * g.stride_w
+                        dst[t] = row[w_at] if t < cols and 0 <= w_at < g.width else 0
+                    b_rows[k] = dst
+                k = k + 1
+
+
+cdef inline bint block_reads_row_runs(const Geometry* g, Py_ssize_t ow0,
+                                      int cols) noexcept nogil:
+    """Every tap j of the `cols` positions from ow0 reads consecutive values inside the
+    image row (stride 1): the block can read the image through row pointers."""
+    cdef Py_ssize_t w_first = ow0 - g.pad_left
+    return (g.stride_w == 1 and w_first >= 0
+            and w_first + (g.kernel_w - 1) * g.dilation_w + cols <= g.width)
+
+
+cdef void forward_tile_direct(const float* image, const float* weight, const float* bias,
+                              float* out, float* scratch, const Geometry* g, const Plan* plan,
+                              Py_ssize_t oh0, Py_ssize_t oh1) noexcept nogil:
+    """Output rows [oh0, oh1) of one image by small-GEMM blocks: COLS positions of a row at
+    a time, all output channels ROWS at a time.
+
+    Stride 1: one table of row pointers into the image per output row, shifted by each
+    block's column; blocks at the image's left and right edges gather their columns.
+    Stride > 1: the output row's columns are built first (im2col of one row, Kg × OW) and
+    the blocks point into them. `scratch` holds Kg·max(COLS, OW) + COLS values (gathered or
+    built columns), then OW + COLS zeros."""
+    cdef Dims d = dims_of(g, plan)
+    cdef const float* row_starts[DIRECT_MAX_DEPTH]
+    cdef const float* b_rows[DIRECT_MAX_DEPTH]
+    cdef Py_ssize_t column_values = d.Kg * (g.out_w if g.out_w > FASTCONV_SMALL_GEMM_COLS
+                                            else FASTCONV_SMALL_GEMM_COLS)
+    cdef float* zeros = scratch + column_values + FASTCONV_SMALL_GEMM_COLS
+    cdef const float* image_end = image + g.channels * g.height * g.width
+    cdef const float* last_start
+    cdef Py_ssize_t oh, ow0, m0, t, p0, c, i, j, k, h_im
+    cdef Py_ssize_t plane = g.height * g.width
+    cdef bint strided = g.stride_w != 1
+    cdef int cols
+    for t in range(g.out_w + FASTCONV_SMALL_GEMM_COLS):
+        zeros[t] = 0
+    for oh in range(oh0, oh1):
+        # row_starts[k] + ow0 → tap k's values for the positions from ow0
+        last_start = image
+        if strided:
+            for k in range(d.C * g.kernel_h):
+                im2col_nchw_rows(image + (k // g.kernel_h) * plane,
+                                 scratch + k * g.kernel_w * g.out_w, g, k % g.kernel_h,
+                                 oh, oh + 1)
+            for k in range(d.Kg):
+                row_starts[k] = scratch + k * g.out_w
+        else:
+            k = 0
+            for c in range(g.channels):
+                for i in range(g.kernel_h):
+                    h_im = oh * g.stride_h - g.pad_top + i * g.dilation_h
+                    for j in range(g.kernel_w):
+                        if 0 <= h_im < g.height:
+                            row_starts[k] = (image + c * plane + h_im * g.width
+                                             - g.pad_left + j * g.dilation_w)
+                            if row_starts[k] > last_start:
+                                last_start = row_starts[k]
+                        else:
+                            row_starts[k] = zeros
+                        k = k + 1
+        ow0 = 0
+        while ow0 < g.out_w:
+            cols = <int> (g.out_w - ow0 if g.out_w - ow0 < FASTCONV_SMALL_GEMM_COLS
+                          else FASTCONV_SMALL_GEMM_COLS)
+            p0 = oh * g.out_w + ow0
+            m0 = 0
+            # A block reads COLS values from each pointer, past `cols` too: inside the
+            # image's (or scratch's) buffer, the extra values are not stored.
+            if strided or (block_reads_row_runs(g, ow0, cols)
+                           and last_start + ow0 + FASTCONV_SMALL_GEMM_COLS <= image_end):
+                while m0 < d.O:
+                    fastconv_small_gemm_block(d.Kg, weight + m0 * d.Kg, d.Kg, row_starts, ow0,
+                                              bias + m0 if bias != NULL else NULL,
+                                              out + m0 * d.P + p0, d.P, cols)
+                    m0 = m0 + FASTCONV_SMALL_GEMM_ROWS
+            else:
+                column_block_rows(image, b_rows, scratch, zeros, g, oh, ow0, cols)
+                while m0 < d.O:
+                    fastconv_small_gemm_block(d.Kg, weight + m0 * d.Kg, d.Kg, b_rows, 0,
+                                              bias + m0 if bias != NULL else NULL,
+                                              out + m0 * d.P + p0, d.P, cols)
+                    m0 = m0 + FASTCONV_SMALL_GEMM_ROWS
+            ow0 = ow0 + cols
 
 
 cdef void image_columns_parallel(const floating* image, floating* col, const Geometry* g,
@@ -384,6 +517,16 @@ def conv2d_forward(const floating[::1] x, const floating[::1] weight, const floa
                 forward_shared_columns(xp + n * image_size, &weight[0], bias_ptr,
                                        outp + n * out_size, ws, &g, &plan, num_threads)
         return
+    if floating is float:
+        if plan.direct:
+            for item in prange(plan.batch * tiles, nogil=True, num_threads=num_threads,
+                               schedule="static"):
+                n = item // tiles
+                oh0 = (item % tiles) * plan.tile_rows
+                forward_tile_direct(xp + n * image_size, &weight[0], bias_ptr,
+                                    outp + n * out_size, ws + omp_get_thread_num() * col_size,
+                                    &g, &plan, oh0, tile_end(oh0, &g, &plan))
+            return
     for item in prange(plan.batch * tiles, nogil=True, num_threads=num_threads,
                        schedule="static"):
         n = item // tiles

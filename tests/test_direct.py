@@ -1,0 +1,142 @@
+"""The direct small-GEMM forward path (float32 NCHW, few output channels, AVX-512 builds):
+row pointers into the image, gathered edge blocks, one-row im2col for strides > 1.
+
+Every geometry of tests/test_conv.py without groups is rerun with 16, 32 or 48 output
+channels, so the blocks meet every padding form, stride, dilation and width (narrower
+than a block, not a multiple of it, partial last blocks at the end of the image buffer),
+and compared with the float64 oracle and with the BLAS path of the same build.
+"""
+import numpy as np
+import pytest
+
+import fastconv
+import fastconv.conv as conv_mod
+from fastconv import ConvGeometry
+
+from test_conv import GEOMS, ref_conv2d, tol
+
+pytestmark = pytest.mark.skipif(not conv_mod._conv.SMALL_GEMM,
+                                reason="this build has no small-GEMM block (needs AVX-512)")
+
+DENSE = [name for name, geom in GEOMS.items() if geom.groups == 1]
+EXTRA = {
+    # width 45: blocks of 16, 16 and 13 columns; the last rows end the image buffer
+    "wide-tail": dict(n=2, c=3, h=9, w=45, kernel=3, padding=1),
+    "wide-tail-unpadded": dict(n=1, c=2, h=5, w=37, kernel=(2, 5)),
+    "stride2-wide": dict(n=2, c=3, h=21, w=50, kernel=3, stride=2, padding=1),
+    "stride3-dilated": dict(n=1, c=2, h=17, w=61, kernel=3, stride=(2, 3), dilation=2,
+                            padding=((0, 2), (3, 1))),
+    "dilated-right-edge": dict(n=1, c=4, h=8, w=40, kernel=3, dilation=(1, 4), padding=(1, 3)),
+    "deep-k7": dict(n=1, c=20, h=12, w=33, kernel=7, padding=3),
+}
+
+
+def direct_case(rng, geom_kwargs, c_out):
+    """Input, weight, bias (float32 NCHW) and the conv2d keyword arguments."""
+    kwargs = dict(geom_kwargs)
+    n, c, h, w = (kwargs.pop(key) for key in ("n", "c", "h", "w"))
+    kernel = kwargs.pop("kernel")
+    kh, kw = (kernel, kernel) if np.isscalar(kernel) else kernel
+    x = rng.standard_normal((n, c, h, w)).astype(np.float32)
+    weight = (rng.standard_normal((c_out, c, kh, kw)) / np.sqrt(c * kh * kw)).astype(np.float32)
+    bias = rng.standard_normal(c_out).astype(np.float32)
+    return x, weight, bias, kwargs
+
+
+def from_geoms(name):
+    geom = GEOMS[name]
+    return dict(n=geom.n, c=geom.c, h=geom.h, w=geom.w, kernel=geom.kernel,
+                stride=geom.stride, padding=geom.padding, dilation=geom.dilation)
+
+
+CASES = {**{name: from_geoms(name) for name in DENSE}, **EXTRA}
+
+
+def geometry_of(x, weight, kwargs):
+    return ConvGeometry(x.shape, weight.shape[0], weight.shape[2:], kwargs.get("stride", 1),
+                        kwargs.get("padding", 0), kwargs.get("dilation", 1))
+
+
+def takes_direct_path(x, weight, kwargs):
+    geom = geometry_of(x, weight, kwargs)
+    return conv_mod.plan_launch(geom, 4, shared_columns=True).plan["direct"]
+
+
+@pytest.fixture
+def any_weight_size(monkeypatch):
+    """The direct path for weights of any size (up to the depth its stack tables hold)."""
+    monkeypatch.setattr(conv_mod, "DIRECT_MAX_WEIGHT_BYTES", 1 << 40)
+
+
+@pytest.mark.parametrize("c_out", [16, 32, 48])
+@pytest.mark.parametrize("name", list(CASES))
+def test_direct_path_matches_reference(any_weight_size, rng, name, c_out):
+    x, weight, bias, kwargs = direct_case(rng, CASES[name], c_out)
+    pointwise = geometry_of(x, weight, kwargs).window.is_pointwise  # a plain GEMM instead
+    assert takes_direct_path(x, weight, kwargs) == (not pointwise)
+    y = fastconv.conv2d(x, weight, bias, **kwargs)
+    np.testing.assert_allclose(y, ref_conv2d(x, weight, bias, **kwargs), **tol(np.float32))
+
+
+@pytest.mark.parametrize("name", ["wide-tail", "stride2-wide", "stride3-dilated", "deep-k7",
+                                  "pad-asym", "dil-stride-asym", "1x1-strided"])
+def test_direct_path_agrees_with_blas_path(any_weight_size, monkeypatch, rng, name):
+    x, weight, bias, kwargs = direct_case(rng, CASES[name], 32)
+    assert takes_direct_path(x, weight, kwargs)
+    direct = fastconv.conv2d(x, weight, bias, **kwargs)
+    monkeypatch.setattr(conv_mod, "DIRECT_MAX_CHANNELS", 0)
+    assert not takes_direct_path(x, weight, kwargs)
+    blas = fastconv.conv2d(x, weight, None, **kwargs) + bias[:, None, None]
+    np.testing.assert_allclose(direct, blas, rtol=1e-5, atol=1e-5)
+
+
+def test_suite_layers_that_take_the_direct_path():
+    """The few-channel NCHW layers of the suite go direct, the others do not."""
+    from fastconv.bench import load_layers
+
+    direct = set()
+    for layer in load_layers():
+        geom = ConvGeometry((1, layer.in_channels, layer.size, layer.size), layer.out_channels,
+                            layer.kernel, layer.stride, layer.padding, groups=layer.groups)
+        if conv_mod.plan_launch(geom, 4, shared_columns=True).plan["direct"]:
+            direct.add(layer.name)
+    assert {"small.16ch", "lecture.8to16", "mobilenet.stem", "resnet50.conv1",
+            "vgg16.conv1_1"} <= direct
+    assert not direct & {"resnet50.res2.3x3", "resnet50.res4.3x3", "mobilenet.dw112",
+                         "resnet50.res2.1x1up"}
+
+
+def test_depth_beyond_the_tables_uses_blas(any_weight_size):
+    depth = conv_mod._conv.DIRECT_DEPTH_LIMIT
+    fits = ConvGeometry((1, depth // 9, 12, 12), 16, 3)
+    too_deep = ConvGeometry((1, depth // 9 + 1, 12, 12), 16, 3)
+    assert conv_mod.plan_launch(fits, 4).plan["direct"]
+    assert not conv_mod.plan_launch(too_deep, 4).plan["direct"]
+
+
+@pytest.mark.parametrize("dtype,layout,c_out,groups", [
+    (np.float64, "NCHW", 16, 1), (np.float32, "NHWC", 16, 1), (np.float32, "NCHW", 24, 1),
+    (np.float32, "NCHW", 32, 2), (np.float32, "NCHW", 128, 1)])
+def test_other_cases_use_blas(dtype, layout, c_out, groups):
+    shape = (1, 8, 20, 20) if layout == "NCHW" else (1, 20, 20, 8)
+    geom = ConvGeometry(shape, c_out, 3, padding=1, groups=groups, layout=layout)
+    assert not conv_mod.plan_launch(geom, np.dtype(dtype).itemsize).plan["direct"]
+
+
+def test_direct_path_thread_counts_bit_identical(rng):
+    x, weight, bias, kwargs = direct_case(rng, EXTRA["stride2-wide"], 32)
+    with fastconv.threads(1):
+        one = fastconv.conv2d(x, weight, bias, **kwargs)
+    with fastconv.threads(2):
+        two = fastconv.conv2d(x, weight, bias, **kwargs)
+    np.testing.assert_array_equal(one, two)
+
+
+def test_layer_uses_direct_path_with_reused_workspace(rng):
+    layer = fastconv.Conv2D(3, 16, 3, padding=1, seed=0)
+    x = rng.standard_normal((2, 3, 30, 41)).astype(np.float32)
+    first = layer(x)
+    second = layer(x)
+    np.testing.assert_array_equal(first, second)
+    expected = ref_conv2d(x, layer.weight, layer.bias, padding=1)
+    np.testing.assert_allclose(second, expected, **tol(np.float32))
