@@ -362,6 +362,9 @@ class _RegionPlan:
         # Vectors of one task's workspace per channel: each row segment's row, the band's
         # row and the column segments.
         self.per_channel = (len(self.row_cuts) * width) + len(self.col_cuts) - 1
+        for array in (self.boxes, self.row_cuts, self.col_cuts, self.region_index,
+                      self.band_regions, self.band_segments, self.region_segments):
+            array.flags.writeable = False  # shared by every call through the cache
 
 
 @functools.lru_cache(maxsize=64)

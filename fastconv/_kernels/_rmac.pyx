@@ -29,7 +29,8 @@ cdef inline bint max_into(floating* best, const floating* values, Py_ssize_t cou
     """best[k] = max(best[k], values[k]) for k < count under `rule`; True when FIND_NAN saw
     a NaN in values."""
     cdef Py_ssize_t k
-    cdef bint seen_nan = False
+    cdef int nan_float = 0  # NaN flags as wide as the elements, so the loops vectorise
+    cdef long long nan_double = 0
     # Selects rather than conditional stores, so each loop vectorises.
     if rule == KEEP_NAN:
         for k in range(count):
@@ -37,25 +38,32 @@ cdef inline bint max_into(floating* best, const floating* values, Py_ssize_t cou
     elif rule == FIND_NAN:
         for k in range(count):
             best[k] = values[k] if values[k] > best[k] else best[k]
-            seen_nan = seen_nan | (values[k] != values[k])
+            if floating is float:
+                nan_float = nan_float | (values[k] != values[k])
+            else:
+                nan_double = nan_double | (values[k] != values[k])
     else:
         for k in range(count):
             best[k] = values[k] if values[k] > best[k] else best[k]
-    return seen_nan
+    return (nan_float | nan_double) != 0
 
 
 cdef inline bint copy_into(floating* best, const floating* values, Py_ssize_t count,
                            NanRule rule) noexcept nogil:
     """best[k] = values[k] for k < count; True when FIND_NAN saw a NaN in values."""
     cdef Py_ssize_t k
-    cdef bint seen_nan = False
+    cdef int nan_float = 0  # as in max_into
+    cdef long long nan_double = 0
     if rule != FIND_NAN:
         memcpy(best, values, count * sizeof(floating))
         return False
     for k in range(count):
         best[k] = values[k]
-        seen_nan = seen_nan | (values[k] != values[k])
-    return seen_nan
+        if floating is float:
+            nan_float = nan_float | (values[k] != values[k])
+        else:
+            nan_double = nan_double | (values[k] != values[k])
+    return (nan_float | nan_double) != 0
 
 
 cdef inline floating run_max(const floating* values, Py_ssize_t length, Py_ssize_t stride,
