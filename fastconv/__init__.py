@@ -8,6 +8,7 @@ from fastconv.geometry import ConvGeometry
 from fastconv.conv import Gradients, conv2d, conv2d_backward, conv_transpose2d
 from fastconv.im2col import col2im, col2im_backward, im2col, im2col_backward
 from fastconv.layers import Conv2D
+from fastconv.rmac import rmac, rmac_regions, roi_max_pool
 from fastconv.threads import get_num_threads, set_num_threads, threads
 from fastconv import reference
 
@@ -16,4 +17,5 @@ __all__ = [
     "im2col", "col2im", "im2col_backward", "col2im_backward",
     "conv2d", "conv2d_backward", "conv_transpose2d", "Gradients", "Conv2D",
     "get_num_threads", "set_num_threads", "threads", "reference",
+    "rmac_regions", "roi_max_pool", "rmac",
 ]

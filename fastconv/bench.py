@@ -55,6 +55,7 @@ import numpy as np
 
 import fastconv
 from fastconv.geometry import ConvGeometry
+from fastconv import reference
 from fastconv.reference import padding_pairs, pair, window_count
 from fastconv.threads import blas_limit
 
@@ -62,6 +63,7 @@ __all__ = [
     "Layer", "Case", "Timing", "Config", "Row", "Section", "SECTIONS",
     "load_layers", "select_layers", "make_config", "run", "format_table",
     "numpy_im2col", "numpy_col2im", "numpy_conv2d", "numpy_conv2d_backward", "gemm_ceiling",
+    "FeatureMap", "MapCase", "RMAC_MAPS", "rmac_cases", "numpy_rmac", "torch_rmac",
     "best_time", "best_times", "add_arguments", "main",
 ]
 
@@ -901,6 +903,89 @@ def bench_layer(case, config):
         torch_fn, same=_close, flops=geom.flops, blas=True)
 
 
+# R-MAC describes the last feature map of a network: the maps below, not the conv layers.
+@dataclass(frozen=True)
+class FeatureMap:
+    """A CNN feature map R-MAC is computed on."""
+
+    name: str
+    channels: int
+    height: int
+    width: int
+
+
+# ResNet-50 res5 on a 224×320 image and VGG-16 conv5 on a 480×640 one.
+RMAC_MAPS = (FeatureMap("resnet50.res5", 2048, 7, 10), FeatureMap("vgg16.conv5", 512, 30, 40))
+RMAC_BATCHES = (8,)
+
+
+@dataclass(frozen=True)
+class MapCase:
+    """One feature map at one batch size (``layer`` names it in the table, like a Case)."""
+
+    layer: FeatureMap
+    batch: int
+
+    def image_shape(self, layout):
+        n, c, h, w = self.batch, self.layer.channels, self.layer.height, self.layer.width
+        return (n, c, h, w) if layout == "NCHW" else (n, h, w, c)
+
+    def __str__(self):
+        return f"{self.layer.name} batch {self.batch}"
+
+
+def rmac_cases(config):
+    """:data:`RMAC_MAPS` at the configured batches (default :data:`RMAC_BATCHES`)."""
+    return [MapCase(fmap, batch) for fmap in RMAC_MAPS
+            for batch in (config.batches or RMAC_BATCHES)]
+
+
+def numpy_rmac(x, levels=3, layout="NCHW"):
+    """The straightforward NumPy R-MAC: per region one slice of the batch and one
+    ``max`` over H and W, L2-normalised and summed, then L2-normalised
+    (:func:`fastconv.reference.rmac`)."""
+    return reference.rmac(x, levels, layout=layout)
+
+
+def torch_rmac(torch, x, levels=3, eps=1e-6):
+    """cirtorch's rmac + l2n as cirtorch runs it: one ``F.max_pool2d`` per region on an
+    NCHW tensor. Returns a function of no arguments."""
+    height, width = x.shape[2:]
+    boxes = [(0, 0, width - 1, height - 1)] + reference.rmac_cirtorch_regions(height, width,
+                                                                              levels)
+    max_pool2d = torch.nn.functional.max_pool2d
+
+    def l2n(v):
+        return v / (torch.norm(v, p=2, dim=1, keepdim=True) + eps)
+
+    def run():
+        total = 0
+        for x1, y1, x2, y2 in boxes:
+            region = x[:, :, y1:y2 + 1, x1:x2 + 1]
+            total = total + l2n(max_pool2d(region, (y2 - y1 + 1, x2 - x1 + 1)))
+        return l2n(total).reshape(x.shape[0], -1)
+
+    return run
+
+
+def bench_rmac(case, config):
+    """fastconv.rmac vs :func:`numpy_rmac` vs cirtorch's algorithm in torch; the rate is
+    GB/s of the feature map, and the row's ``descriptors_per_s`` (images per second) goes
+    below the table."""
+    layout = config.layout
+    x = config.random(case.image_shape(layout))
+    torch_fn = None
+    if config.torch is not None:
+        torch_fn = torch_rmac(config.torch, config.torch.from_numpy(_nchw(x, layout)))
+    row = _measure("rmac", case, config, x.nbytes, lambda: fastconv.rmac(x, layout=layout),
+                   lambda: numpy_rmac(x, layout=layout), torch_fn)
+    for name, seconds in (("fastconv", row.fastconv_s), ("numpy", row.numpy_s),
+                          ("torch", row.torch_s)):
+        row.extra[f"{name}_descriptors_per_s"] = (None if seconds is None
+                                                  else case.batch / seconds)
+    return row
+
+
 @dataclass(frozen=True)
 class Section:
     """A group of rows: `cases(config)` lists what to time, `run(case, config)` gives a Row."""
@@ -927,6 +1012,9 @@ SECTIONS = {section.name: section for section in (
     Section("layer", Config.layer_cases, bench_layer,
             "fastconv.Conv2D forward (steady state) vs torch.nn.Conv2d (no_grad)",
             "nn.Conv2d"),
+    Section("rmac", rmac_cases, bench_rmac,
+            "fastconv.rmac vs per-region NumPy slicing vs cirtorch's per-region torch "
+            "max_pool2d, on ResNet-50 / VGG-16 final feature maps", "max_pool2d"),
 )}
 
 
@@ -1069,6 +1157,9 @@ def _header(config):
             "each once the previous BLAS threads idle"
             + (f"; a call over {once:g} s is timed once." if once is not None else "."),
         ]
+    if "rmac" in config.ops:
+        lines.append("rmac: GB/s of the feature map; NumPy = one slice-and-max per region; "
+                     "torch = cirtorch's rmac (F.max_pool2d per region); descriptors/s below.")
     return "\n".join(lines)
 
 
@@ -1090,6 +1181,12 @@ def format_table(rows, config):
         if means["gemm_efficiency"] is not None:
             line += f"; GEMM efficiency {_ratio(means['gemm_efficiency'])}"
         lines.append(line)
+    for row in rows:
+        if "fastconv_descriptors_per_s" in row.extra:
+            rates = ", ".join(f"{name} {row.extra[f'{name}_descriptors_per_s']:.0f}"
+                              for name in ("fastconv", "numpy", "torch")
+                              if row.extra.get(f"{name}_descriptors_per_s") is not None)
+            lines.append(f"{row.op} descriptors/s, {row.layer} batch {row.batch}: {rates}")
     if any(row.matches_numpy is False for row in rows):
         lines.append("! fastconv's result differs from the NumPy baseline on these rows")
     return "\n".join(lines)

@@ -13,6 +13,7 @@ import numpy as np
 __all__ = [
     "pad_nhwc", "conv2d_naive", "conv2d_matmul", "conv2d_strided", "conv2d_backward",
     "im2col", "col2im",
+    "rmac_step", "rmac_regions", "rmac_cirtorch_regions", "roi_max_pool", "rmac",
 ]
 
 
@@ -180,3 +181,101 @@ def col2im(cols, output_size, kernel_size, stride=1, padding=0, dilation=1, layo
                    j * dw:j * dw + sw * (OW - 1) + 1:sw, :] += patches[:, :, :, i, j, :]
     image = padded[:, top:top + H, left:left + Wd, :]
     return image if layout.upper() == "NHWC" else image.transpose(0, 3, 1, 2)
+
+
+# --------------------------------------------------------------------------- R-MAC
+
+def rmac_step(H, W, overlap=0.4):
+    """Caffe2 RMACRegionsOp's extra regions along the long side, one float32 scalar at a
+    time: the step in 1..6 minimising |(m² − m·b)/m² − overlap|, b = (max − m)/step
+    (double, stored as float), first minimum kept; 0 for a square map."""
+    if H == W:
+        return 0
+    m = min(H, W)
+    step, best = 0, np.float32(np.finfo(np.float32).max)
+    for idx in range(1, 7):
+        b = np.float32((max(H, W) - m) / idx)
+        val = np.abs((np.float32(m * m) - np.float32(m) * b) / np.float32(m * m)
+                     - np.float32(overlap))
+        if val < best:
+            step, best = idx, val
+    return step
+
+
+def rmac_regions(H, W, scales=3, overlap=0.4):
+    """Caffe2 RMACRegionsOp for one H×W image: (x1, y1, x2, y2) tuples, x outer, y inner."""
+    m = min(H, W)
+    step = rmac_step(H, W, overlap)
+    Wd = step if W > H else 0
+    Hd = step if H > W else 0
+    regions = []
+    for l in range(1, scales + 1):
+        rs = 2 * m // (l + 1)
+        if rs == 0:
+            break
+        bw = np.float32((W - rs) / (l + Wd - 1)) if l + Wd - 1 > 0 else np.float32(0)
+        bh = np.float32((H - rs) / (l + Hd - 1)) if l + Hd - 1 > 0 else np.float32(0)
+        for i in range(l + Wd):
+            for j in range(l + Hd):
+                x1 = min(int(bw * np.float32(i)), W - rs)
+                y1 = min(int(bh * np.float32(j)), H - rs)
+                regions.append((x1, y1, x1 + rs - 1, y1 + rs - 1))
+    return regions
+
+
+def rmac_cirtorch_regions(H, W, levels=3, overlap=0.4):
+    """cirtorch's rmac regions of one H×W image (the global one not included): (x1, y1,
+    x2, y2) tuples, rows outer. Starts are floor(wl2 + k·b) − wl2 in float32, as cirtorch
+    computes them with torch float32 tensors."""
+    m = min(H, W)
+    step = rmac_step(H, W, overlap)
+    Wd = step if W > H else 0
+    Hd = step if H > W else 0
+    regions = []
+    for l in range(1, levels + 1):
+        wl = int(np.floor(2 * m / (l + 1)))
+        if wl == 0:
+            continue
+        wl2 = int(np.floor(wl / 2 - 1))
+
+        def starts(size, count):
+            b = np.float32(0 if count == 1 else (size - wl) / (count - 1))
+            return [int(np.floor(np.float32(wl2) + np.float32(k) * b)) - wl2
+                    for k in range(count)]
+
+        for y1 in starts(H, l + Hd):
+            for x1 in starts(W, l + Wd):
+                regions.append((x1, y1, x1 + wl - 1, y1 + wl - 1))
+    return regions
+
+
+def roi_max_pool(x, rois):
+    """fastconv.roi_max_pool for a batched NCHW x: one slice and max per box."""
+    pooled = np.empty((len(rois), x.shape[1]), dtype=x.dtype)
+    for r, (n, x1, y1, x2, y2) in enumerate(np.asarray(rois, dtype=np.int64)):
+        pooled[r] = x[n, :, y1:y2 + 1, x1:x2 + 1].max(axis=(1, 2))
+    return pooled
+
+
+def rmac(x, levels=3, overlap=0.4, eps=1e-6, whiten=None, normalize=True, layout="NCHW"):
+    """fastconv.rmac for a batched x the straightforward way (cirtorch's algorithm): for the
+    whole map and each region, slice the batch, max over H and W, L2-normalise, add up;
+    then L2-normalise the sum. whiten=(mean, P) whitens each region vector first."""
+    nhwc = layout.upper() == "NHWC"
+    H, W = x.shape[1:3] if nhwc else x.shape[2:4]
+
+    def l2n(v):
+        return v / (np.sqrt((v * v).sum(axis=-1, keepdims=True)) + eps)
+
+    boxes = [(0, 0, W - 1, H - 1)] + rmac_cirtorch_regions(H, W, levels, overlap)
+    total = 0
+    for x1, y1, x2, y2 in boxes:
+        if nhwc:
+            v = l2n(x[:, y1:y2 + 1, x1:x2 + 1, :].max(axis=(1, 2)))
+        else:
+            v = l2n(x[:, :, y1:y2 + 1, x1:x2 + 1].max(axis=(2, 3)))
+        if whiten is not None:
+            mean, P = whiten
+            v = l2n((v - mean) @ P.T)
+        total = total + v
+    return l2n(total) if normalize else total
