@@ -147,3 +147,24 @@ def test_info_reports_the_builds():
     info = build_info()
     assert info["simd"]["kernels"]["_depthwise"] in ("baseline", "avx2", "avx512")
     assert "SIMD" in format_build_info(info)
+
+
+RMAC_BUILDS = runnable_builds("_rmac")
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+@pytest.mark.parametrize("isa,module", RMAC_BUILDS, ids=[isa for isa, _ in RMAC_BUILDS])
+def test_every_rmac_build_agrees(monkeypatch, rng, isa, module, layout):
+    """Region maxima are exact in every build; the descriptor's norms agree to rounding."""
+    rmac_mod = importlib.import_module("fastconv.rmac")
+    x = rng.standard_normal((2, 37, 9, 14)).astype(np.float32)
+    if layout == "NHWC":
+        x = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+    rois = fastconv.rmac_regions(x, scales=3, layout=layout)
+    monkeypatch.setattr(rmac_mod, "_rmac", RMAC_BUILDS[0][1])
+    pooled, descriptor = (fastconv.roi_max_pool(x, rois, layout=layout),
+                          fastconv.rmac(x, layout=layout))
+    monkeypatch.setattr(rmac_mod, "_rmac", module)
+    np.testing.assert_array_equal(fastconv.roi_max_pool(x, rois, layout=layout), pooled)
+    np.testing.assert_allclose(fastconv.rmac(x, layout=layout), descriptor, rtol=1e-6,
+                               atol=1e-7)
