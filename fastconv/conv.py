@@ -121,13 +121,14 @@ DIRECT_MAX_CHANNELS = 64
 
 
 def uses_direct_path(geom, itemsize):
-    """The forward pass reads the image through row pointers into register-blocked
-    small-GEMM blocks (no im2col, no BLAS): float32 NCHW, one group, a window wider than
-    1×1 stride 1, C_out a multiple of the block's rows and at most DIRECT_MAX_CHANNELS, a
+    """The forward pass multiplies register-blocked small-GEMM blocks instead of calling
+    BLAS (NCHW: reading the image through row pointers, no im2col; NHWC: the column tile
+    and the HWIO weight rows in place, nothing packed): float32, one group, a window wider
+    than 1×1 stride 1, C_out a multiple of the block's rows and at most DIRECT_MAX_CHANNELS, a
     weight of at most DIRECT_MAX_WEIGHT_BYTES, in a build that has the block (AVX-512)."""
     kh, kw = geom.kernel_size
     depth = geom.in_channels * kh * kw
-    return bool(_conv.SMALL_GEMM and itemsize == 4 and geom.layout == "NCHW"
+    return bool(_conv.SMALL_GEMM and itemsize == 4
                 and geom.groups == 1 and not geom.window.is_pointwise
                 and geom.out_channels % _conv.SMALL_GEMM_ROWS == 0
                 and geom.out_channels <= DIRECT_MAX_CHANNELS
@@ -189,9 +190,11 @@ def plan_launch(geom, itemsize, *, weight_grad=False, max_workspace_bytes=None, 
     col_size = tile_rows * row_elems
     if not backward and not weight_grad and uses_direct_path(geom, itemsize):
         plan["direct"] = True
-        # gathered or built columns, then a zero row as long as an output row plus a block
         block = _conv.SMALL_GEMM_COLS
-        col_size = k_group * max(block, geom.out_w) + block + geom.out_w + block
+        if geom.layout == "NHWC":  # the tile's columns, a padded last block and its results
+            col_size = (tile_rows * geom.out_w + block) * k_group + block * block
+        else:  # gathered or built columns, a zero row as long as an output row plus a block
+            col_size = k_group * max(block, geom.out_w) + block + geom.out_w + block
         return Launch(plan, depthwise, threads, col_size, threads * col_size, 0)
     items = geom.batch * -(-out_h // tile_rows)
     if shared_columns and not depthwise and items < WORK_ITEMS:

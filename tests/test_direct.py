@@ -1,5 +1,6 @@
-"""The direct small-GEMM forward path (float32 NCHW, few output channels, AVX-512 builds):
-row pointers into the image, gathered edge blocks, one-row im2col for strides > 1.
+"""The direct small-GEMM forward path (float32, few output channels, AVX-512 builds). NCHW:
+row pointers into the image, gathered edge blocks, one-row im2col for strides > 1. NHWC:
+the column tile and the weight rows in place, a padded last block of positions.
 
 Every geometry of tests/test_conv.py without groups is rerun with 16, 32 or 48 output
 channels, so the blocks meet every padding form, stride, dilation and width (narrower
@@ -31,8 +32,8 @@ EXTRA = {
 }
 
 
-def direct_case(rng, geom_kwargs, c_out):
-    """Input, weight, bias (float32 NCHW) and the conv2d keyword arguments."""
+def direct_case(rng, geom_kwargs, c_out, layout="NCHW"):
+    """Input, weight, bias (float32, in `layout`) and the conv2d keyword arguments."""
     kwargs = dict(geom_kwargs)
     n, c, h, w = (kwargs.pop(key) for key in ("n", "c", "h", "w"))
     kernel = kwargs.pop("kernel")
@@ -40,6 +41,10 @@ def direct_case(rng, geom_kwargs, c_out):
     x = rng.standard_normal((n, c, h, w)).astype(np.float32)
     weight = (rng.standard_normal((c_out, c, kh, kw)) / np.sqrt(c * kh * kw)).astype(np.float32)
     bias = rng.standard_normal(c_out).astype(np.float32)
+    if layout == "NHWC":
+        x = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+        weight = np.ascontiguousarray(weight.transpose(2, 3, 1, 0))
+    kwargs["layout"] = layout
     return x, weight, bias, kwargs
 
 
@@ -53,8 +58,11 @@ CASES = {**{name: from_geoms(name) for name in DENSE}, **EXTRA}
 
 
 def geometry_of(x, weight, kwargs):
-    return ConvGeometry(x.shape, weight.shape[0], weight.shape[2:], kwargs.get("stride", 1),
-                        kwargs.get("padding", 0), kwargs.get("dilation", 1))
+    layout = kwargs.get("layout", "NCHW")
+    c_out, kernel = ((weight.shape[0], weight.shape[2:]) if layout == "NCHW"
+                     else (weight.shape[3], weight.shape[:2]))
+    return ConvGeometry(x.shape, c_out, kernel, kwargs.get("stride", 1),
+                        kwargs.get("padding", 0), kwargs.get("dilation", 1), layout=layout)
 
 
 def takes_direct_path(x, weight, kwargs):
@@ -68,10 +76,11 @@ def any_weight_size(monkeypatch):
     monkeypatch.setattr(conv_mod, "DIRECT_MAX_WEIGHT_BYTES", 1 << 40)
 
 
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
 @pytest.mark.parametrize("c_out", [16, 32, 48])
 @pytest.mark.parametrize("name", list(CASES))
-def test_direct_path_matches_reference(any_weight_size, rng, name, c_out):
-    x, weight, bias, kwargs = direct_case(rng, CASES[name], c_out)
+def test_direct_path_matches_reference(any_weight_size, rng, name, c_out, layout):
+    x, weight, bias, kwargs = direct_case(rng, CASES[name], c_out, layout)
     pointwise = geometry_of(x, weight, kwargs).window.is_pointwise  # a plain GEMM instead
     assert takes_direct_path(x, weight, kwargs) == (not pointwise)
     y = fastconv.conv2d(x, weight, bias, **kwargs)
@@ -80,13 +89,15 @@ def test_direct_path_matches_reference(any_weight_size, rng, name, c_out):
 
 @pytest.mark.parametrize("name", ["wide-tail", "stride2-wide", "stride3-dilated", "deep-k7",
                                   "pad-asym", "dil-stride-asym", "1x1-strided"])
-def test_direct_path_agrees_with_blas_path(any_weight_size, monkeypatch, rng, name):
-    x, weight, bias, kwargs = direct_case(rng, CASES[name], 32)
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+def test_direct_path_agrees_with_blas_path(any_weight_size, monkeypatch, rng, name, layout):
+    x, weight, bias, kwargs = direct_case(rng, CASES[name], 32, layout)
     assert takes_direct_path(x, weight, kwargs)
     direct = fastconv.conv2d(x, weight, bias, **kwargs)
     monkeypatch.setattr(conv_mod, "DIRECT_MAX_CHANNELS", 0)
     assert not takes_direct_path(x, weight, kwargs)
-    blas = fastconv.conv2d(x, weight, None, **kwargs) + bias[:, None, None]
+    blas = fastconv.conv2d(x, weight, None, **kwargs) + (
+        bias[:, None, None] if layout == "NCHW" else bias)
     np.testing.assert_allclose(direct, blas, rtol=1e-5, atol=1e-5)
 
 
@@ -115,7 +126,8 @@ def test_depth_beyond_the_tables_uses_blas(any_weight_size):
 
 
 @pytest.mark.parametrize("dtype,layout,c_out,groups", [
-    (np.float64, "NCHW", 16, 1), (np.float32, "NHWC", 16, 1), (np.float32, "NCHW", 24, 1),
+    (np.float64, "NCHW", 16, 1), (np.float64, "NHWC", 16, 1), (np.float32, "NCHW", 24, 1),
+    (np.float32, "NHWC", 40, 1),
     (np.float32, "NCHW", 32, 2), (np.float32, "NCHW", 128, 1)])
 def test_other_cases_use_blas(dtype, layout, c_out, groups):
     shape = (1, 8, 20, 20) if layout == "NCHW" else (1, 20, 20, 8)
@@ -123,8 +135,9 @@ def test_other_cases_use_blas(dtype, layout, c_out, groups):
     assert not conv_mod.plan_launch(geom, np.dtype(dtype).itemsize).plan["direct"]
 
 
-def test_direct_path_thread_counts_bit_identical(rng):
-    x, weight, bias, kwargs = direct_case(rng, EXTRA["stride2-wide"], 32)
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+def test_direct_path_thread_counts_bit_identical(rng, layout):
+    x, weight, bias, kwargs = direct_case(rng, EXTRA["stride2-wide"], 32, layout)
     with fastconv.threads(1):
         one = fastconv.conv2d(x, weight, bias, **kwargs)
     with fastconv.threads(2):

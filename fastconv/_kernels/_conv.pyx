@@ -288,17 +288,62 @@ cdef void forward_tile_direct(const float* image, const float* weight, const flo
                            and last_start + ow0 + FASTCONV_SMALL_GEMM_COLS <= image_end):
                 while m0 < d.O:
                     fastconv_small_gemm_block(d.Kg, weight + m0 * d.Kg, d.Kg, row_starts, ow0,
-                                              bias + m0 if bias != NULL else NULL,
+                                              bias + m0 if bias != NULL else NULL, NULL,
                                               out + m0 * d.P + p0, d.P, cols)
                     m0 = m0 + FASTCONV_SMALL_GEMM_ROWS
             else:
                 column_block_rows(image, b_rows, scratch, zeros, g, oh, ow0, cols)
                 while m0 < d.O:
                     fastconv_small_gemm_block(d.Kg, weight + m0 * d.Kg, d.Kg, b_rows, 0,
-                                              bias + m0 if bias != NULL else NULL,
+                                              bias + m0 if bias != NULL else NULL, NULL,
                                               out + m0 * d.P + p0, d.P, cols)
                     m0 = m0 + FASTCONV_SMALL_GEMM_ROWS
             ow0 = ow0 + cols
+
+
+cdef void forward_tile_direct_nhwc(const float* image, const float* weight, const float* bias,
+                                   float* out, float* col, const Geometry* g, const Plan* plan,
+                                   Py_ssize_t oh0, Py_ssize_t oh1) noexcept nogil:
+    """NHWC output rows [oh0, oh1) of one image: the tile's columns (positions × Kg), then
+    small-GEMM blocks of 16 positions × 16 output channels reading the HWIO weight rows in
+    place, the bias added per channel. `col` holds the tile, then 16·Kg values for a last
+    block of fewer than 16 positions and its 16×16 results."""
+    cdef Dims d = dims_of(g, plan)
+    cdef const float* weight_rows[DIRECT_MAX_DEPTH]
+    cdef Py_ssize_t p0 = oh0 * g.out_w, tile = (oh1 - oh0) * g.out_w
+    cdef float* padded = col + tile * d.Kg
+    cdef float* results = padded + FASTCONV_SMALL_GEMM_ROWS * d.Kg
+    cdef Py_ssize_t k, r0, o0, t
+    cdef int rows
+    cdef const float* a
+    image_to_columns(image, col, g, plan, 0, oh0, oh1)
+    for k in range(d.Kg):
+        weight_rows[k] = weight + k * d.O
+    r0 = 0
+    while r0 < tile:
+        rows = <int> (tile - r0 if tile - r0 < FASTCONV_SMALL_GEMM_ROWS
+                      else FASTCONV_SMALL_GEMM_ROWS)
+        a = col + r0 * d.Kg
+        if rows < FASTCONV_SMALL_GEMM_ROWS:  # pad the last positions with zero rows
+            for t in range(FASTCONV_SMALL_GEMM_ROWS * d.Kg):
+                padded[t] = a[t] if t < rows * d.Kg else 0
+            a = padded
+        o0 = 0
+        while o0 < d.O:
+            if rows == FASTCONV_SMALL_GEMM_ROWS:
+                fastconv_small_gemm_block(d.Kg, a, d.Kg, weight_rows, o0, NULL,
+                                          bias + o0 if bias != NULL else NULL,
+                                          out + (p0 + r0) * d.O + o0, d.O,
+                                          FASTCONV_SMALL_GEMM_COLS)
+            else:
+                fastconv_small_gemm_block(d.Kg, a, d.Kg, weight_rows, o0, NULL,
+                                          bias + o0 if bias != NULL else NULL, results,
+                                          FASTCONV_SMALL_GEMM_COLS, FASTCONV_SMALL_GEMM_COLS)
+                for t in range(rows * FASTCONV_SMALL_GEMM_COLS):
+                    out[(p0 + r0 + t // FASTCONV_SMALL_GEMM_COLS) * d.O + o0
+                        + t % FASTCONV_SMALL_GEMM_COLS] = results[t]
+            o0 = o0 + FASTCONV_SMALL_GEMM_COLS
+        r0 = r0 + rows
 
 
 cdef void image_columns_parallel(const floating* image, floating* col, const Geometry* g,
@@ -523,9 +568,16 @@ def conv2d_forward(const floating[::1] x, const floating[::1] weight, const floa
                                schedule="static"):
                 n = item // tiles
                 oh0 = (item % tiles) * plan.tile_rows
-                forward_tile_direct(xp + n * image_size, &weight[0], bias_ptr,
-                                    outp + n * out_size, ws + omp_get_thread_num() * col_size,
-                                    &g, &plan, oh0, tile_end(oh0, &g, &plan))
+                if plan.nhwc:
+                    forward_tile_direct_nhwc(xp + n * image_size, &weight[0], bias_ptr,
+                                             outp + n * out_size,
+                                             ws + omp_get_thread_num() * col_size,
+                                             &g, &plan, oh0, tile_end(oh0, &g, &plan))
+                else:
+                    forward_tile_direct(xp + n * image_size, &weight[0], bias_ptr,
+                                        outp + n * out_size,
+                                        ws + omp_get_thread_num() * col_size,
+                                        &g, &plan, oh0, tile_end(oh0, &g, &plan))
             return
     for item in prange(plan.batch * tiles, nogil=True, num_threads=num_threads,
                        schedule="static"):

@@ -1,6 +1,8 @@
 /* A register-blocked float32 GEMM block for convolutions with few output channels.
 
-   c[r*ldc + t] = bias[r] + sum_k a[r*lda + k] * b_rows[k][offset + t]   for r < 16, t < cols
+   c[r*ldc + t] = row_bias[r] + col_bias[t] + sum_k a[r*lda + k] * b_rows[k][offset + t]
+                                                           for r < 16, t < cols
+   (either bias may be NULL: none).
 
    Sixteen rows of sixteen-float accumulators stay in AVX-512 registers while k runs, and
    each B row is reached through a pointer: a convolution points it straight into the
@@ -33,14 +35,16 @@ static inline fastconv_f32x16 fastconv_load16(const float* p) {
 
 static inline void fastconv_small_gemm_block(int depth, const float* a, int lda,
                                              const float* const* b_rows, long offset,
-                                             const float* bias, float* c, int ldc, int cols) {
+                                             const float* row_bias, const float* col_bias,
+                                             float* c, int ldc, int cols) {
     fastconv_f32x16 acc[FASTCONV_SMALL_GEMM_ROWS];
     float partial[FASTCONV_SMALL_GEMM_COLS];
     int r, k;
-    for (r = 0; r < FASTCONV_SMALL_GEMM_ROWS; ++r) {
-        fastconv_f32x16 zero = {0};
-        acc[r] = zero + (bias ? bias[r] : 0.0f);
-    }
+    fastconv_f32x16 start = {0};
+    if (col_bias)
+        start = fastconv_load16(col_bias);
+    for (r = 0; r < FASTCONV_SMALL_GEMM_ROWS; ++r)
+        acc[r] = start + (row_bias ? row_bias[r] : 0.0f);
     for (k = 0; k < depth; ++k) {
         fastconv_f32x16 b = fastconv_load16(b_rows[k] + offset);
         for (r = 0; r < FASTCONV_SMALL_GEMM_ROWS; ++r)
@@ -61,9 +65,11 @@ static inline void fastconv_small_gemm_block(int depth, const float* a, int lda,
 
 static inline void fastconv_small_gemm_block(int depth, const float* a, int lda,
                                              const float* const* b_rows, long offset,
-                                             const float* bias, float* c, int ldc, int cols) {
+                                             const float* row_bias, const float* col_bias,
+                                             float* c, int ldc, int cols) {
     /* Never called: plans use the small GEMM only where FASTCONV_SMALL_GEMM is 1. */
-    (void)depth; (void)a; (void)lda; (void)b_rows; (void)offset; (void)bias; (void)c; (void)ldc;
+    (void)depth; (void)a; (void)lda; (void)b_rows; (void)offset; (void)row_bias;
+    (void)col_bias; (void)c; (void)ldc;
     (void)cols;
 }
 #endif
