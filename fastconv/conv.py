@@ -189,13 +189,15 @@ def plan_launch(geom, itemsize, *, weight_grad=False, max_workspace_bytes=None, 
             "shared": False, "m_block": m_group, "k_block": k_group, "direct": False}
     col_size = tile_rows * row_elems
     if not backward and not weight_grad and uses_direct_path(geom, itemsize):
-        plan["direct"] = True
         block = _conv.SMALL_GEMM_COLS
         if geom.layout == "NHWC":  # the tile's columns, a padded last block and its results
-            col_size = (tile_rows * geom.out_w + block) * k_group + block * block
+            direct_size = (tile_rows * geom.out_w + block) * k_group + block * block
         else:  # gathered or built columns, a zero row as long as an output row plus a block
-            col_size = k_group * max(block, geom.out_w) + block + geom.out_w + block
-        return Launch(plan, depthwise, threads, col_size, threads * col_size, 0)
+            direct_size = k_group * max(block, geom.out_w) + block + geom.out_w + block
+        if (max_workspace_bytes is None
+                or threads * direct_size * itemsize <= max_workspace_bytes):
+            plan["direct"] = True
+            return Launch(plan, depthwise, threads, direct_size, threads * direct_size, 0)
     items = geom.batch * -(-out_h // tile_rows)
     if shared_columns and not depthwise and items < WORK_ITEMS:
         wanted = -(-WORK_ITEMS // geom.groups)

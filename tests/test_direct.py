@@ -153,3 +153,29 @@ def test_layer_uses_direct_path_with_reused_workspace(rng):
     np.testing.assert_array_equal(first, second)
     expected = ref_conv2d(x, layer.weight, layer.bias, padding=1)
     np.testing.assert_allclose(second, expected, **tol(np.float32))
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+@pytest.mark.parametrize("cap", [9_000, 40_000, None])
+def test_direct_path_respects_workspace_cap(rng, layout, cap):
+    """The direct path's scratch counts against the cap: with a tight cap the plan runs
+    fewer threads or falls back to BLAS tiles that fit it."""
+    with fastconv.threads(2):
+        layer = fastconv.Conv2D(3, 16, 3, padding=1, layout=layout, seed=0,
+                                max_workspace_bytes=cap)
+        shape = (2, 3, 40, 64) if layout == "NCHW" else (2, 40, 64, 3)
+        x = rng.standard_normal(shape).astype(np.float32)
+        y = layer(x)
+        geom = ConvGeometry(shape, 16, 3, padding=1, layout=layout)
+        launch = conv_mod.plan_launch(geom, 4, max_workspace_bytes=cap, shared_columns=True)
+    if cap is not None:
+        assert layer.workspace_bytes <= cap
+        assert launch.workspace * 4 <= cap
+    if cap != 9_000:
+        assert launch.plan["direct"]
+    weight = layer.weight if layout == "NCHW" else layer.weight.transpose(3, 2, 0, 1)
+    x_nchw = x if layout == "NCHW" else x.transpose(0, 3, 1, 2)
+    expected = ref_conv2d(x_nchw, weight, layer.bias, padding=1)
+    if layout == "NHWC":
+        expected = expected.transpose(0, 2, 3, 1)
+    np.testing.assert_allclose(y, expected, **tol(np.float32))
