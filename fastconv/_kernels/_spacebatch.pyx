@@ -37,15 +37,16 @@ ctypedef struct BlockGeometry:
 cdef inline void gather_pixels(element_t* dst, const element_t* src, Py_ssize_t count,
                                Py_ssize_t step, Py_ssize_t pixel) noexcept nogil:
     """dst[k*pixel + c] = src[k*step*pixel + c] for k < count, c < pixel."""
-    cdef Py_ssize_t k
+    cdef Py_ssize_t k, c
     if step == 1:  # neighbouring pixels: one run
         memcpy(dst, src, count * pixel * sizeof(element_t))
-    elif pixel == 1 and step == 2:  # NCHW, the common block: a stride known at compile time
-        for k in range(count):
-            dst[k] = src[2 * k]
-    elif pixel == 1:
+    elif pixel == 1:  # NCHW (bw = 2 has its own one-pass loop, deinterleave_row)
         for k in range(count):
             dst[k] = src[k * step]
+    elif pixel < 16:  # NHWC, few channels: element loops beat a call per pixel
+        for k in range(count):
+            for c in range(pixel):
+                dst[k * pixel + c] = src[k * step * pixel + c]
     else:  # NHWC: one contiguous run of C elements per pixel
         for k in range(count):
             memcpy(dst + k * pixel, src + k * step * pixel, pixel * sizeof(element_t))
@@ -54,15 +55,16 @@ cdef inline void gather_pixels(element_t* dst, const element_t* src, Py_ssize_t 
 cdef inline void scatter_pixels(element_t* dst, const element_t* src, Py_ssize_t count,
                                 Py_ssize_t step, Py_ssize_t pixel) noexcept nogil:
     """dst[k*step*pixel + c] = src[k*pixel + c] for k < count, c < pixel."""
-    cdef Py_ssize_t k
+    cdef Py_ssize_t k, c
     if step == 1:
         memcpy(dst, src, count * pixel * sizeof(element_t))
-    elif pixel == 1 and step == 2:
-        for k in range(count):
-            dst[2 * k] = src[k]
-    elif pixel == 1:
+    elif pixel == 1:  # NCHW (bw = 2 has its own one-pass loop, interleave_row)
         for k in range(count):
             dst[k * step] = src[k]
+    elif pixel < 16:
+        for k in range(count):
+            for c in range(pixel):
+                dst[k * step * pixel + c] = src[k * pixel + c]
     else:
         for k in range(count):
             memcpy(dst + k * step * pixel, src + k * pixel, pixel * sizeof(element_t))
@@ -132,19 +134,20 @@ cdef inline void space_to_batch_row(const element_t* image_rows, Py_ssize_t h_pa
     cdef Py_ssize_t off_h = h_padded % g.block_h
     cdef Py_ssize_t row_size = g.out_w * pixel
     cdef Py_ssize_t off_w, w_offset, ow_lo, ow_hi
-    cdef element_t* dst
-    if pixel == 1 and g.block_w == 2 and 0 <= h_in < g.height:
-        dst = dst_rows + (off_h * 2 * g.batch + n) * block_batch_size
-        deinterleave_row(dst, dst + g.batch * block_batch_size, image_rows + h_in * g.width,
-                         g.pad_left, g.width, g.out_w)
+    # Block row of offset (off_h, off_w) is dst_rows + (off_h*bw + off_w)*N + n batches.
+    cdef element_t* dst = dst_rows + (off_h * g.block_w * g.batch + n) * block_batch_size
+    cdef Py_ssize_t offset_stride = g.batch * block_batch_size
+    if h_in < 0 or h_in >= g.height:  # a padding row: bw block rows of zeros
+        for off_w in range(g.block_w):
+            memset(dst + off_w * offset_stride, 0, row_size * sizeof(element_t))
+        return
+    if pixel == 1 and g.block_w == 2:
+        deinterleave_row(dst, dst + offset_stride, image_rows + h_in * g.width, g.pad_left,
+                         g.width, g.out_w)
         return
     # One pass per block column offset: the image row's pixels every bw apart fill one
     # block row, and together the passes write each of the bw block rows once.
     for off_w in range(g.block_w):
-        dst = dst_rows + ((off_h * g.block_w + off_w) * g.batch + n) * block_batch_size
-        if h_in < 0 or h_in >= g.height:
-            memset(dst, 0, row_size * sizeof(element_t))
-            continue
         w_offset = off_w - g.pad_left
         valid_range(w_offset, g.block_w, g.width, g.out_w, &ow_lo, &ow_hi)
         memset(dst, 0, ow_lo * pixel * sizeof(element_t))
@@ -152,6 +155,7 @@ cdef inline void space_to_batch_row(const element_t* image_rows, Py_ssize_t h_pa
                       image_rows + (h_in * g.width + ow_lo * g.block_w + w_offset) * pixel,
                       ow_hi - ow_lo, g.block_w, pixel)
         memset(dst + ow_hi * pixel, 0, (row_size - ow_hi * pixel) * sizeof(element_t))
+        dst += offset_stride
 
 
 cdef inline void batch_to_space_row(const element_t* src_rows, Py_ssize_t block_batch_size,
