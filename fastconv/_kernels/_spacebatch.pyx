@@ -11,6 +11,11 @@ Every output element is written exactly once, padding zeros directly: no memset 
 whole buffer first. A row of NHWC pixels is handled like a row of NCHW elements whose
 "pixel" is C elements long, so one pair of row helpers serves both layouts.
 
+The loops are scheduled "guided" rather than "static": the output does not depend on
+which thread copies what, and when another process takes a core, a static half of the
+rows waits for it (measured here: a 1 ms copy taking 12 ms), while guided chunks let the
+running thread take over the remaining rows.
+
 Every function trusts its arguments: fastconv.spacebatch validated shapes, block and
 padding, and allocated the output with the right size.
 """
@@ -199,7 +204,7 @@ def space_to_batch_nchw(const element_t[::1] image, element_t[::1] blocks, Block
     # One task per padded image row (n, c, h_padded): it reads its image row once and
     # writes the bw block rows made from it.
     for task in prange(g.batch * g.channels * padded_h, nogil=True, num_threads=num_threads,
-                       schedule="static"):
+                       schedule="guided"):
         plane = task // padded_h
         h_padded = task - plane * padded_h
         n = plane // g.channels
@@ -221,7 +226,7 @@ def space_to_batch_nhwc(const element_t[::1] image, element_t[::1] blocks, Block
     cdef element_t* dst = &blocks[0]
     # One task per padded image row (n, h_padded).
     for task in prange(g.batch * padded_h, nogil=True, num_threads=num_threads,
-                       schedule="static"):
+                       schedule="guided"):
         n = task // padded_h
         h_padded = task - n * padded_h
         space_to_batch_row(src + n * image_size, h_padded,
@@ -240,7 +245,7 @@ def batch_to_space_nchw(const element_t[::1] blocks, element_t[::1] image, Block
     cdef const element_t* src = &blocks[0]
     cdef element_t* dst = &image[0]
     # One task per output row (n, c, h).
-    for task in prange(rows, nogil=True, num_threads=num_threads, schedule="static"):
+    for task in prange(rows, nogil=True, num_threads=num_threads, schedule="guided"):
         plane = task // g.height
         h = task - plane * g.height
         n = plane // g.channels
@@ -262,7 +267,7 @@ def batch_to_space_nhwc(const element_t[::1] blocks, element_t[::1] image, Block
     cdef const element_t* src = &blocks[0]
     cdef element_t* dst = &image[0]
     # One task per output row (n, h).
-    for task in prange(rows, nogil=True, num_threads=num_threads, schedule="static"):
+    for task in prange(rows, nogil=True, num_threads=num_threads, schedule="guided"):
         n = task // g.height
         h = task - n * g.height
         batch_to_space_row(src + ((h + g.pad_top) // g.block_h) * block_row_size,
