@@ -932,6 +932,14 @@ def _torch_space_to_batch(torch, x_t, block, padding):
     return blocks.reshape(block * block * n, c, hp // block, wp // block).contiguous()
 
 
+def space_to_batch_cases(config):
+    """The selected layers at their largest batch (every requested batch with --batch): a
+    bandwidth benchmark wants big inputs, and one row per layer keeps the section short."""
+    if config.batches:
+        return config.layer_cases()
+    return [Case(layer, max(layer.batches)) for layer in config.layers]
+
+
 def bench_space_to_batch(case, config):
     """fastconv.space_to_batch (out=) of the layer's input batch, block 2 (odd sizes padded
     by one pixel bottom/right) vs :func:`numpy_space_to_batch` vs torch's pad + permute;
@@ -986,7 +994,7 @@ SECTIONS = {section.name: section for section in (
     Section("layer", Config.layer_cases, bench_layer,
             "fastconv.Conv2D forward (steady state) vs torch.nn.Conv2d (no_grad)",
             "nn.Conv2d"),
-    Section("space_to_batch", Config.layer_cases, bench_space_to_batch,
+    Section("space_to_batch", space_to_batch_cases, bench_space_to_batch,
             "fastconv.space_to_batch (block 2) of each layer's input vs NumPy pad + transpose "
             "vs torch pad + permute, and numpy.copyto of the same bytes", "pad+permute"),
 )}

@@ -625,3 +625,41 @@ def test_atrous_errors():
         fastconv.atrous_conv2d(x, weight, 2, np.zeros(3))
     with pytest.raises(ValueError, match="atrous_conv2d: padding must be 'valid', 'same'"):
         fastconv.atrous_conv2d(x, weight, 2, padding="full")
+
+
+# ============================================================ benchmark pieces
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("geom", [GEOMS["basic"], GEOMS["pad-asym"], GEOMS["block1"]],
+                         ids=["basic", "pad-asym", "block1"])
+def test_numpy_baseline_equals_reference(rng, geom, layout):
+    from fastconv.bench import numpy_space_to_batch
+    x = image(rng, geom, layout, np.float32)
+    assert_same(numpy_space_to_batch(x, geom.block, geom.padding, layout),
+                reference.space_to_batch(x, geom.block, geom.padding, layout=layout))
+
+
+def test_bench_section_rows():
+    from fastconv import bench
+    config = bench.make_config(layers=["resnet50.res5.3x3"], ops=["space_to_batch"],
+                               layout="NHWC", repeats=1, use_torch=False)
+    cases = bench.SECTIONS["space_to_batch"].cases(config)
+    assert [(c.layer.name, c.batch) for c in cases] == [("resnet50.res5.3x3", 8)]  # largest
+    rows = bench.run(config, progress=False)
+    (row,) = rows
+    assert row.matches_numpy is True and row.unit == "GB/s"
+    assert row.nbytes == 4 * 8 * 512 * 4 * 4 * 4  # 8 images of 7×7 padded to 8×8, float32
+    assert row.extra["copy_ratio"] == pytest.approx(row.extra["copy_ms"] / 1e3 / row.fastconv_s)
+    assert "numpy.copyto bandwidth of the same bytes" in bench.format_table(rows, config)
+    assert bench.to_json(rows, config)["rows"][0]["copy_gbps"] > 0
+    config = bench.make_config(layers=["resnet50.res5.3x3"], batches=[1, 2],
+                               ops=["space_to_batch"])
+    assert [c.batch for c in bench.SECTIONS["space_to_batch"].cases(config)] == [1, 2]
+
+
+def test_bench_torch_route_equals_reference(rng, torch):
+    from fastconv.bench import _torch_space_to_batch
+    x = rng.standard_normal((2, 3, 5, 7))
+    padding = ((1, 0), (0, 1))
+    assert_same(_torch_space_to_batch(torch, torch.from_numpy(x), 2, padding).numpy(),
+                reference.space_to_batch(x, 2, padding))
