@@ -194,10 +194,13 @@ def test_any_integer_or_bool_dtype_is_copied_bit_for_bit(rng, dtype, layout):
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_large_input_all_paths_and_threads(rng, layout):
     # Above the single-thread cutoff; odd left padding (bw = 2 pair paths), bw = 3 (generic
-    # strided path), a wide NHWC pixel (memcpy path). Results must not depend on threads.
+    # strided path), a wide NHWC pixel (memcpy path), few NCHW planes (row tasks instead
+    # of plane tasks). Results must not depend on threads.
     for shape, block, padding in [((3, 16, 33, 35), 2, ((1, 0), (1, 0))),
                                   ((2, 40, 20, 25), (2, 3), ((0, 0), (1, 1))),
-                                  ((1, 70, 24, 24), (3, 2), 0)]:
+                                  ((1, 70, 24, 24), (3, 2), 0),
+                                  ((1, 2, 131, 129), (3, 2), ((0, 1), (2, 1))),
+                                  ((1, 1, 190, 180), (2, 3), ((1, 1), (0, 0)))]:
         geom = Geom(shape, block, padding)
         x = image(rng, geom, layout, np.float32)
         expected = reference.space_to_batch(x, block, padding, layout=layout)

@@ -125,23 +125,17 @@ cdef inline void deinterleave_row(element_t* even, element_t* odd, const element
         odd[ow] = element_or_zero(src, 2 * ow + 1 - left, width)
 
 
-cdef inline void space_to_batch_row(const element_t* image_rows, Py_ssize_t h_padded,
-                                    element_t* dst_rows, Py_ssize_t block_batch_size,
-                                    const BlockGeometry* g, Py_ssize_t n,
-                                    Py_ssize_t pixel) noexcept nogil:
-    """blocks[(off_h*bw + off_w)*N + n, h_padded//bh, ow, c] = image[h_padded - top, ow*bw + off_w - left, c]
-    for every off_w, with off_h = h_padded % bh; 0 in the padding.
+cdef inline void space_to_batch_row(const element_t* image_rows, Py_ssize_t h_in,
+                                    element_t* dst, Py_ssize_t offset_stride,
+                                    const BlockGeometry* g, Py_ssize_t pixel) noexcept nogil:
+    """dst[off_w*offset_stride + ow*pixel + c] = image_rows[h_in, ow*bw + off_w - left, c]
+    for every off_w < bw; 0 in the padding.
 
     `image_rows` is one image (NHWC, pixel = C) or one channel plane (NCHW, pixel = 1);
-    `dst_rows` points at block row h_padded//bh of block batch 0 (and channel c for NCHW),
-    block batch b's row is `block_batch_size` elements further per b."""
-    cdef Py_ssize_t h_in = h_padded - g.pad_top
-    cdef Py_ssize_t off_h = h_padded % g.block_h
+    `dst` is the block row of column offset 0 that image row h_in feeds, and the row of
+    offset off_w is off_w*offset_stride further (N block batches, N*C block planes)."""
     cdef Py_ssize_t row_size = g.out_w * pixel
     cdef Py_ssize_t off_w, w_offset, ow_lo, ow_hi
-    # Block row of offset (off_h, off_w) is dst_rows + (off_h*bw + off_w)*N + n batches.
-    cdef element_t* dst = dst_rows + (off_h * g.block_w * g.batch + n) * block_batch_size
-    cdef Py_ssize_t offset_stride = g.batch * block_batch_size
     if h_in < 0 or h_in >= g.height:  # a padding row: bw block rows of zeros
         for off_w in range(g.block_w):
             memset(dst + off_w * offset_stride, 0, row_size * sizeof(element_t))
@@ -163,55 +157,87 @@ cdef inline void space_to_batch_row(const element_t* image_rows, Py_ssize_t h_pa
         dst += offset_stride
 
 
-cdef inline void batch_to_space_row(const element_t* src_rows, Py_ssize_t block_batch_size,
-                                    element_t* dst_row, const BlockGeometry* g, Py_ssize_t n,
-                                    Py_ssize_t h, Py_ssize_t pixel) noexcept nogil:
-    """dst_row[w*pixel + c] = blocks[(off_h*bw + off_w)*N + n, (h + top)//bh, (w + left)//bw, c]
-    with off_h = (h + top) % bh, off_w = (w + left) % bw.
+cdef inline void batch_to_space_row(const element_t* src, Py_ssize_t offset_stride,
+                                    element_t* dst_row, const BlockGeometry* g,
+                                    Py_ssize_t pixel) noexcept nogil:
+    """dst_row[w*pixel + c] = src[off_w*offset_stride + ((w + left)//bw)*pixel + c]
+    with off_w = (w + left) % bw.
 
-    `src_rows` points at block row (h + top)//bh of block batch 0 (and channel c for NCHW);
-    block batch b's row is `block_batch_size` elements further per b."""
-    cdef Py_ssize_t h_padded = h + g.pad_top
-    cdef Py_ssize_t off_h = h_padded % g.block_h
-    cdef Py_ssize_t off_w, w_offset, ow_lo, ow_hi, block_batch
+    `src` is the block row of column offset 0 that feeds this image row; the row of
+    offset off_w is off_w*offset_stride further (N block batches, N*C block planes)."""
+    cdef Py_ssize_t off_w, w_offset, ow_lo, ow_hi
     if pixel == 1 and g.block_w == 2:
-        block_batch = off_h * 2 * g.batch + n
-        interleave_row(dst_row, src_rows + block_batch * block_batch_size,
-                       src_rows + (block_batch + g.batch) * block_batch_size, g.pad_left,
-                       g.width)
+        interleave_row(dst_row, src, src + offset_stride, g.pad_left, g.width)
         return
     # One pass per block column offset: its source row is contiguous, its pixels land
     # every bw pixels of the image row, and together the passes cover the row once.
     for off_w in range(g.block_w):
         w_offset = off_w - g.pad_left
         valid_range(w_offset, g.block_w, g.width, g.out_w, &ow_lo, &ow_hi)
-        block_batch = (off_h * g.block_w + off_w) * g.batch + n
         scatter_pixels(dst_row + (ow_lo * g.block_w + w_offset) * pixel,
-                       src_rows + block_batch * block_batch_size + ow_lo * pixel,
+                       src + off_w * offset_stride + ow_lo * pixel,
                        ow_hi - ow_lo, g.block_w, pixel)
+
+
+cdef inline void space_to_batch_plane(const element_t* plane, element_t* dst_plane,
+                                      const BlockGeometry* g) noexcept nogil:
+    """Every block row made from one NCHW channel plane; `dst_plane` is the block plane of
+    offset (0, 0) (block batch n, channel c)."""
+    cdef Py_ssize_t offset_stride = g.batch * g.channels * g.out_h * g.out_w
+    cdef Py_ssize_t oh, off_h
+    # Nested loops instead of h_padded // bh: no integer division per row.
+    for oh in range(g.out_h):
+        for off_h in range(g.block_h):
+            space_to_batch_row(plane, oh * g.block_h + off_h - g.pad_top,
+                               dst_plane + off_h * g.block_w * offset_stride + oh * g.out_w,
+                               offset_stride, g, 1)
+
+
+cdef inline void batch_to_space_plane(const element_t* src_plane, element_t* plane,
+                                      const BlockGeometry* g) noexcept nogil:
+    """One NCHW channel plane of the image; `src_plane` is the block plane of offset (0, 0)
+    (block batch n, channel c)."""
+    cdef Py_ssize_t offset_stride = g.batch * g.channels * g.out_h * g.out_w
+    cdef Py_ssize_t h
+    cdef Py_ssize_t oh = g.pad_top // g.block_h
+    cdef Py_ssize_t off_h = g.pad_top % g.block_h
+    for h in range(g.height):
+        batch_to_space_row(src_plane + off_h * g.block_w * offset_stride + oh * g.out_w,
+                           offset_stride, plane + h * g.width, g, 1)
+        off_h += 1  # (oh, off_h) = divmod(h + top, bh), without a division per row
+        if off_h == g.block_h:
+            off_h = 0
+            oh += 1
 
 
 def space_to_batch_nchw(const element_t[::1] image, element_t[::1] blocks, BlockGeometry g,
                         int num_threads):
     """blocks[(off_h*bw + off_w)*N + n, c, oh, ow] = image[n, c, oh*bh + off_h - top, ow*bw + off_w - left]."""
+    cdef Py_ssize_t planes = g.batch * g.channels
     cdef Py_ssize_t plane_size = g.height * g.width
     cdef Py_ssize_t block_plane_size = g.out_h * g.out_w
-    cdef Py_ssize_t block_batch_size = g.channels * block_plane_size
+    cdef Py_ssize_t offset_stride = planes * block_plane_size
     cdef Py_ssize_t padded_h = g.out_h * g.block_h
-    cdef Py_ssize_t task, plane, n, c, h_padded
+    cdef Py_ssize_t task, plane, h_padded, oh
     cdef const element_t* src = &image[0]
     cdef element_t* dst = &blocks[0]
-    # One task per padded image row (n, c, h_padded): it reads its image row once and
-    # writes the bw block rows made from it.
-    for task in prange(g.batch * g.channels * padded_h, nogil=True, num_threads=num_threads,
+    # Plane (n, c) of the image feeds plane c of block batches (off_h*bw + off_w)*N + n,
+    # which is plane n*C + c of offset (0, 0) plus (off_h*bw + off_w)*offset_stride.
+    if planes >= 4 * num_threads:  # enough planes: one task per plane
+        for plane in prange(planes, nogil=True, num_threads=num_threads, schedule="guided"):
+            space_to_batch_plane(src + plane * plane_size, dst + plane * block_plane_size, &g)
+        return
+    # Few planes: one task per padded image row, so every thread gets work.
+    for task in prange(planes * padded_h, nogil=True, num_threads=num_threads,
                        schedule="guided"):
         plane = task // padded_h
         h_padded = task - plane * padded_h
-        n = plane // g.channels
-        c = plane - n * g.channels
-        space_to_batch_row(src + plane * plane_size, h_padded,
-                           dst + c * block_plane_size + (h_padded // g.block_h) * g.out_w,
-                           block_batch_size, &g, n, 1)
+        oh = h_padded // g.block_h
+        space_to_batch_row(
+            src + plane * plane_size, h_padded - g.pad_top,
+            dst + plane * block_plane_size
+            + (h_padded - oh * g.block_h) * g.block_w * offset_stride + oh * g.out_w,
+            offset_stride, &g, 1)
 
 
 def space_to_batch_nhwc(const element_t[::1] image, element_t[::1] blocks, BlockGeometry g,
@@ -220,39 +246,51 @@ def space_to_batch_nhwc(const element_t[::1] image, element_t[::1] blocks, Block
     cdef Py_ssize_t image_size = g.height * g.width * g.channels
     cdef Py_ssize_t block_row_size = g.out_w * g.channels
     cdef Py_ssize_t block_batch_size = g.out_h * block_row_size
+    cdef Py_ssize_t offset_stride = g.batch * block_batch_size
     cdef Py_ssize_t padded_h = g.out_h * g.block_h
-    cdef Py_ssize_t task, n, h_padded
+    cdef Py_ssize_t task, n, h_padded, oh
     cdef const element_t* src = &image[0]
     cdef element_t* dst = &blocks[0]
-    # One task per padded image row (n, h_padded).
+    # One task per padded image row (n, h_padded): it reads its image row once and writes
+    # the bw block rows made from it (rows are long: C elements per pixel).
     for task in prange(g.batch * padded_h, nogil=True, num_threads=num_threads,
                        schedule="guided"):
         n = task // padded_h
         h_padded = task - n * padded_h
-        space_to_batch_row(src + n * image_size, h_padded,
-                           dst + (h_padded // g.block_h) * block_row_size,
-                           block_batch_size, &g, n, g.channels)
+        oh = h_padded // g.block_h
+        space_to_batch_row(
+            src + n * image_size, h_padded - g.pad_top,
+            dst + n * block_batch_size
+            + (h_padded - oh * g.block_h) * g.block_w * offset_stride + oh * block_row_size,
+            offset_stride, &g, g.channels)
 
 
 def batch_to_space_nchw(const element_t[::1] blocks, element_t[::1] image, BlockGeometry g,
                         int num_threads):
     """image[n, c, h, w] = blocks[(off_h*bw + off_w)*N + n, c, (h + top)//bh, (w + left)//bw],
     off_h = (h + top) % bh, off_w = (w + left) % bw."""
+    cdef Py_ssize_t planes = g.batch * g.channels
+    cdef Py_ssize_t plane_size = g.height * g.width
     cdef Py_ssize_t block_plane_size = g.out_h * g.out_w
-    cdef Py_ssize_t block_batch_size = g.channels * block_plane_size
-    cdef Py_ssize_t rows = g.batch * g.channels * g.height
-    cdef Py_ssize_t task, plane, n, c, h
+    cdef Py_ssize_t offset_stride = planes * block_plane_size
+    cdef Py_ssize_t task, plane, h, h_padded, oh
     cdef const element_t* src = &blocks[0]
     cdef element_t* dst = &image[0]
-    # One task per output row (n, c, h).
-    for task in prange(rows, nogil=True, num_threads=num_threads, schedule="guided"):
+    if planes >= 4 * num_threads:  # enough planes: one task per plane
+        for plane in prange(planes, nogil=True, num_threads=num_threads, schedule="guided"):
+            batch_to_space_plane(src + plane * block_plane_size, dst + plane * plane_size, &g)
+        return
+    # Few planes: one task per image row.
+    for task in prange(planes * g.height, nogil=True, num_threads=num_threads,
+                       schedule="guided"):
         plane = task // g.height
         h = task - plane * g.height
-        n = plane // g.channels
-        c = plane - n * g.channels
+        h_padded = h + g.pad_top
+        oh = h_padded // g.block_h
         batch_to_space_row(
-            src + c * block_plane_size + ((h + g.pad_top) // g.block_h) * g.out_w,
-            block_batch_size, dst + task * g.width, &g, n, h, 1)
+            src + plane * block_plane_size
+            + (h_padded - oh * g.block_h) * g.block_w * offset_stride + oh * g.out_w,
+            offset_stride, dst + task * g.width, &g, 1)
 
 
 def batch_to_space_nhwc(const element_t[::1] blocks, element_t[::1] image, BlockGeometry g,
@@ -261,14 +299,18 @@ def batch_to_space_nhwc(const element_t[::1] blocks, element_t[::1] image, Block
     off_h = (h + top) % bh, off_w = (w + left) % bw."""
     cdef Py_ssize_t block_row_size = g.out_w * g.channels
     cdef Py_ssize_t block_batch_size = g.out_h * block_row_size
+    cdef Py_ssize_t offset_stride = g.batch * block_batch_size
     cdef Py_ssize_t row_size = g.width * g.channels
-    cdef Py_ssize_t rows = g.batch * g.height
-    cdef Py_ssize_t task, n, h
+    cdef Py_ssize_t task, n, h_padded, oh
     cdef const element_t* src = &blocks[0]
     cdef element_t* dst = &image[0]
-    # One task per output row (n, h).
-    for task in prange(rows, nogil=True, num_threads=num_threads, schedule="guided"):
+    # One task per image row (n, h).
+    for task in prange(g.batch * g.height, nogil=True, num_threads=num_threads,
+                       schedule="guided"):
         n = task // g.height
-        h = task - n * g.height
-        batch_to_space_row(src + ((h + g.pad_top) // g.block_h) * block_row_size,
-                           block_batch_size, dst + task * row_size, &g, n, h, g.channels)
+        h_padded = task - n * g.height + g.pad_top
+        oh = h_padded // g.block_h
+        batch_to_space_row(
+            src + n * block_batch_size
+            + (h_padded - oh * g.block_h) * g.block_w * offset_stride + oh * block_row_size,
+            offset_stride, dst + task * row_size, &g, g.channels)
