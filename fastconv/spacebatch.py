@@ -95,11 +95,12 @@ def _image_shape_of(g, layout):
     return _image_shape(g["batch"], g["channels"], g["height"], g["width"], layout)
 
 
-def _require_4d(x, name, fn, layout):
+def _require_4d(x, name, fn, layout, what):
+    """4-D only: batch_to_space has no unbatched form (its input is a batch of blocks)."""
     if x.ndim != 4:
         axes = "(N, C, H, W)" if layout == "NCHW" else "(N, H, W, C)"
-        raise ValueError(f"{fn}: expected {name} of shape {axes} for layout {layout!r} (a 4-D "
-                         f"batch of blocks, batch N·bh·bw), got shape {x.shape} ({x.ndim}-D)")
+        raise ValueError(f"{fn}: expected {name} of shape {axes} for layout {layout!r} "
+                         f"({what}), got shape {x.shape} ({x.ndim}-D)")
 
 
 # ------------------------------------------------------------------ runs
@@ -129,11 +130,11 @@ def _batch_to_space_into(y4, g, layout, image):
 
 def _checked_space_to_batch(x, block_size, padding, layout, out, fn, name):
     """space_to_batch, validating and reporting errors as function `fn`, argument `name`.
-    Returns (result, batched): a 3-D `x` gives a 4-D result all the same."""
+    A 3-D `x` (one image) gives a 4-D result all the same: its bh·bw blocks."""
     layout = geo.normalize_layout(layout, fn)
     x = geo.as_array(x, name, fn)
     _check_movable_dtype(x, name, fn)
-    x4, batched = geo.split_batch(x, name, fn, layout)
+    x4, _ = geo.split_batch(x, name, fn, layout)
     block = geo.normalize_pair(block_size, "block_size", fn)
     padding = geo.normalize_padding(padding, fn)
     g = _blocks_geometry(geo.image_dims(x4.shape, layout), block, padding, fn)
@@ -141,7 +142,7 @@ def _checked_space_to_batch(x, block_size, padding, layout, out, fn, name):
     out = geo.check_out(out, shape, x.dtype, [x], fn)
     blocks = np.empty(shape, dtype=x.dtype) if out is None else out
     _space_to_batch_into(x4, g, layout, blocks)
-    return blocks, batched
+    return blocks
 
 
 def _checked_batch_to_space(y, block_size, crops, layout, out, fn, name, single=False):
@@ -150,7 +151,7 @@ def _checked_batch_to_space(y, block_size, crops, layout, out, fn, name, single=
     layout = geo.normalize_layout(layout, fn)
     y = geo.as_array(y, name, fn)
     _check_movable_dtype(y, name, fn)
-    _require_4d(y, name, fn, layout)
+    _require_4d(y, name, fn, layout, "a batch of N·bh·bw blocks")
     block = geo.normalize_pair(block_size, "block_size", fn)
     crops = geo.normalize_padding(crops, fn, name="crops")
     g = _image_geometry(y.shape, block, crops, layout, fn, name)
@@ -212,8 +213,7 @@ def space_to_batch(x, block_size, padding=0, *, layout="NCHW", out=None):
            [[ 5,  7],
             [13, 15]]])
     """
-    return _checked_space_to_batch(x, block_size, padding, layout, out, "space_to_batch",
-                                   "x")[0]
+    return _checked_space_to_batch(x, block_size, padding, layout, out, "space_to_batch", "x")
 
 
 def batch_to_space(x, block_size, crops=0, *, layout="NCHW", out=None):
@@ -312,10 +312,10 @@ def batch_to_space_backward(grad_output, block_size, crops=0, *, layout="NCHW", 
     fn = "batch_to_space_backward"
     layout = geo.normalize_layout(layout, fn)
     grad_output = geo.as_array(grad_output, "grad_output", fn)
-    _require_4d(grad_output, "grad_output", fn, layout)
+    _require_4d(grad_output, "grad_output", fn, layout, "batch_to_space's output is 4-D")
     crops = geo.normalize_padding(crops, fn, name="crops")
     return _checked_space_to_batch(grad_output, block_size, crops, layout, out, fn,
-                                   "grad_output")[0]
+                                   "grad_output")
 
 
 def atrous_conv2d(x, weight, rate, bias=None, padding="valid", *, layout="NCHW", out=None):
