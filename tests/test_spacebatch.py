@@ -353,6 +353,7 @@ def test_memory_orders_give_the_same_result(rng, layout):
                     expected)
         assert_same(x, before)  # input untouched
         reversed_view = expected[::-1, :, ::-1].copy()[::-1, :, ::-1]
+        reversed_view.flags.writeable = False
         strided_view = np.repeat(expected, 2, axis=-1)[..., ::2]
         for blocks_in in (reversed_view, strided_view, np.asfortranarray(expected)):
             assert not blocks_in.flags.c_contiguous
