@@ -1,7 +1,7 @@
 """Benchmark runner behind ``python -m fastconv bench``.
 
 The run is a list of *sections* (``im2col``, ``col2im``, ``conv2d``, ``conv2d_backward``,
-``layer``; later space_to_batch, rmac). A section says which cases it measures and how to
+``layer``, ``space_to_batch``; later rmac). A section says which cases it measures and how to
 time one case; every case becomes one :class:`Row` of a single table, so adding a section
 is writing two functions and one entry in :data:`SECTIONS`.
 
