@@ -9,6 +9,8 @@ from fastconv.conv import Gradients, conv2d, conv2d_backward, conv_transpose2d
 from fastconv.im2col import col2im, col2im_backward, im2col, im2col_backward
 from fastconv.layers import Conv2D
 from fastconv.rmac import rmac, rmac_regions, roi_max_pool
+from fastconv.spacebatch import (atrous_conv2d, batch_to_space, batch_to_space_backward,
+                                 space_to_batch, space_to_batch_backward)
 from fastconv.threads import get_num_threads, set_num_threads, threads
 from fastconv import reference
 
@@ -16,6 +18,8 @@ __all__ = [
     "__version__", "ConvGeometry",
     "im2col", "col2im", "im2col_backward", "col2im_backward",
     "conv2d", "conv2d_backward", "conv_transpose2d", "Gradients", "Conv2D",
+    "space_to_batch", "batch_to_space", "space_to_batch_backward", "batch_to_space_backward",
+    "atrous_conv2d",
     "get_num_threads", "set_num_threads", "threads", "reference",
     "rmac_regions", "roi_max_pool", "rmac",
 ]

@@ -1,7 +1,7 @@
 """Benchmark runner behind ``python -m fastconv bench``.
 
 The run is a list of *sections* (``im2col``, ``col2im``, ``conv2d``, ``conv2d_backward``,
-``layer``; later space_to_batch, rmac). A section says which cases it measures and how to
+``layer``, ``space_to_batch``; later rmac). A section says which cases it measures and how to
 time one case; every case becomes one :class:`Row` of a single table, so adding a section
 is writing two functions and one entry in :data:`SECTIONS`.
 
@@ -986,6 +986,73 @@ def bench_rmac(case, config):
     return row
 
 
+# Block of the space_to_batch section (TensorFlow's atrous convolutions use their rate).
+SPACE_TO_BATCH_BLOCK = 2
+
+
+def numpy_space_to_batch(x, block_size, padding=0, layout="NCHW"):
+    """The NumPy baseline for space_to_batch (batched 4-D input): ``np.pad`` (skipped when
+    there is no padding), then one reshape/transpose copy into the block layout."""
+    bh, bw = pair(block_size)
+    spatial = padding_pairs(padding)
+    nchw = layout.upper() == "NCHW"
+    if any(p for side in spatial for p in side):
+        x = np.pad(x, ((0, 0), (0, 0)) + spatial if nchw else ((0, 0),) + spatial + ((0, 0),))
+    if nchw:
+        n, c, hp, wp = x.shape
+        blocks = x.reshape(n, c, hp // bh, bh, wp // bw, bw).transpose(3, 5, 0, 1, 2, 4)
+        return blocks.reshape(bh * bw * n, c, hp // bh, wp // bw)
+    n, hp, wp, c = x.shape
+    blocks = x.reshape(n, hp // bh, bh, wp // bw, bw, c).transpose(2, 4, 0, 1, 3, 5)
+    return blocks.reshape(bh * bw * n, hp // bh, wp // bw, c)
+
+
+def _torch_space_to_batch(torch, x_t, block, padding):
+    """torch has no space_to_batch: F.pad + reshape + permute + contiguous, NCHW."""
+    (top, bottom), (left, right) = padding
+    if top or bottom or left or right:
+        x_t = torch.nn.functional.pad(x_t, (left, right, top, bottom))
+    n, c, hp, wp = x_t.shape
+    blocks = x_t.reshape(n, c, hp // block, block, wp // block, block).permute(3, 5, 0, 1, 2, 4)
+    return blocks.reshape(block * block * n, c, hp // block, wp // block).contiguous()
+
+
+def space_to_batch_cases(config):
+    """The selected layers at their largest batch (every requested batch with --batch): a
+    bandwidth benchmark wants big inputs, and one row per layer keeps the section short."""
+    if config.batches:
+        return config.layer_cases()
+    return [Case(layer, max(layer.batches)) for layer in config.layers]
+
+
+def bench_space_to_batch(case, config):
+    """fastconv.space_to_batch (out=) of the layer's input batch, block 2 (odd sizes padded
+    by one pixel bottom/right) vs :func:`numpy_space_to_batch` vs torch's pad + permute;
+    then ``numpy.copyto`` of the same number of bytes, the memory-copy peer:
+    ``extra["copy_ratio"]`` = copy time / fastconv time (1.0: copy speed)."""
+    layout, block = config.layout, SPACE_TO_BATCH_BLOCK
+    size = case.layer.size
+    padding = ((0, -size % block), (0, -size % block))
+    x = config.random(case.image_shape(layout))
+    batch, channels, side = block * block * case.batch, case.layer.in_channels, -(-size // block)
+    shape = ((batch, channels, side, side) if layout == "NCHW"
+             else (batch, side, side, channels))
+    blocks = np.empty(shape, dtype=config.dtype)
+    torch_fn = None
+    if config.torch is not None:
+        x_torch = config.torch.from_numpy(config.random(case.image_shape("NCHW")))
+        torch_fn = lambda: _torch_space_to_batch(config.torch, x_torch, block, padding)  # noqa: E731
+    row = _measure(
+        "space_to_batch", case, config, blocks.nbytes,
+        lambda: fastconv.space_to_batch(x, block, padding, layout=layout, out=blocks),
+        lambda: numpy_space_to_batch(x, block, padding, layout), torch_fn, exact=True)
+    source, target = np.ones_like(blocks), np.empty_like(blocks)
+    copy_s = best_time(lambda: np.copyto(target, source), config.timing)
+    row.extra.update({"copy_ms": copy_s * 1e3, "copy_gbps": blocks.nbytes / copy_s / 1e9,
+                      "copy_ratio": copy_s / row.fastconv_s})
+    return row
+
+
 @dataclass(frozen=True)
 class Section:
     """A group of rows: `cases(config)` lists what to time, `run(case, config)` gives a Row."""
@@ -997,7 +1064,7 @@ class Section:
     torch_name: str = ""  # what torch runs, for the table's header
 
 
-# Later: space_to_batch, rmac, in the same form.
+# Later: rmac, in the same form.
 SECTIONS = {section.name: section for section in (
     Section("im2col", Config.layer_cases, bench_im2col,
             "fastconv.im2col vs NumPy as_strided vs torch unfold", "unfold"),
@@ -1012,6 +1079,9 @@ SECTIONS = {section.name: section for section in (
     Section("layer", Config.layer_cases, bench_layer,
             "fastconv.Conv2D forward (steady state) vs torch.nn.Conv2d (no_grad)",
             "nn.Conv2d"),
+    Section("space_to_batch", space_to_batch_cases, bench_space_to_batch,
+            "fastconv.space_to_batch (block 2) of each layer's input vs NumPy pad + transpose "
+            "vs torch pad + permute, and numpy.copyto of the same bytes", "pad+permute"),
     Section("rmac", rmac_cases, bench_rmac,
             "fastconv.rmac vs per-region NumPy slicing vs cirtorch's per-region torch "
             "max_pool2d, on ResNet-50 / VGG-16 final feature maps", "max_pool2d"),
@@ -1187,6 +1257,11 @@ def format_table(rows, config):
                               for name in ("fastconv", "numpy", "torch")
                               if row.extra.get(f"{name}_descriptors_per_s") is not None)
             lines.append(f"{row.op} descriptors/s, {row.layer} batch {row.batch}: {rates}")
+    copy_ratios = [row.extra["copy_ratio"] for row in rows if "copy_ratio" in row.extra]
+    if copy_ratios:
+        lines.append(f"space_to_batch bandwidth / numpy.copyto bandwidth of the same bytes "
+                     f"(geometric mean): {_ratio(geometric_mean(copy_ratios))}, from "
+                     f"{_ratio(min(copy_ratios))} to {_ratio(max(copy_ratios))}")
     if any(row.matches_numpy is False for row in rows):
         lines.append("! fastconv's result differs from the NumPy baseline on these rows")
     return "\n".join(lines)

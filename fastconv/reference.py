@@ -12,7 +12,7 @@ import numpy as np
 
 __all__ = [
     "pad_nhwc", "conv2d_naive", "conv2d_matmul", "conv2d_strided", "conv2d_backward",
-    "im2col", "col2im",
+    "im2col", "col2im", "space_to_batch", "batch_to_space",
     "rmac_step", "rmac_regions", "rmac_cirtorch_regions", "roi_max_pool", "rmac",
 ]
 
@@ -279,3 +279,30 @@ def rmac(x, levels=3, overlap=0.4, eps=1e-6, whiten=None, normalize=True, layout
             v = l2n((v - mean) @ P.T)
         total = total + v
     return l2n(total) if normalize else total
+def space_to_batch(x, block_size, padding=0, layout="NCHW"):
+    """fastconv.space_to_batch for a 4-D batch: np.pad, then split H into (OH, bh) and W into
+    (OW, bw) and move the block offsets (bh, bw) in front of the batch axis, so that
+    y[(off_h·bw + off_w)·N + n, oh, ow, c] = x_padded[n, oh·bh + off_h, ow·bw + off_w, c]."""
+    bh, bw = pair(block_size)
+    nhwc = layout.upper() == "NHWC"
+    Z = x if nhwc else x.transpose(0, 2, 3, 1)
+    Zp = pad_nhwc(Z, padding)
+    N, Hp, Wp, C = Zp.shape
+    blocks = Zp.reshape(N, Hp // bh, bh, Wp // bw, bw, C).transpose(2, 4, 0, 1, 3, 5)
+    y = blocks.reshape(bh * bw * N, Hp // bh, Wp // bw, C)
+    return np.ascontiguousarray(y if nhwc else y.transpose(0, 3, 1, 2))
+
+
+def batch_to_space(y, block_size, crops=0, layout="NCHW"):
+    """fastconv.batch_to_space: undo space_to_batch's reshape/transpose, then slice the crops
+    off the interleaved image."""
+    bh, bw = pair(block_size)
+    (top, bottom), (left, right) = padding_pairs(crops)
+    nhwc = layout.upper() == "NHWC"
+    Y = y if nhwc else y.transpose(0, 2, 3, 1)
+    M, OH, OW, C = Y.shape
+    N = M // (bh * bw)
+    Zp = Y.reshape(bh, bw, N, OH, OW, C).transpose(2, 3, 0, 4, 1, 5).reshape(N, OH * bh,
+                                                                             OW * bw, C)
+    Z = Zp[:, top:OH * bh - bottom, left:OW * bw - right, :]
+    return np.ascontiguousarray(Z if nhwc else Z.transpose(0, 3, 1, 2))
