@@ -4,6 +4,7 @@ Environment switches:
   FASTCONV_NATIVE=1     add -march=native (faster on the build machine, not portable)
   FASTCONV_NO_OPENMP=1  build without OpenMP (kernels then run serially)
   FASTCONV_DEBUG=1      -O0 -g and Cython bounds checks, for debugging kernels
+  FASTCONV_SANITIZE=1   AddressSanitizer + UndefinedBehaviorSanitizer (scripts/sanitize.sh)
 """
 import glob
 import os
@@ -57,6 +58,10 @@ def _build_flags():
         print("fastconv: building WITHOUT OpenMP: kernels will run on one thread", file=sys.stderr)
     if _flag("FASTCONV_NATIVE"):
         compile_args.append("-march=native")
+    if _flag("FASTCONV_SANITIZE"):
+        sanitize = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-O1", "-g"]
+        compile_args += sanitize
+        link_args += sanitize
     return compile_args, link_args, openmp, debug
 
 
