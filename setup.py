@@ -59,7 +59,9 @@ def _build_flags():
     if _flag("FASTCONV_NATIVE"):
         compile_args.append("-march=native")
     if _flag("FASTCONV_SANITIZE"):
-        sanitize = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-O1", "-g"]
+        # -fno-wrapv: Python builds with -fwrapv, which would hide signed overflow from UBSan.
+        sanitize = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-O1", "-g",
+                    "-fno-wrapv"]
         compile_args += sanitize
         link_args += sanitize
     return compile_args, link_args, openmp, debug

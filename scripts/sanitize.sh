@@ -37,7 +37,7 @@ echo "sanitize: built in $((SECONDS - start)) s"
 
 # allocator_may_return_null: an allocation too large for ASan returns NULL, so NumPy raises
 # MemoryError as it does without ASan (the size-limit tests rely on it).
-export ASAN_OPTIONS="detect_leaks=0:allocator_may_return_null=1:abort_on_error=0:halt_on_error=1"
+export ASAN_OPTIONS="detect_leaks=0:allocator_may_return_null=1:halt_on_error=1"
 export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1"
 export PYTHONPATH="$WORK${PYTHONPATH:+:$PYTHONPATH}"
 cd "$WORK"
@@ -54,7 +54,9 @@ print(f"sanitize: testing {os.path.dirname(fastconv.__file__)} ({' '.join(_build
 PY
 start=$SECONDS
 status=0
-LD_PRELOAD="$ASAN_LIB $UBSAN_LIB" "$PYTHON" -m pytest -q -p no:cacheprovider "${@:-tests}" \
-    || status=$?
+# --capture=sys: pytest's default fd capture would swallow a report printed as the process
+# halts; at the sys level, reports (written to fd 2 by the runtimes) always show.
+LD_PRELOAD="$ASAN_LIB $UBSAN_LIB" "$PYTHON" -m pytest -q -p no:cacheprovider --capture=sys \
+    "${@:-tests}" || status=$?
 echo "sanitize: tests took $((SECONDS - start)) s, exit status $status"
 exit "$status"

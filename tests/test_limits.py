@@ -27,6 +27,8 @@ import pytest
 import fastconv
 from fastconv import reference
 
+from conftest import naive_col2im_nchw, naive_im2col_nchw, nchw_cols_to_nhwc_cols
+
 REPO_ROOT = pathlib.Path(fastconv.__file__).resolve().parents[1]
 INT_MAX = 2**31 - 1
 LIMIT = 2**62
@@ -223,6 +225,38 @@ def test_window_numbers_at_the_bound_give_exact_results():
     expected_w = np.zeros((1, 1, 3, 3))
     expected_w[0, 0, 1, 1] = x.sum()
     np.testing.assert_array_equal(grads.grad_weight, expected_w)
+
+
+@pytest.mark.parametrize("batch, channels", [(1, 2), (4, 4)])  # col2im: by rows / by planes
+@pytest.mark.parametrize("padding, stride, dilation", [
+    (((0, 0), (2**60, 2**60)), (1, 2**60), 1),        # columns 2**60 away from the image
+    (((2**60, 1), (2**59, 2**59)), (2**60, 2**59), (1, 2)),
+    (((1, 2**61), (0, 2**61)), (2**61, 2**61), (2**60, 1)),
+])
+def test_far_padding_with_huge_strides(batch, channels, padding, stride, dilation):
+    # A few output positions whose taps land 2**60 pixels into the padding or in the image:
+    # the kernels must neither overflow nor form pointers far outside their buffers (UBSan
+    # checks both in scripts/sanitize.sh). The oracles loop over output positions and never
+    # build the padded image.
+    rng = np.random.default_rng(batch)
+    x = rng.integers(-9, 10, (batch, channels, 4, 5)).astype(np.float64)
+    kernel = (2, 3)
+    expected = naive_im2col_nchw(x, kernel, stride, padding, dilation)
+    assert 0 < expected.shape[-1] <= 16
+    cols = fastconv.im2col(x, kernel, stride=stride, padding=padding, dilation=dilation)
+    np.testing.assert_array_equal(cols, expected)
+    x_nhwc = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+    cols_nhwc = fastconv.im2col(x_nhwc, kernel, stride=stride, padding=padding,
+                                dilation=dilation, layout="NHWC")
+    np.testing.assert_array_equal(cols_nhwc, nchw_cols_to_nhwc_cols(expected, channels, kernel))
+    grad = rng.integers(-9, 10, expected.shape).astype(np.float64)
+    image = naive_col2im_nchw(grad, (4, 5), kernel, stride, padding, dilation)
+    np.testing.assert_array_equal(fastconv.col2im(grad, (4, 5), kernel, stride=stride,
+                                                  padding=padding, dilation=dilation), image)
+    grad_nhwc = nchw_cols_to_nhwc_cols(grad, channels, kernel)
+    np.testing.assert_array_equal(
+        fastconv.col2im(grad_nhwc, (4, 5), kernel, stride=stride, padding=padding,
+                        dilation=dilation, layout="NHWC"), image.transpose(0, 2, 3, 1))
 
 
 @pytest.mark.parametrize("stride", [2**31, 2**40, LIMIT])
