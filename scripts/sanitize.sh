@@ -50,7 +50,8 @@ from fastconv import _build_info
 work = os.path.realpath(sys.argv[1])
 assert os.path.realpath(fastconv.__file__).startswith(work + os.sep), fastconv.__file__
 assert "-fsanitize=address,undefined" in _build_info.COMPILE_ARGS, _build_info.COMPILE_ARGS
-print(f"sanitize: testing {os.path.dirname(fastconv.__file__)} ({' '.join(_build_info.COMPILE_ARGS)})")
+flags = " ".join(_build_info.COMPILE_ARGS)
+print(f"sanitize: testing {os.path.dirname(fastconv.__file__)} ({flags})")
 PY
 start=$SECONDS
 status=0

@@ -673,7 +673,8 @@ def im2col_strategy(fn="im2col", arg="x"):
         dtype = draw(dtype_values(movable=True, clean=clean))
         x = draw(image_array(layout, n, c, h, w, dtype, draw(ndims(clean)), clean))
         kernel_arg = draw(pair_value(1, 3, clean=clean))
-        stride_arg, dilation_arg = draw(pair_value(1, 3, clean=clean)), draw(pair_value(1, 3, clean=clean))
+        stride_arg = draw(pair_value(1, 3, clean=clean))
+        dilation_arg = draw(pair_value(1, 3, clean=clean))
         padding_arg = draw(padding_value(clean=clean))
 
         problems = Problems()
@@ -737,7 +738,8 @@ def col2im_cases(draw, fn="col2im"):
     n, c, h, w = (draw(st.integers(0, 3)), draw(st.integers(0, 4)), draw(st.integers(0, 7)),
                   draw(st.integers(0, 7)))
     kernel_arg = draw(pair_value(1, 3, clean=clean))
-    stride_arg, dilation_arg = draw(pair_value(1, 3, clean=clean)), draw(pair_value(1, 3, clean=clean))
+    stride_arg = draw(pair_value(1, 3, clean=clean))
+    dilation_arg = draw(pair_value(1, 3, clean=clean))
     padding_arg = draw(padding_value(clean=clean))
     dtype = draw(dtype_values(movable=True, clean=clean))
     batched = draw(st.booleans())
@@ -750,9 +752,10 @@ def col2im_cases(draw, fn="col2im"):
     if out_guess is None:
         out_guess = (draw(st.integers(0, 3)), draw(st.integers(0, 3)))
     rows, positions = c * kernel_guess[0] * kernel_guess[1], out_guess[0] * out_guess[1]
-    if max(rows, 1) * max(positions, 1) > 1 << 12:  # far geometry: columns of some small shape instead
+    if max(rows, 1) * max(positions, 1) > 1 << 12:  # far geometry: small columns instead
         rows, positions = draw(st.integers(0, 12)), draw(st.integers(0, 12))
-    change = "none" if clean else draw(st.sampled_from(["none"] * 16 + ["rows", "positions", "ndim"]))
+    change = "none" if clean else draw(st.sampled_from(["none"] * 16 + ["rows", "positions",
+                                                                       "ndim"]))
     if change == "rows":
         rows += draw(st.sampled_from([-1, 1, -rows]))
     if change == "positions":
@@ -884,8 +887,8 @@ def conv_arrays(draw, clean, transposed=False):
     cin, cout = cin_g * g, cout_g * g
     kh, kw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
     n, h, w = draw(st.integers(0, 3)), draw(st.integers(0, 6)), draw(st.integers(0, 6))
-    change = "none" if clean else draw(st.sampled_from(["none"] * 24 + ["channels", "cout", "empty", "wdim",
-                                                   "bias", "dtype"]))
+    change = "none" if clean else draw(st.sampled_from(
+        ["none"] * 24 + ["channels", "cout", "empty", "wdim", "bias", "dtype"]))
     x_channels = cin + (draw(st.sampled_from([-1, 1])) if change == "channels" else 0)
     if change == "cout" and not transposed:
         cout += 1
@@ -1012,7 +1015,8 @@ def conv2d_cases(draw):
     clean = draw(st.integers(0, 3)) > 0  # 3 in 4 calls draw no deliberately bad argument
     fn = "conv2d"
     layout_arg, x, weight, bias, groups = draw(conv_arrays(clean))
-    stride_arg, dilation_arg = draw(pair_value(1, 3, clean=clean)), draw(pair_value(1, 2, clean=clean))
+    stride_arg = draw(pair_value(1, 3, clean=clean))
+    dilation_arg = draw(pair_value(1, 2, clean=clean))
     padding_arg = draw(padding_value(strings=True, clean=clean))
     problems = Problems()
     parsed = conv_model(problems, fn, x, weight, bias, groups, stride_arg, padding_arg,
@@ -1051,7 +1055,8 @@ def conv2d_backward_cases(draw):
     clean = draw(st.integers(0, 3)) > 0  # 3 in 4 calls draw no deliberately bad argument
     fn = "conv2d_backward"
     layout_arg, x, weight, _, groups = draw(conv_arrays(clean))
-    stride_arg, dilation_arg = draw(pair_value(1, 3, clean=clean)), draw(pair_value(1, 2, clean=clean))
+    stride_arg = draw(pair_value(1, 3, clean=clean))
+    dilation_arg = draw(pair_value(1, 2, clean=clean))
     padding_arg = draw(padding_value(strings=True, clean=clean))
     needs = draw(st.tuples(st.booleans(), st.booleans(), st.booleans()))
     problems = Problems()
@@ -1107,7 +1112,8 @@ def conv_transpose2d_cases(draw):
     clean = draw(st.integers(0, 3)) > 0  # 3 in 4 calls draw no deliberately bad argument
     fn = "conv_transpose2d"
     layout_arg, x, weight, bias, groups = draw(conv_arrays(clean, transposed=True))
-    stride_arg, dilation_arg = draw(pair_value(1, 3, clean=clean)), draw(pair_value(1, 2, clean=clean))
+    stride_arg = draw(pair_value(1, 3, clean=clean))
+    dilation_arg = draw(pair_value(1, 2, clean=clean))
     padding_arg = draw(padding_value(hi=2, clean=clean))
     output_padding_arg = draw(weighted((6, st.just(0)), (3, pair_value(0, 2, minimum=0))))
     problems = Problems()
@@ -1161,7 +1167,8 @@ def conv2d_layer_cases(draw):
                             (bad, st.just(g + 1) if g > 1 else BAD_SCALARS)))
     groups_arg = draw(weighted((10, st.just(g)), (bad, BAD_SCALARS)))
     kernel_arg = draw(pair_value(1, 3, clean=clean))
-    stride_arg, dilation_arg = draw(pair_value(1, 2, clean=clean)), draw(pair_value(1, 2, clean=clean))
+    stride_arg = draw(pair_value(1, 2, clean=clean))
+    dilation_arg = draw(pair_value(1, 2, clean=clean))
     padding_arg = draw(padding_value(hi=2, strings=True, clean=clean))
     use_bias = draw(st.booleans())
     dtype_arg = draw(weighted((10, st.sampled_from([np.float32, np.float64, "float32"])),
@@ -1236,7 +1243,8 @@ def conv2d_layer_cases(draw):
                 allowed.append((ValueError, r"exceeds the BLAS int range"))
             check_sizes(problems, shape, dtype, [x])
             allowed += workspace_allowance(out_hw[1], c4 * kh * kw, dtype)
-    out = draw(out_buffer(shape, dtype, [x], clean=clean)) if shape is not None and not problems else None
+    out = (draw(out_buffer(shape, dtype, [x], clean=clean))
+           if shape is not None and not problems else None)
     if out is not None:
         check_out(problems, "Conv2D.forward", out, shape, dtype, [x])
     grad = None
@@ -1309,7 +1317,8 @@ def conv_geometry_cases(draw):
                                  (bad, BAD_SCALARS)))
     groups = draw(weighted((8, st.just(1)), (3, st.integers(2, 4)), (bad, BAD_SCALARS)))
     kernel_arg = draw(pair_value(1, 3, clean=clean))
-    stride_arg, dilation_arg = draw(pair_value(1, 3, clean=clean)), draw(pair_value(1, 2, clean=clean))
+    stride_arg = draw(pair_value(1, 3, clean=clean))
+    dilation_arg = draw(pair_value(1, 2, clean=clean))
     padding_arg = draw(padding_value(strings=True, clean=clean))
 
     problems = Problems()
