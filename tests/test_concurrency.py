@@ -286,18 +286,22 @@ def test_blas_is_single_threaded_inside_fastconv(rng, blas_probe):
                    "inside its OpenMP loop) and the last leaves BLAS at 1 thread")
 def test_overlapping_calls_keep_blas_single_threaded_and_restore_it(rng, blas_probe):
     # Two threads' BLAS regions overlap in a fixed order: A enters, B enters, A leaves,
-    # B leaves (the probe's enter of B waits for A to be inside, A's exit waits for B to
-    # be inside, B's exit waits for A to be out).
+    # B leaves (B's limit waits for A to be inside, A's exit waits for B to be inside,
+    # B's exit waits for A to be out).
     before = blas_threads()
     assert set(before) == {2}
     a_inside, b_inside, a_out = threading.Event(), threading.Event(), threading.Event()
     real_probe = conv_mod.blas_limit
 
     class Ordered(real_probe):
+        def __init__(self, n):
+            # blas_limit(n) sets the limit as it is made, not on __enter__: B waits here.
+            if threading.current_thread().name == "B":
+                assert a_inside.wait(10)
+            super().__init__(n)
+
         def __enter__(self):
             name = threading.current_thread().name
-            if name == "B":
-                assert a_inside.wait(10)
             result = super().__enter__()
             (a_inside if name == "A" else b_inside).set()
             return result
