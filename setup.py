@@ -5,6 +5,7 @@ Environment switches:
   FASTCONV_NO_OPENMP=1  build without OpenMP (kernels then run serially)
   FASTCONV_DEBUG=1      -O0 -g and Cython bounds checks, for debugging kernels
   FASTCONV_NO_SIMD=1    skip the AVX2 / AVX-512 builds of the arithmetic kernels
+  FASTCONV_SANITIZE=1   AddressSanitizer + UndefinedBehaviorSanitizer (scripts/sanitize.sh)
 
 A kernel module named `_NAME_<isa>.pyx` (a one-line `include "_NAME.pyx"`) is the same code
 compiled for an instruction set (ISA_FLAGS); it is built only where the compiler accepts the
@@ -71,6 +72,12 @@ def _build_flags():
         print("fastconv: building WITHOUT OpenMP: kernels will run on one thread", file=sys.stderr)
     if _flag("FASTCONV_NATIVE"):
         compile_args.append("-march=native")
+    if _flag("FASTCONV_SANITIZE"):
+        # -fno-wrapv: Python builds with -fwrapv, which would hide signed overflow from UBSan.
+        sanitize = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-O1", "-g",
+                    "-fno-wrapv"]
+        compile_args += sanitize
+        link_args += sanitize
     return compile_args, link_args, openmp, debug
 
 

@@ -18,6 +18,10 @@ FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 # BLAS takes its dimensions and leading dimensions as C int.
 BLAS_INT_MAX = 2**31 - 1
+# The kernels add a few window numbers in Py_ssize_t (e.g. oh·stride − top + i·dilation,
+# −offset + stride − 1): bounding each of them, and every padded size, by 2**62 keeps all
+# such sums inside int64. No image that fits in memory comes near it.
+MAX_WINDOW_VALUE = 2**62
 
 
 def conv_output_size(size, pad_before, pad_after, kernel, stride, dilation):
@@ -225,9 +229,19 @@ def make_window(channels, height, width, kernel_size, stride, padding, dilation,
     stride = normalize_pair(stride, "stride", fn)
     dilation = normalize_pair(dilation, "dilation", fn)
     padding = normalize_padding(padding, fn)  # idempotent on the normalised form
+    for name, value in (("kernel_size", kernel_size), ("stride", stride),
+                        ("dilation", dilation)):
+        if max(value) > MAX_WINDOW_VALUE:
+            raise ValueError(f"{fn}: {name}={value} exceeds the largest supported value "
+                             f"2**62 = {MAX_WINDOW_VALUE}")
     out = []
     for axis, size, (before, after), k, s, d in zip(
             ("height", "width"), (height, width), padding, kernel_size, stride, dilation):
+        if size + before + after > MAX_WINDOW_VALUE:
+            raise ValueError(
+                f"{fn}: padding={padding} makes the padded {input_desc} {axis} "
+                f"{size} + {before} + {after} = {size + before + after}, larger than the "
+                f"largest supported size 2**62 = {MAX_WINDOW_VALUE}")
         extent = d * (k - 1) + 1
         if size + before + after < extent:
             raise ValueError(

@@ -90,7 +90,7 @@ cdef inline void im2col_nhwc_row(const element_t* image, element_t* col_rows, co
                 continue
             src_row = image + h_im * g.width * g.channels + c_begin
             memset(dst, 0, j_lo * c_count * sizeof(element_t))
-            if g.dilation_w == 1 and c_count == g.channels:
+            if g.dilation_w == 1 and c_count == g.channels and j_lo < j_hi:
                 # Neighbouring kernel columns are neighbouring pixels: one contiguous run.
                 memcpy(dst + j_lo * c_count, src_row + (w_im + j_lo) * g.channels,
                        (j_hi - j_lo) * c_count * sizeof(element_t))
@@ -121,9 +121,11 @@ cdef inline void col2im_nchw_row(const element_t* col_channel, element_t* dst_ro
         for j in range(g.kernel_w):
             w_offset = j * g.dilation_w - g.pad_left
             valid_range(w_offset, g.stride_w, g.width, g.out_w, &ow_lo, &ow_hi)
+            if ow_lo == ow_hi:  # no column lands in the image (and dst would point far outside)
+                continue
             src = col_channel + (i * g.kernel_w + j) * out_size + (oh - oh_begin) * g.out_w
             if g.stride_w == 1:
-                dst = dst_row + ow_lo + w_offset
+                dst = dst_row + (ow_lo + w_offset)
                 for ow in range(ow_hi - ow_lo):
                     dst[ow] += src[ow_lo + ow]
             else:
@@ -144,13 +146,15 @@ cdef inline void col2im_nchw_plane(const element_t* col_channel, element_t* plan
         for j in range(g.kernel_w):
             w_offset = j * g.dilation_w - g.pad_left
             valid_range(w_offset, g.stride_w, g.width, g.out_w, &ow_lo, &ow_hi)
+            if ow_lo == ow_hi:  # no column lands in the image (and dst would point far outside)
+                continue
             for oh in range(g.out_h):
                 h_im = oh * g.stride_h - g.pad_top + i * g.dilation_h
                 if h_im < 0 or h_im >= g.height:
                     continue
                 src = col_channel + (i * g.kernel_w + j) * out_size + oh * g.out_w
                 if g.stride_w == 1:
-                    dst = plane + h_im * g.width + ow_lo + w_offset
+                    dst = plane + h_im * g.width + (ow_lo + w_offset)
                     for ow in range(ow_hi - ow_lo):
                         dst[ow] += src[ow_lo + ow]
                 else:
