@@ -38,7 +38,7 @@ import numpy as np
 import fastconv
 from fastconv import geometry as geo
 from fastconv.conv import _check_bias, _conv_geometry
-from fastconv.im2col import _check_movable_dtype, _columns_shape
+from fastconv.im2col import _check_movable_dtype
 
 __all__ = ["conv2d", "layer_forward", "im2col", "space_to_batch", "rmac", "rmac_regions"]
 
@@ -87,6 +87,14 @@ def _broadcast(array):
 
 def _meta(ndim, dtype):
     return np.empty((0,) * ndim, dtype=dtype)
+
+
+def _only_block(blocks):
+    """The one block inside blockwise's nested lists (one list level per axis the result
+    drops, each of one chunk)."""
+    while isinstance(blocks, list):
+        (blocks,) = blocks
+    return blocks
 
 
 def _merge_small_chunks(chunks, minimum):
@@ -285,22 +293,29 @@ def im2col(x, kernel_size, *, stride=1, padding=0, dilation=1, layout="NCHW"):
     _check_dask_input(x, "x", fn, "im2col")
     _check_movable_dtype(x, "x", fn)
     c_axis, h_axis, w_axis = _axes(layout)
-    batch, channels, height, width = geo.image_dims(x.shape, layout)
+    _, channels, height, width = geo.image_dims(x.shape, layout)
     window = geo.make_window(channels, height, width, kernel_size, stride, padding, dilation,
                              fn)
     _require_one_chunk(x, [h_axis, w_axis], layout, "x", fn,
                        "each column holds a window from anywhere in the image")
-    kh, kw = window.kernel_size
-    _, rows, cols = _columns_shape(batch, window, layout)
-    if layout == "NCHW":
-        chunks = (x.chunks[0], tuple(size * kh * kw for size in x.chunks[c_axis]), (cols,))
-    else:
+    if layout == "NHWC":
         _require_one_chunk(x, [c_axis], layout, "x", fn,
                            "an NHWC column interleaves the channels of every window offset")
-        chunks = (x.chunks[0], (rows,), (cols,))
-    return da.map_blocks(fastconv.im2col, x, window.kernel_size, stride=window.stride,
-                         padding=window.padding, dilation=window.dilation, layout=layout,
-                         drop_axis=3, chunks=chunks, dtype=x.dtype, meta=_meta(3, x.dtype))
+    kh, kw = window.kernel_size
+    # Indices: image n, channel c, window position p (a new axis); H and W are dropped
+    # without the copy that concatenating their (single) blocks would make.
+    index = "nchw" if layout == "NCHW" else "nhwc"
+    out_index = "ncp" if layout == "NCHW" else "npc"
+    return da.blockwise(_im2col_block, out_index, x, index, concatenate=False,
+                        new_axes={"p": window.out_h * window.out_w},
+                        adjust_chunks={"c": lambda channels: channels * kh * kw},
+                        dtype=x.dtype, meta=_meta(3, x.dtype), kernel_size=window.kernel_size,
+                        stride=window.stride, padding=window.padding,
+                        dilation=window.dilation, layout=layout)
+
+
+def _im2col_block(blocks, **kwargs):
+    return fastconv.im2col(_only_block(blocks), **kwargs)
 
 
 # --------------------------------------------------------------------------- space_to_batch
@@ -366,10 +381,10 @@ def space_to_batch(x, block_size, padding=0, *, layout="NCHW"):
 
 # --------------------------------------------------------------------------- R-MAC
 
-def _rmac_block(block, mean, projection, *, levels, overlap, eps, normalize, layout):
+def _rmac_block(blocks, mean, projection, *, levels, overlap, eps, normalize, layout):
     whiten = None if mean is None else (mean, projection)
-    return fastconv.rmac(block, levels, overlap, eps, whiten=whiten, normalize=normalize,
-                         layout=layout)
+    return fastconv.rmac(_only_block(blocks), levels, overlap, eps, whiten=whiten,
+                         normalize=normalize, layout=layout)
 
 
 def rmac(x, levels=3, overlap=0.4, eps=1e-6, *, whiten=None, normalize=True, layout="NCHW"):
@@ -418,11 +433,13 @@ def rmac(x, levels=3, overlap=0.4, eps=1e-6, *, whiten=None, normalize=True, lay
     mean = projection = None
     if whiten is not None:
         mean, projection = (np.ascontiguousarray(geo.as_array(v, "whiten", fn)) for v in whiten)
-    drop = [h_axis, w_axis]
-    return da.map_blocks(_rmac_block, x, _broadcast(mean), _broadcast(projection),
-                         levels=levels, overlap=overlap, eps=eps, normalize=normalize,
-                         layout=layout, drop_axis=drop, chunks=(x.chunks[0], (probe.shape[1],)),
-                         dtype=x.dtype, meta=_meta(2, x.dtype))
+    # H and W are dropped without concatenating their (single) blocks: no copy.
+    index = "nchw" if layout == "NCHW" else "nhwc"
+    return da.blockwise(_rmac_block, "nc", x, index, _broadcast(mean), None,
+                        _broadcast(projection), None, concatenate=False,
+                        adjust_chunks={"c": probe.shape[1]}, dtype=x.dtype,
+                        meta=_meta(2, x.dtype), levels=levels, overlap=overlap, eps=eps,
+                        normalize=normalize, layout=layout)
 
 
 def _regions_block(starts, boxes, block_info=None):
