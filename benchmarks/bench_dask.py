@@ -66,7 +66,7 @@ def start_cluster(workers):
     return cluster, Client(cluster)
 
 
-def time_cluster(workers, images, chunk, repeats):
+def cluster_seconds(workers, images, chunk, repeats):
     """Seconds for rmac of `images` persisted maps on a cluster of `workers` processes."""
     import distributed
 
@@ -106,11 +106,11 @@ class RMACDask:
 
     def track_rmac_descriptors_per_second(self, runner):
         if runner.startswith("numpy"):
-            x = feature_maps().compute(scheduler="threads")
+            x = feature_maps(IMAGES, CHUNK).compute(scheduler="threads")
             with fastconv.threads(1 if "1 thread" in runner else 2):
                 seconds = best_time(lambda: fastconv.rmac(x), 3)
         else:
-            seconds, _ = time_cluster(1 if "1 worker" in runner else 2, IMAGES, CHUNK, 3)
+            seconds, _ = cluster_seconds(1 if "1 worker" in runner else 2, IMAGES, CHUNK, 3)
         return IMAGES / seconds
 
 
@@ -146,7 +146,7 @@ def main(argv=None):
     del x, local
     gc.collect()
     for workers in (1, 2):
-        seconds, threads = time_cluster(workers, images, chunk, repeats)
+        seconds, threads = cluster_seconds(workers, images, chunk, repeats)
         rows[f"dask LocalCluster, {workers} worker(s) × 1 thread"] = seconds
         print(f"  (fastconv threads on the workers: {sorted(threads)})")
     print(f"\n{'runner':<48} {'seconds':>8} {'descriptors/s':>14}")
