@@ -426,10 +426,17 @@ def test_rmac_regions_empty_and_errors():
 def client():
     """Two worker processes with one thread each, on the loopback interface only."""
     distributed = pytest.importorskip("distributed")
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  host="127.0.0.1", dashboard_address=None) as cluster:
-        with distributed.Client(cluster) as client:
-            yield client
+    # The nanny leaves OMP_NUM_THREADS=1 and friends in this process's environment (its
+    # pre-spawn settings for the workers): put it back for the tests that follow.
+    environment = dict(os.environ)
+    try:
+        with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                      host="127.0.0.1", dashboard_address=None) as cluster:
+            with distributed.Client(cluster) as client:
+                yield client
+    finally:
+        os.environ.clear()
+        os.environ.update(environment)
 
 
 def test_cluster_is_two_processes(client):
