@@ -109,14 +109,18 @@ def _merge_small_chunks(chunks, minimum):
 
 def _halo(pad_before, extent):
     """Rows (before, after) a block borrows from its neighbours for a stride-1 window that
-    spans `extent` + 1 rows, when the whole axis is padded by `pad_before` at the start."""
+    spans `extent` + 1 rows, the axis being padded by `pad_before` at the start.
+
+    Any split of `extent` gives the right rows (a block's output starts at its first row
+    + pad_before − before); taking `before` up to pad_before keeps the first output chunk
+    at least as long as its input chunk and leaves the last one as long as possible."""
     before = min(pad_before, extent)
     return before, extent - before
 
 
-def _conv_output_chunks(chunks, pads, extent, halo):
-    """Output chunks along a split stride-1 axis: block j of an interior run keeps its size;
-    the first gains pad_before − halo_before, the last pad_after − halo_after."""
+def _conv_output_chunks(chunks, pads, halo):
+    """Output chunks along a split stride-1 axis: an interior block makes as many rows as it
+    has; the first gains pad_before − halo_before, the last pad_after − halo_after."""
     (pad_before, pad_after), (before, after) = pads, halo
     sizes = list(chunks)
     sizes[0] += pad_before - before
@@ -183,7 +187,7 @@ def _conv2d(x, weight, bias, stride, padding, dilation, groups, layout, fn):
             continue
         halo = _halo(pads[0], extent)
         depth[axis] = halo
-        out_chunks[axis] = _conv_output_chunks(chunks[axis], pads, extent, halo)
+        out_chunks[axis] = _conv_output_chunks(chunks[axis], pads, halo)
     x = x.rechunk(tuple(chunks))  # a no-op unless small chunks were merged
     kwargs = dict(weight=_broadcast(np.ascontiguousarray(weight)), bias=_broadcast(
         None if bias is None else np.ascontiguousarray(bias)), stride=geom.stride,
