@@ -1,12 +1,14 @@
 """A thin typed convolution layer that keeps its workspace between calls (SPEC §2)."""
 from __future__ import annotations
 
+import math
 import threading
 
 import numpy as np
 
 from fastconv import geometry as geo
-from fastconv.conv import _bias_grad, _conv_geometry, plan_launch, run_backward, run_forward
+from fastconv.conv import (_bias_grad, _check_blas_range, _conv_geometry, plan_launch,
+                           run_backward, run_forward)
 from fastconv.threads import get_num_threads
 
 __all__ = ["Conv2D"]
@@ -83,7 +85,7 @@ class Conv2D:
         cin_g = self.in_channels // self.groups
         shape = ((self.out_channels, cin_g, kh, kw) if self.layout == "NCHW"
                  else (kh, kw, cin_g, self.out_channels))
-        bound = 1.0 / np.sqrt(cin_g * kh * kw)
+        bound = 1.0 / math.sqrt(cin_g * kh * kw)  # math: exact for ints beyond int64
         rng = np.random.default_rng(seed)
         self.weight = rng.uniform(-bound, bound, size=shape).astype(self.dtype)
         self.bias = (rng.uniform(-bound, bound, size=self.out_channels).astype(self.dtype)
@@ -91,11 +93,29 @@ class Conv2D:
         self.weight_grad = np.zeros_like(self.weight)
         self.bias_grad = None if self.bias is None else np.zeros_like(self.bias)
 
+        self._reset_runtime_state()
+
+    def _reset_runtime_state(self):
+        """The lock, the workspace, the plans and the saved inputs: made afresh on creation
+        and on unpickling (they are not part of a pickled layer)."""
         self._lock = threading.Lock()
         self._workspace = np.empty(0, dtype=self.dtype)
         self._partials = np.empty(0, dtype=self.dtype)
         self._plans = {}       # input shape → (geometry, forward launch, backward launch)
-        self._saved_input = None
+        # The last forward's input, per Python thread: forward/backward pairs made in
+        # different threads each get their own.
+        self._saved = threading.local()
+
+    def __getstate__(self):
+        """Pickle the parameters, gradients and geometry, not the runtime state."""
+        state = self.__dict__.copy()
+        for name in ("_lock", "_workspace", "_partials", "_plans", "_saved"):
+            del state[name]
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._reset_runtime_state()
 
     # ------------------------------------------------------------------ internals
     @property
@@ -110,6 +130,7 @@ class Conv2D:
         if cached is None:
             geom = _conv_geometry("Conv2D", x4, self.weight, self.stride, self.padding,
                                   self.dilation, self.groups, self.layout, x_shape)
+            _check_blas_range("Conv2D", geom)
             # The backward launch is sized first, with room for the weight-gradient
             # accumulators; the forward one within what the cap leaves beside them, so the
             # workspace held (the larger column space plus the accumulators) stays under it.
@@ -153,7 +174,7 @@ class Conv2D:
                     else out.reshape(geom.output_shape))
             x4 = np.ascontiguousarray(x4)
             run_forward(x4, self.weight, self.bias, out4, geom, launch, self._workspace)
-            self._saved_input = (x4, batched)
+            self._saved.input = (x4, batched)
         if out is not None:
             return out
         return out4 if batched else out4[0]
@@ -161,12 +182,14 @@ class Conv2D:
     __call__ = forward
 
     def backward(self, grad_output):
-        """Gradient w.r.t. the last forward's input; adds into ``weight_grad`` / ``bias_grad``."""
+        """Gradient w.r.t. the input of the last forward made in this Python thread; adds
+        into ``weight_grad`` / ``bias_grad``."""
         fn = "Conv2D.backward"
         with self._lock:
-            if self._saved_input is None:
+            saved = getattr(self._saved, "input", None)
+            if saved is None:
                 raise RuntimeError(f"{fn}: call forward before backward")
-            x4, batched = self._saved_input
+            x4, batched = saved
             geom, _, launch = self._plan_for(x4, x4.shape)
             grad_output = geo.as_array(grad_output, "grad_output", fn)
             geo.check_float_dtype(grad_output, "grad_output", fn)

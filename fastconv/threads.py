@@ -2,6 +2,12 @@
 
 fastconv never oversubscribes the cores: where its own OpenMP loop calls BLAS, BLAS is held
 at one thread (threadpoolctl) and the user's setting is restored afterwards.
+
+`set_num_threads` sets the process-wide count; a `threads(n)` block overrides it for the
+Python thread that opened it only, so blocks in a user's thread pool do not undo each
+other. BLAS limits are process-wide (BLAS has one setting): `blas_limit` regions opened
+from several Python threads keep the most recent region's limit in force, and the user's
+setting comes back when the last one closes.
 """
 from __future__ import annotations
 
@@ -15,7 +21,10 @@ __all__ = ["get_num_threads", "set_num_threads", "threads"]
 
 _lock = threading.Lock()
 _num_threads = None  # None: OpenMP's default, read at call time
+_local = threading.local()  # .num_threads / .depth: this Python thread's threads() block
 _controller = None
+# More threads than this is a mistake (and beyond what an OpenMP runtime can start).
+MAX_THREADS = 4096
 
 
 def get_num_threads():
@@ -23,6 +32,9 @@ def get_num_threads():
     (which honours ``OMP_NUM_THREADS``). Always 1 when built without OpenMP."""
     if not _openmp.openmp_enabled():
         return 1
+    override = getattr(_local, "num_threads", None)
+    if override is not None:
+        return override
     if _num_threads is not None:
         return _num_threads
     return max(1, _openmp.default_num_threads())
@@ -37,35 +49,41 @@ def _check_count(n, fn):
         raise ValueError(f"{fn}: n must be an int >= 1, got {n!r}") from None
     if count < 1:
         raise ValueError(f"{fn}: n must be an int >= 1, got {n!r}")
+    if count > MAX_THREADS:
+        raise ValueError(f"{fn}: n must be at most {MAX_THREADS}, got {n!r}")
     return count
 
 
 def set_num_threads(n):
-    """Use `n` threads (>= 1) in fastconv's kernels from now on, in every Python thread."""
+    """Use `n` threads (1 to MAX_THREADS) in fastconv's kernels from now on, in every
+    Python thread; inside a :func:`threads` block, for the rest of that block only."""
     global _num_threads
     count = _check_count(n, "set_num_threads")
+    if getattr(_local, "depth", 0):
+        _local.num_threads = count
+        return
     with _lock:
         _num_threads = count
 
 
 @contextlib.contextmanager
 def threads(n):
-    """Context manager: fastconv uses `n` threads inside the block; the previous setting
-    returns on exit, also on an exception.
+    """Context manager: fastconv uses `n` threads inside the block, in this Python thread;
+    the previous setting returns on exit, also on an exception. Blocks nest, and blocks
+    in different Python threads are independent.
 
     >>> with fastconv.threads(1):
     ...     cols = fastconv.im2col(x, 3)
     """
-    global _num_threads
     count = _check_count(n, "threads")
-    with _lock:
-        previous = _num_threads
-        _num_threads = count
+    previous = getattr(_local, "num_threads", None)
+    _local.num_threads = count
+    _local.depth = getattr(_local, "depth", 0) + 1
     try:
         yield count
     finally:
-        with _lock:
-            _num_threads = previous
+        _local.num_threads = previous
+        _local.depth -= 1
 
 
 def _blas_controller():
@@ -78,9 +96,50 @@ def _blas_controller():
     return _controller
 
 
-def blas_limit(n):
-    """Context manager holding every BLAS at `n` threads, restoring the user's setting after."""
-    return _blas_controller().limit(limits=n, user_api="blas")
+_blas_lock = threading.Lock()
+_blas_regions = []     # the open blas_limit regions, oldest first
+_blas_original = None  # threadpoolctl's limiter holding the user's setting while any is open
+
+
+class blas_limit:
+    """Context manager holding every BLAS at `n` threads while it is open (the limit applies
+    when it is made, as threadpoolctl's does), restoring the user's setting after.
+
+    Safe across Python threads: regions may overlap in any order; the most recently opened
+    region still open decides the limit, and the user's setting returns when the last
+    region closes (not when the first one does)."""
+
+    def __init__(self, n):
+        global _blas_original
+        self.n = n
+        with _blas_lock:
+            if not _blas_regions:
+                _blas_original = _blas_controller().limit(limits=n, user_api="blas")
+            elif _blas_regions[-1].n != n:
+                _blas_controller().limit(limits=n, user_api="blas")
+            _blas_regions.append(self)
+        self._open = True
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+    def close(self):
+        """Close this region (idempotent)."""
+        global _blas_original
+        with _blas_lock:
+            if not self._open:
+                return
+            self._open = False
+            newest = _blas_regions[-1] is self
+            _blas_regions.remove(self)
+            if not _blas_regions:
+                _blas_original.restore_original_limits()
+                _blas_original = None
+            elif newest and _blas_regions[-1].n != self.n:
+                _blas_controller().limit(limits=_blas_regions[-1].n, user_api="blas")
 
 
 def blas_info():

@@ -235,8 +235,8 @@ def _run_in_pool(jobs, per_worker_threads=None, rounds=4):
 
 def test_thread_pool_results_are_exact(rng):
     assert all(_run_in_pool(_conv_jobs(rng)))
-    # (Whether the user's BLAS setting survives depends on how the calls overlap: see the
-    # strict xfail test_overlapping_calls_keep_blas_single_threaded_and_restore_it.)
+    # (That overlapping calls keep BLAS single-threaded and restore the user's setting is
+    # test_overlapping_calls_keep_blas_single_threaded_and_restore_it.)
 
 
 def test_thread_pool_with_one_fastconv_thread_per_worker_is_exact(rng):
@@ -280,10 +280,6 @@ def test_blas_is_single_threaded_inside_fastconv(rng, blas_probe):
     assert blas_threads() == before
 
 
-@pytest.mark.xfail(strict=True, reason="threads.blas_limit is not safe across Python threads: "
-                   "when two calls' BLAS regions overlap, the first to leave restores the "
-                   "user's BLAS setting under the other (which then runs multi-threaded BLAS "
-                   "inside its OpenMP loop) and the last leaves BLAS at 1 thread")
 def test_overlapping_calls_keep_blas_single_threaded_and_restore_it(rng, blas_probe):
     # Two threads' BLAS regions overlap in a fixed order: A enters, B enters, A leaves,
     # B leaves (B's limit waits for A to be inside, A's exit waits for B to be inside,
@@ -339,10 +335,6 @@ def test_overlapping_calls_keep_blas_single_threaded_and_restore_it(rng, blas_pr
 
 # ============================================================ threads() contexts
 
-@pytest.mark.xfail(strict=True, reason="fastconv.threads() sets and restores one process-wide "
-                   "value: contexts in two Python threads that overlap undo each other and "
-                   "the last one out leaves its 'previous' value behind; a per-thread "
-                   "(threading.local) override in threads.py would fix both")
 def test_threads_contexts_in_two_python_threads_do_not_interfere():
     before = fastconv.get_num_threads()
     a_inside, b_inside, a_out = threading.Event(), threading.Event(), threading.Event()
@@ -394,10 +386,6 @@ def test_nested_threads_contexts_restore_after_fastconv_errors():
     assert blas_threads() == blas_before
 
 
-@pytest.mark.xfail(strict=True, reason="set_num_threads accepts any n >= 1: a count beyond C "
-                   "int makes the next kernel call raise OverflowError, and a count beyond "
-                   "what the OS can create makes libgomp abort the process; threads.py "
-                   "_check_count should cap n (e.g. at 2**15) with a ValueError")
 @pytest.mark.parametrize("n", [2**31, 2**70])
 def test_absurd_thread_counts_are_refused(n):
     before = fastconv.get_num_threads()

@@ -399,3 +399,51 @@ def test_shared_layer_from_four_python_threads(rng):
     assert mismatches == [0, 0, 0, 0]
     for x, e in zip(inputs, expected):
         np.testing.assert_array_equal(layer(x), e)
+
+
+# ------------------------------------------------------------------ pickling, threads
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_layer_pickles_parameters_not_runtime_state(rng, layout):
+    import pickle
+
+    layer = Conv2D(3, 8, 3, padding=1, layout=layout, seed=4)
+    x = rng.standard_normal(input_shape(2, 3, 9, 7, layout)).astype(np.float32)
+    y = layer(x)
+    layer.backward(np.ones_like(y))
+    copy = pickle.loads(pickle.dumps(layer))
+    assert copy.workspace_bytes == 0 and copy.workspace_bytes < layer.workspace_bytes
+    np.testing.assert_array_equal(copy.weight, layer.weight)
+    np.testing.assert_array_equal(copy.weight_grad, layer.weight_grad)
+    np.testing.assert_array_equal(copy(x), y)
+    with pytest.raises(RuntimeError, match="call forward before backward"):
+        pickle.loads(pickle.dumps(layer)).backward(np.ones_like(y))
+
+
+def test_forward_backward_pairs_in_two_threads_use_their_own_inputs(rng):
+    """Each Python thread's backward uses the input of that thread's last forward."""
+    import threading
+
+    layer = Conv2D(2, 4, 3, padding=1, seed=1, bias=False)
+    inputs = {name: rng.standard_normal((1, 2, 6, 6)).astype(np.float32) for name in "AB"}
+    a_forward_done, b_forward_done = threading.Event(), threading.Event()
+    grads = {}
+
+    def run(name, mine, other):
+        layer(inputs[name])
+        mine.set()
+        assert other.wait(10)  # both forwards made before either backward
+        grads[name] = layer.backward(np.ones((1, 4, 6, 6), np.float32))
+
+    workers = [threading.Thread(target=run, args=("A", a_forward_done, b_forward_done)),
+               threading.Thread(target=run, args=("B", b_forward_done, a_forward_done))]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(30)
+    expected = fastconv.conv2d_backward(
+        np.ones((1, 4, 6, 6), np.float32), inputs["A"], layer.weight, padding=1).grad_input
+    np.testing.assert_allclose(grads["A"], expected, rtol=1e-5, atol=1e-6)
+    # The weight gradient holds both threads' contributions.
+    total = sum(fastconv.conv2d_backward(np.ones((1, 4, 6, 6), np.float32), inputs[name],
+                                         layer.weight, padding=1).grad_weight for name in "AB")
+    np.testing.assert_allclose(layer.weight_grad, total, rtol=1e-5, atol=1e-5)

@@ -132,8 +132,6 @@ def _run_limited(code, address_space):
                           cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120)
 
 
-@pytest.mark.xfail(strict=True, reason="Conv2D does not check the BLAS int range: "
-                   "layers.py Conv2D._plan_for should call conv._check_blas_range")
 def test_conv2d_layer_checks_the_blas_range_before_allocating():
     # One pixel padded by 2**15 on each side: OH·OW = (2**16 + 1)**2 > 2**31 − 1. Without
     # the check the layer allocates a 17 GB output and passes int-truncated sizes to sgemm;
@@ -153,9 +151,6 @@ def test_conv2d_layer_checks_the_blas_range_before_allocating():
     assert result.stdout.split() == ["ValueError"]
 
 
-@pytest.mark.xfail(strict=True, reason="Conv2D.__init__ computes its init bound with "
-                   "np.sqrt(C_in/groups·kh·kw), a TypeError on Python ints beyond int64: "
-                   "layers.py should use math.sqrt (the weight allocation then fails cleanly)")
 @pytest.mark.parametrize("kernel_size", [2**48, (2**40, 2**40)])
 def test_conv2d_layer_huge_kernel_fails_cleanly(kernel_size):
     with pytest.raises(TOO_BIG):

@@ -180,3 +180,23 @@ def test_threads_context_rejects_bad_counts(bad):
             entered = True
     assert not entered
     assert fastconv.get_num_threads() == before
+
+
+def test_set_num_threads_inside_a_block_changes_that_block_only():
+    before = fastconv.get_num_threads()
+    with fastconv.threads(1):
+        fastconv.set_num_threads(3)
+        assert fastconv.get_num_threads() == 3
+    assert fastconv.get_num_threads() == before
+
+
+@pytest.mark.parametrize("fn", ["set_num_threads", "threads"])
+def test_thread_counts_above_the_maximum_are_refused(fn):
+    from fastconv.threads import MAX_THREADS
+
+    with pytest.raises(ValueError, match=rf"{fn}: n must be at most {MAX_THREADS}, got 4097"):
+        if fn == "threads":
+            with fastconv.threads(MAX_THREADS + 1):
+                pass
+        else:
+            fastconv.set_num_threads(MAX_THREADS + 1)
