@@ -424,7 +424,9 @@ def test_forward_backward_pairs_in_two_threads_use_their_own_inputs(rng):
     import threading
 
     layer = Conv2D(2, 4, 3, padding=1, seed=1, bias=False)
-    inputs = {name: rng.standard_normal((1, 2, 6, 6)).astype(np.float32) for name in "AB"}
+    shapes = {"A": (1, 2, 6, 6), "B": (1, 2, 5, 8)}
+    inputs = {name: rng.standard_normal(shapes[name]).astype(np.float32) for name in "AB"}
+    ones = {name: np.ones((1, 4) + shapes[name][2:], np.float32) for name in "AB"}
     a_forward_done, b_forward_done = threading.Event(), threading.Event()
     grads = {}
 
@@ -432,7 +434,7 @@ def test_forward_backward_pairs_in_two_threads_use_their_own_inputs(rng):
         layer(inputs[name])
         mine.set()
         assert other.wait(10)  # both forwards made before either backward
-        grads[name] = layer.backward(np.ones((1, 4, 6, 6), np.float32))
+        grads[name] = layer.backward(ones[name])
 
     workers = [threading.Thread(target=run, args=("A", a_forward_done, b_forward_done)),
                threading.Thread(target=run, args=("B", b_forward_done, a_forward_done))]
@@ -440,10 +442,11 @@ def test_forward_backward_pairs_in_two_threads_use_their_own_inputs(rng):
         worker.start()
     for worker in workers:
         worker.join(30)
-    expected = fastconv.conv2d_backward(
-        np.ones((1, 4, 6, 6), np.float32), inputs["A"], layer.weight, padding=1).grad_input
-    np.testing.assert_allclose(grads["A"], expected, rtol=1e-5, atol=1e-6)
+    for name in "AB":
+        expected = fastconv.conv2d_backward(ones[name], inputs[name], layer.weight,
+                                            padding=1).grad_input
+        np.testing.assert_allclose(grads[name], expected, rtol=1e-5, atol=1e-6)
     # The weight gradient holds both threads' contributions.
-    total = sum(fastconv.conv2d_backward(np.ones((1, 4, 6, 6), np.float32), inputs[name],
-                                         layer.weight, padding=1).grad_weight for name in "AB")
+    total = sum(fastconv.conv2d_backward(ones[name], inputs[name], layer.weight,
+                                         padding=1).grad_weight for name in "AB")
     np.testing.assert_allclose(layer.weight_grad, total, rtol=1e-5, atol=1e-5)
