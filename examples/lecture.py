@@ -56,7 +56,7 @@ def build_parser():
                         help="images for the naive loops (default 1)")
     parser.add_argument("--size", type=int, default=layer.size,
                         help=f"image height and width (default {layer.size})")
-    parser.add_argument("--repeats", type=int, default=3,
+    parser.add_argument("--repeats", type=int, default=5,
                         help="timed calls per method, best kept (the naive loops run once)")
     parser.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     parser.add_argument("--threads", type=int, default=None,
