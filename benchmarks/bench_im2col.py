@@ -1,58 +1,78 @@
-"""asv benchmarks: fastconv.im2col and fastconv.col2im on ResNet-50 layer shapes.
+"""asv benchmarks: im2col, col2im and their gradients im2col_backward, col2im_backward.
 
-Parametrised over layout, dtype, layer and batch; ``setup`` allocates the input and the
-``out=`` buffer, so only the kernel (and the argument checks) is timed. The shapes are read
-from ``fastconv/data/layers.json`` in the installed fastconv, the same suite that
-``python -m fastconv bench`` runs.
+Parametrised over layout, dtype, layer (ResNet-50 shapes), batch and threads; ``setup``
+allocates the input and the ``out=`` buffer, so only the kernel (and the argument checks)
+is timed.
 """
+from ._common import BATCHES, DTYPES, LAYOUTS, THREADS, ThreadedBenchmark, random, suite_case
+
 import numpy as np
 
 import fastconv
-from fastconv.bench import Case, load_layers
 
-LAYOUTS = ["NCHW", "NHWC"]
-DTYPES = ["float32", "float64"]
-LAYERS = ["resnet50.conv1", "resnet50.res3.3x3s2", "resnet50.res4.3x3"]
-BATCHES = [1, 8]
+# The 7x7 stride-2 stem (large columns) and a 3x3 layer with many channels.
+LAYERS = ["resnet50.conv1", "resnet50.res4.3x3"]
 
 
-def layer_geometry(name, batch, layout):
-    """(image shape, column shape, keyword arguments) of one layer at one batch size."""
-    case = Case({entry.name: entry for entry in load_layers()}[name], batch)
-    return (case.image_shape(layout), case.column_shape(layout),
-            {**case.window_args(), "layout": layout})
+class _Window(ThreadedBenchmark):
+    params = [LAYOUTS, DTYPES, LAYERS, BATCHES, THREADS]
+    param_names = ["layout", "dtype", "layer", "batch", "threads"]
 
-
-class _Window:
-    params = [LAYOUTS, DTYPES, LAYERS, BATCHES]
-    param_names = ["layout", "dtype", "layer", "batch"]
-
-    def _geometry(self, layout, dtype, layer, batch):
-        self.image_shape, self.column_shape, self.kwargs = layer_geometry(layer, batch, layout)
-        self.rng = np.random.default_rng(0)
+    def _geometry(self, layout, dtype, layer, batch, threads):
+        """Image and column shapes, window keywords; fastconv set to `threads`."""
+        case = suite_case(layer, batch)
+        self.image_shape = case.image_shape(layout)
+        self.column_shape = case.column_shape(layout)
+        self.size = case.layer.image_size
+        self.kwargs = {**case.window_args(), "layout": layout}
         self.dtype = np.dtype(dtype)
+        self.use_threads(threads)
 
 
 class Im2Col(_Window):
     """fastconv.im2col into a preallocated column buffer."""
 
-    def setup(self, layout, dtype, layer, batch):
-        self._geometry(layout, dtype, layer, batch)
-        self.x = self.rng.standard_normal(self.image_shape, dtype=self.dtype)
+    def setup(self, *params):
+        self._geometry(*params)
+        self.x = random(self.image_shape, self.dtype)
         self.cols = np.empty(self.column_shape, dtype=self.dtype)
 
-    def time_im2col(self, layout, dtype, layer, batch):
+    def time_im2col(self, *params):
         fastconv.im2col(self.x, out=self.cols, **self.kwargs)
 
 
 class Col2Im(_Window):
     """fastconv.col2im into a preallocated image buffer."""
 
-    def setup(self, layout, dtype, layer, batch):
-        self._geometry(layout, dtype, layer, batch)
-        self.cols = self.rng.standard_normal(self.column_shape, dtype=self.dtype)
+    def setup(self, *params):
+        self._geometry(*params)
+        self.cols = random(self.column_shape, self.dtype)
         self.image = np.empty(self.image_shape, dtype=self.dtype)
-        self.size = self.image_shape[2] if layout == "NCHW" else self.image_shape[1]
 
-    def time_col2im(self, layout, dtype, layer, batch):
-        fastconv.col2im(self.cols, (self.size, self.size), out=self.image, **self.kwargs)
+    def time_col2im(self, *params):
+        fastconv.col2im(self.cols, self.size, out=self.image, **self.kwargs)
+
+
+class Im2ColBackward(_Window):
+    """fastconv.im2col_backward (the column gradient folded back onto the image)."""
+
+    def setup(self, *params):
+        self._geometry(*params)
+        self.grad_cols = random(self.column_shape, self.dtype)
+        self.grad_image = np.empty(self.image_shape, dtype=self.dtype)
+
+    def time_im2col_backward(self, *params):
+        fastconv.im2col_backward(self.grad_cols, self.image_shape, out=self.grad_image,
+                                 **self.kwargs)
+
+
+class Col2ImBackward(_Window):
+    """fastconv.col2im_backward (the image gradient unfolded into columns)."""
+
+    def setup(self, *params):
+        self._geometry(*params)
+        self.grad_image = random(self.image_shape, self.dtype)
+        self.grad_cols = np.empty(self.column_shape, dtype=self.dtype)
+
+    def time_col2im_backward(self, *params):
+        fastconv.col2im_backward(self.grad_image, out=self.grad_cols, **self.kwargs)

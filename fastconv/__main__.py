@@ -55,6 +55,10 @@ def main(argv=None):
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         return 130
+    except MemoryError as error:  # e.g. a --conv or --batch too large for this machine
+        print(f"\n{parser.prog} bench: error: out of memory ({error}); try smaller layers "
+              "or batches", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

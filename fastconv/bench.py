@@ -64,7 +64,8 @@ __all__ = [
     "load_layers", "select_layers", "make_config", "run", "format_table",
     "numpy_im2col", "numpy_col2im", "numpy_conv2d", "numpy_conv2d_backward", "gemm_ceiling",
     "FeatureMap", "MapCase", "RMAC_MAPS", "rmac_cases", "numpy_rmac", "torch_rmac",
-    "best_time", "best_times", "add_arguments", "main",
+    "best_time", "best_times", "add_arguments", "main", "parse_conv", "plot_rows",
+    "plot_series",
 ]
 
 LAYOUTS = ("NCHW", "NHWC")
@@ -80,7 +81,11 @@ class BenchError(ValueError):
 
 @dataclass(frozen=True)
 class Layer:
-    """One convolution layer of the suite (square images and kernels, symmetric padding)."""
+    """One convolution layer of the suite (square kernels, symmetric padding).
+
+    Images are `size` × `size`, or `size` (height) × `width` when `width` is given: the
+    suite's layers are square, a user's ``--conv`` layer need not be.
+    """
 
     name: str
     in_channels: int
@@ -91,21 +96,34 @@ class Layer:
     padding: int = 0
     groups: int = 1
     batches: tuple = DEFAULT_BATCHES
+    width: Optional[int] = None  # None: square, `size` wide
 
     @classmethod
     def from_dict(cls, entry):
-        """A Layer from one entry of layers.json."""
+        """A Layer from one entry of layers.json (an optional "width" makes it non-square)."""
         return cls(
             name=entry["name"], in_channels=int(entry["in_channels"]), size=int(entry["size"]),
             out_channels=int(entry["out_channels"]), kernel=int(entry["kernel"]),
             stride=int(entry.get("stride", 1)), padding=int(entry.get("padding", 0)),
             groups=int(entry.get("groups", 1)),
-            batches=tuple(int(b) for b in entry.get("batches", DEFAULT_BATCHES)))
+            batches=tuple(int(b) for b in entry.get("batches", DEFAULT_BATCHES)),
+            width=int(entry["width"]) if entry.get("width") is not None else None)
+
+    @property
+    def image_size(self):
+        """(height, width) of the input image."""
+        return (self.size, self.size if self.width is None else self.width)
+
+    @property
+    def out_image_size(self):
+        """(height, width) of the output: the sliding window's positions on each axis."""
+        return tuple((extent + 2 * self.padding - self.kernel) // self.stride + 1
+                     for extent in self.image_size)
 
     @property
     def out_size(self):
-        """Output height (= width) of the sliding window."""
-        return (self.size + 2 * self.padding - self.kernel) // self.stride + 1
+        """Output height (= width for a square layer) of the sliding window."""
+        return self.out_image_size[0]
 
 
 def load_layers():
@@ -131,6 +149,68 @@ def select_layers(layers, patterns):
                                              for p in patterns)]
 
 
+# The fields of ``--conv N,C,H,W,O,k,s,p``: (letter, meaning, smallest value).
+CONV_FIELDS = (("N", "batch", 1), ("C", "in_channels", 1), ("H", "height", 1),
+               ("W", "width", 1), ("O", "out_channels", 1), ("k", "kernel", 1),
+               ("s", "stride", 1), ("p", "padding", 0))
+
+
+def parse_conv(text):
+    """A user's layer from a ``--conv N,C,H,W,O,k,s,p`` value.
+
+    Parameters
+    ----------
+    text : str
+        Eight comma-separated integers: batch N, input channels C, image height H and
+        width W, output channels O, square kernel k, stride s, symmetric padding p
+        (p ≥ 0, the others ≥ 1).
+
+    Returns
+    -------
+    Layer
+        Named ``user.N4.C3.H32.W32.O16.k3.s1.p1`` (for ``4,3,32,32,16,3,1,1``), run at
+        batch N unless ``--batch`` says otherwise.
+
+    Raises
+    ------
+    BenchError
+        Not eight fields, a field that is not an integer or is too small (the message names
+        it), or a kernel larger than the padded image.
+    """
+    parts = [part.strip() for part in str(text).split(",")]
+    letters = ",".join(letter for letter, _, _ in CONV_FIELDS)
+    if len(parts) != len(CONV_FIELDS):
+        raise BenchError(f"expected {len(CONV_FIELDS)} comma-separated integers {letters}, "
+                         f"got {len(parts)} in {text!r}")
+    values = {}
+    for part, (letter, meaning, least) in zip(parts, CONV_FIELDS):
+        try:
+            value = int(part)
+        except ValueError:
+            value = None
+        if value is None or value < least:
+            raise BenchError(f"field {letter} ({meaning}) must be an integer >= {least}, "
+                             f"got {part!r} in {text!r}")
+        values[letter] = value
+    kernel, padding = values["k"], values["p"]
+    for letter in ("H", "W"):
+        if values[letter] + 2 * padding < kernel:
+            raise BenchError(f"kernel k={kernel} is larger than the padded image "
+                             f"({letter}={values[letter]} + 2*p={2 * padding}) in {text!r}")
+    name = "user." + ".".join(f"{letter}{values[letter]}" for letter, _, _ in CONV_FIELDS)
+    return Layer(name=name, in_channels=values["C"], size=values["H"],
+                 out_channels=values["O"], kernel=kernel, stride=values["s"],
+                 padding=padding, batches=(values["N"],), width=values["W"])
+
+
+def _conv_argument(text):
+    """argparse type of ``--conv``: :func:`parse_conv`, its errors as argparse's."""
+    try:
+        return parse_conv(text)
+    except BenchError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 @dataclass(frozen=True)
 class Case:
     """One layer at one batch size, the unit every section times."""
@@ -139,13 +219,14 @@ class Case:
     batch: int
 
     def image_shape(self, layout):
-        n, c, s = self.batch, self.layer.in_channels, self.layer.size
-        return (n, c, s, s) if layout == "NCHW" else (n, s, s, c)
+        n, c = self.batch, self.layer.in_channels
+        h, w = self.layer.image_size
+        return (n, c, h, w) if layout == "NCHW" else (n, h, w, c)
 
     def column_shape(self, layout):
-        k, o = self.layer.kernel, self.layer.out_size
+        k, (oh, ow) = self.layer.kernel, self.layer.out_image_size
         rows = self.layer.in_channels * k * k
-        return (self.batch, rows, o * o) if layout == "NCHW" else (self.batch, o * o, rows)
+        return (self.batch, rows, oh * ow) if layout == "NCHW" else (self.batch, oh * ow, rows)
 
     def window_args(self):
         """Keyword arguments shared by every im2col/col2im implementation."""
@@ -526,8 +607,12 @@ def load_torch(enabled=True):
 
 
 def make_config(layers=None, batches=None, layout="NCHW", dtype="float32", threads=None,
-                full=False, ops=None, use_torch=True, repeats=None):
-    """A validated :class:`Config`; bad values raise :class:`BenchError` (one-line message)."""
+                full=False, ops=None, use_torch=True, repeats=None, user_layers=None):
+    """A validated :class:`Config`; bad values raise :class:`BenchError` (one-line message).
+
+    `user_layers` (:class:`Layer` objects, e.g. from :func:`parse_conv`) run after the
+    suite's `layers`; with user layers and no `layers`, only the user layers run.
+    """
     layout = str(layout).upper()
     if layout not in LAYOUTS:
         raise BenchError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
@@ -548,8 +633,10 @@ def make_config(layers=None, batches=None, layout="NCHW", dtype="float32", threa
             raise BenchError(f"repeats must be >= 1, got {repeats}")
         timing = Timing(repeats=int(repeats), min_repeats=int(repeats), budget_s=0.0,
                         min_sample_s=timing.min_sample_s, once_s=timing.once_s)
+    chosen = select_layers(load_layers(), layers) if layers or not user_layers else []
+    chosen += list({layer.name: layer for layer in user_layers or ()}.values())
     return Config(
-        layers=select_layers(load_layers(), layers),
+        layers=chosen,
         batches=tuple(int(b) for b in batches) if batches else None,
         layout=layout, dtype=np.dtype(dtype),
         threads=int(threads) if threads is not None else fastconv.get_num_threads(),
@@ -772,7 +859,7 @@ def bench_im2col(case, config):
 def bench_col2im(case, config):
     """fastconv.col2im (out=) vs :func:`numpy_col2im` vs torch.nn.functional.fold."""
     layout, args = config.layout, case.window_args()
-    size = (case.layer.size, case.layer.size)
+    size = case.layer.image_size
     cols = config.random(case.column_shape(layout))
     image = np.empty(case.image_shape(layout), dtype=config.dtype)
     torch_fn = None
@@ -1031,12 +1118,13 @@ def bench_space_to_batch(case, config):
     then ``numpy.copyto`` of the same number of bytes, the memory-copy peer:
     ``extra["copy_ratio"]`` = copy time / fastconv time (1.0: copy speed)."""
     layout, block = config.layout, SPACE_TO_BATCH_BLOCK
-    size = case.layer.size
-    padding = ((0, -size % block), (0, -size % block))
+    height, width = case.layer.image_size
+    padding = ((0, -height % block), (0, -width % block))
     x = config.random(case.image_shape(layout))
-    batch, channels, side = block * block * case.batch, case.layer.in_channels, -(-size // block)
-    shape = ((batch, channels, side, side) if layout == "NCHW"
-             else (batch, side, side, channels))
+    batch, channels = block * block * case.batch, case.layer.in_channels
+    rows, cols = -(-height // block), -(-width // block)
+    shape = ((batch, channels, rows, cols) if layout == "NCHW"
+             else (batch, rows, cols, channels))
     blocks = np.empty(shape, dtype=config.dtype)
     torch_fn = None
     if config.torch is not None:
@@ -1285,6 +1373,106 @@ def to_json(rows, config):
     }
 
 
+# --------------------------------------------------------------------------- plot
+
+# Bar colours per implementation, the same in every panel.
+_PLOT_SERIES = (("fastconv", "fastconv_s", "#1f77b4"), ("NumPy", "numpy_s", "#ff7f0e"),
+                ("torch", "torch_s", "#d62728"), ("GEMM ceiling", "gemm_s", "#7f7f7f"))
+
+
+def plot_series(rows):
+    """The bar heights of a plot panel: {implementation: [rate per row or None]}, in the
+    rows' unit (GFLOP/s or GB/s) for the same work; implementations that were never
+    measured on these rows are left out."""
+    series = {}
+    for label, attribute, _ in _PLOT_SERIES:
+        rates = []
+        for row in rows:
+            seconds = getattr(row, attribute)
+            work = row.flops if row.flops is not None else row.nbytes
+            rates.append(None if not seconds else work / seconds / 1e9)
+        if any(rate is not None for rate in rates):
+            series[label] = rates
+    return series
+
+
+def plot_rows(rows, config, path):
+    """Write the ``--plot`` bar chart of `rows` to `path` (any format matplotlib saves).
+
+    One panel per operator, GFLOP/s panels (convolutions) first, then GB/s ones (data
+    movement); in each, one group of bars per (layer, batch) with fastconv, NumPy, torch
+    and the GEMM ceiling side by side where measured. matplotlib is imported here, not
+    with fastconv, and only its object API is used (no pyplot, no global backend change).
+
+    Parameters
+    ----------
+    rows : list of Row
+        As returned by :func:`run`.
+    config : Config
+        The run's configuration (for the title).
+    path : str or os.PathLike
+        The image file; its suffix picks the format (``.png``, ``.svg``, ``.pdf``...).
+    """
+    from matplotlib.figure import Figure
+
+    ops = list(dict.fromkeys(row.op for row in rows))
+    ops.sort(key=lambda op: next(row.unit for row in rows if row.op == op) != "GFLOP/s")
+    # At least this many groups' room per panel, so one or two groups get slim bars.
+    slots = max([sum(row.op == op for row in rows) for op in ops] + [6])
+    figure = Figure(figsize=(min(30.0, 3.5 + 0.6 * slots), 1.2 + 3.4 * max(1, len(ops))),
+                    layout="constrained")
+    threads = _plural(config.threads, "thread")
+    figure.suptitle(f"fastconv {fastconv.__version__} bench: {config.dtype} {config.layout}, "
+                    f"{threads}; higher is better")
+    axes = figure.subplots(max(1, len(ops)), 1, squeeze=False)[:, 0]
+    colours = {label: colour for label, _, colour in _PLOT_SERIES}
+    handles = {}
+    for ax, op in zip(axes, ops):
+        mine = [row for row in rows if row.op == op]
+        series = plot_series(mine)
+        positions = np.arange(len(mine))
+        bar_width = 0.8 / len(series)
+        for k, (label, rates) in enumerate(series.items()):
+            heights = [np.nan if rate is None else rate for rate in rates]
+            handles[label] = ax.bar(positions + (k - (len(series) - 1) / 2) * bar_width,
+                                    heights, bar_width, label=label, color=colours[label])
+        torch_name = SECTIONS[op].torch_name if op in SECTIONS else ""
+        ax.set_title(f"{op}: {mine[0].unit}"
+                     + (f" (torch: {torch_name})" if torch_name and config.torch else ""),
+                     loc="left")
+        ax.set_ylabel(mine[0].unit)
+        ax.set_xticks(positions, [f"{row.layer} b{row.batch}" for row in mine],
+                      rotation=30, ha="right", rotation_mode="anchor", fontsize="small")
+        margin = (slots - len(mine)) / 2
+        ax.set_xlim(-0.6 - margin, len(mine) - 0.4 + margin)
+        ax.grid(axis="y", alpha=0.3)
+        ax.set_axisbelow(True)
+    if handles:
+        ordered = [label for label, _, _ in _PLOT_SERIES if label in handles]
+        axes[0].legend([handles[label] for label in ordered], ordered, loc="upper left",
+                       bbox_to_anchor=(1.005, 1.0))
+    else:
+        axes[0].text(0.5, 0.5, "no rows", ha="center", va="center")
+    figure.savefig(path, dpi=100)
+
+
+def _check_plot_target(path, parser):
+    """``--plot``: matplotlib importable, the directory there and a format it can save."""
+    if importlib.util.find_spec("matplotlib") is None:
+        parser.error('--plot needs matplotlib, which is not installed: '
+                     'pip install "fastconv[plot]" (or pip install matplotlib)')
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        parser.error(f"--plot: directory {directory!r} does not exist")
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    formats = FigureCanvasBase.get_supported_filetypes()
+    suffix = os.path.splitext(path)[1].lstrip(".").lower()
+    if suffix not in formats:
+        parser.error(f"--plot: cannot tell the image format of {path!r}; end it in one of "
+                     f"{', '.join('.' + name for name in sorted(formats))}")
+
+
 # --------------------------------------------------------------------------- command line
 
 def _positive_int(text):
@@ -1303,6 +1491,11 @@ def add_arguments(parser):
     parser.add_argument("--layers", nargs="+", metavar="NAME",
                         help="layers of fastconv/data/layers.json to run (names or globs "
                              "such as 'resnet50.*'; default: all)")
+    parser.add_argument("--conv", action="append", type=_conv_argument,
+                        metavar="N,C,H,W,O,k,s,p",
+                        help="also time your own layer: batch, in channels, height, width, "
+                             "out channels, kernel, stride, padding (repeatable; alone, "
+                             "only these layers run)")
     parser.add_argument("--batch", nargs="+", type=_positive_int, metavar="N",
                         help="batch sizes (default: each layer's own, normally 1 and 8)")
     parser.add_argument("--threads", type=_positive_int, metavar="N",
@@ -1323,6 +1516,9 @@ def add_arguments(parser):
     parser.add_argument("--no-torch", action="store_true",
                         help="skip the torch baseline even when torch is installed")
     parser.add_argument("--json", metavar="FILE", help="also write the rows as JSON to FILE")
+    parser.add_argument("--plot", metavar="FILE.png",
+                        help="also draw the rates as a bar chart per operator into FILE.png "
+                             "(needs matplotlib: pip install \"fastconv[plot]\")")
     parser.add_argument("--quiet", action="store_true", help="no progress line on stderr")
     parser.add_argument("--compare", action="store_true",
                         help="the performance targets instead of the sections: conv2d "
@@ -1360,18 +1556,23 @@ def main(args, parser):
     """Run ``bench`` for parsed `args`; bad requests end via ``parser.error`` (exit 2)."""
     if args.json:
         _check_json_target(args.json, parser)
+    if args.plot:
+        _check_plot_target(args.plot, parser)
     if args.compare:
         return _main_compare(args, parser)
     try:
         config = make_config(layers=args.layers, batches=args.batch,
                              layout=args.layout or "NCHW",
                              dtype=args.dtype, threads=args.threads, full=args.full,
-                             ops=args.ops, use_torch=not args.no_torch, repeats=args.repeats)
+                             ops=args.ops, use_torch=not args.no_torch, repeats=args.repeats,
+                             user_layers=args.conv)
     except BenchError as error:
         parser.error(str(error))
     warn_if_busy()
     rows = run(config, progress=not args.quiet)
     print(format_table(rows, config))
+    if args.plot:
+        plot_rows(rows, config, args.plot)
     if args.json:
         with open(args.json, "w", encoding="utf-8") as handle:
             json.dump(to_json(rows, config), handle, indent=2)
@@ -1383,8 +1584,10 @@ def _main_compare(args, parser):
     """``bench --compare``: the table of :mod:`fastconv.compare`."""
     from fastconv import compare
 
-    if args.ops:
-        parser.error("--compare runs conv2d forward and backward; it takes no --ops")
+    for option, given in (("--ops", args.ops), ("--conv", args.conv), ("--plot", args.plot)):
+        if given:
+            parser.error(f"--compare runs conv2d forward and backward on the suite's layers; "
+                         f"it takes no {option}")
     try:
         configs = compare.make_compare_config(
             layers=args.layers, batches=args.batch,

@@ -95,6 +95,10 @@ TILE_BYTES = 4 << 20
 WORK_ITEMS = max(8, 2 * (os.cpu_count() or 1))
 # Fewest output positions in a tile cut for parallelism (narrower GEMMs run slowly).
 MIN_TILE_POSITIONS = 256
+# Below this many floating-point operations a convolution runs on one thread: waking the
+# OpenMP team costs more than it saves (tens of microseconds, milliseconds when another
+# process holds a core), e.g. the 8×8 images of examples/train_digits.py.
+PARALLEL_MIN_FLOPS = 1 << 22
 # Fewest output channels per GEMM when an image's channels are split between threads
 # (measured on 2 cores: blocks of 128 beat 64 by 10-30% and 16 by up to 45%).
 MIN_CHANNEL_BLOCK = 128
@@ -156,7 +160,7 @@ def plan_launch(geom, itemsize, *, weight_grad=False, max_workspace_bytes=None, 
     their whole column matrix once and split the GEMMs between threads by blocks of output
     channels (forward, weight gradient) or of column rows (input gradient, when `backward`):
     only when that makes more than one block."""
-    threads = get_num_threads()
+    threads = get_num_threads() if geom.flops >= PARALLEL_MIN_FLOPS else 1
     kh, kw = geom.kernel_size
     pointwise = geom.window.is_pointwise
     depthwise = is_depthwise(geom)

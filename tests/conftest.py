@@ -32,6 +32,15 @@ def torch():
 
 
 @pytest.fixture(autouse=True)
+def _parallel_even_when_tiny(monkeypatch):
+    """Test inputs are small: run them through the parallel kernels as large inputs would,
+    so thread-count tests compare real multi-threaded runs (test_conv.py checks the
+    one-thread rule for small convolutions itself)."""
+    conv = importlib.import_module("fastconv.conv")
+    monkeypatch.setattr(conv, "PARALLEL_MIN_FLOPS", 0)
+
+
+@pytest.fixture(autouse=True)
 def _restore_fastconv_threads():
     """Safety net: whatever a test does to fastconv's thread setting is undone afterwards
     (the library offers no public 'reset to the OpenMP default')."""

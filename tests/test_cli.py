@@ -2,6 +2,7 @@
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -436,3 +437,206 @@ def test_table_rate_columns():
     assert cells["im2col"][gb] != "-" and cells["im2col"][gflop] == "-"
     assert cells["conv2d"][gb] == "-" and float(cells["conv2d"][gflop]) > 0
     assert rows[0].unit == "GB/s" and rows[0].gflops is None and rows[0].gemm_s is None
+
+
+# ----------------------------------------------------------------------------- --conv, --plot
+
+def _bench_main(argv):
+    """``python -m fastconv`` in this process (so tests can patch it): the exit code."""
+    from fastconv.__main__ import main
+    return main(argv)
+
+
+def test_parse_conv_user_layer():
+    layer = bench.parse_conv("4,3,32,20,16,3,2,1")
+    assert layer.name == "user.N4.C3.H32.W20.O16.k3.s2.p1"
+    assert (layer.in_channels, layer.out_channels, layer.kernel) == (3, 16, 3)
+    assert (layer.stride, layer.padding, layer.groups, layer.batches) == (2, 1, 1, (4,))
+    assert layer.image_size == (32, 20)
+    assert layer.out_image_size == (16, 10)  # (32 + 2 - 3)//2 + 1, (20 + 2 - 3)//2 + 1
+    assert bench.parse_conv(" 1, 2,5,5 ,3,5,1,0").name == "user.N1.C2.H5.W5.O3.k5.s1.p0"
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+def test_non_square_case_shapes_match_fastconv(layout):
+    case = bench.Case(bench.parse_conv("2,3,11,6,5,3,2,1"), 2)
+    x = np.zeros(case.image_shape(layout), np.float32)
+    assert x.shape == ((2, 3, 11, 6) if layout == "NCHW" else (2, 11, 6, 3))
+    cols = fastconv.im2col(x, layout=layout, **case.window_args())
+    assert cols.shape == case.column_shape(layout)
+    geometry = case.geometry(layout)
+    assert geometry.input_shape == x.shape
+    assert geometry.output_shape == ((2, 5, 6, 3) if layout == "NCHW" else (2, 6, 3, 5))
+
+
+def test_square_layers_keep_their_shapes():
+    layer = {entry.name: entry for entry in bench.load_layers()}["resnet50.conv1"]
+    assert layer.width is None and layer.image_size == (224, 224)
+    assert layer.out_size == 112 and layer.out_image_size == (112, 112)
+    case = bench.Case(layer, 2)
+    assert case.image_shape("NHWC") == (2, 224, 224, 3)
+    assert case.column_shape("NCHW") == (2, 3 * 7 * 7, 112 * 112)
+    wide = bench.Layer.from_dict({"name": "wide", "in_channels": 1, "size": 4, "width": 9,
+                                  "out_channels": 1, "kernel": 3})
+    assert wide.image_size == (4, 9) and wide.out_image_size == (2, 7)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("4,3,32,32,16,3,1", r"expected 8 comma-separated integers N,C,H,W,O,k,s,p, got 7"),
+    ("4,3,32,32,16,3,1,1,1", r"got 9 in"),
+    ("0,3,32,32,16,3,1,1", r"field N \(batch\) must be an integer >= 1, got '0'"),
+    ("4,x,32,32,16,3,1,1", r"field C \(in_channels\) must be an integer >= 1, got 'x'"),
+    ("4,3,-2,32,16,3,1,1", r"field H \(height\) must be an integer >= 1, got '-2'"),
+    ("4,3,32,2.5,16,3,1,1", r"field W \(width\) must be an integer >= 1, got '2.5'"),
+    ("4,3,32,32,0,3,1,1", r"field O \(out_channels\) must be an integer >= 1"),
+    ("4,3,32,32,16,0,1,1", r"field k \(kernel\) must be an integer >= 1"),
+    ("4,3,32,32,16,3,0,1", r"field s \(stride\) must be an integer >= 1"),
+    ("4,3,32,32,16,3,1,-1", r"field p \(padding\) must be an integer >= 0, got '-1'"),
+    ("4,3,32,32,16,3,1,", r"field p \(padding\) must be an integer >= 0, got ''"),
+    ("4,3,2,32,16,5,1,1", r"kernel k=5 is larger than the padded image \(H=2 \+ 2\*p=2\)"),
+    ("4,3,32,1,16,5,1,1", r"kernel k=5 is larger than the padded image \(W=1 \+ 2\*p=2\)"),
+])
+def test_parse_conv_errors_name_the_field(text, message):
+    with pytest.raises(bench.BenchError, match=message):
+        bench.parse_conv(text)
+
+
+def test_bad_conv_option_is_a_clean_error():
+    result = run_cli("bench", "--conv", "4,3,32,32,16,0,1,1")
+    assert result.returncode == 2 and result.stdout == ""
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if "error:" in line]
+    assert errors == ["python -m fastconv bench: error: argument --conv: field k (kernel) "
+                      "must be an integer >= 1, got '0' in '4,3,32,32,16,0,1,1'"]
+
+
+def test_conv_alone_runs_only_user_layers_and_layers_adds_the_suite():
+    first, second = bench.parse_conv("2,3,8,8,4,3,1,1"), bench.parse_conv("1,2,5,7,2,1,1,0")
+    config = bench.make_config(user_layers=[first, second, first], use_torch=False)
+    assert config.layers == [first, second]  # duplicates once, in order
+    assert [case.batch for case in config.layer_cases()] == [2, 1]
+    config = bench.make_config(layers=["lecture.8to16"], user_layers=[second],
+                               batches=[3], use_torch=False)
+    assert [layer.name for layer in config.layers] == ["lecture.8to16", second.name]
+    assert [case.batch for case in config.layer_cases()] == [3, 3]
+    assert len(bench.make_config(use_torch=False).layers) == len(bench.load_layers())
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+def test_non_square_user_layer_runs_every_section(layout):
+    layer = bench.parse_conv("2,3,9,5,4,3,2,1")
+    config = bench.make_config(user_layers=[layer], layout=layout, dtype="float64",
+                               repeats=1, use_torch=False)
+    # rmac times its own ResNet/VGG feature maps, not the layers
+    rows = [row for row in bench.run(config, progress=False) if row.op != "rmac"]
+    assert [row.op for row in rows] == [op for op in bench.SECTIONS if op != "rmac"]
+    for row in rows:
+        assert row.layer == layer.name and row.batch == 2
+        assert row.shape == ((2, 3, 9, 5) if layout == "NCHW" else (2, 9, 5, 3))
+        assert row.matches_numpy is True, row.op
+        assert row.fastconv_s > 0
+
+
+def test_bench_conv_cli_json(tmp_path):
+    path = tmp_path / "user.json"
+    result = run_cli("bench", "--conv", "2,3,10,7,4,3,2,1", "--conv", "1,4,6,6,2,1,1,0",
+                     "--ops", "im2col", "conv2d", "--repeats", "1", "--no-torch",
+                     "--json", str(path))
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(path.read_text())["rows"]
+    assert [(row["op"], row["layer"], row["shape"]) for row in rows] == [
+        ("im2col", "user.N2.C3.H10.W7.O4.k3.s2.p1", [2, 3, 10, 7]),
+        ("im2col", "user.N1.C4.H6.W6.O2.k1.s1.p0", [1, 4, 6, 6]),
+        ("conv2d", "user.N2.C3.H10.W7.O4.k3.s2.p1", [2, 3, 10, 7]),
+        ("conv2d", "user.N1.C4.H6.W6.O2.k1.s1.p0", [1, 4, 6, 6]),
+    ]
+    assert all(row["matches_numpy"] for row in rows)
+    geometry = fastconv.ConvGeometry((2, 3, 10, 7), 4, 3, stride=2, padding=1)
+    assert rows[2]["flops"] == geometry.flops
+
+
+def _fake_rows():
+    """Two conv rows and one data-movement row with round numbers."""
+    return [
+        bench.Row("conv2d", "a", 1, (1, 3, 8, 8), 100, fastconv_s=0.5, numpy_s=1.0,
+                  torch_s=None, flops=10 ** 9, gemm_s=0.25),
+        bench.Row("conv2d", "b", 8, (8, 3, 8, 8), 100, fastconv_s=2.0, numpy_s=4.0,
+                  torch_s=1.0, flops=10 ** 9),
+        bench.Row("im2col", "a", 1, (1, 3, 8, 8), 4 * 10 ** 9, fastconv_s=2.0, numpy_s=4.0),
+    ]
+
+
+def test_plot_series_rates():
+    assert bench.plot_series(_fake_rows()[:2]) == {"fastconv": [2.0, 0.5], "NumPy": [1.0, 0.25],
+                                       "torch": [None, 1.0], "GEMM ceiling": [4.0, None]}
+    assert bench.plot_series(_fake_rows()[2:]) == {"fastconv": [2.0], "NumPy": [1.0]}
+
+
+def test_plot_rows_writes_an_image(tmp_path):
+    pytest.importorskip("matplotlib")
+    from matplotlib.image import imread
+
+    config = bench.make_config(layers=["lecture.8to16"], use_torch=False)
+    for name in ("chart.png", "chart.svg"):
+        bench.plot_rows(_fake_rows(), config, tmp_path / name)
+    image = imread(tmp_path / "chart.png")
+    assert image.ndim == 3 and image.shape[0] > 400 and image.shape[1] > 600
+    svg = (tmp_path / "chart.svg").read_text()
+    for text in ("conv2d: GFLOP/s", "im2col: GB/s", "GEMM ceiling", "b8"):
+        assert text in svg
+
+
+def test_bench_cli_plot(tmp_path):
+    pytest.importorskip("matplotlib")
+    path = tmp_path / "bench.png"
+    result = run_cli("bench", "--conv", "1,2,6,5,3,3,1,1", "--ops", "im2col", "layer",
+                     "--repeats", "1", "--no-torch", "--quiet", "--plot", str(path))
+    assert result.returncode == 0, result.stderr
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("target, message", [
+    ("/nonexistent-dir/chart.png", r"--plot: directory '/nonexistent-dir' does not exist"),
+    ("chart.xyz", r"--plot: cannot tell the image format of 'chart.xyz'; end it in one of "
+                  r".*\.png"),
+    ("chart", r"cannot tell the image format of 'chart'"),
+])
+def test_bad_plot_target(capsys, target, message):
+    pytest.importorskip("matplotlib")
+    with pytest.raises(SystemExit) as stop:
+        _bench_main(["bench", "--ops", "im2col", "--plot", target])
+    assert stop.value.code == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    errors = [line for line in captured.err.splitlines() if "error:" in line]
+    assert len(errors) == 1 and re.search(message, errors[0]), captured.err
+
+
+def test_plot_without_matplotlib_is_a_clean_error(monkeypatch, capsys, tmp_path):
+    real_find_spec = importlib.util.find_spec
+
+    def hide_matplotlib(name, *args, **kwargs):
+        return None if name == "matplotlib" else real_find_spec(name, *args, **kwargs)
+
+    monkeypatch.setattr(importlib.util, "find_spec", hide_matplotlib)
+    ran = []
+    monkeypatch.setattr(bench, "run", lambda *args, **kwargs: ran.append(1))
+    with pytest.raises(SystemExit) as stop:
+        _bench_main(["bench", "--plot", str(tmp_path / "chart.png")])
+    assert stop.value.code == 2 and not ran  # refused before any timing
+    err = capsys.readouterr().err
+    assert ('error: --plot needs matplotlib, which is not installed: '
+            'pip install "fastconv[plot]" (or pip install matplotlib)') in err
+    assert "Traceback" not in err
+
+
+def test_out_of_memory_is_a_clean_error(monkeypatch, capsys):
+    def too_big(*args, **kwargs):
+        raise MemoryError("Unable to allocate 1.86 TiB")
+
+    monkeypatch.setattr(bench, "run", too_big)
+    assert _bench_main(["bench", "--conv", "1000,512,1000,1000,512,3,1,1"]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert ("python -m fastconv bench: error: out of memory (Unable to allocate 1.86 TiB); "
+            "try smaller layers or batches") in captured.err

@@ -1123,3 +1123,15 @@ def test_shared_column_mode_matches_reference(monkeypatch, rng, case, layout):
     for y, gx in results[1:]:  # forward and input gradient: bit-identical for any thread count
         assert np.array_equal(y, results[0][0])
         assert np.array_equal(gx, results[0][1])
+
+
+def test_small_convolutions_run_on_one_thread(monkeypatch):
+    """Below PARALLEL_MIN_FLOPS waking the OpenMP team costs more than it saves."""
+    monkeypatch.setattr(conv_mod, "PARALLEL_MIN_FLOPS", 1 << 22)
+    small = fastconv.ConvGeometry((32, 1, 8, 8), 16, 3, padding=1)   # ~0.6 MFLOP
+    large = fastconv.ConvGeometry((8, 64, 56, 56), 64, 3, padding=1)
+    with fastconv.threads(2):
+        assert small.flops < conv_mod.PARALLEL_MIN_FLOPS <= large.flops
+        assert conv_mod.plan_launch(small, 4).num_threads == 1
+        assert conv_mod.plan_launch(small, 4, weight_grad=True, backward=True).num_threads == 1
+        assert conv_mod.plan_launch(large, 4).num_threads == 2
