@@ -73,9 +73,10 @@ def _build_flags():
     if _flag("FASTCONV_NATIVE"):
         compile_args.append("-march=native")
     if _flag("FASTCONV_SANITIZE"):
-        # -fno-wrapv: Python builds with -fwrapv, which would hide signed overflow from UBSan.
-        sanitize = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-O1", "-g",
-                    "-fno-wrapv"]
+        # -fno-wrapv: Python builds with -fwrapv, which would hide signed overflow from UBSan;
+        # -fno-sanitize-recover: a UBSan report ends the run instead of scrolling past.
+        sanitize = ["-fsanitize=address,undefined", "-fno-sanitize-recover=undefined",
+                    "-fno-omit-frame-pointer", "-O1", "-g", "-fno-wrapv"]
         compile_args += sanitize
         link_args += sanitize
     return compile_args, link_args, openmp, debug

@@ -108,13 +108,16 @@ def resolve_conv_padding(padding, kernel_size, stride, dilation, fn):
 
 
 def as_array(x, name, fn):
-    """x as an ndarray (array-likes are converted) in native byte order; object arrays are
-    a TypeError."""
+    """x as an ndarray (array-likes are converted) in native byte order and aligned to its
+    element size (a copy when not: kernels load whole elements); object arrays are a
+    TypeError."""
     array = np.asarray(x)
     if array.dtype == object:
         raise TypeError(f"{fn}: {name} has unsupported dtype object")
     if not array.dtype.isnative:  # kernels compute in the machine's byte order
         array = array.astype(array.dtype.newbyteorder("="))
+    if not array.flags.aligned:
+        array = array.copy()
     return array
 
 
@@ -181,6 +184,8 @@ def check_out(out, shape, dtype, inputs, fn):
         raise ValueError(f"{fn}: out must have dtype {dtype}, got {out.dtype}")
     if not out.flags.c_contiguous:
         raise ValueError(f"{fn}: out must be C-contiguous")
+    if not out.flags.aligned:
+        raise ValueError(f"{fn}: out must be aligned to its {out.dtype.itemsize}-byte elements")
     if not out.flags.writeable:
         raise ValueError(f"{fn}: out is read-only")
     for array in inputs:
