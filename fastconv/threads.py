@@ -101,6 +101,29 @@ _blas_regions = []     # the open blas_limit regions, oldest first
 _blas_original = None  # threadpoolctl's limiter holding the user's setting while any is open
 
 
+def _set_blas_threads(apply):
+    """Run `apply()` (a threadpoolctl limit or restore) under fastconv's BLAS lock, whichever
+    Python thread calls it. threadpoolctl >= 3.8 lets only one "controlling" thread change a
+    process-wide OpenBLAS pool and silently ignores the others; fastconv serialises its own
+    changes, so it releases that claim around each one."""
+    release = _release_openblas_control()
+    release()
+    try:
+        return apply()
+    finally:
+        release()
+
+
+def _release_openblas_control():
+    import threadpoolctl
+
+    controller = getattr(threadpoolctl, "OpenBLASController", None)
+    clear = getattr(controller, "clear_controlling_thread", None)
+    if clear is None:  # threadpoolctl < 3.8: any thread may set the limit
+        return lambda: None
+    return lambda: clear(force=True)
+
+
 class blas_limit:
     """Context manager holding every BLAS at `n` threads while it is open (the limit applies
     when it is made, as threadpoolctl's does), restoring the user's setting after.
@@ -114,9 +137,10 @@ class blas_limit:
         self.n = n
         with _blas_lock:
             if not _blas_regions:
-                _blas_original = _blas_controller().limit(limits=n, user_api="blas")
+                _blas_original = _set_blas_threads(
+                    lambda: _blas_controller().limit(limits=n, user_api="blas"))
             elif _blas_regions[-1].n != n:
-                _blas_controller().limit(limits=n, user_api="blas")
+                _set_blas_threads(lambda: _blas_controller().limit(limits=n, user_api="blas"))
             _blas_regions.append(self)
         self._open = True
 
@@ -136,10 +160,11 @@ class blas_limit:
             newest = _blas_regions[-1] is self
             _blas_regions.remove(self)
             if not _blas_regions:
-                _blas_original.restore_original_limits()
+                _set_blas_threads(_blas_original.restore_original_limits)
                 _blas_original = None
             elif newest and _blas_regions[-1].n != self.n:
-                _blas_controller().limit(limits=_blas_regions[-1].n, user_api="blas")
+                n = _blas_regions[-1].n
+                _set_blas_threads(lambda: _blas_controller().limit(limits=n, user_api="blas"))
 
 
 def blas_info():

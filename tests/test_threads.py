@@ -200,3 +200,34 @@ def test_thread_counts_above_the_maximum_are_refused(fn):
                 pass
         else:
             fastconv.set_num_threads(MAX_THREADS + 1)
+
+
+def test_blas_limit_closed_from_another_thread_restores_the_setting():
+    """threadpoolctl >= 3.8 ignores OpenBLAS limits from all but one "controlling" thread;
+    a region opened by a thread that is still alive must still be undone from another."""
+    import threading
+
+    from fastconv.threads import blas_info, blas_limit
+
+    def blas_threads():
+        return [info["num_threads"] for info in blas_info()]
+
+    before = blas_threads()
+    opened, done = threading.Event(), threading.Event()
+    holder = {}
+
+    def opener():
+        holder["region"] = blas_limit(1)
+        opened.set()
+        done.wait(10)  # stays alive while the main thread closes its region
+
+    worker = threading.Thread(target=opener)
+    worker.start()
+    try:
+        assert opened.wait(10)
+        assert set(blas_threads()) == {1}
+        holder["region"].close()
+        assert blas_threads() == before
+    finally:
+        done.set()
+        worker.join(10)
