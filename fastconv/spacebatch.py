@@ -30,7 +30,7 @@ import numpy as np
 
 from fastconv import geometry as geo
 from fastconv._kernels import _spacebatch
-from fastconv.conv import _check_arrays, _check_bias, _conv_geometry, conv2d
+from fastconv.conv import _check_arrays, _check_bias, _check_blas_range, _conv_geometry, conv2d
 from fastconv.im2col import _check_movable_dtype, _kernel_view, _num_threads_for
 
 __all__ = ["space_to_batch", "batch_to_space", "space_to_batch_backward",
@@ -370,7 +370,9 @@ def atrous_conv2d(x, weight, rate, bias=None, padding="valid", *, layout="NCHW",
     ==========  ===============  ===============
 
     The gap is widest for one image at two threads (too few, too small GEMMs to share)
-    and narrows with the batch. Use this function for parity with TensorFlow's
+    and narrows with the batch. A rate so large that rounding the padded image up to a
+    multiple of it would more than double it (e.g. a rate beyond the image) is computed
+    as ``conv2d(dilation=rate)`` directly: the phase images would be mostly padding. Use this function for parity with TensorFlow's
     ``atrous_conv2d``; for speed, call ``conv2d(x, weight, bias, padding=padding,
     dilation=rate)``.
     """
@@ -378,17 +380,27 @@ def atrous_conv2d(x, weight, rate, bias=None, padding="valid", *, layout="NCHW",
     layout = geo.normalize_layout(layout, fn)
     x, weight, bias = _check_arrays(fn, x, weight, bias)
     rate = geo.normalize_pair(rate, "rate", fn)
+    if max(rate) > geo.MAX_WINDOW_VALUE:
+        raise ValueError(f"{fn}: rate={rate} exceeds the largest supported value "
+                         f"2**62 = {geo.MAX_WINDOW_VALUE}")
     x4, batched = geo.split_batch(x, "input", fn, layout)
     geom = _conv_geometry(fn, x4, weight, 1, padding, rate, 1, layout, x.shape)
     _check_bias(fn, bias, geom.out_channels)
+    _check_blas_range(fn, geom)
     shape4 = geom.output_shape
     out = geo.check_out(out, shape4 if batched else shape4[1:], x.dtype, [x, weight, bias], fn)
-    if rate == (1, 1):
-        return conv2d(x, weight, bias, padding=geom.padding, layout=layout, out=out)
     (top, bottom), (left, right) = geom.padding
     # Extra rows/columns at the bottom/right so the block divides the padded image.
     extra_h = -(geom.height + top + bottom) % rate[0]
     extra_w = -(geom.width + left + right) % rate[1]
+    padded = (geom.height + top + bottom) * (geom.width + left + right)
+    rounded = (geom.height + top + bottom + extra_h) * (geom.width + left + right + extra_w)
+    if rate == (1, 1) or rounded > 2 * padded:
+        # Rate 1 is a plain convolution; a rate about as large as the image would build
+        # phase images mostly of rounding padding (rate² of them): the dilated conv2d
+        # gives the same result without them.
+        return conv2d(x, weight, bias, padding=geom.padding, dilation=rate, layout=layout,
+                      out=out)
     phases = space_to_batch(x4, rate, ((top, bottom + extra_h), (left, right + extra_w)),
                             layout=layout)
     dense = conv2d(phases, weight, bias, layout=layout)
