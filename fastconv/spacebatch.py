@@ -372,7 +372,8 @@ def atrous_conv2d(x, weight, rate, bias=None, padding="valid", *, layout="NCHW",
     The gap is widest for one image at two threads (too few, too small GEMMs to share)
     and narrows with the batch. A rate so large that rounding the padded image up to a
     multiple of it would more than double it (e.g. a rate beyond the image) is computed
-    as ``conv2d(dilation=rate)`` directly: the phase images would be mostly padding. Use this function for parity with TensorFlow's
+    as ``conv2d(dilation=rate)`` directly: the phase images would be mostly padding.
+    Use this function for parity with TensorFlow's
     ``atrous_conv2d``; for speed, call ``conv2d(x, weight, bias, padding=padding,
     dilation=rate)``.
     """
