@@ -314,25 +314,61 @@ cdef void forward_row_nhwc(const floating* image, const floating* weight, const 
                         False)
 
 
+cdef inline void gather_three_taps_nhwc(floating* dst, const floating* grad_row,
+                                        const floating* taps, const Geometry* g,
+                                        Py_ssize_t w) noexcept nogil:
+    """Stride 1, 3-wide kernel, multiplier 1: input pixel w of one kernel row gets its three
+    taps in the order the scatter adds them (output columns ascending, so j = 2, 1, 0):
+    dst[c] = ((dst[c] + t2[c]·g[w + left − 2dw, c]) + t1[c]·g[w + left − dw, c])
+    + t0[c]·g[w + left, c]."""
+    cdef Py_ssize_t c, channels = g.channels, dw = g.dilation_w
+    cdef const floating* g2 = grad_row + (w + g.pad_left - 2 * dw) * channels
+    cdef const floating* g1 = g2 + dw * channels
+    cdef const floating* g0 = g1 + dw * channels
+    cdef const floating* t0 = taps
+    cdef const floating* t1 = taps + channels
+    cdef const floating* t2 = taps + 2 * channels
+    for c in range(channels):
+        dst[c] = ((dst[c] + t2[c] * g2[c]) + t1[c] * g1[c]) + t0[c] * g0[c]
+
+
 cdef void input_grad_row_nhwc(const floating* grad_out, const floating* weight,
                               floating* grad_row, const Geometry* g, Py_ssize_t h_im,
                               Py_ssize_t multiplier, Py_ssize_t out_channels) noexcept nogil:
-    """grad_row[w, c] = Σ over taps that read (h_im, w) of Σ_m weight[i, j, c·mult + m]·grad_out[oh, ow, c·mult + m]."""
-    cdef Py_ssize_t i, j, ow, c, m, oh, w_im, j_lo, j_hi
+    """grad_row[w, c] = Σ over taps that read (h_im, w) of Σ_m weight[i, j, c·mult + m]·grad_out[oh, ow, c·mult + m],
+    added kernel row by kernel row, output column by column. With stride 1, a 3-wide kernel
+    and multiplier 1, the pixels that all three taps reach gather them in one pass (same
+    order, same bits); the others are scattered to."""
+    cdef Py_ssize_t i, j, ow, c, m, oh, w_im, j_lo, j_hi, w, target
+    cdef Py_ssize_t inside_lo = 0, inside_hi = 0
     cdef floating* dst
     cdef const floating* src
     cdef const floating* taps
+    if g.kernel_w == 3 and g.stride_w == 1 and multiplier == 1:
+        # w = ow − left + j·dw with 0 <= ow < OW, for j = 0, 1, 2 alike
+        inside_lo = 2 * g.dilation_w - g.pad_left
+        inside_lo = inside_lo if inside_lo > 0 else 0
+        inside_hi = g.out_w - g.pad_left
+        inside_hi = inside_hi if inside_hi < g.width else g.width
+        inside_hi = inside_hi if inside_hi > inside_lo else inside_lo
     memset(grad_row, 0, g.width * g.channels * sizeof(floating))
     for i in range(g.kernel_h):
         oh = output_row(g, h_im, i)
         if oh < 0:
             continue
+        for w in range(inside_lo, inside_hi):
+            gather_three_taps_nhwc(grad_row + w * g.channels,
+                                   grad_out + oh * g.out_w * out_channels,
+                                   weight + i * 3 * out_channels, g, w)
         for ow in range(g.out_w):
             w_im = ow * g.stride_w - g.pad_left
             valid_range(w_im, g.dilation_w, g.width, g.kernel_w, &j_lo, &j_hi)
             src = grad_out + (oh * g.out_w + ow) * out_channels
             for j in range(j_lo, j_hi):
-                dst = grad_row + (w_im + j * g.dilation_w) * g.channels
+                target = w_im + j * g.dilation_w
+                if inside_lo <= target < inside_hi:
+                    continue  # gathered above
+                dst = grad_row + target * g.channels
                 taps = weight + (i * g.kernel_w + j) * out_channels
                 if multiplier == 1:
                     for c in range(g.channels):
