@@ -382,11 +382,34 @@ cdef void input_grad_row_nhwc(const floating* grad_out, const floating* weight,
 cdef void weight_grad_row_nhwc(const floating* grad_out, const floating* image, floating* taps_acc,
                                const Geometry* g, Py_ssize_t oh, Py_ssize_t multiplier,
                                Py_ssize_t out_channels) noexcept nogil:
-    """taps_acc[i, j, o] += Σ_ow grad_out[oh, ow, o]·image[h_im, w_im, o // multiplier]."""
-    cdef Py_ssize_t ow
-    for ow in range(g.out_w):
-        pixel_taps_nhwc(image, taps_acc, <floating*> (grad_out + (oh * g.out_w + ow) * out_channels),
-                        g, oh, ow, multiplier, out_channels, True)
+    """taps_acc[i, j, o] += Σ_ow grad_out[oh, ow, o]·image[h_im, w_im, o // multiplier]:
+    tap by tap along the output row (output columns ascending), so each tap's accumulators
+    stay in L1 and no per-pixel bookkeeping runs."""
+    cdef Py_ssize_t i, j, ow, c, m, h_im, ow_lo, ow_hi, w_offset
+    cdef const floating* grad_row = grad_out + oh * g.out_w * out_channels
+    cdef const floating* src_row
+    cdef const floating* src
+    cdef const floating* grad
+    cdef floating* acc
+    for i in range(g.kernel_h):
+        h_im = input_row(g, oh, i)
+        if h_im < 0 or h_im >= g.height:
+            continue
+        src_row = image + h_im * g.width * g.channels
+        for j in range(g.kernel_w):
+            acc = taps_acc + (i * g.kernel_w + j) * out_channels
+            w_offset = j * g.dilation_w - g.pad_left
+            valid_range(w_offset, g.stride_w, g.width, g.out_w, &ow_lo, &ow_hi)
+            for ow in range(ow_lo, ow_hi):
+                src = src_row + (ow * g.stride_w + w_offset) * g.channels
+                grad = grad_row + ow * out_channels
+                if multiplier == 1:
+                    for c in range(g.channels):
+                        acc[c] += grad[c] * src[c]
+                else:
+                    for c in range(g.channels):
+                        for m in range(multiplier):
+                            acc[c * multiplier + m] += grad[c * multiplier + m] * src[c]
 
 
 # ---------------------------------------------------------------- whole batch
