@@ -11,6 +11,7 @@ Layouts: NCHW input with OIHW weight (PyTorch), or NHWC input with HWIO weight
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from collections import namedtuple
 from dataclasses import dataclass
@@ -243,7 +244,9 @@ def run_forward(x4, weight, bias, out4, geom, launch, workspace):
                                      geom.out_channels, geom.layout == "NHWC",
                                      launch.num_threads)
         return
-    with blas_limit(1):  # BLAS runs inside fastconv's own OpenMP loop
+    # BLAS runs inside fastconv's own OpenMP loop: held at one thread (the direct
+    # small-GEMM path calls no BLAS, and skips the ~15 µs of setting the limit).
+    with contextlib.nullcontext() if launch.plan["direct"] else blas_limit(1):
         _conv.conv2d_forward(x4.reshape(-1), weight.reshape(-1),
                              _empty(x4.dtype) if bias is None else bias,
                              out4.reshape(-1), workspace[:launch.workspace],
