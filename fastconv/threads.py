@@ -12,6 +12,7 @@ setting comes back when the last one closes.
 from __future__ import annotations
 
 import contextlib
+import functools
 import operator
 import threading
 
@@ -114,12 +115,20 @@ def _set_blas_threads(apply):
         release()
 
 
+def _limit_blas(n):
+    """Set every BLAS to `n` threads; the limiter returned restores what was set before."""
+    return _set_blas_threads(lambda: _blas_controller().limit(limits=n, user_api="blas"))
+
+
+@functools.cache
 def _release_openblas_control():
+    """A function releasing threadpoolctl's OpenBLAS controlling-thread claim (a no-op
+    before threadpoolctl 3.8, where any thread may set the limit); looked up once."""
     import threadpoolctl
 
     controller = getattr(threadpoolctl, "OpenBLASController", None)
     clear = getattr(controller, "clear_controlling_thread", None)
-    if clear is None:  # threadpoolctl < 3.8: any thread may set the limit
+    if clear is None:
         return lambda: None
     return lambda: clear(force=True)
 
@@ -137,10 +146,9 @@ class blas_limit:
         self.n = n
         with _blas_lock:
             if not _blas_regions:
-                _blas_original = _set_blas_threads(
-                    lambda: _blas_controller().limit(limits=n, user_api="blas"))
+                _blas_original = _limit_blas(n)
             elif _blas_regions[-1].n != n:
-                _set_blas_threads(lambda: _blas_controller().limit(limits=n, user_api="blas"))
+                _limit_blas(n)
             _blas_regions.append(self)
         self._open = True
 
@@ -163,8 +171,7 @@ class blas_limit:
                 _set_blas_threads(_blas_original.restore_original_limits)
                 _blas_original = None
             elif newest and _blas_regions[-1].n != self.n:
-                n = _blas_regions[-1].n
-                _set_blas_threads(lambda: _blas_controller().limit(limits=n, user_api="blas"))
+                _limit_blas(_blas_regions[-1].n)
 
 
 def blas_info():

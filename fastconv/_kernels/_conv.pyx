@@ -246,10 +246,11 @@ cdef void forward_tile_direct(const float* image, const float* weight, const flo
     cdef float* zeros = scratch + column_values + FASTCONV_SMALL_GEMM_COLS
     cdef const float* image_end = image + g.channels * g.height * g.width
     cdef const float* last_start
-    cdef Py_ssize_t oh, ow0, m0, t, p0, c, i, j, k, h_im
+    cdef Py_ssize_t oh, ow0, m0, t, p0, c, i, j, k, h_im, offset
     cdef Py_ssize_t plane = g.height * g.width
     cdef bint strided = g.stride_w != 1
     cdef int cols
+    cdef const float** table
     for t in range(g.out_w + FASTCONV_SMALL_GEMM_COLS):
         zeros[t] = 0
     for oh in range(oh0, oh1):
@@ -280,24 +281,21 @@ cdef void forward_tile_direct(const float* image, const float* weight, const flo
         while ow0 < g.out_w:
             cols = <int> (g.out_w - ow0 if g.out_w - ow0 < FASTCONV_SMALL_GEMM_COLS
                           else FASTCONV_SMALL_GEMM_COLS)
-            p0 = oh * g.out_w + ow0
-            m0 = 0
             # A block reads COLS values from each pointer, past `cols` too: inside the
             # image's (or scratch's) buffer, the extra values are not stored.
             if strided or (block_reads_row_runs(g, ow0, cols)
                            and last_start + ow0 + FASTCONV_SMALL_GEMM_COLS <= image_end):
-                while m0 < d.O:
-                    fastconv_small_gemm_block(d.Kg, weight + m0 * d.Kg, d.Kg, row_starts, ow0,
-                                              bias + m0 if bias != NULL else NULL, NULL,
-                                              out + m0 * d.P + p0, d.P, cols)
-                    m0 = m0 + FASTCONV_SMALL_GEMM_ROWS
+                table, offset = row_starts, ow0
             else:
                 column_block_rows(image, b_rows, scratch, zeros, g, oh, ow0, cols)
-                while m0 < d.O:
-                    fastconv_small_gemm_block(d.Kg, weight + m0 * d.Kg, d.Kg, b_rows, 0,
-                                              bias + m0 if bias != NULL else NULL, NULL,
-                                              out + m0 * d.P + p0, d.P, cols)
-                    m0 = m0 + FASTCONV_SMALL_GEMM_ROWS
+                table, offset = b_rows, 0
+            p0 = oh * g.out_w + ow0
+            m0 = 0
+            while m0 < d.O:
+                fastconv_small_gemm_block(d.Kg, weight + m0 * d.Kg, d.Kg, table, offset,
+                                          bias + m0 if bias != NULL else NULL, NULL,
+                                          out + m0 * d.P + p0, d.P, cols)
+                m0 = m0 + FASTCONV_SMALL_GEMM_ROWS
             ow0 = ow0 + cols
 
 
@@ -315,6 +313,7 @@ cdef void forward_tile_direct_nhwc(const float* image, const float* weight, cons
     cdef float* results = padded + FASTCONV_SMALL_GEMM_ROWS * d.Kg
     cdef Py_ssize_t k, r0, o0, t
     cdef int rows
+    cdef bint full
     cdef const float* a
     image_to_columns(image, col, g, plan, 0, oh0, oh1)
     for k in range(d.Kg):
@@ -330,15 +329,14 @@ cdef void forward_tile_direct_nhwc(const float* image, const float* weight, cons
             a = padded
         o0 = 0
         while o0 < d.O:
-            if rows == FASTCONV_SMALL_GEMM_ROWS:
-                fastconv_small_gemm_block(d.Kg, a, d.Kg, weight_rows, o0, NULL,
-                                          bias + o0 if bias != NULL else NULL,
-                                          out + (p0 + r0) * d.O + o0, d.O,
-                                          FASTCONV_SMALL_GEMM_COLS)
-            else:
-                fastconv_small_gemm_block(d.Kg, a, d.Kg, weight_rows, o0, NULL,
-                                          bias + o0 if bias != NULL else NULL, results,
-                                          FASTCONV_SMALL_GEMM_COLS, FASTCONV_SMALL_GEMM_COLS)
+            # A full block writes its 16 rows in place; a last, shorter one into `results`.
+            full = rows == FASTCONV_SMALL_GEMM_ROWS
+            fastconv_small_gemm_block(d.Kg, a, d.Kg, weight_rows, o0, NULL,
+                                      bias + o0 if bias != NULL else NULL,
+                                      out + (p0 + r0) * d.O + o0 if full else results,
+                                      d.O if full else FASTCONV_SMALL_GEMM_COLS,
+                                      FASTCONV_SMALL_GEMM_COLS)
+            if not full:
                 for t in range(rows * FASTCONV_SMALL_GEMM_COLS):
                     out[(p0 + r0 + t // FASTCONV_SMALL_GEMM_COLS) * d.O + o0
                         + t % FASTCONV_SMALL_GEMM_COLS] = results[t]

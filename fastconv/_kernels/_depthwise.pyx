@@ -120,6 +120,18 @@ cdef void forward_plane_nchw(const floating* plane, const floating* taps, floati
                              g.out_w)
 
 
+cdef inline void three_tap_columns(const Geometry* g, Py_ssize_t* lo,
+                                   Py_ssize_t* hi) noexcept nogil:
+    """[lo, hi) = the input columns w that all three taps of a 3-wide, stride-1 kernel row
+    reach: w = ow − left + j·dw with 0 <= ow < OW, for j = 0, 1, 2 alike."""
+    cdef Py_ssize_t first = 2 * g.dilation_w - g.pad_left
+    cdef Py_ssize_t end = g.out_w - g.pad_left
+    first = first if first > 0 else 0
+    end = end if end < g.width else g.width
+    lo[0] = first
+    hi[0] = end if end > first else first
+
+
 cdef inline void scatter_tap_nchw(floating* dst, const floating* src, floating tap,
                                   const Geometry* g, Py_ssize_t j, Py_ssize_t w_begin,
                                   Py_ssize_t w_end) noexcept nogil:
@@ -164,12 +176,8 @@ cdef void input_grad_plane_nchw(const floating* grad_out, const floating* weight
     cdef floating* dst
     cdef const floating* src
     cdef const floating* taps
-    if three_wide:  # w = ow − left + j·dw with 0 <= ow < OW, for j = 0, 1, 2 alike
-        w_lo = 2 * g.dilation_w - g.pad_left
-        w_lo = w_lo if w_lo > 0 else 0
-        w_hi = g.out_w - g.pad_left
-        w_hi = w_hi if w_hi < g.width else g.width
-        w_hi = w_hi if w_hi > w_lo else w_lo
+    if three_wide:
+        three_tap_columns(g, &w_lo, &w_hi)
     memset(grad_plane, 0, g.height * g.width * sizeof(floating))
     for h_im in range(g.height):
         dst = grad_plane + h_im * g.width
@@ -345,12 +353,7 @@ cdef void input_grad_row_nhwc(const floating* grad_out, const floating* weight,
     cdef const floating* src
     cdef const floating* taps
     if g.kernel_w == 3 and g.stride_w == 1 and multiplier == 1:
-        # w = ow − left + j·dw with 0 <= ow < OW, for j = 0, 1, 2 alike
-        inside_lo = 2 * g.dilation_w - g.pad_left
-        inside_lo = inside_lo if inside_lo > 0 else 0
-        inside_hi = g.out_w - g.pad_left
-        inside_hi = inside_hi if inside_hi < g.width else g.width
-        inside_hi = inside_hi if inside_hi > inside_lo else inside_lo
+        three_tap_columns(g, &inside_lo, &inside_hi)
     memset(grad_row, 0, g.width * g.channels * sizeof(floating))
     for i in range(g.kernel_h):
         oh = output_row(g, h_im, i)
