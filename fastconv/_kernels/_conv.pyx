@@ -201,7 +201,8 @@ cdef void column_block_rows(const float* image, const float** b_rows, float* gat
     for c in range(g.channels):
         for i in range(g.kernel_h):
             h_im = oh * g.stride_h - g.pad_top + i * g.dilation_h
-            row = image + c * plane + h_im * g.width
+            # a pointer is formed only to a row inside the image
+            row = image + c * plane + h_im * g.width if 0 <= h_im < g.height else NULL
             for j in range(g.kernel_w):
                 w_first = ow0 * g.stride_w - g.pad_left + j * g.dilation_w
                 if h_im < 0 or h_im >= g.height:
@@ -233,8 +234,9 @@ cdef void forward_tile_direct(const float* image, const float* weight, const flo
     """Output rows [oh0, oh1) of one image by small-GEMM blocks: COLS positions of a row at
     a time, all output channels ROWS at a time.
 
-    Stride 1: one table of row pointers into the image per output row, shifted by each
-    block's column; blocks at the image's left and right edges gather their columns.
+    Stride 1: one table of pointers per output row, to where each tap's run starts in its
+    image row (all inside the image), shifted by each block's first input column; blocks
+    at the image's left and right edges gather their columns.
     Stride > 1: the output row's columns are built first (im2col of one row, Kg × OW) and
     the blocks point into them. `scratch` holds Kg·max(COLS, OW) + COLS values (gathered or
     built columns), then OW + COLS zeros."""
@@ -249,12 +251,15 @@ cdef void forward_tile_direct(const float* image, const float* weight, const flo
     cdef Py_ssize_t oh, ow0, m0, t, p0, c, i, j, k, h_im, offset
     cdef Py_ssize_t plane = g.height * g.width
     cdef bint strided = g.stride_w != 1
+    # Stride 1 and a kernel narrower than the image: blocks may read the image directly.
+    cdef bint row_path = not strided and (g.kernel_w - 1) * g.dilation_w < g.width
     cdef int cols
     cdef const float** table
     for t in range(g.out_w + FASTCONV_SMALL_GEMM_COLS):
         zeros[t] = 0
     for oh in range(oh0, oh1):
-        # row_starts[k] + ow0 → tap k's values for the positions from ow0
+        # strided: row_starts[k] + ow0 → tap k's values for the positions from ow0;
+        # row path: row_starts[k] + ow0 − left → the same, read from the image
         last_start = image
         if strided:
             for k in range(d.C * g.kernel_h):
@@ -263,15 +268,14 @@ cdef void forward_tile_direct(const float* image, const float* weight, const flo
                                  oh, oh + 1)
             for k in range(d.Kg):
                 row_starts[k] = scratch + k * g.out_w
-        else:
+        elif row_path:
             k = 0
             for c in range(g.channels):
                 for i in range(g.kernel_h):
                     h_im = oh * g.stride_h - g.pad_top + i * g.dilation_h
                     for j in range(g.kernel_w):
                         if 0 <= h_im < g.height:
-                            row_starts[k] = (image + c * plane + h_im * g.width
-                                             - g.pad_left + j * g.dilation_w)
+                            row_starts[k] = image + c * plane + h_im * g.width + j * g.dilation_w
                             if row_starts[k] > last_start:
                                 last_start = row_starts[k]
                         else:
@@ -283,9 +287,11 @@ cdef void forward_tile_direct(const float* image, const float* weight, const flo
                           else FASTCONV_SMALL_GEMM_COLS)
             # A block reads COLS values from each pointer, past `cols` too: inside the
             # image's (or scratch's) buffer, the extra values are not stored.
-            if strided or (block_reads_row_runs(g, ow0, cols)
-                           and last_start + ow0 + FASTCONV_SMALL_GEMM_COLS <= image_end):
+            if strided:
                 table, offset = row_starts, ow0
+            elif (row_path and block_reads_row_runs(g, ow0, cols)
+                  and last_start + ow0 - g.pad_left + FASTCONV_SMALL_GEMM_COLS <= image_end):
+                table, offset = row_starts, ow0 - g.pad_left
             else:
                 column_block_rows(image, b_rows, scratch, zeros, g, oh, ow0, cols)
                 table, offset = b_rows, 0
