@@ -480,10 +480,9 @@ def rmac(x, levels=3, overlap=0.4, eps=1e-6, *, whiten=None, normalize=True, lay
     mean, projection = _check_whiten(whiten, channels, x, fn)
     size = channels if projection is None else projection.shape[0]
     if batch == 0 or channels == 0:  # no region vectors, or all of them empty (norm 0)
-        # An empty vector whitens to D zeros, whose l2n is 0 / (0 + eps): 0, or NaN when
-        # eps is 0, as the formula says.
-        with np.errstate(invalid="ignore", divide="ignore"):
-            fill = np.float64(0.0) / (0.0 + eps) if projection is not None else 0.0
+        # An empty vector whitens to D zeros, whose l2n is 0 / (0 + eps): 0, or NaN (with
+        # NumPy's warning, as on the general path) when eps is 0, as the formula says.
+        fill = np.float64(0.0) / np.float64(eps) if projection is not None else 0.0
         descriptor = np.full((batch, size), fill, dtype=x.dtype)
         return descriptor if batched else descriptor[0]
     # Allocated before the plan is built: an absurd `levels` on a large map fails here
