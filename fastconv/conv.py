@@ -113,29 +113,32 @@ class Launch:
     depthwise: bool  # groups == C_in: direct loops instead of GEMMs with M = 1
     num_threads: int
     col_size: int    # column elements per thread
-    workspace: int   # column elements in all (num_threads tiles)
+    workspace: int   # elements in all (num_threads tiles; the direct path: + packed weight)
     partials: int    # per-thread weight-gradient accumulators in all (backward only)
 
 
-# The direct small-GEMM forward path re-reads the whole weight for every block of output
-# positions, so it wins while the weight stays in L1 (measured on AVX-512, float32, one
-# thread, against im2col + sgemm: 16 channels × K 72 1.8x, × K 144 1.4x; 32 × 27 1.1x;
-# 64 × 147 1.1-1.3x; 64 × 576 0.95x).
-DIRECT_MAX_WEIGHT_BYTES = 40 << 10
-DIRECT_MAX_CHANNELS = 64
+# The direct small-GEMM forward path multiplies the packed weight by the image's rows in
+# blocks of 12 output channels × 32 positions, re-reading the whole weight for every block
+# of positions: it wins while the weight stays in the L2 cache. Measured on AVX-512,
+# float32, 2 threads, against im2col + sgemm: 64 × 576 (resnet50.res2.3x3, vgg16.conv1_2)
+# 1.03-1.33x, 16 × 144 2.1-2.4x, 64 × 147 and 32 × 27 (stems) 1.2-1.6x; 128 × 1152 at
+# stride 2 1.0x, and weights of 2.4 MB and more 0.3-0.8x (re-read from L3 for every block
+# of the 14- and 7-wide rows of those layers).
+DIRECT_MAX_WEIGHT_BYTES = 256 << 10
+DIRECT_MAX_CHANNELS = 256
 
 
 def uses_direct_path(geom, itemsize):
     """The forward pass multiplies register-blocked small-GEMM blocks instead of calling
-    BLAS (NCHW: reading the image through row pointers, no im2col; NHWC: the column tile
-    and the HWIO weight rows in place, nothing packed): float32, one group, a window wider
-    than 1×1 stride 1, C_out a multiple of the block's rows and at most DIRECT_MAX_CHANNELS, a
-    weight of at most DIRECT_MAX_WEIGHT_BYTES, in a build that has the block (AVX-512)."""
+    BLAS, the packed weight by the image read through row pointers (no im2col): float32,
+    NCHW, one group, a kernel larger than 1×1, C_out at most DIRECT_MAX_CHANNELS, a weight of
+    at most DIRECT_MAX_WEIGHT_BYTES, in a build that has the block (AVX-512). (In NHWC,
+    packing the column tile's positions costs more than BLAS's own packing; a strided 1×1
+    convolution is a GEMM on a subsampled image, which BLAS does as fast: 0.88-1.02x.)"""
     kh, kw = geom.kernel_size
     depth = geom.in_channels * kh * kw
-    return bool(_conv.SMALL_GEMM and itemsize == 4
-                and geom.groups == 1 and not geom.window.is_pointwise
-                and geom.out_channels % _conv.SMALL_GEMM_ROWS == 0
+    return bool(_conv.SMALL_GEMM and itemsize == 4 and geom.layout == "NCHW"
+                and geom.groups == 1 and kh * kw > 1
                 and geom.out_channels <= DIRECT_MAX_CHANNELS
                 and depth <= _conv.DIRECT_DEPTH_LIMIT
                 and geom.out_channels * depth * itemsize <= DIRECT_MAX_WEIGHT_BYTES)
@@ -194,15 +197,14 @@ def plan_launch(geom, itemsize, *, weight_grad=False, max_workspace_bytes=None, 
             "shared": False, "m_block": m_group, "k_block": k_group, "direct": False}
     col_size = tile_rows * row_elems
     if not backward and not weight_grad and uses_direct_path(geom, itemsize):
+        # per thread: gathered or built columns, a zero row as long as an output row plus a
+        # block; shared: the packed weight
         block = _conv.SMALL_GEMM_COLS
-        if geom.layout == "NHWC":  # the tile's columns, a padded last block and its results
-            direct_size = (tile_rows * geom.out_w + block) * k_group + block * block
-        else:  # gathered or built columns, a zero row as long as an output row plus a block
-            direct_size = k_group * max(block, geom.out_w) + block + geom.out_w + block
-        if (max_workspace_bytes is None
-                or threads * direct_size * itemsize <= max_workspace_bytes):
+        direct_size = k_group * max(block, geom.out_w) + block + geom.out_w + block
+        total = _round_up(geom.out_channels, _conv.PANEL_ROWS) * k_group + threads * direct_size
+        if max_workspace_bytes is None or total * itemsize <= max_workspace_bytes:
             plan["direct"] = True
-            return Launch(plan, depthwise, threads, direct_size, threads * direct_size, 0)
+            return Launch(plan, depthwise, threads, direct_size, total, 0)
     items = geom.batch * -(-out_h // tile_rows)
     if shared_columns and not depthwise and items < WORK_ITEMS:
         wanted = -(-WORK_ITEMS // geom.groups)

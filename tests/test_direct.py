@@ -1,8 +1,8 @@
-"""The direct small-GEMM forward path (float32, few output channels, AVX-512 builds). NCHW:
-row pointers into the image, gathered edge blocks, one-row im2col for strides > 1. NHWC:
-the column tile and the weight rows in place, a padded last block of positions.
+"""The direct small-GEMM forward path (float32, NCHW, a weight that fits L2, AVX-512 builds):
+the packed weight by row pointers into the image, gathered edge blocks, one-row im2col for
+strides > 1.
 
-Every geometry of tests/test_conv.py without groups is rerun with 16, 32 or 48 output
+Every geometry of tests/test_conv.py without groups is rerun with 5, 16, 20, 32 or 48 output
 channels, so the blocks meet every padding form, stride, dilation and width (narrower
 than a block, not a multiple of it, partial last blocks at the end of the image buffer),
 and compared with the float64 oracle and with the BLAS path of the same build.
@@ -21,7 +21,7 @@ pytestmark = pytest.mark.skipif(not conv_mod._conv.SMALL_GEMM,
 
 DENSE = [name for name, geom in GEOMS.items() if geom.groups == 1]
 EXTRA = {
-    # width 45: blocks of 16, 16 and 13 columns; the last rows end the image buffer
+    # width 45: blocks of 32 and 13 columns; the last rows end the image buffer
     "wide-tail": dict(n=2, c=3, h=9, w=45, kernel=3, padding=1),
     "wide-tail-unpadded": dict(n=1, c=2, h=5, w=37, kernel=(2, 5)),
     "stride2-wide": dict(n=2, c=3, h=21, w=50, kernel=3, stride=2, padding=1),
@@ -32,8 +32,8 @@ EXTRA = {
 }
 
 
-def direct_case(rng, geom_kwargs, c_out, layout="NCHW"):
-    """Input, weight, bias (float32, in `layout`) and the conv2d keyword arguments."""
+def direct_case(rng, geom_kwargs, c_out):
+    """Input, weight, bias (float32, NCHW) and the conv2d keyword arguments."""
     kwargs = dict(geom_kwargs)
     n, c, h, w = (kwargs.pop(key) for key in ("n", "c", "h", "w"))
     kernel = kwargs.pop("kernel")
@@ -41,10 +41,6 @@ def direct_case(rng, geom_kwargs, c_out, layout="NCHW"):
     x = rng.standard_normal((n, c, h, w)).astype(np.float32)
     weight = (rng.standard_normal((c_out, c, kh, kw)) / np.sqrt(c * kh * kw)).astype(np.float32)
     bias = rng.standard_normal(c_out).astype(np.float32)
-    if layout == "NHWC":
-        x = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
-        weight = np.ascontiguousarray(weight.transpose(2, 3, 1, 0))
-    kwargs["layout"] = layout
     return x, weight, bias, kwargs
 
 
@@ -58,11 +54,8 @@ CASES = {**{name: from_geoms(name) for name in DENSE}, **EXTRA}
 
 
 def geometry_of(x, weight, kwargs):
-    layout = kwargs.get("layout", "NCHW")
-    c_out, kernel = ((weight.shape[0], weight.shape[2:]) if layout == "NCHW"
-                     else (weight.shape[3], weight.shape[:2]))
-    return ConvGeometry(x.shape, c_out, kernel, kwargs.get("stride", 1),
-                        kwargs.get("padding", 0), kwargs.get("dilation", 1), layout=layout)
+    return ConvGeometry(x.shape, weight.shape[0], weight.shape[2:], kwargs.get("stride", 1),
+                        kwargs.get("padding", 0), kwargs.get("dilation", 1))
 
 
 def takes_direct_path(x, weight, kwargs):
@@ -76,33 +69,32 @@ def any_weight_size(monkeypatch):
     monkeypatch.setattr(conv_mod, "DIRECT_MAX_WEIGHT_BYTES", 1 << 40)
 
 
-@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
-@pytest.mark.parametrize("c_out", [16, 32, 48])
+@pytest.mark.parametrize("c_out", [5, 16, 20, 32, 48])
 @pytest.mark.parametrize("name", list(CASES))
-def test_direct_path_matches_reference(any_weight_size, rng, name, c_out, layout):
-    x, weight, bias, kwargs = direct_case(rng, CASES[name], c_out, layout)
-    pointwise = geometry_of(x, weight, kwargs).window.is_pointwise  # a plain GEMM instead
-    assert takes_direct_path(x, weight, kwargs) == (not pointwise)
+def test_direct_path_matches_reference(any_weight_size, rng, name, c_out):
+    """Blocks of 4, 8 and 12 output channels (5: one block of 8 storing 5 rows; 20: 12 + 8)
+    and of 16 or 32 positions."""
+    x, weight, bias, kwargs = direct_case(rng, CASES[name], c_out)
+    one_by_one = weight.shape[2:] == (1, 1)  # a plain GEMM instead
+    assert takes_direct_path(x, weight, kwargs) == (not one_by_one)
     y = fastconv.conv2d(x, weight, bias, **kwargs)
     np.testing.assert_allclose(y, ref_conv2d(x, weight, bias, **kwargs), **tol(np.float32))
 
 
 @pytest.mark.parametrize("name", ["wide-tail", "stride2-wide", "stride3-dilated", "deep-k7",
-                                  "pad-asym", "dil-stride-asym", "1x1-strided"])
-@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
-def test_direct_path_agrees_with_blas_path(any_weight_size, monkeypatch, rng, name, layout):
-    x, weight, bias, kwargs = direct_case(rng, CASES[name], 32, layout)
+                                  "pad-asym", "dil-stride-asym"])
+def test_direct_path_agrees_with_blas_path(any_weight_size, monkeypatch, rng, name):
+    x, weight, bias, kwargs = direct_case(rng, CASES[name], 32)
     assert takes_direct_path(x, weight, kwargs)
     direct = fastconv.conv2d(x, weight, bias, **kwargs)
     monkeypatch.setattr(conv_mod, "DIRECT_MAX_CHANNELS", 0)
     assert not takes_direct_path(x, weight, kwargs)
-    blas = fastconv.conv2d(x, weight, None, **kwargs) + (
-        bias[:, None, None] if layout == "NCHW" else bias)
+    blas = fastconv.conv2d(x, weight, None, **kwargs) + bias[:, None, None]
     np.testing.assert_allclose(direct, blas, rtol=1e-5, atol=1e-5)
 
 
 def test_suite_layers_that_take_the_direct_path():
-    """The few-channel NCHW layers of the suite go direct, the others do not."""
+    """The suite's NCHW layers whose weight fits L2 go direct, the others do not."""
     from fastconv.bench import load_layers
 
     direct = set()
@@ -111,10 +103,8 @@ def test_suite_layers_that_take_the_direct_path():
                             layer.kernel, layer.stride, layer.padding, groups=layer.groups)
         if conv_mod.plan_launch(geom, 4, shared_columns=True).plan["direct"]:
             direct.add(layer.name)
-    assert {"small.16ch", "lecture.8to16", "mobilenet.stem", "resnet50.conv1",
-            "vgg16.conv1_1"} <= direct
-    assert not direct & {"resnet50.res2.3x3", "resnet50.res4.3x3", "mobilenet.dw112",
-                         "resnet50.res2.1x1up"}
+    assert direct == {"small.16ch", "lecture.8to16", "mobilenet.stem", "resnet50.conv1",
+                      "vgg16.conv1_1", "vgg16.conv1_2", "resnet50.res2.3x3"}
 
 
 def test_depth_beyond_the_tables_uses_blas(any_weight_size):
@@ -126,18 +116,24 @@ def test_depth_beyond_the_tables_uses_blas(any_weight_size):
 
 
 @pytest.mark.parametrize("dtype,layout,c_out,groups", [
-    (np.float64, "NCHW", 16, 1), (np.float64, "NHWC", 16, 1), (np.float32, "NCHW", 24, 1),
-    (np.float32, "NHWC", 40, 1),
-    (np.float32, "NCHW", 32, 2), (np.float32, "NCHW", 128, 1)])
+    (np.float64, "NCHW", 16, 1), (np.float32, "NHWC", 16, 1), (np.float32, "NHWC", 48, 1),
+    (np.float32, "NCHW", 32, 2), (np.float32, "NCHW", 300, 1)])
 def test_other_cases_use_blas(dtype, layout, c_out, groups):
     shape = (1, 8, 20, 20) if layout == "NCHW" else (1, 20, 20, 8)
     geom = ConvGeometry(shape, c_out, 3, padding=1, groups=groups, layout=layout)
     assert not conv_mod.plan_launch(geom, np.dtype(dtype).itemsize).plan["direct"]
 
 
-@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
-def test_direct_path_thread_counts_bit_identical(rng, layout):
-    x, weight, bias, kwargs = direct_case(rng, EXTRA["stride2-wide"], 32, layout)
+def test_weight_beyond_the_cache_limit_uses_blas():
+    limit = conv_mod.DIRECT_MAX_WEIGHT_BYTES // 4  # floats
+    fits = ConvGeometry((1, limit // (9 * 64), 12, 12), 64, 3)
+    too_big = ConvGeometry((1, limit // (9 * 64) + 1, 12, 12), 64, 3)
+    assert conv_mod.plan_launch(fits, 4).plan["direct"]
+    assert not conv_mod.plan_launch(too_big, 4).plan["direct"]
+
+
+def test_direct_path_thread_counts_bit_identical(rng):
+    x, weight, bias, kwargs = direct_case(rng, EXTRA["stride2-wide"], 32)
     with fastconv.threads(1):
         one = fastconv.conv2d(x, weight, bias, **kwargs)
     with fastconv.threads(2):
@@ -155,27 +151,20 @@ def test_layer_uses_direct_path_with_reused_workspace(rng):
     np.testing.assert_allclose(second, expected, **tol(np.float32))
 
 
-@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
 @pytest.mark.parametrize("cap", [9_000, 40_000, None])
-def test_direct_path_respects_workspace_cap(rng, layout, cap):
-    """The direct path's scratch counts against the cap: with a tight cap the plan runs
-    fewer threads or falls back to BLAS tiles that fit it."""
+def test_direct_path_respects_workspace_cap(rng, cap):
+    """The direct path's scratch and packed weight count against the cap: with a tight cap
+    the plan runs fewer threads or falls back to BLAS tiles that fit it."""
     with fastconv.threads(2):
-        layer = fastconv.Conv2D(3, 16, 3, padding=1, layout=layout, seed=0,
-                                max_workspace_bytes=cap)
-        shape = (2, 3, 40, 64) if layout == "NCHW" else (2, 40, 64, 3)
+        layer = fastconv.Conv2D(3, 16, 3, padding=1, seed=0, max_workspace_bytes=cap)
+        shape = (2, 3, 40, 64)
         x = rng.standard_normal(shape).astype(np.float32)
         y = layer(x)
-        geom = ConvGeometry(shape, 16, 3, padding=1, layout=layout)
+        geom = ConvGeometry(shape, 16, 3, padding=1)
         launch = conv_mod.plan_launch(geom, 4, max_workspace_bytes=cap, shared_columns=True)
     if cap is not None:
         assert layer.workspace_bytes <= cap
         assert launch.workspace * 4 <= cap
-    if cap != 9_000:
-        assert launch.plan["direct"]
-    weight = layer.weight if layout == "NCHW" else layer.weight.transpose(3, 2, 0, 1)
-    x_nchw = x if layout == "NCHW" else x.transpose(0, 3, 1, 2)
-    expected = ref_conv2d(x_nchw, weight, layer.bias, padding=1)
-    if layout == "NHWC":
-        expected = expected.transpose(0, 2, 3, 1)
-    np.testing.assert_allclose(y, expected, **tol(np.float32))
+    assert launch.plan["direct"] == (cap != 9_000)
+    np.testing.assert_allclose(y, ref_conv2d(x, layer.weight, layer.bias, padding=1),
+                               **tol(np.float32))

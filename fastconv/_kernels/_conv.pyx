@@ -25,17 +25,18 @@ from fastconv._kernels._im2col_helpers cimport (
     col2im_nchw_row, col2im_nhwc_row, im2col_nchw_rows, im2col_nhwc_row)
 from fastconv._kernels._openmp cimport omp_get_thread_num
 from fastconv._kernels._small_gemm cimport (
-    FASTCONV_SMALL_GEMM, FASTCONV_SMALL_GEMM_COLS, FASTCONV_SMALL_GEMM_ROWS,
+    FASTCONV_PANEL_ROWS, FASTCONV_SMALL_GEMM, FASTCONV_SMALL_GEMM_COLS,
     fastconv_small_gemm_block)
 
-# Whether this build has the direct small-GEMM forward path (plan.direct), and its limits:
-# output channels a multiple of SMALL_GEMM_ROWS, columns deep at most DIRECT_MAX_DEPTH.
+# Whether this build has the direct small-GEMM forward path (plan.direct), and its block:
+# packed panels of PANEL_ROWS rows, up to SMALL_GEMM_COLS columns, columns at most
+# DIRECT_MAX_DEPTH deep.
 SMALL_GEMM = bool(FASTCONV_SMALL_GEMM)
-SMALL_GEMM_ROWS = FASTCONV_SMALL_GEMM_ROWS
+PANEL_ROWS = FASTCONV_PANEL_ROWS
 SMALL_GEMM_COLS = FASTCONV_SMALL_GEMM_COLS
 
 cdef enum:
-    DIRECT_MAX_DEPTH = 1024  # C·kh·kw of the direct path: its row pointers live on the stack
+    DIRECT_MAX_DEPTH = 2048  # C·kh·kw of the direct path: its row pointers live on the stack
 DIRECT_DEPTH_LIMIT = DIRECT_MAX_DEPTH
 
 
@@ -51,7 +52,7 @@ ctypedef struct Plan:
                           # the GEMMs are split between threads by blocks of
     Py_ssize_t m_block    #   output channels (forward, weight gradient) or
     Py_ssize_t k_block    #   column-matrix rows (input gradient)
-    bint direct           # forward, float32 NCHW, few output channels: the small-GEMM
+    bint direct           # forward, float32 NCHW, a weight that fits L2: the small-GEMM
                           # block reads the image through row pointers (no im2col, no BLAS)
 
 
@@ -228,11 +229,31 @@ cdef inline bint block_reads_row_runs(const Geometry* g, Py_ssize_t ow0,
             and w_first + (g.kernel_w - 1) * g.dilation_w + cols <= g.width)
 
 
-cdef void forward_tile_direct(const float* image, const float* weight, const float* bias,
+cdef void pack_panels(const float* weight, Py_ssize_t rows, Py_ssize_t depth,
+                      float* panels) noexcept nogil:
+    """panels[p·depth·PANEL_ROWS + k·PANEL_ROWS + r] = weight[(p·PANEL_ROWS + r)·depth + k]:
+    the weight's rows (rows × depth) in panels of PANEL_ROWS, each stored column by column,
+    zero past `rows`."""
+    cdef Py_ssize_t p, k, r, row
+    for p in range((rows + FASTCONV_PANEL_ROWS - 1) // FASTCONV_PANEL_ROWS):
+        for k in range(depth):
+            for r in range(FASTCONV_PANEL_ROWS):
+                row = p * FASTCONV_PANEL_ROWS + r
+                panels[(p * depth + k) * FASTCONV_PANEL_ROWS + r] = (
+                    weight[row * depth + k] if row < rows else 0)
+
+
+cdef inline Py_ssize_t packed_size(Py_ssize_t rows, Py_ssize_t depth) noexcept nogil:
+    """Floats of pack_panels' result."""
+    return (rows + FASTCONV_PANEL_ROWS - 1) // FASTCONV_PANEL_ROWS * FASTCONV_PANEL_ROWS * depth
+
+
+cdef void forward_tile_direct(const float* image, const float* panels, const float* bias,
                               float* out, float* scratch, const Geometry* g, const Plan* plan,
                               Py_ssize_t oh0, Py_ssize_t oh1) noexcept nogil:
-    """Output rows [oh0, oh1) of one image by small-GEMM blocks: COLS positions of a row at
-    a time, all output channels ROWS at a time.
+    """Output rows [oh0, oh1) of one image by small-GEMM blocks: up to COLS positions of a
+    row at a time, all output channels PANEL_ROWS at a time (`panels`: the weight packed by
+    pack_panels).
 
     Stride 1: one table of pointers per output row, to where each tap's run starts in its
     image row (all inside the image), shifted by each block's first input column; blocks
@@ -285,7 +306,7 @@ cdef void forward_tile_direct(const float* image, const float* weight, const flo
         while ow0 < g.out_w:
             cols = <int> (g.out_w - ow0 if g.out_w - ow0 < FASTCONV_SMALL_GEMM_COLS
                           else FASTCONV_SMALL_GEMM_COLS)
-            # A block reads COLS values from each pointer, past `cols` too: inside the
+            # A block reads up to COLS values from each pointer, past `cols` too: inside the
             # image's (or scratch's) buffer, the extra values are not stored.
             if strided:
                 table, offset = row_starts, ow0
@@ -298,56 +319,13 @@ cdef void forward_tile_direct(const float* image, const float* weight, const flo
             p0 = oh * g.out_w + ow0
             m0 = 0
             while m0 < d.O:
-                fastconv_small_gemm_block(d.Kg, weight + m0 * d.Kg, d.Kg, table, offset,
-                                          bias + m0 if bias != NULL else NULL, NULL,
-                                          out + m0 * d.P + p0, d.P, cols)
-                m0 = m0 + FASTCONV_SMALL_GEMM_ROWS
+                fastconv_small_gemm_block(d.Kg, panels + m0 * d.Kg,
+                                          <int> (d.O - m0 if d.O - m0 < FASTCONV_PANEL_ROWS
+                                                 else FASTCONV_PANEL_ROWS),
+                                          table, offset, bias + m0 if bias != NULL else NULL,
+                                          NULL, out + m0 * d.P + p0, d.P, cols)
+                m0 = m0 + FASTCONV_PANEL_ROWS
             ow0 = ow0 + cols
-
-
-cdef void forward_tile_direct_nhwc(const float* image, const float* weight, const float* bias,
-                                   float* out, float* col, const Geometry* g, const Plan* plan,
-                                   Py_ssize_t oh0, Py_ssize_t oh1) noexcept nogil:
-    """NHWC output rows [oh0, oh1) of one image: the tile's columns (positions × Kg), then
-    small-GEMM blocks of 16 positions × 16 output channels reading the HWIO weight rows in
-    place, the bias added per channel. `col` holds the tile, then 16·Kg values for a last
-    block of fewer than 16 positions and its 16×16 results."""
-    cdef Dims d = dims_of(g, plan)
-    cdef const float* weight_rows[DIRECT_MAX_DEPTH]
-    cdef Py_ssize_t p0 = oh0 * g.out_w, tile = (oh1 - oh0) * g.out_w
-    cdef float* padded = col + tile * d.Kg
-    cdef float* results = padded + FASTCONV_SMALL_GEMM_ROWS * d.Kg
-    cdef Py_ssize_t k, r0, o0, t
-    cdef int rows
-    cdef bint full
-    cdef const float* a
-    image_to_columns(image, col, g, plan, 0, oh0, oh1)
-    for k in range(d.Kg):
-        weight_rows[k] = weight + k * d.O
-    r0 = 0
-    while r0 < tile:
-        rows = <int> (tile - r0 if tile - r0 < FASTCONV_SMALL_GEMM_ROWS
-                      else FASTCONV_SMALL_GEMM_ROWS)
-        a = col + r0 * d.Kg
-        if rows < FASTCONV_SMALL_GEMM_ROWS:  # pad the last positions with zero rows
-            for t in range(FASTCONV_SMALL_GEMM_ROWS * d.Kg):
-                padded[t] = a[t] if t < rows * d.Kg else 0
-            a = padded
-        o0 = 0
-        while o0 < d.O:
-            # A full block writes its 16 rows in place; a last, shorter one into `results`.
-            full = rows == FASTCONV_SMALL_GEMM_ROWS
-            fastconv_small_gemm_block(d.Kg, a, d.Kg, weight_rows, o0, NULL,
-                                      bias + o0 if bias != NULL else NULL,
-                                      out + (p0 + r0) * d.O + o0 if full else results,
-                                      d.O if full else FASTCONV_SMALL_GEMM_COLS,
-                                      FASTCONV_SMALL_GEMM_COLS)
-            if not full:
-                for t in range(rows * FASTCONV_SMALL_GEMM_COLS):
-                    out[(p0 + r0 + t // FASTCONV_SMALL_GEMM_COLS) * d.O + o0
-                        + t % FASTCONV_SMALL_GEMM_COLS] = results[t]
-            o0 = o0 + FASTCONV_SMALL_GEMM_COLS
-        r0 = r0 + rows
 
 
 cdef void image_columns_parallel(const floating* image, floating* col, const Geometry* g,
@@ -551,7 +529,8 @@ def conv2d_forward(const floating[::1] x, const floating[::1] weight, const floa
     per thread; or, when plan.m_block splits the output channels, image by image with
     columns shared by all threads. `bias` is empty when there is none; `workspace` holds
     num_threads column tiles of col_size elements (shared mode: one image's columns; empty
-    for pointwise convolutions)."""
+    for pointwise convolutions; the direct path: after the packed weight,
+    PANEL_ROWS·ceil(C_out / PANEL_ROWS)·C_in·kh·kw floats)."""
     cdef Py_ssize_t tiles = tiles_per_image(&g, &plan)
     cdef Py_ssize_t image_size = g.channels * g.height * g.width
     cdef Py_ssize_t out_size = plan.out_channels * g.out_h * g.out_w
@@ -566,22 +545,21 @@ def conv2d_forward(const floating[::1] x, const floating[::1] weight, const floa
                 forward_shared_columns(xp + n * image_size, &weight[0], bias_ptr,
                                        outp + n * out_size, ws, &g, &plan, num_threads)
         return
+    cdef Py_ssize_t depth = g.channels * g.kernel_h * g.kernel_w
+    cdef const float* panels = NULL
     if floating is float:
         if plan.direct:
+            with nogil:  # the weight packed once, ahead of the threads' scratch
+                pack_panels(&weight[0], plan.out_channels, depth, ws)
+            panels = ws
+            ws = ws + packed_size(plan.out_channels, depth)
             for item in prange(plan.batch * tiles, nogil=True, num_threads=num_threads,
                                schedule="static"):
                 n = item // tiles
                 oh0 = (item % tiles) * plan.tile_rows
-                if plan.nhwc:
-                    forward_tile_direct_nhwc(xp + n * image_size, &weight[0], bias_ptr,
-                                             outp + n * out_size,
-                                             ws + omp_get_thread_num() * col_size,
-                                             &g, &plan, oh0, tile_end(oh0, &g, &plan))
-                else:
-                    forward_tile_direct(xp + n * image_size, &weight[0], bias_ptr,
-                                        outp + n * out_size,
-                                        ws + omp_get_thread_num() * col_size,
-                                        &g, &plan, oh0, tile_end(oh0, &g, &plan))
+                forward_tile_direct(xp + n * image_size, panels, bias_ptr, outp + n * out_size,
+                                    ws + omp_get_thread_num() * col_size, &g, &plan, oh0,
+                                    tile_end(oh0, &g, &plan))
             return
     for item in prange(plan.batch * tiles, nogil=True, num_threads=num_threads,
                        schedule="static"):
