@@ -96,6 +96,12 @@ TILE_BYTES = 4 << 20
 WORK_ITEMS = max(8, 2 * (os.cpu_count() or 1))
 # Fewest output positions in a tile cut for parallelism (narrower GEMMs run slowly).
 MIN_TILE_POSITIONS = 256
+# Output positions one NHWC forward GEMM aims at when images are small (resnet50's 7×7
+# and 14×14 layers): OpenBLAS packs the whole weight for every GEMM call, so 49 positions
+# at a time spend much of their time packing (batch 8: 1.2x for 7×7 3×3, 1.4x for 7×7 1×1).
+# (14×14 images, two at a time, measured 0.75-1.0x: only smaller ones are grouped.)
+BATCH_POSITIONS = 512
+SMALL_IMAGE_POSITIONS = 128
 # Below this many floating-point operations a convolution runs on one thread: waking the
 # OpenMP team costs more than it saves (tens of microseconds, milliseconds when another
 # process holds a core), e.g. the 8×8 images of examples/train_digits.py.
@@ -194,7 +200,8 @@ def plan_launch(geom, itemsize, *, weight_grad=False, max_workspace_bytes=None, 
     k_group = geom.in_channels // geom.groups * kh * kw
     plan = {"batch": geom.batch, "out_channels": geom.out_channels, "groups": geom.groups,
             "nhwc": geom.layout == "NHWC", "pointwise": pointwise, "tile_rows": tile_rows,
-            "shared": False, "m_block": m_group, "k_block": k_group, "direct": False}
+            "shared": False, "m_block": m_group, "k_block": k_group, "images": 1,
+            "direct": False}
     col_size = tile_rows * row_elems
     if not backward and not weight_grad and uses_direct_path(geom, itemsize):
         # per thread: gathered or built columns, a zero row as long as an output row plus a
@@ -206,20 +213,46 @@ def plan_launch(geom, itemsize, *, weight_grad=False, max_workspace_bytes=None, 
             plan["direct"] = True
             return Launch(plan, depthwise, threads, direct_size, total, 0)
     items = geom.batch * -(-out_h // tile_rows)
+    wanted = -(-WORK_ITEMS // geom.groups)
+    m_blocks = max(1, min(wanted, m_group // MIN_CHANNEL_BLOCK))
+    m_block = _round_up(-(-m_group // m_blocks), 16)
+    images = _images_per_gemm(geom, row_elems, itemsize)
+    if (shared_columns and not backward and not weight_grad and not depthwise
+            and images > 1 and m_blocks > 1):
+        # Small NHWC images: the columns of several, one GEMM per block of channels across
+        # them, straight into the output.
+        size = images * out_h * row_elems
+        if max_workspace_bytes is None or size * itemsize <= max_workspace_bytes:
+            plan.update(shared=True, tile_rows=out_h, m_block=m_block, images=images)
+            return Launch(plan, depthwise, threads, size, size, 0)
     if shared_columns and not depthwise and items < WORK_ITEMS:
-        wanted = -(-WORK_ITEMS // geom.groups)
-        m_blocks = max(1, min(wanted, m_group // MIN_CHANNEL_BLOCK))
         k_blocks = max(1, min(wanted, k_group // MIN_CHANNEL_BLOCK))
         image_columns = out_h * row_elems
         fits = (max_workspace_bytes is None
                 or image_columns * itemsize <= max_workspace_bytes)
         if (m_blocks > 1 or backward and k_blocks > 1) and fits:
-            plan.update(shared=True, tile_rows=out_h,
-                        m_block=_round_up(-(-m_group // m_blocks), 16),
+            plan.update(shared=True, tile_rows=out_h, m_block=m_block,
                         k_block=_round_up(-(-k_group // k_blocks), 16))
             return Launch(plan, depthwise, threads, image_columns, image_columns, 0)
     return Launch(plan, depthwise, threads, col_size, threads * col_size,
                   threads * weight_elems)
+
+
+def _images_per_gemm(geom, row_elems, itemsize):
+    """Images whose positions one NHWC forward GEMM should span: enough for BATCH_POSITIONS
+    output positions when an image has fewer than SMALL_IMAGE_POSITIONS, within the batch
+    and TILE_BYTES of columns (1: image by image, always in NCHW).
+
+    NCHW images' outputs are not one matrix; through a results buffer the batched GEMM
+    measured 0.75-0.9x image by image (OpenBLAS then packs the columns, not the weight)."""
+    positions = geom.out_h * geom.out_w
+    if (geom.layout != "NHWC" or geom.batch < 2 or positions == 0
+            or positions >= SMALL_IMAGE_POSITIONS):
+        return 1
+    images = min(geom.batch, -(-BATCH_POSITIONS // positions))
+    if row_elems:
+        images = min(images, TILE_BYTES // max(1, geom.out_h * row_elems * itemsize))
+    return max(1, images)
 
 
 def _round_up(value, multiple):

@@ -1125,6 +1125,64 @@ def test_shared_column_mode_matches_reference(monkeypatch, rng, case, layout):
         assert np.array_equal(gx, results[0][1])
 
 
+BATCHED_CASES = [
+    # (N, C, H, W, C_out, k, stride, padding, groups): small NHWC images, several per GEMM
+    (5, 8, 3, 4, 64, 3, 1, 1, 1),       # groups of 2 images and a last one alone
+    (4, 6, 5, 5, 48, 3, 2, ((1, 0), (0, 2)), 1),
+    (3, 32, 2, 3, 80, 1, 1, 0, 1),      # pointwise: the images themselves are the columns
+    (4, 16, 3, 3, 128, 1, 1, 0, 4),     # pointwise, grouped
+    (6, 12, 4, 3, 96, 2, 1, 1, 3),
+    (2, 3, 1, 1, 32, 3, 1, 1, 1),       # 1×1 images
+]
+
+
+@pytest.mark.parametrize("case", BATCHED_CASES)
+def test_batched_small_images_match_reference(monkeypatch, rng, case):
+    """NHWC images with few positions: their columns side by side and one GEMM per block of
+    output channels across them, written straight into the output. Small limits make
+    small cases take that path; the forward is bit-identical for any thread count."""
+    n, c, h, w_, c_out, k, stride, padding, groups = case
+    monkeypatch.setattr(conv_mod, "MIN_CHANNEL_BLOCK", 16)
+    monkeypatch.setattr(conv_mod, "BATCH_POSITIONS", 2 * h * w_)
+    shape = (n, h, w_, c)
+    geom = fastconv.ConvGeometry(shape, c_out, k, stride, padding, groups=groups, layout="NHWC")
+    plan = conv_mod.plan_launch(geom, 8, shared_columns=True).plan
+    assert plan["shared"] and plan["images"] > 1
+    x = rng.standard_normal(shape)
+    w = rng.standard_normal(geom.weight_shape)
+    b = rng.standard_normal(c_out)
+    kwargs = dict(stride=stride, padding=padding, groups=groups, layout="NHWC")
+    expected = ref_conv2d(x, w, b, **kwargs)
+    results = []
+    for threads in (1, 2, 3):
+        with fastconv.threads(threads):
+            results.append(conv2d(x, w, b, **kwargs))
+        np.testing.assert_allclose(results[-1], expected, rtol=1e-10, atol=1e-10)
+    for y in results[1:]:
+        assert np.array_equal(y, results[0])
+
+
+def test_batched_small_images_plan():
+    """Which layers group images: NHWC only, images under SMALL_IMAGE_POSITIONS positions,
+    up to BATCH_POSITIONS positions and TILE_BYTES of columns per group, and a workspace
+    cap that cannot hold a group falls back to image by image."""
+    def plan(shape, c_out=512, k=3, layout="NHWC", **kwargs):
+        geom = fastconv.ConvGeometry(shape, c_out, k, padding=k // 2, layout=layout)
+        return conv_mod.plan_launch(geom, 4, shared_columns=True, **kwargs)
+
+    res5 = plan((8, 7, 7, 512))
+    assert res5.plan["images"] == min(8, conv_mod.TILE_BYTES // (49 * 4608 * 4))
+    assert res5.workspace == res5.plan["images"] * 49 * 4608
+    assert plan((8, 7, 7, 2048), k=1).plan["images"] == 8  # pointwise: no columns to hold
+    assert plan((8, 14, 14, 256), 256).plan["images"] == 1
+    assert plan((8, 512, 7, 7), layout="NCHW").plan["images"] == 1
+    assert plan((1, 7, 7, 512)).plan["images"] == 1
+    assert plan((8, 7, 7, 512), weight_grad=True, backward=True).plan["images"] == 1
+    capped = plan((8, 7, 7, 512), max_workspace_bytes=49 * 4608 * 4 * 2 - 4)
+    assert capped.plan["images"] == 1
+    assert capped.workspace * 4 <= 49 * 4608 * 4 * 2 - 4
+
+
 def test_small_convolutions_run_on_one_thread(monkeypatch):
     """Below PARALLEL_MIN_FLOPS waking the OpenMP team costs more than it saves."""
     monkeypatch.setattr(conv_mod, "PARALLEL_MIN_FLOPS", 1 << 22)

@@ -22,7 +22,7 @@ from libc.string cimport memset
 from fastconv._kernels._blas cimport gemm
 from fastconv._kernels._geometry cimport Geometry
 from fastconv._kernels._im2col_helpers cimport (
-    col2im_nchw_row, col2im_nhwc_row, im2col_nchw_rows, im2col_nhwc_row)
+    col2im_nchw_row, col2im_nhwc_row, im2col_nchw_row, im2col_nchw_rows, im2col_nhwc_row)
 from fastconv._kernels._openmp cimport omp_get_thread_num
 from fastconv._kernels._small_gemm cimport (
     FASTCONV_PANEL_ROWS, FASTCONV_SMALL_GEMM, FASTCONV_SMALL_GEMM_COLS,
@@ -52,6 +52,8 @@ ctypedef struct Plan:
                           # the GEMMs are split between threads by blocks of
     Py_ssize_t m_block    #   output channels (forward, weight gradient) or
     Py_ssize_t k_block    #   column-matrix rows (input gradient)
+    Py_ssize_t images     # shared NHWC forward: images whose columns are built together, so
+                          # each block's GEMM spans all their positions (small images)
     bint direct           # forward, float32 NCHW, a weight that fits L2: the small-GEMM
                           # block reads the image through row pointers (no im2col, no BLAS)
 
@@ -328,37 +330,53 @@ cdef void forward_tile_direct(const float* image, const float* panels, const flo
             ow0 = ow0 + cols
 
 
-cdef void image_columns_parallel(const floating* image, floating* col, const Geometry* g,
-                                 const Plan* plan, int num_threads) noexcept nogil:
-    """One image's whole column matrix, built in parallel: NCHW (C·kh·kw × P), NHWC
-    [group][P][Kg]."""
+cdef void image_columns_parallel(const floating* images, floating* col, const Geometry* g,
+                                 const Plan* plan, Py_ssize_t count,
+                                 int num_threads) noexcept nogil:
+    """The whole column matrix of `count` consecutive images, built in parallel, over all
+    their positions Pn = count·P (image b's at b·P): NCHW (C·kh·kw × Pn), NHWC
+    [group][Pn][Kg]."""
     cdef Dims d = dims_of(g, plan)
-    cdef Py_ssize_t task, grp, nhwc_rows = g.out_w * d.Kg
+    cdef Py_ssize_t positions = count * d.P
+    cdef Py_ssize_t image_size = g.channels * g.height * g.width
+    cdef Py_ssize_t task, grp, b, oh, row, c, i, j
     if plan.nhwc:
-        for task in prange(plan.groups * g.out_h, num_threads=num_threads, schedule="static"):
-            grp = task // g.out_h
-            im2col_nhwc_row(image, col + grp * d.P * d.Kg + (task % g.out_h) * nhwc_rows, g,
-                            task % g.out_h, grp * d.Cg, d.Cg)
+        for task in prange(plan.groups * count * g.out_h, num_threads=num_threads,
+                           schedule="static"):
+            grp = task // (count * g.out_h)
+            b = task // g.out_h % count
+            oh = task % g.out_h
+            im2col_nhwc_row(images + b * image_size,
+                            col + (grp * positions + b * d.P + oh * g.out_w) * d.Kg, g, oh,
+                            grp * d.Cg, d.Cg)
     else:
-        for task in prange(g.channels * g.kernel_h, num_threads=num_threads, schedule="static"):
-            im2col_nchw_rows(image + (task // g.kernel_h) * g.height * g.width,
-                             col + task * g.kernel_w * d.P, g, task % g.kernel_h, 0, g.out_h)
+        for task in prange(g.channels * g.kernel_h * count, num_threads=num_threads,
+                           schedule="static"):
+            row = task // count  # c·kh + i
+            b = task % count
+            c = row // g.kernel_h
+            i = row % g.kernel_h
+            for j in range(g.kernel_w):
+                im2col_nchw_row(images + b * image_size + c * g.height * g.width,
+                                col + (row * g.kernel_w + j) * positions + b * d.P, g, i, j, 0,
+                                g.out_h)
 
 
 cdef inline const floating* group_columns(const floating* image, const floating* col,
-                                          const Dims* d, const Plan* plan,
-                                          Py_ssize_t grp) noexcept nogil:
-    """Group grp's block of an image's whole column matrix (pointwise: of the image)."""
+                                          const Dims* d, const Plan* plan, Py_ssize_t grp,
+                                          Py_ssize_t positions) noexcept nogil:
+    """Group grp's block of a column matrix over `positions` (pointwise: of the image)."""
     if plan.pointwise:
         return pointwise_columns(image, d, plan.nhwc, grp, 0)
-    return col + grp * d.P * d.Kg
+    return col + grp * positions * d.Kg
 
 
-cdef inline int group_columns_ld(const Dims* d, const Plan* plan) noexcept nogil:
+cdef inline int group_columns_ld(const Dims* d, const Plan* plan,
+                                 Py_ssize_t positions) noexcept nogil:
     """Leading dimension of group_columns."""
     if plan.pointwise:
         return d.C if plan.nhwc else d.P
-    return d.Kg if plan.nhwc else d.P
+    return d.Kg if plan.nhwc else <int> positions
 
 
 cdef inline Py_ssize_t block_end(Py_ssize_t start, Py_ssize_t block,
@@ -366,23 +384,25 @@ cdef inline Py_ssize_t block_end(Py_ssize_t start, Py_ssize_t block,
     return start + block if start + block < limit else limit
 
 
-cdef void forward_shared_columns(const floating* image, const floating* weight,
+cdef void forward_shared_columns(const floating* images, const floating* weight,
                                  const floating* bias, floating* out, floating* col,
-                                 const Geometry* g, const Plan* plan,
+                                 const Geometry* g, const Plan* plan, Py_ssize_t count,
                                  int num_threads) noexcept nogil:
-    """One image in shared mode: its columns once, then GEMMs by blocks of m_block output
-    channels."""
+    """`count` images in shared mode (several only in NHWC, where their outputs form one
+    matrix): their columns once, then GEMMs over all their positions by blocks of m_block
+    output channels."""
     cdef Dims d = dims_of(g, plan)
     cdef Py_ssize_t blocks = (d.Mg + plan.m_block - 1) // plan.m_block
+    cdef Py_ssize_t positions = count * d.P
     cdef Py_ssize_t task, grp, m0
     if not plan.pointwise:
-        image_columns_parallel(image, col, g, plan, num_threads)
+        image_columns_parallel(images, col, g, plan, count, num_threads)
     for task in prange(plan.groups * blocks, num_threads=num_threads, schedule="static"):
         grp = task // blocks
         m0 = (task % blocks) * plan.m_block
-        output_block(group_columns(image, col, &d, plan, grp), group_columns_ld(&d, plan),
-                     weight, bias, out, g, plan, grp, 0, d.P, m0,
-                     block_end(m0, plan.m_block, d.Mg))
+        output_block(group_columns(images, col, &d, plan, grp, positions),
+                     group_columns_ld(&d, plan, positions), weight, bias, out, g, plan, grp, 0,
+                     positions, m0, block_end(m0, plan.m_block, d.Mg))
 
 
 cdef void weight_grad_shared_columns(const floating* grad_out, const floating* image,
@@ -397,14 +417,14 @@ cdef void weight_grad_shared_columns(const floating* grad_out, const floating* i
     cdef const floating* cols
     cdef int ld
     if not plan.pointwise:
-        image_columns_parallel(image, col, g, plan, num_threads)
+        image_columns_parallel(image, col, g, plan, 1, num_threads)
     for task in prange(plan.groups * blocks, num_threads=num_threads, schedule="static"):
         grp = task // blocks
         m0 = (task % blocks) * plan.m_block
         channels = <int> (block_end(m0, plan.m_block, d.Mg) - m0)
         first = grp * d.Mg + m0
-        cols = group_columns(image, col, &d, plan, grp)
-        ld = group_columns_ld(&d, plan)
+        cols = group_columns(image, col, &d, plan, grp, d.P)
+        ld = group_columns_ld(&d, plan, d.P)
         if plan.nhwc:
             gemm(True, False, d.Kg, channels, d.P, 1, cols, ld, grad_out + first, d.O,
                  1, grad_weight + first, d.O)
@@ -430,8 +450,8 @@ cdef void input_grad_shared_columns(const floating* grad_out, const floating* we
         grp = task // blocks
         k0 = (task % blocks) * plan.k_block
         count = <int> (block_end(k0, plan.k_block, d.Kg) - k0)
-        target = <floating*> group_columns(grad_image, col, &d, plan, grp)
-        ld = group_columns_ld(&d, plan)
+        target = <floating*> group_columns(grad_image, col, &d, plan, grp, d.P)
+        ld = group_columns_ld(&d, plan, d.P)
         if plan.nhwc:
             gemm(False, True, d.P, count, d.Mg, 1, grad_out + grp * d.Mg, d.O,
                  weight + k0 * d.O + grp * d.Mg, d.O, 0, target + k0, ld)
@@ -539,11 +559,15 @@ def conv2d_forward(const floating[::1] x, const floating[::1] weight, const floa
     cdef const floating* xp = &x[0]
     cdef floating* outp = &out[0]
     cdef Py_ssize_t item, n, oh0
+    cdef Py_ssize_t count
     if plan.shared:
         with nogil:
-            for n in range(plan.batch):
+            n = 0
+            while n < plan.batch:
+                count = plan.images if plan.images < plan.batch - n else plan.batch - n
                 forward_shared_columns(xp + n * image_size, &weight[0], bias_ptr,
-                                       outp + n * out_size, ws, &g, &plan, num_threads)
+                                       outp + n * out_size, ws, &g, &plan, count, num_threads)
+                n = n + count
         return
     cdef Py_ssize_t depth = g.channels * g.kernel_h * g.kernel_w
     cdef const float* panels = NULL
