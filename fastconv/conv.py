@@ -143,7 +143,8 @@ def uses_direct_path(geom, itemsize):
     convolution is a GEMM on a subsampled image, which BLAS does as fast: 0.88-1.02x.)"""
     kh, kw = geom.kernel_size
     depth = geom.in_channels * kh * kw
-    return bool(_conv.SMALL_GEMM and itemsize == 4 and geom.layout == "NCHW"
+    return bool(_conv.SMALL_GEMM and itemsize == 4
+                and (geom.layout == "NCHW" or geom.out_channels % 16 == 0)
                 and geom.groups == 1 and kh * kw > 1
                 and geom.out_channels <= DIRECT_MAX_CHANNELS
                 and depth <= _conv.DIRECT_DEPTH_LIMIT
@@ -204,11 +205,14 @@ def plan_launch(geom, itemsize, *, weight_grad=False, max_workspace_bytes=None, 
             "direct": False}
     col_size = tile_rows * row_elems
     if not backward and not weight_grad and uses_direct_path(geom, itemsize):
-        # per thread: gathered or built columns, a zero row as long as an output row plus a
-        # block; shared: the packed weight
-        block = _conv.SMALL_GEMM_COLS
-        direct_size = k_group * max(block, geom.out_w) + block + geom.out_w + block
-        total = _round_up(geom.out_channels, _conv.PANEL_ROWS) * k_group + threads * direct_size
+        block, panel = _conv.SMALL_GEMM_COLS, _conv.PANEL_ROWS
+        if geom.layout == "NHWC":  # per thread: one packed panel of positions
+            direct_size, packed = panel * k_group, 0
+        else:  # per thread: gathered or built columns, a zero row as long as an output row
+            # plus a block; shared: the packed weight
+            direct_size = k_group * max(block, geom.out_w) + block + geom.out_w + block
+            packed = _round_up(geom.out_channels, panel) * k_group
+        total = packed + threads * direct_size
         if max_workspace_bytes is None or total * itemsize <= max_workspace_bytes:
             plan["direct"] = True
             return Launch(plan, depthwise, threads, direct_size, total, 0)

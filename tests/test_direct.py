@@ -1,6 +1,7 @@
-"""The direct small-GEMM forward path (float32, NCHW, a weight that fits L2, AVX-512 builds):
-the packed weight by row pointers into the image, gathered edge blocks, one-row im2col for
-strides > 1.
+"""The direct small-GEMM forward path (float32, a weight that fits L2, AVX-512 builds).
+NCHW: the packed weight by row pointers into the image, gathered edge blocks, one-row im2col
+for strides > 1. NHWC (C_out a multiple of 16): blocks of 12 positions read in place from
+the image by the HWIO weight rows, packed blocks at the edges and for short last blocks.
 
 Every geometry of tests/test_conv.py without groups is rerun with 5, 16, 20, 32 or 48 output
 channels, so the blocks meet every padding form, stride, dilation and width (narrower
@@ -32,8 +33,8 @@ EXTRA = {
 }
 
 
-def direct_case(rng, geom_kwargs, c_out):
-    """Input, weight, bias (float32, NCHW) and the conv2d keyword arguments."""
+def direct_case(rng, geom_kwargs, c_out, layout="NCHW"):
+    """Input, weight, bias (float32, in `layout`) and the conv2d keyword arguments."""
     kwargs = dict(geom_kwargs)
     n, c, h, w = (kwargs.pop(key) for key in ("n", "c", "h", "w"))
     kernel = kwargs.pop("kernel")
@@ -41,6 +42,10 @@ def direct_case(rng, geom_kwargs, c_out):
     x = rng.standard_normal((n, c, h, w)).astype(np.float32)
     weight = (rng.standard_normal((c_out, c, kh, kw)) / np.sqrt(c * kh * kw)).astype(np.float32)
     bias = rng.standard_normal(c_out).astype(np.float32)
+    if layout == "NHWC":
+        x = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+        weight = np.ascontiguousarray(weight.transpose(2, 3, 1, 0))
+        kwargs["layout"] = "NHWC"
     return x, weight, bias, kwargs
 
 
@@ -54,8 +59,11 @@ CASES = {**{name: from_geoms(name) for name in DENSE}, **EXTRA}
 
 
 def geometry_of(x, weight, kwargs):
-    return ConvGeometry(x.shape, weight.shape[0], weight.shape[2:], kwargs.get("stride", 1),
-                        kwargs.get("padding", 0), kwargs.get("dilation", 1))
+    layout = kwargs.get("layout", "NCHW")
+    c_out, kernel = ((weight.shape[0], weight.shape[2:]) if layout == "NCHW"
+                     else (weight.shape[3], weight.shape[:2]))
+    return ConvGeometry(x.shape, c_out, kernel, kwargs.get("stride", 1),
+                        kwargs.get("padding", 0), kwargs.get("dilation", 1), layout=layout)
 
 
 def takes_direct_path(x, weight, kwargs):
@@ -69,38 +77,60 @@ def any_weight_size(monkeypatch):
     monkeypatch.setattr(conv_mod, "DIRECT_MAX_WEIGHT_BYTES", 1 << 40)
 
 
-@pytest.mark.parametrize("c_out", [5, 16, 20, 32, 48])
+@pytest.mark.parametrize("layout,c_out", [("NCHW", 5), ("NCHW", 16), ("NCHW", 20),
+                                          ("NCHW", 32), ("NCHW", 48), ("NHWC", 16),
+                                          ("NHWC", 32), ("NHWC", 48), ("NHWC", 20)])
 @pytest.mark.parametrize("name", list(CASES))
-def test_direct_path_matches_reference(any_weight_size, rng, name, c_out):
-    """Blocks of 4, 8 and 12 output channels (5: one block of 8 storing 5 rows; 20: 12 + 8)
-    and of 16 or 32 positions."""
-    x, weight, bias, kwargs = direct_case(rng, CASES[name], c_out)
-    one_by_one = weight.shape[2:] == (1, 1)  # a plain GEMM instead
-    assert takes_direct_path(x, weight, kwargs) == (not one_by_one)
+def test_direct_path_matches_reference(any_weight_size, rng, name, layout, c_out):
+    """NCHW blocks of 4, 8 and 12 output channels (5: one block of 8 storing 5 rows; 20:
+    12 + 8) and of 16 or 32 positions; NHWC blocks of 4, 8 or 12 positions and 16 or 32
+    channels (48: 32 + 16; 20 channels: not a multiple of 16, BLAS)."""
+    x, weight, bias, kwargs = direct_case(rng, CASES[name], c_out, layout)
+    geom = geometry_of(x, weight, kwargs)
+    one_by_one = geom.kernel_size == (1, 1)  # a plain GEMM instead
+    assert takes_direct_path(x, weight, kwargs) == (
+        not one_by_one and (layout == "NCHW" or c_out % 16 == 0))
     y = fastconv.conv2d(x, weight, bias, **kwargs)
     np.testing.assert_allclose(y, ref_conv2d(x, weight, bias, **kwargs), **tol(np.float32))
 
 
 @pytest.mark.parametrize("name", ["wide-tail", "stride2-wide", "stride3-dilated", "deep-k7",
                                   "pad-asym", "dil-stride-asym"])
-def test_direct_path_agrees_with_blas_path(any_weight_size, monkeypatch, rng, name):
-    x, weight, bias, kwargs = direct_case(rng, CASES[name], 32)
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+def test_direct_path_agrees_with_blas_path(any_weight_size, monkeypatch, rng, name, layout):
+    x, weight, bias, kwargs = direct_case(rng, CASES[name], 32, layout)
     assert takes_direct_path(x, weight, kwargs)
     direct = fastconv.conv2d(x, weight, bias, **kwargs)
     monkeypatch.setattr(conv_mod, "DIRECT_MAX_CHANNELS", 0)
     assert not takes_direct_path(x, weight, kwargs)
-    blas = fastconv.conv2d(x, weight, None, **kwargs) + bias[:, None, None]
+    blas = fastconv.conv2d(x, weight, None, **kwargs) + (
+        bias[:, None, None] if layout == "NCHW" else bias)
     np.testing.assert_allclose(direct, blas, rtol=1e-5, atol=1e-5)
 
 
-def test_suite_layers_that_take_the_direct_path():
-    """The suite's NCHW layers whose weight fits L2 go direct, the others do not."""
+def test_nhwc_blocks_in_place_and_packed(rng):
+    """A 40-wide NHWC image, 3×3 with padding 1: per row, a packed block at each edge, two
+    blocks read in place between them, and the first and last rows packed throughout."""
+    x, weight, bias, kwargs = direct_case(rng, dict(n=2, c=5, h=6, w=40, kernel=3, padding=1),
+                                          32, "NHWC")
+    assert takes_direct_path(x, weight, kwargs)
+    y = fastconv.conv2d(x, weight, bias, **kwargs)
+    np.testing.assert_allclose(y, ref_conv2d(x, weight, bias, **kwargs), **tol(np.float32))
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+def test_suite_layers_that_take_the_direct_path(layout):
+    """The suite's layers with a kernel larger than 1×1 and a weight that fits L2 go direct
+    (in NHWC all of them have C_out a multiple of 16), the others do not."""
     from fastconv.bench import load_layers
 
     direct = set()
     for layer in load_layers():
-        geom = ConvGeometry((1, layer.in_channels, layer.size, layer.size), layer.out_channels,
-                            layer.kernel, layer.stride, layer.padding, groups=layer.groups)
+        shape = (1, layer.in_channels, layer.size, layer.size)
+        if layout == "NHWC":
+            shape = (1, layer.size, layer.size, layer.in_channels)
+        geom = ConvGeometry(shape, layer.out_channels, layer.kernel, layer.stride,
+                            layer.padding, groups=layer.groups, layout=layout)
         if conv_mod.plan_launch(geom, 4, shared_columns=True).plan["direct"]:
             direct.add(layer.name)
     assert direct == {"small.16ch", "lecture.8to16", "mobilenet.stem", "resnet50.conv1",
@@ -116,8 +146,9 @@ def test_depth_beyond_the_tables_uses_blas(any_weight_size):
 
 
 @pytest.mark.parametrize("dtype,layout,c_out,groups", [
-    (np.float64, "NCHW", 16, 1), (np.float32, "NHWC", 16, 1), (np.float32, "NHWC", 48, 1),
-    (np.float32, "NCHW", 32, 2), (np.float32, "NCHW", 300, 1)])
+    (np.float64, "NCHW", 16, 1), (np.float64, "NHWC", 16, 1), (np.float32, "NHWC", 24, 1),
+    (np.float32, "NHWC", 40, 1), (np.float32, "NCHW", 32, 2), (np.float32, "NHWC", 32, 2),
+    (np.float32, "NCHW", 300, 1)])
 def test_other_cases_use_blas(dtype, layout, c_out, groups):
     shape = (1, 8, 20, 20) if layout == "NCHW" else (1, 20, 20, 8)
     geom = ConvGeometry(shape, c_out, 3, padding=1, groups=groups, layout=layout)
@@ -132,8 +163,9 @@ def test_weight_beyond_the_cache_limit_uses_blas():
     assert not conv_mod.plan_launch(too_big, 4).plan["direct"]
 
 
-def test_direct_path_thread_counts_bit_identical(rng):
-    x, weight, bias, kwargs = direct_case(rng, EXTRA["stride2-wide"], 32)
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+def test_direct_path_thread_counts_bit_identical(rng, layout):
+    x, weight, bias, kwargs = direct_case(rng, EXTRA["stride2-wide"], 32, layout)
     with fastconv.threads(1):
         one = fastconv.conv2d(x, weight, bias, **kwargs)
     with fastconv.threads(2):
@@ -151,20 +183,27 @@ def test_layer_uses_direct_path_with_reused_workspace(rng):
     np.testing.assert_allclose(second, expected, **tol(np.float32))
 
 
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
 @pytest.mark.parametrize("cap", [9_000, 40_000, None])
-def test_direct_path_respects_workspace_cap(rng, cap):
-    """The direct path's scratch and packed weight count against the cap: with a tight cap
-    the plan runs fewer threads or falls back to BLAS tiles that fit it."""
+def test_direct_path_respects_workspace_cap(rng, layout, cap):
+    """The direct path's scratch (and NCHW's packed weight) counts against the cap: with a
+    tight cap the plan runs fewer threads or falls back to BLAS tiles that fit it. (NHWC's
+    scratch, one packed block of positions, is smaller than one BLAS output row's.)"""
     with fastconv.threads(2):
-        layer = fastconv.Conv2D(3, 16, 3, padding=1, seed=0, max_workspace_bytes=cap)
-        shape = (2, 3, 40, 64)
+        layer = fastconv.Conv2D(3, 16, 3, padding=1, layout=layout, seed=0,
+                                max_workspace_bytes=cap)
+        shape = (2, 3, 40, 64) if layout == "NCHW" else (2, 40, 64, 3)
         x = rng.standard_normal(shape).astype(np.float32)
         y = layer(x)
-        geom = ConvGeometry(shape, 16, 3, padding=1)
+        geom = ConvGeometry(shape, 16, 3, padding=1, layout=layout)
         launch = conv_mod.plan_launch(geom, 4, max_workspace_bytes=cap, shared_columns=True)
     if cap is not None:
         assert layer.workspace_bytes <= cap
         assert launch.workspace * 4 <= cap
-    assert launch.plan["direct"] == (cap != 9_000)
-    np.testing.assert_allclose(y, ref_conv2d(x, layer.weight, layer.bias, padding=1),
-                               **tol(np.float32))
+    assert launch.plan["direct"] == (layout == "NHWC" or cap != 9_000)
+    weight = layer.weight if layout == "NCHW" else layer.weight.transpose(3, 2, 0, 1)
+    x_nchw = x if layout == "NCHW" else x.transpose(0, 3, 1, 2)
+    expected = ref_conv2d(x_nchw, weight, layer.bias, padding=1)
+    if layout == "NHWC":
+        expected = expected.transpose(0, 2, 3, 1)
+    np.testing.assert_allclose(y, expected, **tol(np.float32))

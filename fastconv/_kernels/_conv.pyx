@@ -26,7 +26,7 @@ from fastconv._kernels._im2col_helpers cimport (
 from fastconv._kernels._openmp cimport omp_get_thread_num
 from fastconv._kernels._small_gemm cimport (
     FASTCONV_PANEL_ROWS, FASTCONV_SMALL_GEMM, FASTCONV_SMALL_GEMM_COLS,
-    fastconv_small_gemm_block)
+    fastconv_small_gemm_block, fastconv_small_gemm_block_rows)
 
 # Whether this build has the direct small-GEMM forward path (plan.direct), and its block:
 # packed panels of PANEL_ROWS rows, up to SMALL_GEMM_COLS columns, columns at most
@@ -330,6 +330,95 @@ cdef void forward_tile_direct(const float* image, const float* panels, const flo
             ow0 = ow0 + cols
 
 
+cdef void nhwc_positions_panel(const float* image, float* panel, const Geometry* g,
+                               Py_ssize_t p_first, int rows) noexcept nogil:
+    """panel[k·PANEL_ROWS + r] = NHWC column k = (i·kw + j)·C + c of output position
+    p_first + r for r < rows (im2col straight into the packed layout), 0 in the padding
+    and for r ≥ rows."""
+    cdef Py_ssize_t depth = g.kernel_h * g.kernel_w * g.channels
+    cdef Py_ssize_t r, i, j, c, k, oh, ow, h_im, w_im
+    cdef const float* pixel
+    for r in range(FASTCONV_PANEL_ROWS):
+        if r >= rows:
+            for k in range(depth):
+                panel[k * FASTCONV_PANEL_ROWS + r] = 0
+            continue
+        oh = (p_first + r) // g.out_w
+        ow = (p_first + r) % g.out_w
+        k = 0
+        for i in range(g.kernel_h):
+            h_im = oh * g.stride_h - g.pad_top + i * g.dilation_h
+            for j in range(g.kernel_w):
+                w_im = ow * g.stride_w - g.pad_left + j * g.dilation_w
+                if 0 <= h_im < g.height and 0 <= w_im < g.width:
+                    pixel = image + (h_im * g.width + w_im) * g.channels
+                    for c in range(g.channels):
+                        panel[(k + c) * FASTCONV_PANEL_ROWS + r] = pixel[c]
+                else:
+                    for c in range(g.channels):
+                        panel[(k + c) * FASTCONV_PANEL_ROWS + r] = 0
+                k = k + g.channels
+
+
+cdef void forward_tile_direct_nhwc(const float* image, const float* weight, const float* bias,
+                                   float* out, float* panel, const Geometry* g,
+                                   const Plan* plan, Py_ssize_t oh0,
+                                   Py_ssize_t oh1) noexcept nogil:
+    """NHWC output rows [oh0, oh1) of one image by small-GEMM blocks of PANEL_ROWS positions
+    of a row × up to COLS output channels (C_out a multiple of 16), reading the HWIO weight
+    rows in place and adding the bias per channel.
+
+    A full block whose windows lie inside the image reads it in place: tap k = (i, j, c) of
+    its position r is at tap_starts[k] + (w_first + r·sw)·C, tap_starts[k] pointing at
+    (row h_first + i·dh, column j·dw, channel c). Other blocks (the image's edges, a last
+    shorter block) pack their columns first (into `panel`, PANEL_ROWS·Kg floats)."""
+    cdef Dims d = dims_of(g, plan)
+    cdef const float* weight_rows[DIRECT_MAX_DEPTH]
+    cdef const float* tap_starts[DIRECT_MAX_DEPTH]
+    cdef Py_ssize_t oh, ow0, o0, i, j, c, k, p, h_first, w_first, w_last
+    cdef int rows, cols
+    cdef bint rows_inside, in_place
+    for k in range(d.Kg):
+        weight_rows[k] = weight + k * d.O
+    for oh in range(oh0, oh1):
+        h_first = oh * g.stride_h - g.pad_top
+        rows_inside = h_first >= 0 and h_first + (g.kernel_h - 1) * g.dilation_h < g.height
+        if rows_inside:
+            k = 0
+            for i in range(g.kernel_h):
+                for j in range(g.kernel_w):
+                    for c in range(g.channels):
+                        tap_starts[k] = image + (((h_first + i * g.dilation_h) * g.width
+                                                  + j * g.dilation_w) * g.channels + c)
+                        k = k + 1
+        ow0 = 0
+        while ow0 < g.out_w:
+            rows = <int> (g.out_w - ow0 if g.out_w - ow0 < FASTCONV_PANEL_ROWS
+                          else FASTCONV_PANEL_ROWS)
+            w_first = ow0 * g.stride_w - g.pad_left
+            w_last = w_first + (rows - 1) * g.stride_w + (g.kernel_w - 1) * g.dilation_w
+            in_place = (rows_inside and rows == FASTCONV_PANEL_ROWS and w_first >= 0
+                        and w_last < g.width)
+            p = oh * g.out_w + ow0
+            if not in_place:
+                nhwc_positions_panel(image, panel, g, p, rows)
+            o0 = 0
+            while o0 < d.O:
+                cols = <int> (d.O - o0 if d.O - o0 < FASTCONV_SMALL_GEMM_COLS
+                              else FASTCONV_SMALL_GEMM_COLS)
+                if in_place:
+                    fastconv_small_gemm_block_rows(
+                        d.Kg, tap_starts, w_first * g.channels, g.stride_w * g.channels, rows,
+                        weight_rows, o0, NULL, bias + o0 if bias != NULL else NULL,
+                        out + p * d.O + o0, d.O, cols)
+                else:
+                    fastconv_small_gemm_block(d.Kg, panel, rows, weight_rows, o0, NULL,
+                                              bias + o0 if bias != NULL else NULL,
+                                              out + p * d.O + o0, d.O, cols)
+                o0 = o0 + cols
+            ow0 = ow0 + rows
+
+
 cdef void image_columns_parallel(const floating* images, floating* col, const Geometry* g,
                                  const Plan* plan, Py_ssize_t count,
                                  int num_threads) noexcept nogil:
@@ -573,17 +662,25 @@ def conv2d_forward(const floating[::1] x, const floating[::1] weight, const floa
     cdef const float* panels = NULL
     if floating is float:
         if plan.direct:
-            with nogil:  # the weight packed once, ahead of the threads' scratch
-                pack_panels(&weight[0], plan.out_channels, depth, ws)
-            panels = ws
-            ws = ws + packed_size(plan.out_channels, depth)
+            if not plan.nhwc:  # NCHW: the weight packed once, ahead of the threads' scratch
+                with nogil:
+                    pack_panels(&weight[0], plan.out_channels, depth, ws)
+                panels = ws
+                ws = ws + packed_size(plan.out_channels, depth)
             for item in prange(plan.batch * tiles, nogil=True, num_threads=num_threads,
                                schedule="static"):
                 n = item // tiles
                 oh0 = (item % tiles) * plan.tile_rows
-                forward_tile_direct(xp + n * image_size, panels, bias_ptr, outp + n * out_size,
-                                    ws + omp_get_thread_num() * col_size, &g, &plan, oh0,
-                                    tile_end(oh0, &g, &plan))
+                if plan.nhwc:
+                    forward_tile_direct_nhwc(xp + n * image_size, &weight[0], bias_ptr,
+                                             outp + n * out_size,
+                                             ws + omp_get_thread_num() * col_size, &g, &plan,
+                                             oh0, tile_end(oh0, &g, &plan))
+                else:
+                    forward_tile_direct(xp + n * image_size, panels, bias_ptr,
+                                        outp + n * out_size,
+                                        ws + omp_get_thread_num() * col_size, &g, &plan, oh0,
+                                        tile_end(oh0, &g, &plan))
             return
     for item in prange(plan.batch * tiles, nogil=True, num_threads=num_threads,
                        schedule="static"):

@@ -7,3 +7,7 @@ cdef extern from "small_gemm.h" nogil:
                                    const float* const* b_rows, long offset,
                                    const float* row_bias, const float* col_bias, float* c,
                                    long ldc, int cols)
+    void fastconv_small_gemm_block_rows(int depth, const float* const* a_rows, long a_offset,
+                                        long a_stride, int rows, const float* const* b_rows,
+                                        long offset, const float* row_bias,
+                                        const float* col_bias, float* c, long ldc, int cols)

@@ -42,9 +42,11 @@ static inline fastconv_f32x16 fastconv_load16(const float* p) {
 }
 
 /* The block for R rows and V vectors (R, V constants after inlining, so the accumulators
-   are registers); stores rows < `rows` and columns < `cols`. */
+   are registers); stores rows < `rows` and columns < `cols`. The left operand is the packed
+   panel, or, when a_rows is not NULL, element (r, k) at a_rows[k] + a_offset + r·a_stride. */
 static inline __attribute__((always_inline)) void fastconv_block(
         const int R, const int V, int depth, const float* panel,
+        const float* const* a_rows, long a_offset, long a_stride,
         const float* const* b_rows, long offset, const float* row_bias,
         const float* col_bias, float* c, long ldc, int rows, int cols) {
     fastconv_f32x16 acc[FASTCONV_PANEL_ROWS][2];
@@ -60,12 +62,19 @@ static inline __attribute__((always_inline)) void fastconv_block(
             acc[r][v] = start[v] + (row_bias && r < rows ? row_bias[r] : 0.0f);
     for (k = 0; k < depth; ++k) {
         const float* b_row = b_rows[k] + offset;
-        const float* a = panel + (long)k * FASTCONV_PANEL_ROWS;
         for (v = 0; v < V; ++v)
             b[v] = fastconv_load16(b_row + 16 * v);
-        for (r = 0; r < R; ++r)
-            for (v = 0; v < V; ++v)
-                acc[r][v] += a[r] * b[v];
+        if (a_rows) {
+            const float* a = a_rows[k] + a_offset;
+            for (r = 0; r < R; ++r)
+                for (v = 0; v < V; ++v)
+                    acc[r][v] += a[r * a_stride] * b[v];
+        } else {
+            const float* a = panel + (long)k * FASTCONV_PANEL_ROWS;
+            for (r = 0; r < R; ++r)
+                for (v = 0; v < V; ++v)
+                    acc[r][v] += a[r] * b[v];
+        }
     }
     for (r = 0; r < R && r < rows; ++r) {
         for (v = 0; v < V; ++v) {
@@ -80,44 +89,70 @@ static inline __attribute__((always_inline)) void fastconv_block(
     }
 }
 
+/* The fewest rows (4, 8 or 12) and vectors (1 or 2) that cover the block. */
+#define FASTCONV_DISPATCH(PANEL, A_ROWS)                                                   \
+    do {                                                                                   \
+        int r_ = rows > 8 ? 12 : rows > 4 ? 8 : 4;                                         \
+        if (cols > 16) {                                                                   \
+            if (r_ == 12) fastconv_block(12, 2, depth, PANEL, A_ROWS, a_offset, a_stride,  \
+                                         b_rows, offset, row_bias, col_bias, c, ldc, rows, \
+                                         cols);                                            \
+            else if (r_ == 8) fastconv_block(8, 2, depth, PANEL, A_ROWS, a_offset,         \
+                                             a_stride, b_rows, offset, row_bias, col_bias, \
+                                             c, ldc, rows, cols);                          \
+            else fastconv_block(4, 2, depth, PANEL, A_ROWS, a_offset, a_stride, b_rows,    \
+                                offset, row_bias, col_bias, c, ldc, rows, cols);           \
+        } else {                                                                           \
+            if (r_ == 12) fastconv_block(12, 1, depth, PANEL, A_ROWS, a_offset, a_stride,  \
+                                         b_rows, offset, row_bias, col_bias, c, ldc, rows, \
+                                         cols);                                            \
+            else if (r_ == 8) fastconv_block(8, 1, depth, PANEL, A_ROWS, a_offset,         \
+                                             a_stride, b_rows, offset, row_bias, col_bias, \
+                                             c, ldc, rows, cols);                          \
+            else fastconv_block(4, 1, depth, PANEL, A_ROWS, a_offset, a_stride, b_rows,    \
+                                offset, row_bias, col_bias, c, ldc, rows, cols);           \
+        }                                                                                  \
+    } while (0)
+
 static inline void fastconv_small_gemm_block(int depth, const float* panel, int rows,
                                              const float* const* b_rows, long offset,
                                              const float* row_bias, const float* col_bias,
                                              float* c, long ldc, int cols) {
-    /* The fewest rows (4, 8 or 12) and vectors (1 or 2) that cover the block. */
-    if (cols > 16) {
-        if (rows > 8)
-            fastconv_block(12, 2, depth, panel, b_rows, offset, row_bias, col_bias, c, ldc,
-                           rows, cols);
-        else if (rows > 4)
-            fastconv_block(8, 2, depth, panel, b_rows, offset, row_bias, col_bias, c, ldc,
-                           rows, cols);
-        else
-            fastconv_block(4, 2, depth, panel, b_rows, offset, row_bias, col_bias, c, ldc,
-                           rows, cols);
-    } else {
-        if (rows > 8)
-            fastconv_block(12, 1, depth, panel, b_rows, offset, row_bias, col_bias, c, ldc,
-                           rows, cols);
-        else if (rows > 4)
-            fastconv_block(8, 1, depth, panel, b_rows, offset, row_bias, col_bias, c, ldc,
-                           rows, cols);
-        else
-            fastconv_block(4, 1, depth, panel, b_rows, offset, row_bias, col_bias, c, ldc,
-                           rows, cols);
-    }
+    const long a_offset = 0, a_stride = 0;
+    FASTCONV_DISPATCH(panel, (const float* const*)0);
+}
+
+/* The same block with the left operand read in place: element (r, k) at
+   a_rows[k] + a_offset + r·a_stride (an NHWC image: rows are output positions). */
+static inline void fastconv_small_gemm_block_rows(int depth, const float* const* a_rows,
+                                                  long a_offset, long a_stride, int rows,
+                                                  const float* const* b_rows, long offset,
+                                                  const float* row_bias,
+                                                  const float* col_bias, float* c, long ldc,
+                                                  int cols) {
+    FASTCONV_DISPATCH((const float*)0, a_rows);
 }
 
 #else
 #define FASTCONV_SMALL_GEMM 0
 
+/* Never called: plans use the small GEMM only where FASTCONV_SMALL_GEMM is 1. */
 static inline void fastconv_small_gemm_block(int depth, const float* panel, int rows,
                                              const float* const* b_rows, long offset,
                                              const float* row_bias, const float* col_bias,
                                              float* c, long ldc, int cols) {
-    /* Never called: plans use the small GEMM only where FASTCONV_SMALL_GEMM is 1. */
     (void)depth; (void)panel; (void)rows; (void)b_rows; (void)offset; (void)row_bias;
     (void)col_bias; (void)c; (void)ldc; (void)cols;
+}
+
+static inline void fastconv_small_gemm_block_rows(int depth, const float* const* a_rows,
+                                                  long a_offset, long a_stride, int rows,
+                                                  const float* const* b_rows, long offset,
+                                                  const float* row_bias,
+                                                  const float* col_bias, float* c, long ldc,
+                                                  int cols) {
+    (void)depth; (void)a_rows; (void)a_offset; (void)a_stride; (void)rows; (void)b_rows;
+    (void)offset; (void)row_bias; (void)col_bias; (void)c; (void)ldc; (void)cols;
 }
 #endif
 
