@@ -64,6 +64,9 @@ cdef inline void im2col_nchw_row(const element_t* plane, element_t* col_row, con
         if g.stride_w == 1:
             for ow in range(ow_lo, ow_hi):
                 dst[ow] = src[ow + w_offset]
+        elif g.stride_w == 2:  # a constant stride lets the compiler vectorise (permutes)
+            for ow in range(ow_lo, ow_hi):
+                dst[ow] = src[2 * ow + w_offset]
         else:
             for ow in range(ow_lo, ow_hi):
                 dst[ow] = src[ow * g.stride_w + w_offset]
