@@ -184,6 +184,9 @@ def plan_launch(geom, itemsize, *, weight_grad=False, max_workspace_bytes=None, 
         tile_rows = max(1, min(out_h, TILE_BYTES // (row_elems * itemsize)))
     wanted_tiles = min(-(-WORK_ITEMS // max(geom.batch, 1)), out_h,
                        max(1, out_h * geom.out_w // MIN_TILE_POSITIONS))
+    # A power of two: even shares for 2, 4, 8 threads (3 tiles on 2 threads ran as 2 + 1;
+    # resnet50.res3 at batch 1 and 3: 1.15-1.4x; rounding up to 4 tiles was 5% slower)
+    wanted_tiles = 1 << (wanted_tiles.bit_length() - 1)
     tile_rows = min(tile_rows, -(-out_h // wanted_tiles))
     if max_workspace_bytes is not None:
         budget = max_workspace_bytes // itemsize

@@ -1162,6 +1162,16 @@ def test_batched_small_images_match_reference(monkeypatch, rng, case):
         assert np.array_equal(y, results[0])
 
 
+@pytest.mark.parametrize("batch,tiles", [(1, 2), (2, 2), (3, 2), (5, 1)])
+def test_tiles_per_image_are_a_power_of_two(batch, tiles):
+    """28 output rows of 28 positions allow 3 tiles of at least MIN_TILE_POSITIONS; the
+    plan takes 2, which share evenly between 2 threads (3 ran as 2 + 1)."""
+    geom = fastconv.ConvGeometry((batch, 128, 56, 56), 128, 3, 2, 1)
+    launch = conv_mod.plan_launch(geom, 4)
+    assert not launch.plan["shared"] and not launch.plan["direct"]
+    assert -(-geom.out_h // launch.plan["tile_rows"]) == tiles
+
+
 def test_batched_small_images_plan():
     """Which layers group images: NHWC only, images under SMALL_IMAGE_POSITIONS positions,
     up to BATCH_POSITIONS positions and TILE_BYTES of columns per group, and a workspace
