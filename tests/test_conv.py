@@ -1162,7 +1162,7 @@ def test_batched_small_images_match_reference(monkeypatch, rng, case):
         assert np.array_equal(y, results[0])
 
 
-@pytest.mark.parametrize("batch,tiles", [(1, 2), (2, 2), (3, 2), (5, 1)])
+@pytest.mark.parametrize("batch,tiles", [(1, 2), (2, 2), (3, 2), (5, 2), (8, 1)])
 def test_tiles_per_image_are_a_power_of_two(batch, tiles):
     """28 output rows of 28 positions allow 3 tiles of at least MIN_TILE_POSITIONS; the
     plan takes 2, which share evenly between 2 threads (3 ran as 2 + 1)."""
