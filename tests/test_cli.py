@@ -171,6 +171,15 @@ def test_best_time_counts_calls():
     assert seconds >= 0 and len(calls) == 1 + 3  # warm-up + samples
 
 
+def test_best_times_settles_before_each_sample():
+    """Round-robin over several functions: each timed sample follows an untimed call of the
+    same function, so no sample starts right after the other function's call."""
+    log = []
+    timing = bench.Timing(repeats=3, min_repeats=3, budget_s=0.0, min_sample_s=0.0)
+    bench.best_times([lambda: log.append("a"), lambda: log.append("b")], timing)
+    assert log == ["a", "b"] + ["a", "a", "b", "b"] * 3  # warm-ups, then settle + sample
+
+
 # ----------------------------------------------------------------------------- baselines
 
 GEOMETRIES = [
