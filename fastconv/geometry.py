@@ -39,6 +39,8 @@ def normalize_layout(layout, fn):
 
 def _as_int(value, name, fn, minimum):
     """An int >= minimum (bools and floats rejected), else ValueError."""
+    if type(value) is int and value >= minimum:  # the common case, first (per-call cost)
+        return value
     if isinstance(value, (bool, np.bool_)):
         raise ValueError(f"{fn}: {name} must be an int >= {minimum}, got {value!r}")
     try:
@@ -56,6 +58,11 @@ def _is_sequence(value):
 
 def normalize_pair(value, name, fn, minimum=1):
     """int or (h, w) → (h, w), each an int >= minimum."""
+    if type(value) is int and value >= minimum:  # the common cases, first (per-call cost)
+        return (value, value)
+    if (type(value) is tuple and len(value) == 2 and type(value[0]) is int
+            and type(value[1]) is int and min(value) >= minimum):
+        return value
     if _is_sequence(value):
         if len(value) != 2:
             raise ValueError(f"{fn}: {name} must be an int or a pair (h, w), got {value!r}")
@@ -66,6 +73,12 @@ def normalize_pair(value, name, fn, minimum=1):
 
 def normalize_padding(value, fn, name="padding"):
     """int, (pad_h, pad_w) or ((top, bottom), (left, right)) → ((top, bottom), (left, right))."""
+    if type(value) is int and value >= 0:  # the common cases, first (per-call cost)
+        return ((value, value), (value, value))
+    if (type(value) is tuple and len(value) == 2
+            and all(type(axis) is tuple and len(axis) == 2 and type(axis[0]) is int
+                    and type(axis[1]) is int and min(axis) >= 0 for axis in value)):
+        return value
     expected = "an int, (pad_h, pad_w) or ((top, bottom), (left, right)) of ints >= 0"
     if not _is_sequence(value):
         try:
