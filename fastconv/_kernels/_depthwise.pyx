@@ -65,6 +65,19 @@ cdef inline void nine_taps_nchw(floating* dst, const floating* top_row, const fl
     cdef floating t10 = taps[3], t11 = taps[4], t12 = taps[5]
     cdef floating t20 = taps[6], t21 = taps[7], t22 = taps[8]
     cdef floating total
+    if step == 1 and dw == 1:  # constant offsets: the loop vectorises without spilling
+        for ow in range(lo, hi):
+            total = bias + t00 * r0[ow]
+            total = total + t01 * r0[ow + 1]
+            total = total + t02 * r0[ow + 2]
+            total = total + t10 * r1[ow]
+            total = total + t11 * r1[ow + 1]
+            total = total + t12 * r1[ow + 2]
+            total = total + t20 * r2[ow]
+            total = total + t21 * r2[ow + 1]
+            total = total + t22 * r2[ow + 2]
+            dst[ow] = total
+        return
     for ow in range(lo, hi):
         w0 = ow * step
         total = bias + t00 * r0[w0]
@@ -77,6 +90,23 @@ cdef inline void nine_taps_nchw(floating* dst, const floating* top_row, const fl
         total = total + t21 * r2[w0 + dw]
         total = total + t22 * r2[w0 + 2 * dw]
         dst[ow] = total
+
+
+cdef floating output_pixel_nchw(const floating* plane, const floating* taps, floating bias,
+                                const Geometry* g, Py_ssize_t oh, Py_ssize_t ow) noexcept nogil:
+    """bias + Σ_ij taps[i, j]·plane[oh·sh − top + i·dh, ow·sw − left + j·dw] over the taps
+    inside the image, added in (i, j) order: one output pixel at the image's edge."""
+    cdef Py_ssize_t i, j, h_im, w_im
+    cdef floating total = bias
+    for i in range(g.kernel_h):
+        h_im = input_row(g, oh, i)
+        if h_im < 0 or h_im >= g.height:
+            continue
+        for j in range(g.kernel_w):
+            w_im = ow * g.stride_w - g.pad_left + j * g.dilation_w
+            if 0 <= w_im < g.width:
+                total = total + taps[i * g.kernel_w + j] * plane[h_im * g.width + w_im]
+    return total
 
 
 cdef void forward_plane_nchw(const floating* plane, const floating* taps, floating bias,
@@ -98,16 +128,10 @@ cdef void forward_plane_nchw(const floating* plane, const floating* taps, floati
         h_im = input_row(g, oh, 0)
         if three_by_three and h_im >= 0 and input_row(g, oh, 2) < g.height:
             nine_taps_nchw(dst, plane + h_im * g.width, taps, bias, g, lo, hi)
-            for ow in range(0, lo):
-                dst[ow] = bias
+            for ow in range(0, lo):  # the edge columns, pixel by pixel
+                dst[ow] = output_pixel_nchw(plane, taps, bias, g, oh, ow)
             for ow in range(hi, g.out_w):
-                dst[ow] = bias
-            for i in range(3):  # the edge columns, tap by tap
-                for j in range(3):
-                    add_tap_nchw(dst, plane + (h_im + i * g.dilation_h) * g.width,
-                                 taps[i * 3 + j], g, j, 0, lo)
-                    add_tap_nchw(dst, plane + (h_im + i * g.dilation_h) * g.width,
-                                 taps[i * 3 + j], g, j, hi, g.out_w)
+                dst[ow] = output_pixel_nchw(plane, taps, bias, g, oh, ow)
             continue
         for ow in range(g.out_w):
             dst[ow] = bias
@@ -163,6 +187,68 @@ cdef inline void gather_three_taps_nchw(floating* dst, const floating* src,
         dst[w] = ((dst[w] + t0 * row[w]) + t1 * row[w - dw]) + t2 * row[w - 2 * dw]
 
 
+cdef floating input_grad_pixel_nchw(const floating* grad_out, const floating* taps,
+                                    const Geometry* g, Py_ssize_t h_im,
+                                    Py_ssize_t w_im) noexcept nogil:
+    """Σ_ij taps[i, j]·grad_out[oh, ow] over the outputs (oh, ow) whose tap (i, j) reads
+    (h_im, w_im), added in (i, j) order from 0 (one output channel): one pixel at the edge."""
+    cdef Py_ssize_t i, j, oh, t
+    cdef floating total = 0
+    for i in range(g.kernel_h):
+        oh = output_row(g, h_im, i)
+        if oh < 0:
+            continue
+        for j in range(g.kernel_w):
+            t = w_im + g.pad_left - j * g.dilation_w  # ow·sw
+            if t >= 0 and t % g.stride_w == 0 and t // g.stride_w < g.out_w:
+                total = total + taps[i * g.kernel_w + j] * grad_out[oh * g.out_w + t // g.stride_w]
+    return total
+
+
+cdef inline void nine_taps_input_grad_nchw(floating* dst, const floating* r0,
+                                           const floating* r1, const floating* r2,
+                                           const floating* taps, Py_ssize_t w_lo,
+                                           Py_ssize_t w_hi, Py_ssize_t left,
+                                           Py_ssize_t dw) noexcept nogil:
+    """Stride 1, 3×3, one output channel: dst[w] = Σ_ij taps[i, j]·r_i[w + left − j·dw] from
+    0 in (i, j) order, over [w_lo, w_hi), the columns all three taps of each row reach, for
+    an image row whose three output rows r0, r1, r2 all exist: one pass, one store."""
+    cdef Py_ssize_t w
+    cdef floating t00 = taps[0], t01 = taps[1], t02 = taps[2]
+    cdef floating t10 = taps[3], t11 = taps[4], t12 = taps[5]
+    cdef floating t20 = taps[6], t21 = taps[7], t22 = taps[8]
+    cdef floating total
+    r0 = r0 + left
+    r1 = r1 + left
+    r2 = r2 + left
+    if dw == 1:  # constant offsets: the loop vectorises without spilling
+        for w in range(w_lo, w_hi):
+            total = 0
+            total = total + t00 * r0[w]
+            total = total + t01 * r0[w - 1]
+            total = total + t02 * r0[w - 2]
+            total = total + t10 * r1[w]
+            total = total + t11 * r1[w - 1]
+            total = total + t12 * r1[w - 2]
+            total = total + t20 * r2[w]
+            total = total + t21 * r2[w - 1]
+            total = total + t22 * r2[w - 2]
+            dst[w] = total
+        return
+    for w in range(w_lo, w_hi):
+        total = 0
+        total = total + t00 * r0[w]
+        total = total + t01 * r0[w - dw]
+        total = total + t02 * r0[w - 2 * dw]
+        total = total + t10 * r1[w]
+        total = total + t11 * r1[w - dw]
+        total = total + t12 * r1[w - 2 * dw]
+        total = total + t20 * r2[w]
+        total = total + t21 * r2[w - dw]
+        total = total + t22 * r2[w - 2 * dw]
+        dst[w] = total
+
+
 cdef void input_grad_plane_nchw(const floating* grad_out, const floating* weight,
                                 floating* grad_plane, const Geometry* g,
                                 Py_ssize_t multiplier) noexcept nogil:
@@ -176,11 +262,25 @@ cdef void input_grad_plane_nchw(const floating* grad_out, const floating* weight
     cdef floating* dst
     cdef const floating* src
     cdef const floating* taps
+    cdef Py_ssize_t o0, o1, o2, w
     if three_wide:
         three_tap_columns(g, &w_lo, &w_hi)
-    memset(grad_plane, 0, g.height * g.width * sizeof(floating))
     for h_im in range(g.height):
         dst = grad_plane + h_im * g.width
+        if three_wide and multiplier == 1 and g.kernel_h == 3:
+            o0 = output_row(g, h_im, 0)
+            o1 = output_row(g, h_im, 1)
+            o2 = output_row(g, h_im, 2)
+            if o0 >= 0 and o1 >= 0 and o2 >= 0:  # every tap reaches this row: one pass
+                nine_taps_input_grad_nchw(dst, grad_out + o0 * g.out_w,
+                                          grad_out + o1 * g.out_w, grad_out + o2 * g.out_w,
+                                          weight, w_lo, w_hi, g.pad_left, g.dilation_w)
+                for w in range(0, w_lo):  # the edge columns, pixel by pixel
+                    dst[w] = input_grad_pixel_nchw(grad_out, weight, g, h_im, w)
+                for w in range(w_hi, g.width):
+                    dst[w] = input_grad_pixel_nchw(grad_out, weight, g, h_im, w)
+                continue
+        memset(dst, 0, g.width * sizeof(floating))
         for m in range(multiplier):
             for i in range(g.kernel_h):
                 oh = output_row(g, h_im, i)
