@@ -1125,6 +1125,47 @@ def test_shared_column_mode_matches_reference(monkeypatch, rng, case, layout):
         assert np.array_equal(gx, results[0][1])
 
 
+DEPTHWISE_WIDE = [
+    # (H, W, stride, padding, dilation): 3×3, rows wide enough for interior columns
+    (6, 23, 1, 1, 1),
+    (9, 23, 1, ((1, 2), (2, 1)), (1, 2)),
+    (10, 25, 2, 1, 1),
+    (6, 19, 1, 0, 1),
+    (12, 17, 1, 3, 3),
+    (5, 3, 1, 1, 1),       # no interior column: edges only
+    (3, 40, (1, 3), ((0, 0), (1, 4)), (1, 2)),
+]
+
+
+@pytest.mark.parametrize("channels", [16, 48])
+@pytest.mark.parametrize("case", DEPTHWISE_WIDE)
+def test_depthwise_nhwc_register_rows(rng, case, channels):
+    """NHWC depthwise 3×3 with channels a multiple of 16 (float32): the register-blocked
+    rows of depthwise_nhwc.h inside the image, the scalar loops at its edges; forward and
+    weight gradient against the float64 oracle, and bit-identical forwards for any thread
+    count."""
+    h, w_, stride, padding, dilation = case
+    x = rng.standard_normal((2, h, w_, channels)).astype(np.float32)
+    w = rng.standard_normal((3, 3, 1, channels)).astype(np.float32)
+    b = rng.standard_normal(channels).astype(np.float32)
+    kwargs = dict(stride=stride, padding=padding, dilation=dilation, groups=channels,
+                  layout="NHWC")
+    y = conv2d(x, w, b, **kwargs)
+    np.testing.assert_allclose(y, ref_conv2d(x.astype(np.float64), w.astype(np.float64), b,
+                                             **kwargs), rtol=1e-4, atol=1e-4)
+    g = rng.standard_normal(y.shape).astype(np.float32)
+    grads = conv2d_backward(g, x, w, **kwargs)
+    expected = ref_conv2d_backward(g.astype(np.float64), x.astype(np.float64),
+                                   w.astype(np.float64), **kwargs)
+    for got, want in zip(grads, expected[:3]):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-3)
+    with fastconv.threads(1):
+        one = conv2d(x, w, b, **kwargs)
+    with fastconv.threads(3):
+        three = conv2d(x, w, b, **kwargs)
+    assert np.array_equal(one, y) and np.array_equal(three, y)
+
+
 BATCHED_CASES = [
     # (N, C, H, W, C_out, k, stride, padding, groups): small NHWC images, several per GEMM
     (5, 8, 3, 4, 64, 3, 1, 1, 1),       # groups of 2 images and a last one alone

@@ -16,6 +16,41 @@ from fastconv._kernels._im2col_helpers cimport valid_range
 from fastconv._kernels._openmp cimport omp_get_thread_num
 
 
+cdef extern from "depthwise_nhwc.h" nogil:
+    int FASTCONV_DEPTHWISE_NHWC  # 1 where the register-blocked NHWC rows are compiled
+    void fastconv_dw3x3_nhwc_forward(const float* const* rows, const float* weight,
+                                     const float* bias, float* out, long channels, long ow_lo,
+                                     long ow_hi, long w_first, long stride_w, long dilation_w)
+    void fastconv_dw3x3_nhwc_weight_grad(const float* const* rows, const float* grad,
+                                         float* taps, long channels, long ow_lo, long ow_hi,
+                                         long w_first, long stride_w, long dilation_w)
+
+
+cdef inline bint register_rows_nhwc(const Geometry* g, Py_ssize_t oh, Py_ssize_t multiplier,
+                                    Py_ssize_t* lo, Py_ssize_t* hi) noexcept nogil:
+    """Whether output row oh runs the register-blocked 3×3 loops of depthwise_nhwc.h
+    (float32 AVX-512 builds, multiplier 1, channels a multiple of 16, the three input rows
+    inside the image), and [lo, hi): its columns whose three taps are inside the image."""
+    cdef Py_ssize_t unused
+    if not (FASTCONV_DEPTHWISE_NHWC and g.kernel_h == 3 and g.kernel_w == 3
+            and multiplier == 1 and g.channels % 16 == 0
+            and input_row(g, oh, 0) >= 0 and input_row(g, oh, 2) < g.height):
+        return False
+    valid_range(-g.pad_left, g.stride_w, g.width, g.out_w, lo, &unused)
+    valid_range(2 * g.dilation_w - g.pad_left, g.stride_w, g.width, g.out_w, &unused, hi)
+    if hi[0] < lo[0]:
+        hi[0] = lo[0]
+    return True
+
+
+cdef inline void tap_rows_nhwc(const float* image, const Geometry* g, Py_ssize_t oh,
+                               const float** rows) noexcept nogil:
+    """rows[i] = the image row read by kernel row i of output row oh."""
+    cdef Py_ssize_t i
+    for i in range(3):
+        rows[i] = image + input_row(g, oh, i) * g.width * g.channels
+
+
 cdef inline Py_ssize_t input_row(const Geometry* g, Py_ssize_t oh, Py_ssize_t i) noexcept nogil:
     """h_im = oh·sh − top + i·dh."""
     return oh * g.stride_h - g.pad_top + i * g.dilation_h
@@ -403,10 +438,21 @@ cdef void forward_row_nhwc(const floating* image, const floating* weight, const 
     """out_row[ow, o] = bias[o] + Σ_ij weight[i, j, o]·image[h_im, w_im, o // multiplier],
     summed in (i, j) order; with a 3-wide kernel and multiplier 1, a pixel whose columns are
     inside the image adds each kernel row's three taps in one pass."""
-    cdef Py_ssize_t ow, o, i, h_im, w_im
+    cdef Py_ssize_t ow, o, i, h_im, w_im, lo = 0, hi = 0
     cdef bint three_wide = g.kernel_w == 3 and multiplier == 1
+    cdef bint registers = False
     cdef floating* dst
+    cdef const float* rows[3]
+    if floating is float:
+        registers = register_rows_nhwc(g, oh, multiplier, &lo, &hi)
+        if registers and hi > lo:
+            tap_rows_nhwc(image, g, oh, rows)
+            fastconv_dw3x3_nhwc_forward(rows, weight, bias, out_row, g.channels, lo, hi,
+                                        lo * g.stride_w - g.pad_left, g.stride_w,
+                                        g.dilation_w)
     for ow in range(g.out_w):
+        if registers and lo <= ow < hi:
+            continue
         dst = out_row + ow * out_channels
         for o in range(out_channels):
             dst[o] = bias[o] if bias != NULL else 0
@@ -488,12 +534,21 @@ cdef void weight_grad_row_nhwc(const floating* grad_out, const floating* image, 
     """taps_acc[i, j, o] += Σ_ow grad_out[oh, ow, o]·image[h_im, w_im, o // multiplier]:
     tap by tap along the output row (output columns ascending), so each tap's accumulators
     stay in L1 and no per-pixel bookkeeping runs."""
-    cdef Py_ssize_t i, j, ow, c, m, h_im, ow_lo, ow_hi, w_offset
+    cdef Py_ssize_t i, j, ow, c, m, h_im, ow_lo, ow_hi, w_offset, lo = 0, hi = 0
     cdef const floating* grad_row = grad_out + oh * g.out_w * out_channels
     cdef const floating* src_row
     cdef const floating* src
     cdef const floating* grad
     cdef floating* acc
+    cdef bint registers = False
+    cdef const float* rows[3]
+    if floating is float:
+        registers = register_rows_nhwc(g, oh, multiplier, &lo, &hi)
+        if registers and hi > lo:
+            tap_rows_nhwc(image, g, oh, rows)
+            fastconv_dw3x3_nhwc_weight_grad(rows, grad_row, taps_acc, g.channels, lo, hi,
+                                            lo * g.stride_w - g.pad_left, g.stride_w,
+                                            g.dilation_w)
     for i in range(g.kernel_h):
         h_im = input_row(g, oh, i)
         if h_im < 0 or h_im >= g.height:
@@ -504,6 +559,8 @@ cdef void weight_grad_row_nhwc(const floating* grad_out, const floating* image, 
             w_offset = j * g.dilation_w - g.pad_left
             valid_range(w_offset, g.stride_w, g.width, g.out_w, &ow_lo, &ow_hi)
             for ow in range(ow_lo, ow_hi):
+                if registers and lo <= ow < hi:
+                    continue
                 src = src_row + (ow * g.stride_w + w_offset) * g.channels
                 grad = grad_row + ow * out_channels
                 if multiplier == 1:

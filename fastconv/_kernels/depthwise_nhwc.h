@@ -1,0 +1,118 @@
+/* Register-blocked 3×3 depthwise loops for NHWC rows (multiplier 1), 16 channels at a time.
+
+   For one block of 16 channels the nine taps' weights (forward) or the nine taps' gradient
+   sums (weight gradient) stay in AVX-512 registers while the loop walks along the output
+   row, so each output pixel costs nine vector loads and nine fused multiply-adds, with no
+   accumulator traffic through memory. `rows[i]` points at image row h_im of kernel row i
+   (all three inside the image); `w_first` is the input column of output column ow_lo's
+   first tap (inside the image, as are all taps of columns [ow_lo, ow_hi)).
+
+   forward:      out[ow, c] = bias[c] + Σ_ij w[i, j, c]·x_i[ow·sw + w_first' + j·dw, c], the
+                 terms added in (i, j) order (the order of the scalar loops);
+   weight_grad:  taps[i, j, c] += Σ_ow grad[ow, c]·x_i[...] (each tap's sum over the row in
+                 a register, then added).
+
+   Only AVX-512 builds define FASTCONV_DEPTHWISE_NHWC as 1 (18 live vectors need 32
+   registers); elsewhere the Cython loops run. */
+#ifndef FASTCONV_DEPTHWISE_NHWC_H
+#define FASTCONV_DEPTHWISE_NHWC_H
+
+#include <string.h>
+
+#ifdef __AVX512F__
+#define FASTCONV_DEPTHWISE_NHWC 1
+
+typedef float fastconv_dw_f32x16 __attribute__((vector_size(64)));
+
+static inline fastconv_dw_f32x16 fastconv_dw_load(const float* p) {
+    fastconv_dw_f32x16 v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+static inline void fastconv_dw3x3_nhwc_forward(const float* const* rows, const float* weight,
+                                               const float* bias, float* out, long channels,
+                                               long ow_lo, long ow_hi, long w_first,
+                                               long stride_w, long dilation_w) {
+    long c0, ow, t;
+    for (c0 = 0; c0 < channels; c0 += 16) {
+        fastconv_dw_f32x16 w[9], b = {0}, total;
+        for (t = 0; t < 9; ++t)
+            w[t] = fastconv_dw_load(weight + t * channels + c0);
+        if (bias)
+            b = fastconv_dw_load(bias + c0);
+        for (ow = ow_lo; ow < ow_hi; ++ow) {
+            long column = w_first + (ow - ow_lo) * stride_w;
+            const float* x0 = rows[0] + column * channels + c0;
+            const float* x1 = rows[1] + column * channels + c0;
+            const float* x2 = rows[2] + column * channels + c0;
+            long step = dilation_w * channels;
+            total = b + w[0] * fastconv_dw_load(x0);
+            total = total + w[1] * fastconv_dw_load(x0 + step);
+            total = total + w[2] * fastconv_dw_load(x0 + 2 * step);
+            total = total + w[3] * fastconv_dw_load(x1);
+            total = total + w[4] * fastconv_dw_load(x1 + step);
+            total = total + w[5] * fastconv_dw_load(x1 + 2 * step);
+            total = total + w[6] * fastconv_dw_load(x2);
+            total = total + w[7] * fastconv_dw_load(x2 + step);
+            total = total + w[8] * fastconv_dw_load(x2 + 2 * step);
+            memcpy(out + ow * channels + c0, &total, sizeof total);
+        }
+    }
+}
+
+static inline void fastconv_dw3x3_nhwc_weight_grad(const float* const* rows, const float* grad,
+                                                   float* taps, long channels, long ow_lo,
+                                                   long ow_hi, long w_first, long stride_w,
+                                                   long dilation_w) {
+    long c0, ow, t;
+    for (c0 = 0; c0 < channels; c0 += 16) {
+        fastconv_dw_f32x16 acc[9], g, sum;
+        for (t = 0; t < 9; ++t)
+            acc[t] = (fastconv_dw_f32x16){0};
+        for (ow = ow_lo; ow < ow_hi; ++ow) {
+            long column = w_first + (ow - ow_lo) * stride_w;
+            const float* x0 = rows[0] + column * channels + c0;
+            const float* x1 = rows[1] + column * channels + c0;
+            const float* x2 = rows[2] + column * channels + c0;
+            long step = dilation_w * channels;
+            g = fastconv_dw_load(grad + ow * channels + c0);
+            acc[0] += g * fastconv_dw_load(x0);
+            acc[1] += g * fastconv_dw_load(x0 + step);
+            acc[2] += g * fastconv_dw_load(x0 + 2 * step);
+            acc[3] += g * fastconv_dw_load(x1);
+            acc[4] += g * fastconv_dw_load(x1 + step);
+            acc[5] += g * fastconv_dw_load(x1 + 2 * step);
+            acc[6] += g * fastconv_dw_load(x2);
+            acc[7] += g * fastconv_dw_load(x2 + step);
+            acc[8] += g * fastconv_dw_load(x2 + 2 * step);
+        }
+        for (t = 0; t < 9; ++t) {
+            sum = fastconv_dw_load(taps + t * channels + c0) + acc[t];
+            memcpy(taps + t * channels + c0, &sum, sizeof sum);
+        }
+    }
+}
+
+#else
+#define FASTCONV_DEPTHWISE_NHWC 0
+
+/* Never called: the loops use these only where FASTCONV_DEPTHWISE_NHWC is 1. */
+static inline void fastconv_dw3x3_nhwc_forward(const float* const* rows, const float* weight,
+                                               const float* bias, float* out, long channels,
+                                               long ow_lo, long ow_hi, long w_first,
+                                               long stride_w, long dilation_w) {
+    (void)rows; (void)weight; (void)bias; (void)out; (void)channels; (void)ow_lo;
+    (void)ow_hi; (void)w_first; (void)stride_w; (void)dilation_w;
+}
+
+static inline void fastconv_dw3x3_nhwc_weight_grad(const float* const* rows, const float* grad,
+                                                   float* taps, long channels, long ow_lo,
+                                                   long ow_hi, long w_first, long stride_w,
+                                                   long dilation_w) {
+    (void)rows; (void)grad; (void)taps; (void)channels; (void)ow_lo; (void)ow_hi;
+    (void)w_first; (void)stride_w; (void)dilation_w;
+}
+#endif
+
+#endif
