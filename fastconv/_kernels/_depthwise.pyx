@@ -24,6 +24,9 @@ cdef extern from "depthwise_nhwc.h" nogil:
     void fastconv_dw3x3_nhwc_weight_grad(const float* const* rows, const float* grad,
                                          float* taps, long channels, long ow_lo, long ow_hi,
                                          long w_first, long stride_w, long dilation_w)
+    void fastconv_dw3x3_nhwc_input_grad(const float* const* rows, const float* weight,
+                                        float* out, long channels, long w_lo, long w_hi,
+                                        long left, long dilation_w)
 
 
 cdef inline bint register_rows_nhwc(const Geometry* g, Py_ssize_t oh, Py_ssize_t multiplier,
@@ -498,19 +501,35 @@ cdef void input_grad_row_nhwc(const floating* grad_out, const floating* weight,
     cdef floating* dst
     cdef const floating* src
     cdef const floating* taps
+    cdef bint registers = False
+    cdef const float* rows[3]
     if g.kernel_w == 3 and g.stride_w == 1 and multiplier == 1:
         three_tap_columns(g, &inside_lo, &inside_hi)
     memset(grad_row, 0, g.width * g.channels * sizeof(floating))
+    if floating is float:
+        # Every kernel row reaches this image row: the columns all taps reach, in registers.
+        registers = (FASTCONV_DEPTHWISE_NHWC and g.kernel_h == 3 and g.kernel_w == 3
+                     and g.stride_w == 1 and multiplier == 1 and g.channels % 16 == 0
+                     and output_row(g, h_im, 0) >= 0 and output_row(g, h_im, 1) >= 0
+                     and output_row(g, h_im, 2) >= 0)
+        if registers and inside_hi > inside_lo:
+            for i in range(3):
+                rows[i] = grad_out + output_row(g, h_im, i) * g.out_w * out_channels
+            fastconv_dw3x3_nhwc_input_grad(rows, weight, grad_row, g.channels, inside_lo,
+                                           inside_hi, g.pad_left, g.dilation_w)
     for i in range(g.kernel_h):
         oh = output_row(g, h_im, i)
         if oh < 0:
             continue
-        for w in range(inside_lo, inside_hi):
-            gather_three_taps_nhwc(grad_row + w * g.channels,
-                                   grad_out + oh * g.out_w * out_channels,
-                                   weight + i * 3 * out_channels, g, w)
+        if not registers:
+            for w in range(inside_lo, inside_hi):
+                gather_three_taps_nhwc(grad_row + w * g.channels,
+                                       grad_out + oh * g.out_w * out_channels,
+                                       weight + i * 3 * out_channels, g, w)
         for ow in range(g.out_w):
             w_im = ow * g.stride_w - g.pad_left
+            if registers and w_im >= inside_lo and w_im + 2 * g.dilation_w < inside_hi:
+                continue  # every target gathered above
             valid_range(w_im, g.dilation_w, g.width, g.kernel_w, &j_lo, &j_hi)
             src = grad_out + (oh * g.out_w + ow) * out_channels
             for j in range(j_lo, j_hi):

@@ -10,7 +10,8 @@
    forward:      out[ow, c] = bias[c] + Σ_ij w[i, j, c]·x_i[ow·sw + w_first' + j·dw, c], the
                  terms added in (i, j) order (the order of the scalar loops);
    weight_grad:  taps[i, j, c] += Σ_ow grad[ow, c]·x_i[...] (each tap's sum over the row in
-                 a register, then added).
+                 a register, then added);
+   input_grad:   below (stride 1; there `rows` are output-gradient rows).
 
    Only AVX-512 builds define FASTCONV_DEPTHWISE_NHWC as 1 (18 live vectors need 32
    registers); elsewhere the Cython loops run. */
@@ -94,6 +95,37 @@ static inline void fastconv_dw3x3_nhwc_weight_grad(const float* const* rows, con
     }
 }
 
+/* Input gradient, stride 1: grad_x[w, c] = Σ_i Σ_{j = 2, 1, 0} w[i, j, c]·g_i[w + left − j·dw, c]
+   from 0 (the order of the scalar scatter: output columns ascending), for the columns
+   [w_lo, w_hi) that all three taps reach, `rows[i]` the output-gradient row of kernel row i. */
+static inline void fastconv_dw3x3_nhwc_input_grad(const float* const* rows, const float* weight,
+                                                  float* out, long channels, long w_lo,
+                                                  long w_hi, long left, long dilation_w) {
+    long c0, w, t;
+    for (c0 = 0; c0 < channels; c0 += 16) {
+        fastconv_dw_f32x16 k[9], total;
+        for (t = 0; t < 9; ++t)
+            k[t] = fastconv_dw_load(weight + t * channels + c0);
+        for (w = w_lo; w < w_hi; ++w) {
+            long step = dilation_w * channels;
+            const float* g0 = rows[0] + (w + left) * channels + c0;
+            const float* g1 = rows[1] + (w + left) * channels + c0;
+            const float* g2 = rows[2] + (w + left) * channels + c0;
+            total = (fastconv_dw_f32x16){0};
+            total = total + k[2] * fastconv_dw_load(g0 - 2 * step);
+            total = total + k[1] * fastconv_dw_load(g0 - step);
+            total = total + k[0] * fastconv_dw_load(g0);
+            total = total + k[5] * fastconv_dw_load(g1 - 2 * step);
+            total = total + k[4] * fastconv_dw_load(g1 - step);
+            total = total + k[3] * fastconv_dw_load(g1);
+            total = total + k[8] * fastconv_dw_load(g2 - 2 * step);
+            total = total + k[7] * fastconv_dw_load(g2 - step);
+            total = total + k[6] * fastconv_dw_load(g2);
+            memcpy(out + w * channels + c0, &total, sizeof total);
+        }
+    }
+}
+
 #else
 #define FASTCONV_DEPTHWISE_NHWC 0
 
@@ -112,6 +144,13 @@ static inline void fastconv_dw3x3_nhwc_weight_grad(const float* const* rows, con
                                                    long dilation_w) {
     (void)rows; (void)grad; (void)taps; (void)channels; (void)ow_lo; (void)ow_hi;
     (void)w_first; (void)stride_w; (void)dilation_w;
+}
+
+static inline void fastconv_dw3x3_nhwc_input_grad(const float* const* rows, const float* weight,
+                                                  float* out, long channels, long w_lo,
+                                                  long w_hi, long left, long dilation_w) {
+    (void)rows; (void)weight; (void)out; (void)channels; (void)w_lo; (void)w_hi; (void)left;
+    (void)dilation_w;
 }
 #endif
 
