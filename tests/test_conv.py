@@ -1128,6 +1128,7 @@ def test_shared_column_mode_matches_reference(monkeypatch, rng, case, layout):
 DEPTHWISE_WIDE = [
     # (H, W, stride, padding, dilation): 3×3, rows wide enough for interior columns
     (6, 23, 1, 1, 1),
+    (7, 40, 1, 1, 1),      # NCHW: two blocks of 16 columns and a scalar tail
     (9, 23, 1, ((1, 2), (2, 1)), (1, 2)),
     (10, 25, 2, 1, 1),
     (6, 19, 1, 0, 1),
@@ -1137,19 +1138,23 @@ DEPTHWISE_WIDE = [
 ]
 
 
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
 @pytest.mark.parametrize("channels", [16, 48])
 @pytest.mark.parametrize("case", DEPTHWISE_WIDE)
-def test_depthwise_nhwc_register_rows(rng, case, channels):
-    """NHWC depthwise 3×3 with channels a multiple of 16 (float32): the register-blocked
-    rows of depthwise_nhwc.h inside the image, the scalar loops at its edges; forward and
-    weight gradient against the float64 oracle, and bit-identical forwards for any thread
-    count."""
+def test_depthwise_3x3_register_loops(rng, case, channels, layout):
+    """Depthwise 3×3, float32: the register-blocked loops of depthwise_3x3.h (NHWC rows of
+    16 channels; NCHW weight-gradient blocks of 16 columns) inside the image, the scalar
+    loops at its edges; forward and gradients against the float64 oracle, and bit-identical
+    forwards for any thread count."""
     h, w_, stride, padding, dilation = case
     x = rng.standard_normal((2, h, w_, channels)).astype(np.float32)
     w = rng.standard_normal((3, 3, 1, channels)).astype(np.float32)
+    if layout == "NCHW":
+        x = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+        w = np.ascontiguousarray(w.transpose(3, 2, 0, 1))
     b = rng.standard_normal(channels).astype(np.float32)
     kwargs = dict(stride=stride, padding=padding, dilation=dilation, groups=channels,
-                  layout="NHWC")
+                  layout=layout)
     y = conv2d(x, w, b, **kwargs)
     np.testing.assert_allclose(y, ref_conv2d(x.astype(np.float64), w.astype(np.float64), b,
                                              **kwargs), rtol=1e-4, atol=1e-4)

@@ -16,8 +16,8 @@ from fastconv._kernels._im2col_helpers cimport valid_range
 from fastconv._kernels._openmp cimport omp_get_thread_num
 
 
-cdef extern from "depthwise_nhwc.h" nogil:
-    int FASTCONV_DEPTHWISE_NHWC  # 1 where the register-blocked NHWC rows are compiled
+cdef extern from "depthwise_3x3.h" nogil:
+    int FASTCONV_DEPTHWISE_3X3  # 1 where the register-blocked 3×3 loops are compiled
     void fastconv_dw3x3_nhwc_forward(const float* const* rows, const float* weight,
                                      const float* bias, float* out, long channels, long ow_lo,
                                      long ow_hi, long w_first, long stride_w, long dilation_w)
@@ -27,15 +27,19 @@ cdef extern from "depthwise_nhwc.h" nogil:
     void fastconv_dw3x3_nhwc_input_grad(const float* const* rows, const float* weight,
                                         float* out, long channels, long w_lo, long w_hi,
                                         long left, long dilation_w)
+    void fastconv_dw3x3_nchw_weight_grad(const float* grad, const float* plane, float* taps,
+                                         long out_w, long width, long oh_lo, long oh_hi,
+                                         long ow_lo, long ow_hi, long stride_h, long top,
+                                         long left, long dilation_h, long dilation_w)
 
 
 cdef inline bint register_rows_nhwc(const Geometry* g, Py_ssize_t oh, Py_ssize_t multiplier,
                                     Py_ssize_t* lo, Py_ssize_t* hi) noexcept nogil:
-    """Whether output row oh runs the register-blocked 3×3 loops of depthwise_nhwc.h
+    """Whether output row oh runs the register-blocked 3×3 loops of depthwise_3x3.h
     (float32 AVX-512 builds, multiplier 1, channels a multiple of 16, the three input rows
     inside the image), and [lo, hi): its columns whose three taps are inside the image."""
     cdef Py_ssize_t unused
-    if not (FASTCONV_DEPTHWISE_NHWC and g.kernel_h == 3 and g.kernel_w == 3
+    if not (FASTCONV_DEPTHWISE_3X3 and g.kernel_h == 3 and g.kernel_w == 3
             and multiplier == 1 and g.channels % 16 == 0
             and input_row(g, oh, 0) >= 0 and input_row(g, oh, 2) < g.height):
         return False
@@ -340,17 +344,66 @@ cdef enum:
     CHUNK = 512  # output columns summed at once in a stack buffer
 
 
+cdef void weight_grad_edges_nchw(const floating* grad_out, const floating* plane,
+                                 floating* taps, const Geometry* g, Py_ssize_t oh_lo,
+                                 Py_ssize_t oh_hi, Py_ssize_t in_lo,
+                                 Py_ssize_t in_hi) noexcept nogil:
+    """taps[i, j] += the terms of weight_grad_taps_nchw's sum from the output pixels outside
+    rows [oh_lo, oh_hi) × columns [in_lo, in_hi) (3×3, stride_w 1): pixel by pixel, each
+    adding its taps that fall inside the plane."""
+    cdef Py_ssize_t oh, ow, i, j, h_im, w_im
+    cdef floating edge[9]
+    cdef floating value
+    for i in range(9):
+        edge[i] = 0
+    for oh in range(g.out_h):
+        ow = 0
+        while ow < g.out_w:
+            if oh_lo <= oh < oh_hi and ow == in_lo:
+                ow = in_hi  # the block the register loops summed
+                continue
+            value = grad_out[oh * g.out_w + ow]
+            for i in range(3):
+                h_im = input_row(g, oh, i)
+                if h_im < 0 or h_im >= g.height:
+                    continue
+                for j in range(3):
+                    w_im = ow - g.pad_left + j * g.dilation_w
+                    if 0 <= w_im < g.width:
+                        edge[i * 3 + j] += value * plane[h_im * g.width + w_im]
+            ow = ow + 1
+    for i in range(9):
+        taps[i] += edge[i]
+
+
 cdef void weight_grad_taps_nchw(const floating* grad_out, const floating* plane, floating* taps,
                                 const Geometry* g) noexcept nogil:
     """taps[i, j] += Σ_{oh, ow} grad_out[oh, ow]·plane[oh·sh − top + i·dh, ow·sw − left + j·dw].
 
     Summed per output column over the rows first (elementwise, so it vectorises without
-    reassociating a reduction), CHUNK columns at a time, then across the columns."""
-    cdef Py_ssize_t i, j, k, oh, h_im, lo, hi, w_offset, c0, count
+    reassociating a reduction), CHUNK columns at a time, then across the columns. A float32
+    3×3 kernel at stride_w 1 (AVX-512) sums the outputs whose nine taps are all inside the
+    plane in registers (depthwise_3x3.h) and the others pixel by pixel instead."""
+    cdef Py_ssize_t i, j, k, oh, h_im, lo, hi, w_offset, c0, count, unused
+    cdef Py_ssize_t oh_lo = 0, oh_hi = 0, in_lo = 0, in_hi = 0
     cdef floating column_sums[CHUNK]
     cdef floating total
     cdef const floating* src
     cdef const floating* gsrc
+    if floating is float:
+        if (FASTCONV_DEPTHWISE_3X3 and g.kernel_h == 3 and g.kernel_w == 3
+                and g.stride_w == 1):
+            valid_range(-g.pad_top, g.stride_h, g.height, g.out_h, &oh_lo, &unused)
+            valid_range(2 * g.dilation_h - g.pad_top, g.stride_h, g.height, g.out_h, &unused,
+                        &oh_hi)
+            valid_range(-g.pad_left, 1, g.width, g.out_w, &in_lo, &unused)
+            valid_range(2 * g.dilation_w - g.pad_left, 1, g.width, g.out_w, &unused, &in_hi)
+            if oh_hi > oh_lo and in_hi > in_lo:
+                fastconv_dw3x3_nchw_weight_grad(grad_out, plane, taps, g.out_w, g.width, oh_lo,
+                                                oh_hi, in_lo, in_hi, g.stride_h, g.pad_top,
+                                                g.pad_left, g.dilation_h, g.dilation_w)
+                weight_grad_edges_nchw(grad_out, plane, taps, g, oh_lo, oh_hi, in_lo, in_hi)
+                return
     for i in range(g.kernel_h):
         for j in range(g.kernel_w):
             w_offset = j * g.dilation_w - g.pad_left
@@ -508,7 +561,7 @@ cdef void input_grad_row_nhwc(const floating* grad_out, const floating* weight,
     memset(grad_row, 0, g.width * g.channels * sizeof(floating))
     if floating is float:
         # Every kernel row reaches this image row: the columns all taps reach, in registers.
-        registers = (FASTCONV_DEPTHWISE_NHWC and g.kernel_h == 3 and g.kernel_w == 3
+        registers = (FASTCONV_DEPTHWISE_3X3 and g.kernel_h == 3 and g.kernel_w == 3
                      and g.stride_w == 1 and multiplier == 1 and g.channels % 16 == 0
                      and output_row(g, h_im, 0) >= 0 and output_row(g, h_im, 1) >= 0
                      and output_row(g, h_im, 2) >= 0)

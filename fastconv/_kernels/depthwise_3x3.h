@@ -1,4 +1,5 @@
-/* Register-blocked 3×3 depthwise loops for NHWC rows (multiplier 1), 16 channels at a time.
+/* Register-blocked 3×3 depthwise loops (multiplier 1): NHWC rows 16 channels at a time, and
+   the NCHW weight gradient 16 columns at a time (at the end of this file).
 
    For one block of 16 channels the nine taps' weights (forward) or the nine taps' gradient
    sums (weight gradient) stay in AVX-512 registers while the loop walks along the output
@@ -13,15 +14,15 @@
                  a register, then added);
    input_grad:   below (stride 1; there `rows` are output-gradient rows).
 
-   Only AVX-512 builds define FASTCONV_DEPTHWISE_NHWC as 1 (18 live vectors need 32
+   Only AVX-512 builds define FASTCONV_DEPTHWISE_3X3 as 1 (18 live vectors need 32
    registers); elsewhere the Cython loops run. */
-#ifndef FASTCONV_DEPTHWISE_NHWC_H
-#define FASTCONV_DEPTHWISE_NHWC_H
+#ifndef FASTCONV_DEPTHWISE_3X3_H
+#define FASTCONV_DEPTHWISE_3X3_H
 
 #include <string.h>
 
 #ifdef __AVX512F__
-#define FASTCONV_DEPTHWISE_NHWC 1
+#define FASTCONV_DEPTHWISE_3X3 1
 
 typedef float fastconv_dw_f32x16 __attribute__((vector_size(64)));
 
@@ -126,10 +127,50 @@ static inline void fastconv_dw3x3_nhwc_input_grad(const float* const* rows, cons
     }
 }
 
-#else
-#define FASTCONV_DEPTHWISE_NHWC 0
+/* NCHW weight gradient of one plane, stride_w 1: taps[i·3 + j] += Σ_oh Σ_ow g[oh, ow]·
+   x[oh·sh − top + i·dh, ow − left + j·dw] over output rows [oh_lo, oh_hi) and columns
+   [ow_lo, ow_hi) whose nine taps are all inside the plane: each tap's sum in a register of
+   16 columns (and a scalar for the last columns of a row), added into taps at the end. */
+static inline void fastconv_dw3x3_nchw_weight_grad(const float* grad, const float* plane,
+                                                   float* taps, long out_w, long width,
+                                                   long oh_lo, long oh_hi, long ow_lo,
+                                                   long ow_hi, long stride_h, long top,
+                                                   long left, long dilation_h,
+                                                   long dilation_w) {
+    fastconv_dw_f32x16 acc[9], g;
+    float tail[9] = {0}, lanes[16];
+    long oh, ow, i, j, t, lane;
+    for (t = 0; t < 9; ++t)
+        acc[t] = (fastconv_dw_f32x16){0};
+    for (oh = oh_lo; oh < oh_hi; ++oh) {
+        const float* g_row = grad + oh * out_w;
+        const float* x[3];
+        for (i = 0; i < 3; ++i)
+            x[i] = plane + (oh * stride_h - top + i * dilation_h) * width - left;
+        for (ow = ow_lo; ow + 16 <= ow_hi; ow += 16) {
+            g = fastconv_dw_load(g_row + ow);
+            for (i = 0; i < 3; ++i)
+                for (j = 0; j < 3; ++j)
+                    acc[i * 3 + j] += g * fastconv_dw_load(x[i] + ow + j * dilation_w);
+        }
+        for (; ow < ow_hi; ++ow)
+            for (i = 0; i < 3; ++i)
+                for (j = 0; j < 3; ++j)
+                    tail[i * 3 + j] += g_row[ow] * x[i][ow + j * dilation_w];
+    }
+    for (t = 0; t < 9; ++t) {
+        float total = tail[t];
+        memcpy(lanes, &acc[t], sizeof lanes);
+        for (lane = 0; lane < 16; ++lane)
+            total += lanes[lane];
+        taps[t] += total;
+    }
+}
 
-/* Never called: the loops use these only where FASTCONV_DEPTHWISE_NHWC is 1. */
+#else
+#define FASTCONV_DEPTHWISE_3X3 0
+
+/* Never called: the loops use these only where FASTCONV_DEPTHWISE_3X3 is 1. */
 static inline void fastconv_dw3x3_nhwc_forward(const float* const* rows, const float* weight,
                                                const float* bias, float* out, long channels,
                                                long ow_lo, long ow_hi, long w_first,
@@ -150,6 +191,17 @@ static inline void fastconv_dw3x3_nhwc_input_grad(const float* const* rows, cons
                                                   float* out, long channels, long w_lo,
                                                   long w_hi, long left, long dilation_w) {
     (void)rows; (void)weight; (void)out; (void)channels; (void)w_lo; (void)w_hi; (void)left;
+    (void)dilation_w;
+}
+
+static inline void fastconv_dw3x3_nchw_weight_grad(const float* grad, const float* plane,
+                                                   float* taps, long out_w, long width,
+                                                   long oh_lo, long oh_hi, long ow_lo,
+                                                   long ow_hi, long stride_h, long top,
+                                                   long left, long dilation_h,
+                                                   long dilation_w) {
+    (void)grad; (void)plane; (void)taps; (void)out_w; (void)width; (void)oh_lo; (void)oh_hi;
+    (void)ow_lo; (void)ow_hi; (void)stride_h; (void)top; (void)left; (void)dilation_h;
     (void)dilation_w;
 }
 #endif
