@@ -790,44 +790,41 @@ def conv2d_input_grad(const floating[::1] grad_out, const floating[::1] weight,
 
 
 cdef enum:
-    BIAS_CHUNK = 512       # output positions summed at once in a stack buffer (NCHW)
+    BIAS_LANES = 16        # independent partial sums of a channel (one AVX-512 vector)
     BIAS_ROW_BLOCKS = 64   # row blocks of an NHWC gradient, summed separately (fixed count)
 
 
 cdef floating channel_sum(const floating* src, Py_ssize_t batch, Py_ssize_t stride,
                           Py_ssize_t positions) noexcept nogil:
-    """Σ_n Σ_p src[n·stride + p]: positions summed elementwise across images first (so it
-    vectorises), BIAS_CHUNK at a time, then across the positions."""
-    cdef floating column_sums[BIAS_CHUNK]
-    cdef floating s0 = 0, s1 = 0, s2 = 0, s3 = 0  # independent chains: no add-latency stall
-    cdef Py_ssize_t n, k, count, p = 0
-    while p < positions:
-        count = positions - p if positions - p < BIAS_CHUNK else BIAS_CHUNK
-        for k in range(count):
-            column_sums[k] = src[p + k]
-        for n in range(1, batch):
-            for k in range(count):
-                column_sums[k] += src[n * stride + p + k]
-        k = 0
-        while k + 4 <= count:
-            s0 += column_sums[k]
-            s1 += column_sums[k + 1]
-            s2 += column_sums[k + 2]
-            s3 += column_sums[k + 3]
-            k += 4
-        while k < count:
-            s0 += column_sums[k]
-            k += 1
-        p += count
-    return (s0 + s1) + (s2 + s3)
+    """Σ_n Σ_p src[n·stride + p]: BIAS_LANES partial sums, lane l taking the positions
+    p ≡ l (mod BIAS_LANES) of the whole blocks (elementwise, so it vectorises), the last
+    positions and then the lanes added in order."""
+    cdef floating lanes[BIAS_LANES]
+    cdef floating total = 0
+    cdef Py_ssize_t n, p, l, whole = positions - positions % BIAS_LANES
+    cdef const floating* row
+    for l in range(BIAS_LANES):
+        lanes[l] = 0
+    for n in range(batch):
+        row = src + n * stride
+        p = 0
+        while p < whole:
+            for l in range(BIAS_LANES):
+                lanes[l] += row[p + l]
+            p += BIAS_LANES
+        for p in range(whole, positions):
+            total += row[p]
+    for l in range(BIAS_LANES):
+        total += lanes[l]
+    return total
 
 
 def bias_grad(const floating[::1] grad_out, floating[::1] grad_bias, floating[::1] partials,
               Py_ssize_t batch, Py_ssize_t channels, Py_ssize_t positions, bint nhwc,
               int num_threads):
     """grad_bias[o] = Σ over images and positions of grad_out. The summation order is fixed
-    (never dependent on the thread count): NCHW, one task per channel, summing positions
-    elementwise across images first; NHWC, BIAS_ROW_BLOCKS blocks of rows summed into
+    (never dependent on the thread count): NCHW, one task per channel, in BIAS_LANES
+    partial sums (channel_sum); NHWC, BIAS_ROW_BLOCKS blocks of rows summed into
     `partials` (BIAS_ROW_BLOCKS × channels), then added in block order."""
     cdef Py_ssize_t o, p, block, rows = batch * positions
     cdef Py_ssize_t block_rows = (rows + BIAS_ROW_BLOCKS - 1) // BIAS_ROW_BLOCKS
