@@ -242,8 +242,12 @@ cdef floating input_grad_pixel_nchw(const floating* grad_out, const floating* ta
             continue
         for j in range(g.kernel_w):
             t = w_im + g.pad_left - j * g.dilation_w  # ow·sw
-            if t >= 0 and t % g.stride_w == 0 and t // g.stride_w < g.out_w:
-                total = total + taps[i * g.kernel_w + j] * grad_out[oh * g.out_w + t // g.stride_w]
+            if g.stride_w != 1:  # any stride, though the one caller has stride 1
+                if t % g.stride_w != 0:
+                    continue
+                t = t // g.stride_w
+            if 0 <= t < g.out_w:
+                total = total + taps[i * g.kernel_w + j] * grad_out[oh * g.out_w + t]
     return total
 
 
