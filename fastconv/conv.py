@@ -103,9 +103,11 @@ MIN_TILE_POSITIONS = 256
 BATCH_POSITIONS = 512
 SMALL_IMAGE_POSITIONS = 128
 # Below this many floating-point operations a convolution runs on one thread: waking the
-# OpenMP team costs more than it saves (tens of microseconds, milliseconds when another
-# process holds a core), e.g. the 8×8 images of examples/train_digits.py.
-PARALLEL_MIN_FLOPS = 1 << 22
+# OpenMP team costs more than it saves (microseconds, milliseconds when another process
+# holds a core), e.g. the 8×8 images of examples/train_digits.py. Measured on 2 cores: an
+# 8→16 3×3 conv of one 32×32 image (2.1 MFLOP) takes 26 µs on one thread, 21 on two; one
+# of 1.5 MFLOP 27 and 29.
+PARALLEL_MIN_FLOPS = 1 << 21
 # Fewest output channels per GEMM when an image's channels are split between threads
 # (measured on 2 cores: blocks of 128 beat 64 by 10-30% and 16 by up to 45%).
 MIN_CHANNEL_BLOCK = 128
