@@ -22,7 +22,8 @@ from libc.string cimport memset
 from fastconv._kernels._blas cimport gemm
 from fastconv._kernels._geometry cimport Geometry
 from fastconv._kernels._im2col_helpers cimport (
-    col2im_nchw_row, col2im_nhwc_row, im2col_nchw_row, im2col_nchw_rows, im2col_nhwc_row)
+    col2im_nchw_row, col2im_nhwc_row, im2col_nchw_row, im2col_nchw_rows, im2col_nhwc_row,
+    valid_range)
 from fastconv._kernels._openmp cimport omp_get_thread_num
 from fastconv._kernels._small_gemm cimport (
     FASTCONV_PANEL_ROWS, FASTCONV_SMALL_GEMM, FASTCONV_SMALL_GEMM_COLS,
@@ -370,14 +371,20 @@ cdef void forward_tile_direct_nhwc(const float* image, const float* weight, cons
 
     A full block whose windows lie inside the image reads it in place: tap k = (i, j, c) of
     its position r is at tap_starts[k] + (w_first + r·sw)·C, tap_starts[k] pointing at
-    (row h_first + i·dh, column j·dw, channel c). Other blocks (the image's edges, a last
-    shorter block) pack their columns first (into `panel`, PANEL_ROWS·Kg floats)."""
+    (row h_first + i·dh, column j·dw, channel c). In-place blocks start at the first column
+    [inside_lo, inside_hi) whose window is inside; the columns before it, those after the
+    last full block and rows reaching into the padding pack their columns first (into
+    `panel`, PANEL_ROWS·Kg floats)."""
     cdef Dims d = dims_of(g, plan)
     cdef const float* weight_rows[DIRECT_MAX_DEPTH]
     cdef const float* tap_starts[DIRECT_MAX_DEPTH]
-    cdef Py_ssize_t oh, ow0, o0, i, j, c, k, p, h_first, w_first, w_last
+    cdef Py_ssize_t oh, ow0, o0, i, j, c, k, p, h_first, w_first, end
+    cdef Py_ssize_t inside_lo, inside_hi, unused
     cdef int rows, cols
     cdef bint rows_inside, in_place
+    valid_range(-g.pad_left, g.stride_w, g.width, g.out_w, &inside_lo, &unused)
+    valid_range((g.kernel_w - 1) * g.dilation_w - g.pad_left, g.stride_w, g.width, g.out_w,
+                &unused, &inside_hi)
     for k in range(d.Kg):
         weight_rows[k] = weight + k * d.O
     for oh in range(oh0, oh1):
@@ -393,12 +400,15 @@ cdef void forward_tile_direct_nhwc(const float* image, const float* weight, cons
                         k = k + 1
         ow0 = 0
         while ow0 < g.out_w:
-            rows = <int> (g.out_w - ow0 if g.out_w - ow0 < FASTCONV_PANEL_ROWS
-                          else FASTCONV_PANEL_ROWS)
+            in_place = (rows_inside and inside_lo <= ow0
+                        and ow0 + FASTCONV_PANEL_ROWS <= inside_hi)
+            if in_place:
+                rows = FASTCONV_PANEL_ROWS
+            else:  # packed up to where the in-place blocks start, or to the row's end
+                end = inside_lo if rows_inside and ow0 < inside_lo else g.out_w
+                rows = <int> (end - ow0 if end - ow0 < FASTCONV_PANEL_ROWS
+                              else FASTCONV_PANEL_ROWS)
             w_first = ow0 * g.stride_w - g.pad_left
-            w_last = w_first + (rows - 1) * g.stride_w + (g.kernel_w - 1) * g.dilation_w
-            in_place = (rows_inside and rows == FASTCONV_PANEL_ROWS and w_first >= 0
-                        and w_last < g.width)
             p = oh * g.out_w + ow0
             if not in_place:
                 nhwc_positions_panel(image, panel, g, p, rows)
