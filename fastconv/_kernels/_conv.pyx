@@ -334,16 +334,12 @@ cdef void forward_tile_direct(const float* image, const float* panels, const flo
 cdef void nhwc_positions_panel(const float* image, float* panel, const Geometry* g,
                                Py_ssize_t p_first, int rows) noexcept nogil:
     """panel[k·PANEL_ROWS + r] = NHWC column k = (i·kw + j)·C + c of output position
-    p_first + r for r < rows (im2col straight into the packed layout), 0 in the padding
-    and for r ≥ rows."""
-    cdef Py_ssize_t depth = g.kernel_h * g.kernel_w * g.channels
+    p_first + r for r < rows (im2col straight into the packed layout), 0 in the padding.
+    Rows r ≥ rows keep what they held (zeros, or an earlier block's values): the block
+    computes them and does not store them."""
     cdef Py_ssize_t r, i, j, c, k, oh, ow, h_im, w_im
     cdef const float* pixel
-    for r in range(FASTCONV_PANEL_ROWS):
-        if r >= rows:
-            for k in range(depth):
-                panel[k * FASTCONV_PANEL_ROWS + r] = 0
-            continue
+    for r in range(rows):
         oh = (p_first + r) // g.out_w
         ow = (p_first + r) % g.out_w
         k = 0
@@ -387,6 +383,8 @@ cdef void forward_tile_direct_nhwc(const float* image, const float* weight, cons
                 &unused, &inside_hi)
     for k in range(d.Kg):
         weight_rows[k] = weight + k * d.O
+    for k in range(FASTCONV_PANEL_ROWS * d.Kg):  # finite values in the rows never written
+        panel[k] = 0
     for oh in range(oh0, oh1):
         h_first = oh * g.stride_h - g.pad_top
         rows_inside = h_first >= 0 and h_first + (g.kernel_h - 1) * g.dilation_h < g.height
