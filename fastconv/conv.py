@@ -298,6 +298,36 @@ def run_forward(x4, weight, bias, out4, geom, launch, workspace):
                              launch.num_threads)
 
 
+def input_grad_as_conv(grad_out4, weight, grad_x4, geom):
+    """Stride 1, one group: the input gradient is the convolution of the output gradient
+    with the weight flipped in both spatial axes and its two channel axes swapped, padded
+    by dilation·(k − 1) − padding on each side. When that convolution takes the direct
+    small-GEMM path (a weight that fits L2; measured 2.2-2.5x the GEMM + col2im on
+    small.16ch, 1.9x on resnet50.res2.3x3), run it into grad_x4 and return True; else
+    False (nothing done)."""
+    if geom.stride != (1, 1) or geom.groups != 1 or geom.window.is_pointwise:
+        return False
+    (kh, kw), (dh, dw) = geom.kernel_size, geom.dilation
+    (top, bottom), (left, right) = geom.padding
+    pads = ((dh * (kh - 1) - top, dh * (kh - 1) - bottom),
+            (dw * (kw - 1) - left, dw * (kw - 1) - right))
+    if min(pads[0] + pads[1]) < 0:
+        return False
+    transposed = geo.ConvGeometry(grad_out4.shape, geom.in_channels, (kh, kw), 1, pads,
+                                  (dh, dw), layout=geom.layout)
+    itemsize = grad_out4.dtype.itemsize
+    if transposed.output_shape != grad_x4.shape or not uses_direct_path(transposed, itemsize):
+        return False
+    launch = plan_launch(transposed, itemsize)
+    if not launch.plan["direct"]:
+        return False
+    flipped = (weight.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1] if geom.layout == "NCHW"
+               else weight[::-1, ::-1].transpose(0, 1, 3, 2))
+    run_forward(grad_out4, np.ascontiguousarray(flipped), None, grad_x4, transposed, launch,
+                np.empty(launch.workspace, dtype=grad_out4.dtype))
+    return True
+
+
 def run_backward(grad_out4, x4, weight, grad_x4, grad_weight, geom, launch, workspace,
                  partials):
     """Call the backward kernels. grad_x4 / grad_weight may be None (not needed); the weight
@@ -309,6 +339,9 @@ def run_backward(grad_out4, x4, weight, grad_x4, grad_weight, geom, launch, work
         grad_weight = None  # no output or no pixels: nothing to add
     if grad_x4 is not None and grad_x4.size == 0:
         grad_x4 = None
+    if (grad_x4 is not None and not launch.depthwise
+            and input_grad_as_conv(grad_out4, weight, grad_x4, geom)):
+        grad_x4 = None  # done
     struct = geom.window.kernel_struct()
     if grad_weight is not None:
         acc = partials[:launch.partials]

@@ -207,3 +207,52 @@ def test_direct_path_respects_workspace_cap(rng, layout, cap):
     if layout == "NHWC":
         expected = expected.transpose(0, 2, 3, 1)
     np.testing.assert_allclose(y, expected, **tol(np.float32))
+
+
+INPUT_GRAD_CASES = [
+    # (C_in, H, W, C_out, kernel, padding, dilation, as_conv): stride 1, one group
+    (5, 9, 37, 16, 3, 1, 1, True),
+    (3, 8, 40, 32, (2, 5), ((1, 0), (2, 3)), (2, 1), True),   # asymmetric, dilated
+    (4, 7, 20, 20, 3, ((0, 2), (1, 1)), 1, True),            # NCHW only (C_in 4 in NHWC)
+    (16, 6, 30, 8, 3, 1, 1, True),                           # NHWC too (C_in 16)
+    (6, 10, 33, 16, 3, (3, 1), 1, False),                    # padding > dilation·(k−1)
+]
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+@pytest.mark.parametrize("case", INPUT_GRAD_CASES)
+def test_input_gradient_as_flipped_convolution(monkeypatch, rng, case, layout):
+    """Stride 1: the input gradient runs as the direct convolution of the output gradient
+    with the flipped, channel-swapped weight (padded dilation·(k−1) − padding) where that
+    takes the direct path; otherwise GEMM + col2im. Both against the float64 oracle, and
+    bit-identical for any thread count; conv_transpose2d at stride 1 goes the same way."""
+    from test_conv import ref_conv2d_backward
+
+    c_in, h, w, c_out, kernel, padding, dilation, as_conv = case
+    ran = []
+    original = conv_mod.input_grad_as_conv
+    monkeypatch.setattr(conv_mod, "input_grad_as_conv",
+                        lambda *args: ran.append(original(*args)) or ran[-1])
+    x, weight, _, kwargs = direct_case(
+        rng, dict(n=2, c=c_in, h=h, w=w, kernel=kernel, padding=padding, dilation=dilation),
+        c_out, layout)
+    y = fastconv.conv2d(x, weight, **kwargs)
+    g = rng.standard_normal(y.shape).astype(np.float32)
+    grads = fastconv.conv2d_backward(g, x, weight, **kwargs)
+    # the flipped convolution's output channels are C_in: NHWC needs a multiple of 16
+    assert ran == [as_conv and (layout == "NCHW" or c_in % 16 == 0)]
+    expected = ref_conv2d_backward(g.astype(np.float64), x.astype(np.float64),
+                                   weight.astype(np.float64), **kwargs)
+    np.testing.assert_allclose(grads.grad_input, expected[0], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(grads.grad_weight, expected[1], rtol=1e-4, atol=1e-3)
+    with fastconv.threads(1):
+        one = fastconv.conv2d_backward(g, x, weight, needs_weight_grad=False, **kwargs)
+    with fastconv.threads(3):
+        three = fastconv.conv2d_backward(g, x, weight, needs_weight_grad=False, **kwargs)
+    assert np.array_equal(one.grad_input, grads.grad_input)
+    assert np.array_equal(three.grad_input, grads.grad_input)
+    # conv_transpose2d(g, weight) is this input gradient (same padding and dilation)
+    transposed = fastconv.conv_transpose2d(g, weight, padding=kwargs.get("padding", 0),
+                                           dilation=kwargs.get("dilation", 1), layout=layout)
+    np.testing.assert_array_equal(transposed, grads.grad_input)
+
