@@ -89,37 +89,42 @@ static inline __attribute__((always_inline)) void fastconv_block(
     }
 }
 
-/* The fewest rows (4, 8 or 12) and vectors (1 or 2) that cover the block. */
-#define FASTCONV_DISPATCH(PANEL, A_ROWS)                                                   \
-    do {                                                                                   \
-        int r_ = rows > 8 ? 12 : rows > 4 ? 8 : 4;                                         \
-        if (cols > 16) {                                                                   \
-            if (r_ == 12) fastconv_block(12, 2, depth, PANEL, A_ROWS, a_offset, a_stride,  \
-                                         b_rows, offset, row_bias, col_bias, c, ldc, rows, \
-                                         cols);                                            \
-            else if (r_ == 8) fastconv_block(8, 2, depth, PANEL, A_ROWS, a_offset,         \
-                                             a_stride, b_rows, offset, row_bias, col_bias, \
-                                             c, ldc, rows, cols);                          \
-            else fastconv_block(4, 2, depth, PANEL, A_ROWS, a_offset, a_stride, b_rows,    \
-                                offset, row_bias, col_bias, c, ldc, rows, cols);           \
-        } else {                                                                           \
-            if (r_ == 12) fastconv_block(12, 1, depth, PANEL, A_ROWS, a_offset, a_stride,  \
-                                         b_rows, offset, row_bias, col_bias, c, ldc, rows, \
-                                         cols);                                            \
-            else if (r_ == 8) fastconv_block(8, 1, depth, PANEL, A_ROWS, a_offset,         \
-                                             a_stride, b_rows, offset, row_bias, col_bias, \
-                                             c, ldc, rows, cols);                          \
-            else fastconv_block(4, 1, depth, PANEL, A_ROWS, a_offset, a_stride, b_rows,    \
-                                offset, row_bias, col_bias, c, ldc, rows, cols);           \
-        }                                                                                  \
-    } while (0)
+/* The fewest rows (4, 8 or 12) that cover the block, for V vectors. */
+static inline __attribute__((always_inline)) void fastconv_block_rows_of(
+        const int V, int depth, const float* panel, const float* const* a_rows,
+        long a_offset, long a_stride, const float* const* b_rows, long offset,
+        const float* row_bias, const float* col_bias, float* c, long ldc, int rows,
+        int cols) {
+    if (rows > 8)
+        fastconv_block(12, V, depth, panel, a_rows, a_offset, a_stride, b_rows, offset,
+                       row_bias, col_bias, c, ldc, rows, cols);
+    else if (rows > 4)
+        fastconv_block(8, V, depth, panel, a_rows, a_offset, a_stride, b_rows, offset,
+                       row_bias, col_bias, c, ldc, rows, cols);
+    else
+        fastconv_block(4, V, depth, panel, a_rows, a_offset, a_stride, b_rows, offset,
+                       row_bias, col_bias, c, ldc, rows, cols);
+}
+
+/* The fewest vectors (1 or 2) that cover the block. */
+static inline __attribute__((always_inline)) void fastconv_block_any(
+        int depth, const float* panel, const float* const* a_rows, long a_offset,
+        long a_stride, const float* const* b_rows, long offset, const float* row_bias,
+        const float* col_bias, float* c, long ldc, int rows, int cols) {
+    if (cols > 16)
+        fastconv_block_rows_of(2, depth, panel, a_rows, a_offset, a_stride, b_rows, offset,
+                               row_bias, col_bias, c, ldc, rows, cols);
+    else
+        fastconv_block_rows_of(1, depth, panel, a_rows, a_offset, a_stride, b_rows, offset,
+                               row_bias, col_bias, c, ldc, rows, cols);
+}
 
 static inline void fastconv_small_gemm_block(int depth, const float* panel, int rows,
                                              const float* const* b_rows, long offset,
                                              const float* row_bias, const float* col_bias,
                                              float* c, long ldc, int cols) {
-    const long a_offset = 0, a_stride = 0;
-    FASTCONV_DISPATCH(panel, (const float* const*)0);
+    fastconv_block_any(depth, panel, (const float* const*)0, 0, 0, b_rows, offset,
+                       row_bias, col_bias, c, ldc, rows, cols);
 }
 
 /* The same block with the left operand read in place: element (r, k) at
@@ -130,7 +135,8 @@ static inline void fastconv_small_gemm_block_rows(int depth, const float* const*
                                                   const float* row_bias,
                                                   const float* col_bias, float* c, long ldc,
                                                   int cols) {
-    FASTCONV_DISPATCH((const float*)0, a_rows);
+    fastconv_block_any(depth, (const float*)0, a_rows, a_offset, a_stride, b_rows, offset,
+                       row_bias, col_bias, c, ldc, rows, cols);
 }
 
 #else
