@@ -131,18 +131,20 @@ class Launch:
 # float32, 2 threads, against im2col + sgemm: 64 × 576 (resnet50.res2.3x3, vgg16.conv1_2)
 # 1.03-1.33x, 16 × 144 2.1-2.4x, 64 × 147 and 32 × 27 (stems) 1.2-1.6x; 128 × 1152 at
 # stride 2 1.0x, and weights of 2.4 MB and more 0.3-0.8x (re-read from L3 for every block
-# of the 14- and 7-wide rows of those layers).
+# of the 14- and 7-wide rows of those layers). NHWC: stems 1.4-2.5x, 16 × 144 1.4-1.5x,
+# 64 × 576 1.0-1.2x.
 DIRECT_MAX_WEIGHT_BYTES = 256 << 10
 DIRECT_MAX_CHANNELS = 256
 
 
 def uses_direct_path(geom, itemsize):
     """The forward pass multiplies register-blocked small-GEMM blocks instead of calling
-    BLAS, the packed weight by the image read through row pointers (no im2col): float32,
-    NCHW, one group, a kernel larger than 1×1, C_out at most DIRECT_MAX_CHANNELS, a weight of
-    at most DIRECT_MAX_WEIGHT_BYTES, in a build that has the block (AVX-512). (In NHWC,
-    packing the column tile's positions costs more than BLAS's own packing; a strided 1×1
-    convolution is a GEMM on a subsampled image, which BLAS does as fast: 0.88-1.02x.)"""
+    BLAS, with no im2col (NCHW: the packed weight by the image read through row pointers;
+    NHWC: the image's windows read in place by the HWIO weight rows, C_out a multiple of
+    16): float32, one group, a kernel larger than 1×1, C_out at most DIRECT_MAX_CHANNELS, a
+    weight of at most DIRECT_MAX_WEIGHT_BYTES, in a build that has the block (AVX-512). (A
+    strided 1×1 convolution is a GEMM on a subsampled image, which BLAS does as fast:
+    0.88-1.02x.)"""
     kh, kw = geom.kernel_size
     depth = geom.in_channels * kh * kw
     return bool(_conv.SMALL_GEMM and itemsize == 4
@@ -253,7 +255,8 @@ def _images_per_gemm(geom, row_elems, itemsize):
     and TILE_BYTES of columns (1: image by image, always in NCHW).
 
     NCHW images' outputs are not one matrix; through a results buffer the batched GEMM
-    measured 0.75-0.9x image by image (OpenBLAS then packs the columns, not the weight)."""
+    measured 0.75-0.9x image by image, and 0.71-0.77x with BLAS's transposes giving it the
+    operand roles of the NHWC product."""
     positions = geom.out_h * geom.out_w
     if (geom.layout != "NHWC" or geom.batch < 2 or positions == 0
             or positions >= SMALL_IMAGE_POSITIONS):

@@ -9,8 +9,11 @@ Work is split into items (image, tile of output rows [oh0, oh1)) run by an OpenM
 each thread builds its tile's columns in its own slice of the workspace and calls a
 single-threaded GEMM on it (the caller holds BLAS at one thread), so OpenMP and BLAS
 threads never compete for the cores. A 1×1, stride-1, unpadded convolution uses the
-image itself as its column matrix. Everything here trusts fastconv.conv, which validated
-shapes, sizes, workspace lengths and the BLAS int range.
+image itself as its column matrix. Small NHWC images are grouped so one GEMM spans
+several (plan.images). Float32 layers whose weight fits L2 skip im2col and BLAS in the
+forward pass: the direct small-GEMM blocks of small_gemm.h read the image in place
+(plan.direct). Everything here trusts fastconv.conv, which validated shapes, sizes,
+workspace lengths and the BLAS int range.
 
 Column tiles in the workspace: NCHW (C·kh·kw × tile), i.e. [group][Kg][tile];
 NHWC [group][tile][Kg].
@@ -55,8 +58,8 @@ ctypedef struct Plan:
     Py_ssize_t k_block    #   column-matrix rows (input gradient)
     Py_ssize_t images     # shared NHWC forward: images whose columns are built together, so
                           # each block's GEMM spans all their positions (small images)
-    bint direct           # forward, float32 NCHW, a weight that fits L2: the small-GEMM
-                          # block reads the image through row pointers (no im2col, no BLAS)
+    bint direct           # forward, float32, a weight that fits L2: small-GEMM blocks read
+                          # the image in place (no im2col, no BLAS)
 
 
 ctypedef struct Dims:
