@@ -25,8 +25,7 @@ from libc.string cimport memset
 from fastconv._kernels._blas cimport gemm
 from fastconv._kernels._geometry cimport Geometry
 from fastconv._kernels._im2col_helpers cimport (
-    col2im_nchw_row, col2im_nhwc_row, im2col_nchw_row, im2col_nchw_rows, im2col_nhwc_row,
-    valid_range)
+    col2im_nchw_row, col2im_nhwc_row, im2col_nchw_rows, im2col_nhwc_row, inside_range)
 from fastconv._kernels._openmp cimport omp_get_thread_num
 from fastconv._kernels._small_gemm cimport (
     FASTCONV_PANEL_ROWS, FASTCONV_SMALL_GEMM, FASTCONV_SMALL_GEMM_COLS,
@@ -378,12 +377,11 @@ cdef void forward_tile_direct_nhwc(const float* image, const float* weight, cons
     cdef const float* weight_rows[DIRECT_MAX_DEPTH]
     cdef const float* tap_starts[DIRECT_MAX_DEPTH]
     cdef Py_ssize_t oh, ow0, o0, i, j, c, k, p, h_first, w_first, end
-    cdef Py_ssize_t inside_lo, inside_hi, unused
+    cdef Py_ssize_t inside_lo, inside_hi
     cdef int rows, cols
     cdef bint rows_inside, in_place
-    valid_range(-g.pad_left, g.stride_w, g.width, g.out_w, &inside_lo, &unused)
-    valid_range((g.kernel_w - 1) * g.dilation_w - g.pad_left, g.stride_w, g.width, g.out_w,
-                &unused, &inside_hi)
+    inside_range(-g.pad_left, (g.kernel_w - 1) * g.dilation_w - g.pad_left, g.stride_w,
+                 g.width, g.out_w, &inside_lo, &inside_hi)
     for k in range(d.Kg):
         weight_rows[k] = weight + k * d.O
     for k in range(FASTCONV_PANEL_ROWS * d.Kg):  # finite values in the rows never written
@@ -433,13 +431,13 @@ cdef void forward_tile_direct_nhwc(const float* image, const float* weight, cons
 cdef void image_columns_parallel(const floating* images, floating* col, const Geometry* g,
                                  const Plan* plan, Py_ssize_t count,
                                  int num_threads) noexcept nogil:
-    """The whole column matrix of `count` consecutive images, built in parallel, over all
-    their positions Pn = count·P (image b's at b·P): NCHW (C·kh·kw × Pn), NHWC
-    [group][Pn][Kg]."""
+    """The whole column matrix of `count` consecutive images (several only in NHWC), built
+    in parallel, over all their positions Pn = count·P (image b's at b·P): NCHW
+    (C·kh·kw × P), NHWC [group][Pn][Kg]."""
     cdef Dims d = dims_of(g, plan)
     cdef Py_ssize_t positions = count * d.P
     cdef Py_ssize_t image_size = g.channels * g.height * g.width
-    cdef Py_ssize_t task, grp, b, oh, row, c, i, j
+    cdef Py_ssize_t task, grp, b, oh
     if plan.nhwc:
         for task in prange(plan.groups * count * g.out_h, num_threads=num_threads,
                            schedule="static"):
@@ -450,16 +448,9 @@ cdef void image_columns_parallel(const floating* images, floating* col, const Ge
                             col + (grp * positions + b * d.P + oh * g.out_w) * d.Kg, g, oh,
                             grp * d.Cg, d.Cg)
     else:
-        for task in prange(g.channels * g.kernel_h * count, num_threads=num_threads,
-                           schedule="static"):
-            row = task // count  # c·kh + i
-            b = task % count
-            c = row // g.kernel_h
-            i = row % g.kernel_h
-            for j in range(g.kernel_w):
-                im2col_nchw_row(images + b * image_size + c * g.height * g.width,
-                                col + (row * g.kernel_w + j) * positions + b * d.P, g, i, j, 0,
-                                g.out_h)
+        for task in prange(g.channels * g.kernel_h, num_threads=num_threads, schedule="static"):
+            im2col_nchw_rows(images + (task // g.kernel_h) * g.height * g.width,
+                             col + task * g.kernel_w * d.P, g, task % g.kernel_h, 0, g.out_h)
 
 
 cdef inline const floating* group_columns(const floating* image, const floating* col,

@@ -12,7 +12,7 @@ from cython.parallel cimport prange
 from libc.string cimport memset
 
 from fastconv._kernels._geometry cimport Geometry
-from fastconv._kernels._im2col_helpers cimport valid_range
+from fastconv._kernels._im2col_helpers cimport inside_range, valid_range
 from fastconv._kernels._openmp cimport omp_get_thread_num
 
 
@@ -38,15 +38,12 @@ cdef inline bint register_rows_nhwc(const Geometry* g, Py_ssize_t oh, Py_ssize_t
     """Whether output row oh runs the register-blocked 3×3 loops of depthwise_3x3.h
     (float32 AVX-512 builds, multiplier 1, channels a multiple of 16, the three input rows
     inside the image), and [lo, hi): its columns whose three taps are inside the image."""
-    cdef Py_ssize_t unused
     if not (FASTCONV_DEPTHWISE_3X3 and g.kernel_h == 3 and g.kernel_w == 3
             and multiplier == 1 and g.channels % 16 == 0
             and input_row(g, oh, 0) >= 0 and input_row(g, oh, 2) < g.height):
         return False
-    valid_range(-g.pad_left, g.stride_w, g.width, g.out_w, lo, &unused)
-    valid_range(2 * g.dilation_w - g.pad_left, g.stride_w, g.width, g.out_w, &unused, hi)
-    if hi[0] < lo[0]:
-        hi[0] = lo[0]
+    inside_range(-g.pad_left, 2 * g.dilation_w - g.pad_left, g.stride_w, g.width, g.out_w,
+                 lo, hi)
     return True
 
 
@@ -156,15 +153,12 @@ cdef void forward_plane_nchw(const floating* plane, const floating* taps, floati
     """out[oh, ow] = bias + Σ_ij taps[i, j]·plane[oh·sh − top + i·dh, ow·sw − left + j·dw],
     summed in (i, j) order. Row by row, every tap added while the output row is in L1; a
     3×3 kernel whose taps all fall inside the image sums its nine terms in one pass."""
-    cdef Py_ssize_t i, j, oh, ow, h_im, lo, hi, unused
+    cdef Py_ssize_t i, j, oh, ow, h_im, lo, hi
     cdef bint three_by_three = g.kernel_h == 3 and g.kernel_w == 3
     cdef floating* dst
     # Columns [lo, hi) read all kernel_w taps inside the image.
-    valid_range(-g.pad_left, g.stride_w, g.width, g.out_w, &lo, &unused)
-    valid_range((g.kernel_w - 1) * g.dilation_w - g.pad_left, g.stride_w, g.width, g.out_w,
-                &unused, &hi)
-    if hi < lo:
-        hi = lo
+    inside_range(-g.pad_left, (g.kernel_w - 1) * g.dilation_w - g.pad_left, g.stride_w,
+                 g.width, g.out_w, &lo, &hi)
     for oh in range(g.out_h):
         dst = out + oh * g.out_w
         h_im = input_row(g, oh, 0)
@@ -388,7 +382,7 @@ cdef void weight_grad_taps_nchw(const floating* grad_out, const floating* plane,
     reassociating a reduction), CHUNK columns at a time, then across the columns. A float32
     3×3 kernel at stride_w 1 (AVX-512) sums the outputs whose nine taps are all inside the
     plane in registers (depthwise_3x3.h) and the others pixel by pixel instead."""
-    cdef Py_ssize_t i, j, k, oh, h_im, lo, hi, w_offset, c0, count, unused
+    cdef Py_ssize_t i, j, k, oh, h_im, lo, hi, w_offset, c0, count
     cdef Py_ssize_t oh_lo = 0, oh_hi = 0, in_lo = 0, in_hi = 0
     cdef floating column_sums[CHUNK]
     cdef floating total
@@ -397,11 +391,10 @@ cdef void weight_grad_taps_nchw(const floating* grad_out, const floating* plane,
     if floating is float:
         if (FASTCONV_DEPTHWISE_3X3 and g.kernel_h == 3 and g.kernel_w == 3
                 and g.stride_w == 1):
-            valid_range(-g.pad_top, g.stride_h, g.height, g.out_h, &oh_lo, &unused)
-            valid_range(2 * g.dilation_h - g.pad_top, g.stride_h, g.height, g.out_h, &unused,
-                        &oh_hi)
-            valid_range(-g.pad_left, 1, g.width, g.out_w, &in_lo, &unused)
-            valid_range(2 * g.dilation_w - g.pad_left, 1, g.width, g.out_w, &unused, &in_hi)
+            inside_range(-g.pad_top, 2 * g.dilation_h - g.pad_top, g.stride_h, g.height,
+                         g.out_h, &oh_lo, &oh_hi)
+            inside_range(-g.pad_left, 2 * g.dilation_w - g.pad_left, 1, g.width, g.out_w,
+                         &in_lo, &in_hi)
             if oh_hi > oh_lo and in_hi > in_lo:
                 fastconv_dw3x3_nchw_weight_grad(grad_out, plane, taps, g.out_w, g.width, oh_lo,
                                                 oh_hi, in_lo, in_hi, g.stride_h, g.pad_top,

@@ -31,6 +31,18 @@ cdef inline void valid_range(Py_ssize_t offset, Py_ssize_t step, Py_ssize_t size
     hi[0] = end
 
 
+cdef inline void inside_range(Py_ssize_t first_offset, Py_ssize_t last_offset,
+                              Py_ssize_t step, Py_ssize_t size, Py_ssize_t count,
+                              Py_ssize_t* lo, Py_ssize_t* hi) noexcept nogil:
+    """[lo, hi) = the k in [0, count) whose whole window, k*step + first_offset ..
+    k*step + last_offset, lies in [0, size) (lo == hi when there is none)."""
+    cdef Py_ssize_t unused
+    valid_range(first_offset, step, size, count, lo, &unused)
+    valid_range(last_offset, step, size, count, &unused, hi)
+    if hi[0] < lo[0]:
+        hi[0] = lo[0]
+
+
 cdef inline void im2col_nchw_rows(const element_t* plane, element_t* col_rows, const Geometry* g,
                                   Py_ssize_t i, Py_ssize_t oh_begin, Py_ssize_t oh_end) noexcept nogil:
     """The kw column rows (i, 0..kw-1) of one channel plane for output rows [oh_begin, oh_end)."""
