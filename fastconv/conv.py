@@ -301,13 +301,14 @@ def run_forward(x4, weight, bias, out4, geom, launch, workspace):
                              launch.num_threads)
 
 
-def input_grad_as_conv(grad_out4, weight, grad_x4, geom):
+def input_grad_as_conv(grad_out4, weight, grad_x4, geom, workspace, capped=False):
     """Stride 1, one group: the input gradient is the convolution of the output gradient
     with the weight flipped in both spatial axes and its two channel axes swapped, padded
     by dilation·(k − 1) − padding on each side. When that convolution takes the direct
     small-GEMM path (a weight that fits L2; measured 2.2-2.5x the GEMM + col2im on
     small.16ch, 1.9x on resnet50.res2.3x3), run it into grad_x4 and return True; else
-    False (nothing done)."""
+    False (nothing done). Its scratch is `workspace` (the backward pass's own) when large
+    enough, else a new array, unless `capped` (a workspace cap holds: then False)."""
     if geom.stride != (1, 1) or geom.groups != 1 or geom.window.is_pointwise:
         return False
     (kh, kw), (dh, dw) = geom.kernel_size, geom.dilation
@@ -321,20 +322,23 @@ def input_grad_as_conv(grad_out4, weight, grad_x4, geom):
     itemsize = grad_out4.dtype.itemsize
     if transposed.output_shape != grad_x4.shape or not uses_direct_path(transposed, itemsize):
         return False
-    launch = plan_launch(transposed, itemsize)
-    if not launch.plan["direct"]:
-        return False
+    launch = plan_launch(transposed, itemsize)  # direct: uses_direct_path holds, no cap
+    if launch.workspace > workspace.size:
+        if capped:
+            return False
+        workspace = np.empty(launch.workspace, dtype=grad_out4.dtype)
     flipped = (weight.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1] if geom.layout == "NCHW"
                else weight[::-1, ::-1].transpose(0, 1, 3, 2))
     run_forward(grad_out4, np.ascontiguousarray(flipped), None, grad_x4, transposed, launch,
-                np.empty(launch.workspace, dtype=grad_out4.dtype))
+                workspace)
     return True
 
 
 def run_backward(grad_out4, x4, weight, grad_x4, grad_weight, geom, launch, workspace,
-                 partials):
+                 partials, capped=False):
     """Call the backward kernels. grad_x4 / grad_weight may be None (not needed); the weight
-    gradient is added into grad_weight; partials (≥ launch.partials) is zeroed here."""
+    gradient is added into grad_weight; partials (≥ launch.partials) is zeroed here.
+    `capped`: the workspace is all the scratch memory allowed (nothing else allocated)."""
     if grad_x4 is not None and grad_x4.size and grad_out4.size == 0:
         grad_x4[...] = 0
         grad_x4 = None
@@ -343,7 +347,7 @@ def run_backward(grad_out4, x4, weight, grad_x4, grad_weight, geom, launch, work
     if grad_x4 is not None and grad_x4.size == 0:
         grad_x4 = None
     if (grad_x4 is not None and not launch.depthwise
-            and input_grad_as_conv(grad_out4, weight, grad_x4, geom)):
+            and input_grad_as_conv(grad_out4, weight, grad_x4, geom, workspace, capped)):
         grad_x4 = None  # done
     struct = geom.window.kernel_struct()
     if grad_weight is not None:

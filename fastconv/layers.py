@@ -201,7 +201,8 @@ class Conv2D:
             grad_out4 = np.ascontiguousarray(grad_output).reshape(geom.output_shape)
             grad_x4 = np.empty(x4.shape, dtype=self.dtype)
             run_backward(grad_out4, x4, self.weight, grad_x4, self.weight_grad, geom, launch,
-                         self._workspace, self._partials)
+                         self._workspace, self._partials,
+                         capped=self.max_workspace_bytes is not None)
             if self.bias is not None:
                 _bias_grad(grad_out4, self.layout, out=self.bias_grad)
         return grad_x4 if batched else grad_x4[0]

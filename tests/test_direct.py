@@ -256,3 +256,29 @@ def test_input_gradient_as_flipped_convolution(monkeypatch, rng, case, layout):
                                            dilation=kwargs.get("dilation", 1), layout=layout)
     np.testing.assert_array_equal(transposed, grads.grad_input)
 
+
+
+@pytest.mark.parametrize("cap", [30_000, 200_000, None])
+def test_input_gradient_as_convolution_within_the_layer_cap(monkeypatch, rng, cap):
+    """A capped Conv2D runs the flipped convolution only in the workspace it holds (no
+    other scratch): when that is too small the input gradient takes GEMM + col2im. An
+    uncapped one may allocate the convolution's scratch. Gradients match the oracle."""
+    from test_conv import ref_conv2d_backward
+
+    ran = []
+    original = conv_mod.input_grad_as_conv
+    monkeypatch.setattr(conv_mod, "input_grad_as_conv",
+                        lambda *args, **kwargs: ran.append(original(*args, **kwargs))
+                        or ran[-1])
+    layer = fastconv.Conv2D(16, 16, 3, padding=1, seed=0, max_workspace_bytes=cap)
+    x = rng.standard_normal((1, 16, 20, 30)).astype(np.float32)
+    y = layer(x)
+    g = rng.standard_normal(y.shape).astype(np.float32)
+    grad_x = layer.backward(g)
+    need = conv_mod.plan_launch(ConvGeometry(y.shape, 16, 3, padding=1), 4).workspace
+    assert ran == [cap is None or need <= layer._workspace.size]
+    if cap is not None:
+        assert layer.workspace_bytes <= cap
+    expected = ref_conv2d_backward(g.astype(np.float64), x.astype(np.float64),
+                                   layer.weight.astype(np.float64), padding=1)
+    np.testing.assert_allclose(grad_x, expected[0], rtol=1e-4, atol=1e-4)
