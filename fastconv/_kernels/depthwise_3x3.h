@@ -32,11 +32,22 @@ static inline fastconv_dw_f32x16 fastconv_dw_load(const float* p) {
     return v;
 }
 
+/* x[i] = the first of 16 channels from c0 at column `column` of rows[i]. */
+static inline void fastconv_dw_window(const float* const* rows, long column, long channels,
+                                      long c0, const float** x) {
+    int i;
+    for (i = 0; i < 3; ++i)
+        x[i] = rows[i] + column * channels + c0;
+}
+
 static inline void fastconv_dw3x3_nhwc_forward(const float* const* rows, const float* weight,
                                                const float* bias, float* out, long channels,
                                                long ow_lo, long ow_hi, long w_first,
                                                long stride_w, long dilation_w) {
-    long c0, ow, t;
+    const long step = dilation_w * channels;
+    const float* x[3];
+    long c0, ow;
+    int i, j, t;
     for (c0 = 0; c0 < channels; c0 += 16) {
         fastconv_dw_f32x16 w[9], b = {0}, total;
         for (t = 0; t < 9; ++t)
@@ -44,20 +55,11 @@ static inline void fastconv_dw3x3_nhwc_forward(const float* const* rows, const f
         if (bias)
             b = fastconv_dw_load(bias + c0);
         for (ow = ow_lo; ow < ow_hi; ++ow) {
-            long column = w_first + (ow - ow_lo) * stride_w;
-            const float* x0 = rows[0] + column * channels + c0;
-            const float* x1 = rows[1] + column * channels + c0;
-            const float* x2 = rows[2] + column * channels + c0;
-            long step = dilation_w * channels;
-            total = b + w[0] * fastconv_dw_load(x0);
-            total = total + w[1] * fastconv_dw_load(x0 + step);
-            total = total + w[2] * fastconv_dw_load(x0 + 2 * step);
-            total = total + w[3] * fastconv_dw_load(x1);
-            total = total + w[4] * fastconv_dw_load(x1 + step);
-            total = total + w[5] * fastconv_dw_load(x1 + 2 * step);
-            total = total + w[6] * fastconv_dw_load(x2);
-            total = total + w[7] * fastconv_dw_load(x2 + step);
-            total = total + w[8] * fastconv_dw_load(x2 + 2 * step);
+            fastconv_dw_window(rows, w_first + (ow - ow_lo) * stride_w, channels, c0, x);
+            total = b;
+            for (i = 0; i < 3; ++i)
+                for (j = 0; j < 3; ++j)
+                    total = total + w[i * 3 + j] * fastconv_dw_load(x[i] + j * step);
             memcpy(out + ow * channels + c0, &total, sizeof total);
         }
     }
@@ -67,27 +69,20 @@ static inline void fastconv_dw3x3_nhwc_weight_grad(const float* const* rows, con
                                                    float* taps, long channels, long ow_lo,
                                                    long ow_hi, long w_first, long stride_w,
                                                    long dilation_w) {
-    long c0, ow, t;
+    const long step = dilation_w * channels;
+    const float* x[3];
+    long c0, ow;
+    int i, j, t;
     for (c0 = 0; c0 < channels; c0 += 16) {
         fastconv_dw_f32x16 acc[9], g, sum;
         for (t = 0; t < 9; ++t)
             acc[t] = (fastconv_dw_f32x16){0};
         for (ow = ow_lo; ow < ow_hi; ++ow) {
-            long column = w_first + (ow - ow_lo) * stride_w;
-            const float* x0 = rows[0] + column * channels + c0;
-            const float* x1 = rows[1] + column * channels + c0;
-            const float* x2 = rows[2] + column * channels + c0;
-            long step = dilation_w * channels;
+            fastconv_dw_window(rows, w_first + (ow - ow_lo) * stride_w, channels, c0, x);
             g = fastconv_dw_load(grad + ow * channels + c0);
-            acc[0] += g * fastconv_dw_load(x0);
-            acc[1] += g * fastconv_dw_load(x0 + step);
-            acc[2] += g * fastconv_dw_load(x0 + 2 * step);
-            acc[3] += g * fastconv_dw_load(x1);
-            acc[4] += g * fastconv_dw_load(x1 + step);
-            acc[5] += g * fastconv_dw_load(x1 + 2 * step);
-            acc[6] += g * fastconv_dw_load(x2);
-            acc[7] += g * fastconv_dw_load(x2 + step);
-            acc[8] += g * fastconv_dw_load(x2 + 2 * step);
+            for (i = 0; i < 3; ++i)
+                for (j = 0; j < 3; ++j)
+                    acc[i * 3 + j] += g * fastconv_dw_load(x[i] + j * step);
         }
         for (t = 0; t < 9; ++t) {
             sum = fastconv_dw_load(taps + t * channels + c0) + acc[t];
@@ -102,26 +97,20 @@ static inline void fastconv_dw3x3_nhwc_weight_grad(const float* const* rows, con
 static inline void fastconv_dw3x3_nhwc_input_grad(const float* const* rows, const float* weight,
                                                   float* out, long channels, long w_lo,
                                                   long w_hi, long left, long dilation_w) {
-    long c0, w, t;
+    const long step = dilation_w * channels;
+    const float* g[3];
+    long c0, w;
+    int i, j, t;
     for (c0 = 0; c0 < channels; c0 += 16) {
         fastconv_dw_f32x16 k[9], total;
         for (t = 0; t < 9; ++t)
             k[t] = fastconv_dw_load(weight + t * channels + c0);
         for (w = w_lo; w < w_hi; ++w) {
-            long step = dilation_w * channels;
-            const float* g0 = rows[0] + (w + left) * channels + c0;
-            const float* g1 = rows[1] + (w + left) * channels + c0;
-            const float* g2 = rows[2] + (w + left) * channels + c0;
+            fastconv_dw_window(rows, w + left, channels, c0, g);
             total = (fastconv_dw_f32x16){0};
-            total = total + k[2] * fastconv_dw_load(g0 - 2 * step);
-            total = total + k[1] * fastconv_dw_load(g0 - step);
-            total = total + k[0] * fastconv_dw_load(g0);
-            total = total + k[5] * fastconv_dw_load(g1 - 2 * step);
-            total = total + k[4] * fastconv_dw_load(g1 - step);
-            total = total + k[3] * fastconv_dw_load(g1);
-            total = total + k[8] * fastconv_dw_load(g2 - 2 * step);
-            total = total + k[7] * fastconv_dw_load(g2 - step);
-            total = total + k[6] * fastconv_dw_load(g2);
+            for (i = 0; i < 3; ++i)
+                for (j = 2; j >= 0; --j)
+                    total = total + k[i * 3 + j] * fastconv_dw_load(g[i] - j * step);
             memcpy(out + w * channels + c0, &total, sizeof total);
         }
     }
