@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from fastconv import _memory
 from fastconv import geometry as geo
 from fastconv import cpu
 from fastconv.threads import blas_limit, get_num_threads
@@ -326,7 +327,7 @@ def input_grad_as_conv(grad_out4, weight, grad_x4, geom, workspace, capped=False
     if launch.workspace > workspace.size:
         if capped:
             return False
-        workspace = np.empty(launch.workspace, dtype=grad_out4.dtype)
+        workspace = _memory.empty(launch.workspace, grad_out4.dtype)
     flipped = (weight.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1] if geom.layout == "NCHW"
                else weight[::-1, ::-1].transpose(0, 1, 3, 2))
     run_forward(grad_out4, np.ascontiguousarray(flipped), None, grad_x4, transposed, launch,
@@ -420,9 +421,9 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, l
     out = geo.check_out(out, geom.output_shape if batched else geom.output_shape[1:],
                         x.dtype, [x, weight, bias], fn)
     shape4 = geom.output_shape  # geom was made from the 4-D (batched) view of x
-    out4 = np.empty(shape4, dtype=x.dtype) if out is None else out.reshape(shape4)
+    out4 = _memory.result(out, shape4, x.dtype)
     launch = plan_launch(geom, x.dtype.itemsize, shared_columns=True)
-    workspace = np.empty(launch.workspace, dtype=x.dtype)
+    workspace = _memory.empty(launch.workspace, x.dtype)
     run_forward(np.ascontiguousarray(x4), np.ascontiguousarray(weight),
                 None if bias is None else np.ascontiguousarray(bias), out4, geom, launch,
                 workspace)
@@ -441,11 +442,11 @@ def _bias_grad(grad_out4, layout, out=None):
     nhwc = layout == "NHWC"
     n = grad_out4.shape[0]
     channels = grad_out4.shape[3] if nhwc else grad_out4.shape[1]
-    result = np.empty(channels, dtype=grad_out4.dtype)
+    result = _memory.empty(channels, grad_out4.dtype)
     if grad_out4.size == 0:
         result.fill(0)
     else:
-        partials = np.empty(_BIAS_ROW_BLOCKS * channels if nhwc else 0, dtype=grad_out4.dtype)
+        partials = _memory.empty(_BIAS_ROW_BLOCKS * channels if nhwc else 0, grad_out4.dtype)
         _conv.bias_grad(grad_out4.reshape(-1), result, partials, n, channels,
                         grad_out4.size // (n * channels), nhwc, get_num_threads())
     if out is None:
@@ -490,12 +491,12 @@ def conv2d_backward(grad_output, x, weight, *, stride=1, padding=0, dilation=1, 
                          f"for input {x.shape} and weight {weight.shape}), got "
                          f"{grad_output.shape}")
     grad_out4 = np.ascontiguousarray(grad_output if batched else grad_output[np.newaxis])
-    grad_x4 = np.empty(x4.shape, dtype=x.dtype) if needs_input_grad else None
+    grad_x4 = _memory.empty(x4.shape, x.dtype) if needs_input_grad else None
     grad_w = np.zeros(weight.shape, dtype=x.dtype) if needs_weight_grad else None
     launch = plan_launch(geom, x.dtype.itemsize, weight_grad=needs_weight_grad,
                          shared_columns=True, backward=True)
-    workspace = np.empty(launch.workspace, dtype=x.dtype)
-    partials = np.empty(launch.partials, dtype=x.dtype)
+    workspace = _memory.empty(launch.workspace, x.dtype)
+    partials = _memory.empty(launch.partials, x.dtype)
     run_backward(grad_out4, np.ascontiguousarray(x4), np.ascontiguousarray(weight), grad_x4,
                  grad_w, geom, launch, workspace, partials)
     grad_b = _bias_grad(grad_out4, layout) if needs_bias_grad else None
@@ -574,11 +575,11 @@ def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0
     _check_blas_range(fn, geom)
     shape4 = image_shape
     out = geo.check_out(out, shape4 if batched else shape4[1:], x.dtype, [x, weight, bias], fn)
-    out4 = np.empty(shape4, dtype=x.dtype) if out is None else out.reshape(shape4)
+    out4 = _memory.result(out, shape4, x.dtype)
     if out4.size:
         launch = plan_launch(geom, x.dtype.itemsize, fn=fn, shared_columns=True,
                              backward=True)
-        workspace = np.empty(launch.workspace, dtype=x.dtype)
+        workspace = _memory.empty(launch.workspace, x.dtype)
         run_backward(np.ascontiguousarray(x4), None, np.ascontiguousarray(weight), out4, None,
                      geom, launch, workspace, _empty(x.dtype))
         if bias is not None:

@@ -36,6 +36,7 @@ import dask.array as da
 import numpy as np
 
 import fastconv
+from fastconv import _memory
 from fastconv import geometry as geo
 from fastconv.conv import _check_bias, _conv_geometry
 from fastconv.im2col import _check_movable_dtype
@@ -449,7 +450,7 @@ def rmac(x, levels=3, overlap=0.4, eps=1e-6, *, whiten=None, normalize=True, lay
 def _regions_block(starts, boxes, block_info=None):
     """Rows of the images starting at starts[0]: each image's boxes with its batch index."""
     count = block_info[None]["chunk-shape"][0] // len(boxes)
-    rois = np.empty((count, len(boxes), 5), dtype=np.float32)
+    rois = _memory.empty((count, len(boxes), 5), np.float32)
     images = np.arange(starts[0], starts[0] + count, dtype=np.int64)
     rois[:, :, 0] = images.astype(np.float32)[:, np.newaxis]
     rois[:, :, 1:] = boxes[:, 1:]
@@ -482,7 +483,7 @@ def rmac_regions(x, scales=3, overlap=0.4, *, layout="NCHW"):
     one_image = (1,) + tuple(x.shape[1:])
     boxes = fastconv.rmac_regions(one_image, scales, overlap, layout=layout)
     if x.shape[0] == 0 or len(boxes) == 0:
-        return da.from_array(np.empty((0, 5), dtype=np.float32))
+        return da.from_array(_memory.empty((0, 5), np.float32))
     counts = x.chunks[0]
     starts = da.from_array(np.cumsum((0,) + counts[:-1], dtype=np.int64), chunks=1)
     return da.map_blocks(_regions_block, starts, boxes, new_axis=1,

@@ -223,10 +223,12 @@ class Window:
 
     @property
     def is_pointwise(self):
-        """1×1, stride 1, no padding: each output position reads exactly its own pixel, so
-        the image is its own column matrix."""
+        """1×1, stride 1, no padding, and as many outputs as pixels: each output position
+        reads exactly its own pixel, so the image is its own column matrix. (A transposed
+        convolution's output_padding makes its image larger than that: not pointwise.)"""
         return (self.kernel_size == (1, 1) and self.stride == (1, 1)
-                and self.padding == ((0, 0), (0, 0)))
+                and self.padding == ((0, 0), (0, 0))
+                and (self.out_h, self.out_w) == (self.height, self.width))
 
     def kernel_struct(self):
         """The dict that Cython converts to its `Geometry` struct."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from fastconv import _memory
 from fastconv import geometry as geo
 from fastconv._kernels import _im2col
 from fastconv.threads import get_num_threads
@@ -136,7 +137,7 @@ def _checked_im2col(x, kernel_size, stride, padding, dilation, layout, out, fn, 
     shape = _columns_shape(n, window, layout)
     result_shape = shape if batched else shape[1:]
     out = geo.check_out(out, result_shape, x.dtype, [x], fn)
-    cols = np.empty(shape, dtype=x.dtype) if out is None else out.reshape(shape)
+    cols = _memory.result(out, shape, x.dtype)
     _im2col_into(x4, window, layout, cols)
     if out is not None:
         return out
@@ -212,7 +213,7 @@ def _checked_col2im(cols, output_size, kernel_size, stride, padding, dilation, l
     shape = _image_shape(cols3.shape[0], window, layout)
     result_shape = shape if batched else shape[1:]
     out = geo.check_out(out, result_shape, cols.dtype, [cols], fn)
-    image = np.empty(shape, dtype=cols.dtype) if out is None else out.reshape(shape)
+    image = _memory.result(out, shape, cols.dtype)
     _col2im_into(cols3, window, layout, image)
     if out is not None:
         return out

@@ -6,6 +6,7 @@ import threading
 
 import numpy as np
 
+from fastconv import _memory
 from fastconv import geometry as geo
 from fastconv.conv import (_bias_grad, _check_blas_range, _conv_geometry, plan_launch,
                            run_backward, run_forward)
@@ -148,9 +149,9 @@ class Conv2D:
         _, forward, backward = cached
         columns = max(forward.workspace, backward.workspace)
         if self._workspace.size < columns:
-            self._workspace = np.empty(columns, dtype=self.dtype)
+            self._workspace = _memory.empty(columns, self.dtype)
         if self._partials.size < backward.partials:
-            self._partials = np.empty(backward.partials, dtype=self.dtype)
+            self._partials = _memory.empty(backward.partials, self.dtype)
         return cached
 
     def _check_input(self, x, fn):
@@ -170,8 +171,7 @@ class Conv2D:
             geom, launch, _ = self._plan_for(x4, x.shape)
             shape = geom.output_shape if batched else geom.output_shape[1:]
             out = geo.check_out(out, shape, self.dtype, [x, self.weight, self.bias], fn)
-            out4 = (np.empty(geom.output_shape, dtype=self.dtype) if out is None
-                    else out.reshape(geom.output_shape))
+            out4 = _memory.result(out, geom.output_shape, self.dtype)
             x4 = np.ascontiguousarray(x4)
             run_forward(x4, self.weight, self.bias, out4, geom, launch, self._workspace)
             self._saved.input = (x4, batched)
@@ -199,7 +199,7 @@ class Conv2D:
                 raise ValueError(f"{fn}: expected grad_output of shape {expected}, got "
                                  f"{grad_output.shape}")
             grad_out4 = np.ascontiguousarray(grad_output).reshape(geom.output_shape)
-            grad_x4 = np.empty(x4.shape, dtype=self.dtype)
+            grad_x4 = _memory.empty(x4.shape, self.dtype)
             run_backward(grad_out4, x4, self.weight, grad_x4, self.weight_grad, geom, launch,
                          self._workspace, self._partials,
                          capped=self.max_workspace_bytes is not None)

@@ -39,6 +39,7 @@ import numbers
 import numpy as np
 
 from fastconv import cpu
+from fastconv import _memory
 from fastconv import geometry as geo
 from fastconv.threads import get_num_threads
 
@@ -165,7 +166,7 @@ def _level_boxes(height, width, scales, overlap, starts, x_outer):
         else:
             y1, x1 = np.repeat(ys, len(xs)), np.tile(xs, len(ys))
         blocks.append(np.stack([x1, y1, x1 + side - 1, y1 + side - 1], axis=1))
-    return np.concatenate(blocks) if blocks else np.empty((0, 4), dtype=np.int64)
+    return np.concatenate(blocks) if blocks else _memory.empty((0, 4), np.int64)
 
 
 @functools.lru_cache(maxsize=64)
@@ -227,9 +228,9 @@ def rmac_regions(shape_or_x, scales=3, overlap=0.4, *, layout="NCHW"):
     overlap = _check_overlap(overlap, fn)
     batch, channels, height, width = _map_size(shape_or_x, layout, fn)
     if 0 in (batch, channels, height, width):
-        return np.empty((0, 5), dtype=np.float32)
+        return _memory.empty((0, 5), np.float32)
     count = _region_count(height, width, scales, overlap)
-    rois = np.empty((batch, count, 5), dtype=np.float32)  # fails here if absurdly large
+    rois = _memory.empty((batch, count, 5), np.float32)  # fails here if absurdly large
     rois[:, :, 0] = np.arange(batch, dtype=np.float32)[:, np.newaxis]
     rois[:, :, 1:] = _caffe2_boxes(height, width, scales, overlap)
     return rois.reshape(batch * count, 5)
@@ -319,7 +320,7 @@ def roi_max_pool(x, rois, *, layout="NCHW"):
     batch, channels, height, width = geo.image_dims(x4.shape, layout)
     boxes = _check_rois(rois, batch, height, width, batched, fn)
     count = boxes.size // 5
-    pooled = np.empty((count, channels), dtype=x.dtype)
+    pooled = _memory.empty((count, channels), x.dtype)
     if pooled.size == 0:
         return pooled
     nhwc = layout == "NHWC"
@@ -327,7 +328,7 @@ def roi_max_pool(x, rois, *, layout="NCHW"):
     areas = ((boxes[3::5] - boxes[1::5] + 1) * (boxes[4::5] - boxes[2::5] + 1)).sum()
     threads = _num_threads_for(int(areas) * channels)
     block = _channel_block(channels, 1, count, threads) if nhwc else 1
-    work = np.empty(threads * width, dtype=x.dtype)
+    work = _memory.empty(threads * width, x.dtype)
     _rmac.roi_max_pool(np.ascontiguousarray(x4).reshape(-1), boxes, pooled.reshape(-1), work,
                        channels, height, width, nhwc, block, threads)
     return pooled
@@ -384,7 +385,7 @@ def _region_maxima_into(x4, plan, layout, maxima):
     nhwc = layout == "NHWC"
     threads = _num_threads_for(x4.size)
     block = _channel_block(channels, plan.per_channel, batch, threads)
-    work = np.empty(threads * (plan.per_channel * block + width), dtype=x4.dtype)
+    work = _memory.empty(threads * (plan.per_channel * block + width), x4.dtype)
     _rmac.rmac_region_max(np.ascontiguousarray(x4).reshape(-1), maxima.reshape(-1), work,
                           plan.row_cuts, plan.col_cuts, plan.band_segments, plan.band_regions,
                           plan.region_index, plan.region_segments, batch, channels, height,
@@ -487,8 +488,8 @@ def rmac(x, levels=3, overlap=0.4, eps=1e-6, *, whiten=None, normalize=True, lay
         return descriptor if batched else descriptor[0]
     # Allocated before the plan is built: an absurd `levels` on a large map fails here
     # with MemoryError instead of building regions for ever.
-    maxima = np.empty((batch, _region_count(height, width, levels, overlap) + 1, channels),
-                      dtype=x.dtype)
+    maxima = _memory.empty((batch, _region_count(height, width, levels, overlap) + 1, channels),
+                           x.dtype)
     plan = _rmac_plan(height, width, levels, overlap)
     _region_maxima_into(x4, plan, layout, maxima)
     vectors = _l2n(maxima, eps)  # (N, R, C)

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from fastconv import _memory
 from fastconv import geometry as geo
 from fastconv._kernels import _spacebatch
 from fastconv.conv import _check_arrays, _check_bias, _check_blas_range, _conv_geometry, conv2d
@@ -140,7 +141,7 @@ def _checked_space_to_batch(x, block_size, padding, layout, out, fn, name):
     g = _blocks_geometry(geo.image_dims(x4.shape, layout), block, padding, fn)
     shape = _blocks_shape(g, layout)
     out = geo.check_out(out, shape, x.dtype, [x], fn)
-    blocks = np.empty(shape, dtype=x.dtype) if out is None else out
+    blocks = _memory.result(out, shape, x.dtype)
     _space_to_batch_into(x4, g, layout, blocks)
     return blocks
 
@@ -157,7 +158,7 @@ def _checked_batch_to_space(y, block_size, crops, layout, out, fn, name, single=
     g = _image_geometry(y.shape, block, crops, layout, fn, name)
     shape = _image_shape_of(g, layout)
     out = geo.check_out(out, shape[1:] if single else shape, y.dtype, [y], fn)
-    image = np.empty(shape, dtype=y.dtype) if out is None else out.reshape(shape)
+    image = _memory.result(out, shape, y.dtype)
     _batch_to_space_into(y, g, layout, image)
     if out is not None:
         return out

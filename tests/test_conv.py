@@ -1028,6 +1028,34 @@ def test_valid_output_padding_below_dilation_is_accepted(rng):
     assert y.shape == (1, 3, 9, 9)
 
 
+
+@pytest.mark.parametrize("with_out", [False, True], ids=["new", "out"])
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("output_padding, dilation", [((1, 0), (2, 1)), ((0, 2), (1, 3)),
+                                                      (1, 2)])
+def test_conv_transpose2d_1x1_output_padding_writes_every_element(
+        rng, monkeypatch, layout, output_padding, dilation, with_out):
+    """Issue 19: with a 1×1 kernel at stride 1 the output_padding rows and columns (allowed
+    by a dilation > 1) hold the bias alone. Buffers are poisoned (NaN), so an element the
+    kernels leave unwritten shows up instead of whatever the allocator left there."""
+    monkeypatch.setattr(fastconv._memory, "POISON", True)
+    x = rng.standard_normal((2, 3, 2, 3))
+    w = rng.standard_normal((3, 4, 1, 1))
+    b = rng.standard_normal(4)
+    oph, opw = pair(output_padding)
+    expected = np.zeros((2, 4, 2 + oph, 3 + opw))
+    expected[:, :, :2, :3] = np.einsum("nchw,co->nohw", x, w[:, :, 0, 0])
+    expected += b[:, None, None]
+    if layout == "NHWC":
+        x, w = x.transpose(0, 2, 3, 1), w.transpose(2, 3, 1, 0)  # w: (kh, kw, C_out, C_in)
+        expected = expected.transpose(0, 2, 3, 1)
+    out = np.zeros(expected.shape) if with_out else None
+    y = conv_transpose2d(x, w, b, output_padding=output_padding, dilation=dilation,
+                         layout=layout, out=out)
+    assert y.shape == expected.shape
+    np.testing.assert_allclose(y, expected, rtol=1e-12, atol=1e-12)
+
+
 # ================================================================== property test
 @st.composite
 def conv_cases(draw):

@@ -893,7 +893,9 @@ def conv_arrays(draw, clean, transposed=False, grouped=True, giant=False):
     if depthwise:
         cin_g = 1  # groups == C_in: the direct depthwise kernels
     cin, cout = cin_g * g, cout_g * g
-    kh, kw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    # 1×1 kernels often: their GEMM-only paths (no im2col) have edge cases of their own
+    kh, kw = draw(weighted((3, st.tuples(st.integers(1, 3), st.integers(1, 3))),
+                           (1, st.just((1, 1)))))
     n, h, w = draw(st.integers(0, 3)), draw(st.integers(0, 6)), draw(st.integers(0, 6))
     huge_map = giant and not clean and draw(st.integers(0, 30)) == 0
     if huge_map:
@@ -973,6 +975,8 @@ def conv_model(problems, fn, x, weight, bias, groups, stride_arg, padding_arg, d
     if padding in ("same", "valid"):
         padding = resolve_strings(problems, fn, padding, kernel, stride, dilation)
     if problems:
+        if not transposed:  # a window larger than the padded input is a fault of its own
+            window(problems, fn, (h, w), kernel, stride, padding, dilation)
         return None
     parsed = dict(layout=layout, dtype=dtypes[0], n=n, c=c, h=h, w=w, cout=cout,
                   kernel=kernel, stride=stride, padding=padding, dilation=dilation,
@@ -1124,9 +1128,15 @@ def conv_transpose2d_cases(draw):
     clean = draw(st.integers(0, 3)) > 0  # 3 in 4 calls draw no deliberately bad argument
     fn = "conv_transpose2d"
     layout_arg, x, weight, bias, groups = draw(conv_arrays(clean, transposed=True))
-    stride_arg = draw(pair_value(1, 3, clean=clean))
-    dilation_arg = draw(pair_value(1, 2, clean=clean))
-    padding_arg = draw(padding_value(hi=2, clean=clean))
+    if clean and draw(st.integers(0, 3)) == 0:
+        # Stride 1, no padding, output_padding from the dilation alone: with a 1×1 kernel
+        # the output is larger than the input, so no GEMM writes its last rows/columns
+        stride_arg, padding_arg = 1, 0
+        dilation_arg = draw(pair_value(1, 3, clean=True))
+    else:
+        stride_arg = draw(pair_value(1, 3, clean=clean))
+        dilation_arg = draw(pair_value(1, 2, clean=clean))
+        padding_arg = draw(padding_value(hi=2, clean=clean))
     output_padding_arg = draw(weighted((6, st.just(0)), (3, pair_value(0, 2, minimum=0))))
     problems = Problems()
     parsed = conv_model(problems, fn, x, weight, bias, groups, stride_arg, padding_arg,

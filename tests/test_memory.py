@@ -1,0 +1,84 @@
+"""The allocation helper and its poisoned test mode (issue 19).
+
+``FASTCONV_POISON=1`` fills every buffer fastconv allocates (and every ``out=``) before the
+kernels run, so an element they leave unwritten shows up as NaN / 0xA5 bytes. CI runs the
+whole suite and the fuzz run in that mode once; these tests check the mode itself, and
+that no module allocates a result around it.
+"""
+from __future__ import annotations
+
+import pathlib
+import re
+
+import numpy as np
+import pytest
+
+import fastconv
+from fastconv import _memory
+
+
+@pytest.fixture
+def poisoned(monkeypatch):
+    monkeypatch.setattr(_memory, "POISON", True)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_poisoned_float_buffers_are_nan(poisoned, dtype):
+    array = _memory.empty((3, 4), dtype)
+    assert array.shape == (3, 4) and array.dtype == dtype
+    assert np.isnan(array).all()
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.uint16, np.int64, np.bool_])
+def test_poisoned_other_buffers_hold_the_poison_byte(poisoned, dtype):
+    array = _memory.empty((2, 5), dtype)
+    assert (array.view(np.uint8) == _memory.POISON_BYTE).all()
+
+
+def test_poisoned_out_is_filled_and_returned_as_is(poisoned):
+    out = np.zeros((2, 3))
+    assert _memory.result(out, (2, 3), out.dtype) is out
+    assert np.isnan(out).all()
+    flat = np.zeros(6)
+    view = _memory.result(flat, (2, 3), flat.dtype)
+    assert view.base is flat and np.isnan(flat).all()
+
+
+def test_plain_mode_leaves_out_alone(monkeypatch):
+    monkeypatch.setattr(_memory, "POISON", False)
+    out = np.arange(6.0)
+    assert _memory.result(out, (6,), out.dtype) is out
+    np.testing.assert_array_equal(out, np.arange(6.0))
+
+
+def test_poisoned_results_are_still_fully_written(poisoned, rng):
+    """Every public operator through the poisoned buffers: nothing NaN comes back."""
+    x = rng.standard_normal((2, 3, 6, 5)).astype(np.float32)
+    w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+    y = fastconv.conv2d(x, w, padding=1)
+    grads = fastconv.conv2d_backward(y, x, w, padding=1)
+    results = [y, *grads, fastconv.im2col(x, 3),
+               fastconv.col2im(fastconv.im2col(x, 2), (6, 5), 2),
+               fastconv.conv_transpose2d(y, w, stride=2,
+                                         output_padding=1),
+               fastconv.space_to_batch(x, 2, padding=((0, 0), (1, 0))),
+               fastconv.rmac(x), fastconv.rmac_regions(x.shape)]
+    for result in results:
+        assert not np.isnan(result).any()
+
+
+# Modules whose np.empty calls are not results: the oracles, the benchmark and probes.
+NOT_RESULTS = {"reference.py", "bench.py", "compare.py"}
+
+
+def test_no_module_allocates_around_the_helper():
+    """A result allocated with np.empty directly would escape the poisoned run."""
+    package = pathlib.Path(fastconv.__file__).parent
+    offenders = []
+    for path in sorted(package.rglob("*.py")):
+        if path.name in NOT_RESULTS or path.name == "_memory.py":
+            continue
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            if re.search(r"np\.empty(_like)?\((?!\(0,\)|0,|probe_shape)", line):
+                offenders.append(f"{path.relative_to(package)}:{number}: {line.strip()}")
+    assert not offenders, "allocate results with fastconv._memory:\n" + "\n".join(offenders)
