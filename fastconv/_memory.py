@@ -1,4 +1,5 @@
-"""Every result and workspace buffer fastconv allocates comes from here.
+"""Every result and workspace buffer fastconv allocates comes from here, and the flat
+views of them that the kernels take.
 
 With ``FASTCONV_POISON=1`` in the environment (a test mode; CI runs the suite and the fuzz
 run in it once) each such buffer, and each ``out=`` buffer a caller passes, is filled with
@@ -44,3 +45,15 @@ def result(out, shape, dtype):
     if POISON:
         poison(buffer)
     return buffer
+
+
+_UNSIGNED_BY_SIZE = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
+
+
+def kernel_view(array):
+    """The flat C-contiguous buffer a kernel takes: floats as they are, integers and bools
+    as the unsigned integer of the same width (copies keep every bit; sums wrap as NumPy's)."""
+    flat = array.reshape(-1)
+    if array.dtype.kind == "f":
+        return flat
+    return flat.view(_UNSIGNED_BY_SIZE[array.dtype.itemsize])

@@ -36,10 +36,8 @@ import dask.array as da
 import numpy as np
 
 import fastconv
-from fastconv import _memory
+from fastconv import _memory, _validate
 from fastconv import geometry as geo
-from fastconv.conv import _check_bias, _conv_geometry
-from fastconv.im2col import _check_movable_dtype
 
 __all__ = ["conv2d", "layer_forward", "im2col", "space_to_batch", "rmac", "rmac_regions"]
 
@@ -146,19 +144,19 @@ def _conv2d_block(block, weight, bias, *, stride, padding, dilation, groups, lay
 
 
 def _conv2d(x, weight, bias, stride, padding, dilation, groups, layout, fn):
-    layout = geo.normalize_layout(layout, fn)
+    layout = _validate.normalize_layout(layout, fn)
     _check_dask_input(x, "input", fn, "conv2d")
-    geo.check_float_dtype(x, "input", fn)
-    weight = geo.as_array(weight, "weight", fn)
-    geo.check_float_dtype(weight, "weight", fn)
+    _validate.check_float_dtype(x, "input", fn)
+    weight = _validate.as_array(weight, "weight", fn)
+    _validate.check_float_dtype(weight, "weight", fn)
     if bias is not None:
-        bias = geo.as_array(bias, "bias", fn)
-        geo.check_float_dtype(bias, "bias", fn)
-    geo.check_same_dtype(fn, input=x, weight=weight, bias=bias)
+        bias = _validate.as_array(bias, "bias", fn)
+        _validate.check_float_dtype(bias, "bias", fn)
+    _validate.check_same_dtype(fn, input=x, weight=weight, bias=bias)
     if weight.ndim != 4:
         raise ValueError(f"{fn}: expected a 4-D weight, got shape {weight.shape}")
-    geom = _conv_geometry(fn, x, weight, stride, padding, dilation, groups, layout, x.shape)
-    _check_bias(fn, bias, geom.out_channels)
+    geom = geo.conv2d_geometry(fn, x, weight, stride, padding, dilation, groups, layout, x.shape)
+    _validate.check_bias(fn, bias, geom.out_channels)
     c_axis, h_axis, w_axis = _axes(layout)
     _require_one_chunk(x, [c_axis], layout, "input", fn,
                        "every output channel reads all input channels of its group")
@@ -294,11 +292,11 @@ def im2col(x, kernel_size, *, stride=1, padding=0, dilation=1, layout="NCHW"):
         Equal to ``fastconv.im2col`` of the whole array.
     """
     fn = "fastconv.dask.im2col"
-    layout = geo.normalize_layout(layout, fn)
+    layout = _validate.normalize_layout(layout, fn)
     _check_dask_input(x, "x", fn, "im2col")
-    _check_movable_dtype(x, "x", fn)
+    _validate.check_movable_dtype(x, "x", fn)
     c_axis, h_axis, w_axis = _axes(layout)
-    _, channels, height, width = geo.image_dims(x.shape, layout)
+    _, channels, height, width = _validate.image_dims(x.shape, layout)
     window = geo.make_window(channels, height, width, kernel_size, stride, padding, dilation,
                              fn)
     _require_one_chunk(x, [h_axis, w_axis], layout, "x", fn,
@@ -360,13 +358,13 @@ def space_to_batch(x, block_size, padding=0, *, layout="NCHW"):
     function = getattr(fastconv, "space_to_batch", None)
     if function is None:
         raise NotImplementedError(f"{fn}: this fastconv has no space_to_batch (SPEC §3)")
-    layout = geo.normalize_layout(layout, fn)
+    layout = _validate.normalize_layout(layout, fn)
     _check_dask_input(x, "x", fn, "space_to_batch")
-    _check_movable_dtype(x, "x", fn)
-    block_size = geo.normalize_pair(block_size, "block_size", fn)
-    padding = geo.normalize_padding(padding, fn)
+    _validate.check_movable_dtype(x, "x", fn)
+    block_size = _validate.normalize_pair(block_size, "block_size", fn)
+    padding = _validate.normalize_padding(padding, fn)
     c_axis, h_axis, w_axis = _axes(layout)
-    _, channels, height, width = geo.image_dims(x.shape, layout)
+    _, channels, height, width = _validate.image_dims(x.shape, layout)
     padded = (height + sum(padding[0]), width + sum(padding[1]))
     if padded[0] % block_size[0] or padded[1] % block_size[1]:
         raise ValueError(f"{fn}: padded size {padded[0]}×{padded[1]} (x {height}×{width} "
@@ -419,11 +417,11 @@ def rmac(x, levels=3, overlap=0.4, eps=1e-6, *, whiten=None, normalize=True, lay
     ((512,), 20)
     """
     fn = "fastconv.dask.rmac"
-    layout = geo.normalize_layout(layout, fn)
+    layout = _validate.normalize_layout(layout, fn)
     _check_dask_input(x, "x", fn, "rmac")
-    geo.check_float_dtype(x, "x", fn)
+    _validate.check_float_dtype(x, "x", fn)
     c_axis, h_axis, w_axis = _axes(layout)
-    _, channels, height, width = geo.image_dims(x.shape, layout)
+    _, channels, height, width = _validate.image_dims(x.shape, layout)
     if height == 0 or width == 0:
         raise ValueError(f"{fn}: x has an empty {height}×{width} feature map (shape "
                          f"{x.shape}); R-MAC needs H, W >= 1")
@@ -437,7 +435,7 @@ def rmac(x, levels=3, overlap=0.4, eps=1e-6, *, whiten=None, normalize=True, lay
                           whiten=whiten, normalize=normalize, layout=layout)
     mean = projection = None
     if whiten is not None:
-        mean, projection = (np.ascontiguousarray(geo.as_array(v, "whiten", fn)) for v in whiten)
+        mean, projection = (np.ascontiguousarray(_validate.as_array(v, "whiten", fn)) for v in whiten)
     # H and W are dropped without concatenating their (single) blocks: no copy.
     index = "nchw" if layout == "NCHW" else "nhwc"
     return da.blockwise(_rmac_block, "nc", x, index, _broadcast(mean), None,
@@ -478,7 +476,7 @@ def rmac_regions(x, scales=3, overlap=0.4, *, layout="NCHW"):
         of the whole array; (0, 5) when any dimension is 0.
     """
     fn = "fastconv.dask.rmac_regions"
-    layout = geo.normalize_layout(layout, fn)
+    layout = _validate.normalize_layout(layout, fn)
     _check_dask_input(x, "x", fn, "rmac_regions")
     one_image = (1,) + tuple(x.shape[1:])
     boxes = fastconv.rmac_regions(one_image, scales, overlap, layout=layout)

@@ -1,210 +1,23 @@
-"""Argument normalisation, validation and convolution geometry (SPEC §0 and §2).
+"""Convolution geometry (docs/spec.md §0 and §2): output sizes, the sliding window the
+kernels take, and :class:`ConvGeometry`, which answers shapes and costs before any work.
 
-Every public function validates here, in Python, before any kernel runs: a kernel only
-ever sees shapes and indices that were checked. Errors name the function, the argument,
-the value received and what was expected.
+Geometry is immutable: a ConvGeometry or Window, once built, describes one convolution.
+Arguments are normalised and checked by :mod:`fastconv._validate` as they are built.
 """
 from __future__ import annotations
 
-import operator
 from dataclasses import dataclass
 
 import numpy as np
 
+from fastconv import _validate
+
 __all__ = ["ConvGeometry", "conv_output_size"]
-
-LAYOUTS = ("NCHW", "NHWC")
-FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
-
-# BLAS takes its dimensions and leading dimensions as C int.
-BLAS_INT_MAX = 2**31 - 1
-# The kernels add a few window numbers in Py_ssize_t (e.g. oh·stride − top + i·dilation,
-# −offset + stride − 1): bounding each of them, and every padded size, by 2**62 keeps all
-# such sums inside int64. No image that fits in memory comes near it.
-MAX_WINDOW_VALUE = 2**62
 
 
 def conv_output_size(size, pad_before, pad_after, kernel, stride, dilation):
     """(size + pad_before + pad_after - dilation*(kernel-1) - 1)//stride + 1, may be < 1."""
     return (size + pad_before + pad_after - dilation * (kernel - 1) - 1) // stride + 1
-
-
-def normalize_layout(layout, fn):
-    """'nchw' / 'NHWC' → 'NCHW' / 'NHWC'; anything else is a ValueError listing both."""
-    if isinstance(layout, str) and layout.upper() in LAYOUTS:
-        return layout.upper()
-    raise ValueError(f"{fn}: layout must be one of {', '.join(map(repr, LAYOUTS))} "
-                     f"(case-insensitive), got {layout!r}")
-
-
-def _as_int(value, name, fn, minimum):
-    """An int >= minimum (bools and floats rejected), else ValueError."""
-    if type(value) is int and value >= minimum:  # the common case, first (per-call cost)
-        return value
-    if isinstance(value, (bool, np.bool_)):
-        raise ValueError(f"{fn}: {name} must be an int >= {minimum}, got {value!r}")
-    try:
-        number = operator.index(value)
-    except TypeError:
-        raise ValueError(f"{fn}: {name} must be an int >= {minimum}, got {value!r}") from None
-    if number < minimum:
-        raise ValueError(f"{fn}: {name} must be >= {minimum}, got {value!r}")
-    return number
-
-
-def _is_sequence(value):
-    return isinstance(value, (tuple, list, np.ndarray))
-
-
-def normalize_pair(value, name, fn, minimum=1):
-    """int or (h, w) → (h, w), each an int >= minimum."""
-    if type(value) is int and value >= minimum:  # the common cases, first (per-call cost)
-        return (value, value)
-    if (type(value) is tuple and len(value) == 2 and type(value[0]) is int
-            and type(value[1]) is int and min(value) >= minimum):
-        return value
-    if _is_sequence(value):
-        if len(value) != 2:
-            raise ValueError(f"{fn}: {name} must be an int or a pair (h, w), got {value!r}")
-        return tuple(_as_int(v, name, fn, minimum) for v in value)
-    number = _as_int(value, name, fn, minimum)
-    return (number, number)
-
-
-def normalize_padding(value, fn, name="padding"):
-    """int, (pad_h, pad_w) or ((top, bottom), (left, right)) → ((top, bottom), (left, right))."""
-    if type(value) is int and value >= 0:  # the common cases, first (per-call cost)
-        return ((value, value), (value, value))
-    if (type(value) is tuple and len(value) == 2
-            and all(type(axis) is tuple and len(axis) == 2 and type(axis[0]) is int
-                    and type(axis[1]) is int and min(axis) >= 0 for axis in value)):
-        return value
-    expected = "an int, (pad_h, pad_w) or ((top, bottom), (left, right)) of ints >= 0"
-    if not _is_sequence(value):
-        try:
-            number = _as_int(value, name, fn, 0)
-        except ValueError:
-            raise ValueError(f"{fn}: {name} must be {expected}, got {value!r}") from None
-        return ((number, number), (number, number))
-    if len(value) != 2:
-        raise ValueError(f"{fn}: {name} must be {expected}, got {value!r}")
-    pairs = []
-    for axis in value:
-        if _is_sequence(axis):
-            if len(axis) != 2:
-                raise ValueError(f"{fn}: {name} must be {expected}, got {value!r}")
-            pairs.append(tuple(_as_int(v, name, fn, 0) for v in axis))
-        else:
-            number = _as_int(axis, name, fn, 0)
-            pairs.append((number, number))
-    if any(_is_sequence(a) for a in value) and not all(_is_sequence(a) for a in value):
-        raise ValueError(f"{fn}: {name} must be {expected}, got {value!r}")
-    return tuple(pairs)
-
-
-def resolve_conv_padding(padding, kernel_size, stride, dilation, fn):
-    """Numeric padding, or 'valid' (none) / 'same' (stride 1 only, extra pixel bottom/right)."""
-    if isinstance(padding, str):
-        mode = padding.lower()
-        if mode == "valid":
-            return ((0, 0), (0, 0))
-        if mode == "same":
-            if stride != (1, 1):
-                raise ValueError(f"{fn}: padding='same' needs stride 1, got stride={stride}")
-            pads = []
-            for k, d in zip(kernel_size, dilation):
-                total = d * (k - 1)
-                pads.append((total // 2, total - total // 2))
-            return tuple(pads)
-        raise ValueError(f"{fn}: padding must be 'valid', 'same' or a number, got {padding!r}")
-    return normalize_padding(padding, fn)
-
-
-def as_array(x, name, fn):
-    """x as an ndarray (array-likes are converted) in native byte order and aligned to its
-    element size (a copy when not: kernels load whole elements); object arrays are a
-    TypeError."""
-    array = np.asarray(x)
-    if array.dtype == object:
-        raise TypeError(f"{fn}: {name} has unsupported dtype object")
-    if not array.dtype.isnative:  # kernels compute in the machine's byte order
-        array = array.astype(array.dtype.newbyteorder("="))
-    if not array.flags.aligned:
-        array = array.copy()
-    return array
-
-
-def normalize_shape(shape, name, fn, ndims=(3, 4)):
-    """A shape given as a sequence of ints >= 0 with an allowed length → tuple of ints."""
-    try:
-        dims = tuple(operator.index(s) for s in shape)
-    except TypeError:
-        raise ValueError(f"{fn}: {name} must be a tuple of ints, got {shape!r}") from None
-    if len(dims) not in ndims:
-        raise ValueError(f"{fn}: {name} must have {' or '.join(map(str, ndims))} dimensions, "
-                         f"got {dims}")
-    if any(d < 0 for d in dims):
-        raise ValueError(f"{fn}: {name} must not have negative sizes, got {dims}")
-    return dims
-
-
-def check_float_dtype(array, name, fn):
-    """float32 / float64 only, for arithmetic operators."""
-    if array.dtype not in FLOAT_DTYPES:
-        raise TypeError(f"{fn}: {name} must be float32 or float64, got dtype {array.dtype}")
-
-
-def check_same_dtype(fn, **arrays):
-    """All given arrays share one dtype, else a TypeError naming each."""
-    named = [(name, a) for name, a in arrays.items() if a is not None]
-    first_name, first = named[0]
-    for name, array in named[1:]:
-        if array.dtype != first.dtype:
-            raise TypeError(f"{fn}: {first_name} has dtype {first.dtype} but {name} has dtype "
-                            f"{array.dtype}; convert one (no implicit casting)")
-
-
-def split_batch(x, name, fn, layout):
-    """4-D → (x, True); 3-D one image → (x[None], False); other ndim is a ValueError."""
-    axes = "(N, C, H, W)" if layout == "NCHW" else "(N, H, W, C)"
-    single = "(C, H, W)" if layout == "NCHW" else "(H, W, C)"
-    if x.ndim == 4:
-        return x, True
-    if x.ndim == 3:
-        return x[np.newaxis], False
-    raise ValueError(f"{fn}: expected {name} of shape {axes} or {single} for layout "
-                     f"{layout!r}, got shape {x.shape} ({x.ndim}-D)")
-
-
-def image_dims(shape4, layout):
-    """(N, C, H, W) of a 4-D shape in the given layout."""
-    if layout == "NCHW":
-        return shape4
-    n, h, w, c = shape4
-    return (n, c, h, w)
-
-
-def check_out(out, shape, dtype, inputs, fn):
-    """`out` must be a C-contiguous writable ndarray of exact shape and dtype, sharing no memory
-    with any input; returns it (or None)."""
-    if out is None:
-        return None
-    if not isinstance(out, np.ndarray):
-        raise ValueError(f"{fn}: out must be a numpy.ndarray, got {type(out).__name__}")
-    if out.shape != tuple(shape):
-        raise ValueError(f"{fn}: out must have shape {tuple(shape)}, got {out.shape}")
-    if out.dtype != dtype:
-        raise ValueError(f"{fn}: out must have dtype {dtype}, got {out.dtype}")
-    if not out.flags.c_contiguous:
-        raise ValueError(f"{fn}: out must be C-contiguous")
-    if not out.flags.aligned:
-        raise ValueError(f"{fn}: out must be aligned to its {out.dtype.itemsize}-byte elements")
-    if not out.flags.writeable:
-        raise ValueError(f"{fn}: out is read-only")
-    for array in inputs:
-        if array is not None and np.may_share_memory(out, array):
-            raise ValueError(f"{fn}: out overlaps an input; pass a separate buffer")
-    return out
 
 
 @dataclass(frozen=True)
@@ -245,23 +58,23 @@ class Window:
 def make_window(channels, height, width, kernel_size, stride, padding, dilation, fn,
                 input_desc="input"):
     """Validate geometry and compute the output size; the window must fit the padded input."""
-    kernel_size = normalize_pair(kernel_size, "kernel_size", fn)
-    stride = normalize_pair(stride, "stride", fn)
-    dilation = normalize_pair(dilation, "dilation", fn)
-    padding = normalize_padding(padding, fn)  # idempotent on the normalised form
+    kernel_size = _validate.normalize_pair(kernel_size, "kernel_size", fn)
+    stride = _validate.normalize_pair(stride, "stride", fn)
+    dilation = _validate.normalize_pair(dilation, "dilation", fn)
+    padding = _validate.normalize_padding(padding, fn)  # idempotent on the normalised form
     for name, value in (("kernel_size", kernel_size), ("stride", stride),
                         ("dilation", dilation)):
-        if max(value) > MAX_WINDOW_VALUE:
+        if max(value) > _validate.MAX_WINDOW_VALUE:
             raise ValueError(f"{fn}: {name}={value} exceeds the largest supported value "
-                             f"2**62 = {MAX_WINDOW_VALUE}")
+                             f"2**62 = {_validate.MAX_WINDOW_VALUE}")
     out = []
     for axis, size, (before, after), k, s, d in zip(
             ("height", "width"), (height, width), padding, kernel_size, stride, dilation):
-        if size + before + after > MAX_WINDOW_VALUE:
+        if size + before + after > _validate.MAX_WINDOW_VALUE:
             raise ValueError(
                 f"{fn}: padding={padding} makes the padded {input_desc} {axis} "
                 f"{size} + {before} + {after} = {size + before + after}, larger than the "
-                f"largest supported size 2**62 = {MAX_WINDOW_VALUE}")
+                f"largest supported size 2**62 = {_validate.MAX_WINDOW_VALUE}")
         extent = d * (k - 1) + 1
         if size + before + after < extent:
             raise ValueError(
@@ -273,7 +86,7 @@ def make_window(channels, height, width, kernel_size, stride, padding, dilation,
 
 
 class ConvGeometry:
-    """Shapes and costs of a convolution, answered before any work (SPEC §2).
+    """Shapes and costs of a convolution, answered before any work (docs/spec.md §2).
 
     Parameters
     ----------
@@ -290,32 +103,51 @@ class ConvGeometry:
         One GEMM per image and group: M = C_out/groups, K = C_in/groups·kh·kw, N = OH·OW.
     flops : int
         2 × multiply-adds over the whole batch (bias excluded).
+
+    A ConvGeometry is immutable (assigning an attribute is an AttributeError).
     """
+
+    __slots__ = ("layout", "input_shape", "batched", "batch", "in_channels", "height",
+                 "width", "out_channels", "groups", "kernel_size", "stride", "dilation",
+                 "padding", "window", "out_h", "out_w")
 
     def __init__(self, input_shape, out_channels, kernel_size, stride=1, padding=0,
                  dilation=1, groups=1, *, layout="NCHW", fn="ConvGeometry"):
-        self.layout = normalize_layout(layout, fn)
-        shape = normalize_shape(input_shape, "input_shape", fn)
-        self.input_shape = shape
-        self.batched = len(shape) == 4
-        shape4 = shape if self.batched else (1,) + shape
-        self.batch, self.in_channels, self.height, self.width = image_dims(shape4, self.layout)
-        self.out_channels = _as_int(out_channels, "out_channels", fn, 1)
-        self.groups = _as_int(groups, "groups", fn, 1)
-        if self.in_channels % self.groups or self.out_channels % self.groups:
+        layout = _validate.normalize_layout(layout, fn)
+        shape = _validate.normalize_shape(input_shape, "input_shape", fn)
+        shape4 = shape if len(shape) == 4 else (1,) + shape
+        batch, in_channels, height, width = _validate.image_dims(shape4, layout)
+        out_channels = _validate.as_int(out_channels, "out_channels", fn, 1)
+        groups = _validate.as_int(groups, "groups", fn, 1)
+        if in_channels % groups or out_channels % groups:
             raise ValueError(
-                f"{fn}: groups={self.groups} must divide in_channels ({self.in_channels}) and "
-                f"out_channels ({self.out_channels})")
-        if self.in_channels == 0:
+                f"{fn}: groups={groups} must divide in_channels ({in_channels}) and "
+                f"out_channels ({out_channels})")
+        if in_channels == 0:
             raise ValueError(f"{fn}: input has 0 channels, shape {shape}")
-        self.kernel_size = normalize_pair(kernel_size, "kernel_size", fn)
-        self.stride = normalize_pair(stride, "stride", fn)
-        self.dilation = normalize_pair(dilation, "dilation", fn)
-        self.padding = resolve_conv_padding(padding, self.kernel_size, self.stride,
-                                            self.dilation, fn)
-        self.window = make_window(self.in_channels, self.height, self.width, self.kernel_size,
-                                  self.stride, self.padding, self.dilation, fn)
-        self.out_h, self.out_w = self.window.out_h, self.window.out_w
+        kernel_size = _validate.normalize_pair(kernel_size, "kernel_size", fn)
+        stride = _validate.normalize_pair(stride, "stride", fn)
+        dilation = _validate.normalize_pair(dilation, "dilation", fn)
+        padding = _validate.resolve_conv_padding(padding, kernel_size, stride, dilation, fn)
+        window = make_window(in_channels, height, width, kernel_size, stride, padding,
+                             dilation, fn)
+        self._fill(layout, shape, batch, in_channels, height, width, out_channels, groups,
+                   window)
+
+    def _fill(self, layout, input_shape, batch, in_channels, height, width, out_channels,
+              groups, window):
+        """Set every attribute once (the constructors' common end)."""
+        fields = dict(layout=layout, input_shape=input_shape,
+                      batched=len(input_shape) == 4, batch=batch, in_channels=in_channels,
+                      height=height, width=width, out_channels=out_channels, groups=groups,
+                      kernel_size=window.kernel_size, stride=window.stride,
+                      dilation=window.dilation, padding=window.padding, window=window,
+                      out_h=window.out_h, out_w=window.out_w)
+        for name, value in fields.items():
+            object.__setattr__(self, name, value)
+
+    def __setattr__(self, name, value):
+        raise AttributeError(f"ConvGeometry is immutable: cannot set {name!r}")
 
     @property
     def output_shape(self):
@@ -354,3 +186,76 @@ class ConvGeometry:
         return (f"ConvGeometry(input_shape={self.input_shape}, out_channels={self.out_channels}, "
                 f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, "
                 f"dilation={self.dilation}, groups={self.groups}, layout={self.layout!r})")
+
+
+def conv2d_geometry(fn, x4, weight, stride, padding, dilation, groups, layout, x_shape):
+    """The ConvGeometry of a conv2d call (4-D `x4`, a 4-D `weight` in `layout`), with the
+    channel checks in the words of docs/spec.md §0; `x_shape` is the shape the caller
+    passed (3-D or 4-D), for the messages."""
+    groups = _validate.as_int(groups, "groups", fn, 1)
+    if layout == "NCHW":
+        out_channels, cin_g, kh, kw = weight.shape
+        channels = x4.shape[1]
+    else:
+        kh, kw, cin_g, out_channels = weight.shape
+        channels = x4.shape[3]
+    if out_channels % groups:
+        raise ValueError(f"{fn}: groups={groups} must divide the weight's {out_channels} output "
+                         f"channels (weight {weight.shape})")
+    if channels != cin_g * groups:
+        raise ValueError(f"{fn}: expected input with {cin_g * groups} channels (weight "
+                         f"{weight.shape}, groups={groups}), got {channels} channels in input "
+                         f"of shape {x_shape}")
+    if kh < 1 or kw < 1 or cin_g < 1 or out_channels < 1:
+        raise ValueError(f"{fn}: weight has an empty axis, shape {weight.shape}")
+    return ConvGeometry(x4.shape, out_channels, (kh, kw), stride, padding, dilation, groups,
+                        layout=layout, fn=fn)
+
+
+def transposed_conv_geometry(fn, x4, weight, stride, padding, output_padding, groups,
+                             dilation, layout, x_shape):
+    """The geometry of a conv_transpose2d call: the conv2d whose input gradient it is, from
+    (N, C_out, OH, OW) images to `x4`'s (N, C_in, H, W), with
+    ``OH = (H − 1)·stride − top − bottom + dilation·(kh − 1) + output_padding + 1``.
+    Its window maps the OH×OW image onto H×W outputs, which output_padding can make fewer
+    than the window fits: the rows and columns it adds are read by no output."""
+    groups = _validate.as_int(groups, "groups", fn, 1)
+    if layout == "NCHW":
+        cin, cout_g, kh, kw = weight.shape
+        n, channels, h, w = x4.shape
+    else:
+        kh, kw, cout_g, cin = weight.shape
+        n, h, w, channels = x4.shape
+    if channels != cin:
+        raise ValueError(f"{fn}: expected input with {cin} channels (weight {weight.shape}), "
+                         f"got {channels} channels in input of shape {x_shape}")
+    if cin % groups:
+        raise ValueError(f"{fn}: groups={groups} must divide the {cin} input channels")
+    if min(kh, kw, cout_g, cin) < 1:
+        raise ValueError(f"{fn}: weight has an empty axis, shape {weight.shape}")
+    cout = cout_g * groups
+    stride = _validate.normalize_pair(stride, "stride", fn)
+    dilation = _validate.normalize_pair(dilation, "dilation", fn)
+    pads = _validate.normalize_padding(padding, fn)
+    out_pad = _validate.normalize_pair(output_padding, "output_padding", fn, minimum=0)
+    sizes = []
+    for axis, size, k, s, d, (before, after), op in zip(
+            ("height", "width"), (h, w), (kh, kw), stride, dilation, pads, out_pad):
+        if op >= max(s, d):
+            raise ValueError(f"{fn}: output_padding={out_pad} must be smaller than stride "
+                             f"{stride} or dilation {dilation} in {axis}")
+        full = (size - 1) * s + d * (k - 1) + op + 1
+        if full - before - after < 1:
+            raise ValueError(f"{fn}: padding={pads} removes the whole output {axis} "
+                             f"({full} before padding)")
+        sizes.append(full - before - after)
+    out_h, out_w = sizes
+    image_shape = (n, cout, out_h, out_w) if layout == "NCHW" else (n, out_h, out_w, cout)
+    # The window on the OH×OW image, checked as conv2d checks it (an empty x can make the
+    # image smaller than the kernel); it yields at least H×W outputs, of which H×W are used.
+    ConvGeometry(image_shape, cin, (kh, kw), stride, pads, dilation, groups, layout=layout,
+                 fn=fn)
+    geom = object.__new__(ConvGeometry)
+    geom._fill(layout, image_shape, n, cout, out_h, out_w, cin, groups,
+               Window(cout, out_h, out_w, (kh, kw), stride, pads, dilation, h, w))
+    return geom

@@ -15,40 +15,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from fastconv import _memory
+from fastconv import _memory, _tuning, _validate
 from fastconv import geometry as geo
 from fastconv._kernels import _im2col
-from fastconv.threads import get_num_threads
 
 __all__ = ["im2col", "col2im", "im2col_backward", "col2im_backward"]
-
-# Below this many elements written, one thread beats waking the OpenMP team.
-_PARALLEL_MIN_ELEMENTS = 1 << 15
-
-_UNSIGNED_BY_SIZE = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
-
-
-def _kernel_view(array):
-    """The flat C-contiguous buffer a kernel takes: floats as they are, integers and bools
-    as the unsigned integer of the same width (copies keep every bit; sums wrap as NumPy's)."""
-    flat = array.reshape(-1)
-    if array.dtype.kind == "f":
-        return flat
-    return flat.view(_UNSIGNED_BY_SIZE[array.dtype.itemsize])
-
-
-def _check_movable_dtype(x, name, fn, allow_bool=True):
-    """float32/float64, any integer, and (for pure copies) bool."""
-    kind = x.dtype.kind
-    if x.dtype in geo.FLOAT_DTYPES or kind in "iu" or (allow_bool and kind == "b"):
-        return
-    accepted = "float32, float64, integer" + (" or bool" if allow_bool else "")
-    raise TypeError(f"{fn}: {name} must be {accepted}, got dtype {x.dtype}")
-
-
-def _num_threads_for(elements):
-    return 1 if elements < _PARALLEL_MIN_ELEMENTS else get_num_threads()
-
 
 def _columns_shape(batch, window, layout):
     kh, kw = window.kernel_size
@@ -75,8 +46,8 @@ def _im2col_into(x4, window, layout, cols):
         np.copyto(cols, x4.reshape(cols.shape))
         return
     kernel = _im2col.im2col_nchw if layout == "NCHW" else _im2col.im2col_nhwc
-    kernel(_kernel_view(np.ascontiguousarray(x4)), _kernel_view(cols), window.kernel_struct(),
-           x4.shape[0], _num_threads_for(cols.size))
+    kernel(_memory.kernel_view(np.ascontiguousarray(x4)), _memory.kernel_view(cols), window.kernel_struct(),
+           x4.shape[0], _tuning.threads_for_elements(cols.size))
 
 
 def _col2im_into(cols, window, layout, image):
@@ -90,8 +61,8 @@ def _col2im_into(cols, window, layout, image):
         np.copyto(image, cols.reshape(image.shape))
         return
     kernel = _im2col.col2im_nchw if layout == "NCHW" else _im2col.col2im_nhwc
-    kernel(_kernel_view(np.ascontiguousarray(cols)), _kernel_view(image),
-           window.kernel_struct(), image.shape[0], _num_threads_for(cols.size))
+    kernel(_memory.kernel_view(np.ascontiguousarray(cols)), _memory.kernel_view(image),
+           window.kernel_struct(), image.shape[0], _tuning.threads_for_elements(cols.size))
 
 
 def im2col(x, kernel_size, *, stride=1, padding=0, dilation=1, layout="NCHW", out=None):
@@ -128,15 +99,15 @@ def im2col(x, kernel_size, *, stride=1, padding=0, dilation=1, layout="NCHW", ou
 
 def _checked_im2col(x, kernel_size, stride, padding, dilation, layout, out, fn, name):
     """im2col, validating and reporting errors as function `fn` with argument `name`."""
-    layout = geo.normalize_layout(layout, fn)
-    x = geo.as_array(x, name, fn)
-    _check_movable_dtype(x, name, fn)
-    x4, batched = geo.split_batch(x, name, fn, layout)
-    n, c, h, w = geo.image_dims(x4.shape, layout)
+    layout = _validate.normalize_layout(layout, fn)
+    x = _validate.as_array(x, name, fn)
+    _validate.check_movable_dtype(x, name, fn)
+    x4, batched = _validate.split_batch(x, name, fn, layout)
+    n, c, h, w = _validate.image_dims(x4.shape, layout)
     window = geo.make_window(c, h, w, kernel_size, stride, padding, dilation, fn)
     shape = _columns_shape(n, window, layout)
     result_shape = shape if batched else shape[1:]
-    out = geo.check_out(out, result_shape, x.dtype, [x], fn)
+    out = _validate.check_out(out, result_shape, x.dtype, [x], fn)
     cols = _memory.result(out, shape, x.dtype)
     _im2col_into(x4, window, layout, cols)
     if out is not None:
@@ -156,8 +127,8 @@ def _parse_columns(cols, output_size, kernel_size, stride, padding, dilation, la
         expected = "(N, C·kh·kw, L) or (C·kh·kw, L)" if layout == "NCHW" else \
             "(N, L, kh·kw·C) or (L, kh·kw·C)"
         raise ValueError(f"{fn}: expected {name} of shape {expected}, got shape {cols.shape}")
-    height, width = geo.normalize_pair(output_size, "output_size", fn, minimum=0)
-    kh, kw = geo.normalize_pair(kernel_size, "kernel_size", fn)
+    height, width = _validate.normalize_pair(output_size, "output_size", fn, minimum=0)
+    kh, kw = _validate.normalize_pair(kernel_size, "kernel_size", fn)
     rows = cols3.shape[1] if layout == "NCHW" else cols3.shape[2]
     if channels is None:
         if rows % (kh * kw) or rows == 0:
@@ -205,14 +176,14 @@ def col2im(cols, output_size, kernel_size, *, stride=1, padding=0, dilation=1, l
 def _checked_col2im(cols, output_size, kernel_size, stride, padding, dilation, layout, out, fn, name,
             channels=None):
     """col2im, validating and reporting errors as function `fn` with argument `name`."""
-    layout = geo.normalize_layout(layout, fn)
-    cols = geo.as_array(cols, name, fn)
-    _check_movable_dtype(cols, name, fn, allow_bool=False)
+    layout = _validate.normalize_layout(layout, fn)
+    cols = _validate.as_array(cols, name, fn)
+    _validate.check_movable_dtype(cols, name, fn, allow_bool=False)
     cols3, batched, window = _parse_columns(cols, output_size, kernel_size, stride, padding,
                                             dilation, layout, fn, name, channels)
     shape = _image_shape(cols3.shape[0], window, layout)
     result_shape = shape if batched else shape[1:]
-    out = geo.check_out(out, result_shape, cols.dtype, [cols], fn)
+    out = _validate.check_out(out, result_shape, cols.dtype, [cols], fn)
     image = _memory.result(out, shape, cols.dtype)
     _col2im_into(cols3, window, layout, image)
     if out is not None:
@@ -225,12 +196,12 @@ def im2col_backward(grad_cols, input_shape, kernel_size, *, stride=1, padding=0,
     """Gradient of :func:`im2col` with respect to its input: ``col2im`` of `grad_cols`
     (Caffe2's GetIm2ColGradient). `input_shape` is the shape of im2col's input."""
     fn = "im2col_backward"
-    layout = geo.normalize_layout(layout, fn)
-    shape = geo.normalize_shape(input_shape, "input_shape", fn)
+    layout = _validate.normalize_layout(layout, fn)
+    shape = _validate.normalize_shape(input_shape, "input_shape", fn)
     shape4 = shape if len(shape) == 4 else (1,) + shape
-    n, c, h, w = geo.image_dims(shape4, layout)
-    grad_cols = geo.as_array(grad_cols, "grad_cols", fn)
-    kh, kw = geo.normalize_pair(kernel_size, "kernel_size", fn)
+    n, c, h, w = _validate.image_dims(shape4, layout)
+    grad_cols = _validate.as_array(grad_cols, "grad_cols", fn)
+    kh, kw = _validate.normalize_pair(kernel_size, "kernel_size", fn)
     expected = _columns_shape(n, geo.make_window(c, h, w, (kh, kw), stride, padding, dilation,
                                                  fn), layout)
     expected = expected if len(shape) == 4 else expected[1:]

@@ -1,4 +1,4 @@
-"""A thin typed convolution layer that keeps its workspace between calls (SPEC §2)."""
+"""A thin typed convolution layer that keeps its workspace between calls (docs/spec.md §2)."""
 from __future__ import annotations
 
 import math
@@ -6,10 +6,8 @@ import threading
 
 import numpy as np
 
-from fastconv import _memory
+from fastconv import _engine, _memory, _validate
 from fastconv import geometry as geo
-from fastconv.conv import (_bias_grad, _check_blas_range, _conv_geometry, plan_launch,
-                           run_backward, run_forward)
 from fastconv.threads import get_num_threads
 
 __all__ = ["Conv2D"]
@@ -63,23 +61,23 @@ class Conv2D:
                  dilation=1, groups=1, bias=True, *, layout="NCHW", dtype=np.float32,
                  seed=None, max_workspace_bytes=None):
         fn = "Conv2D"
-        self.layout = geo.normalize_layout(layout, fn)
-        self.in_channels = geo._as_int(in_channels, "in_channels", fn, 1)
-        self.out_channels = geo._as_int(out_channels, "out_channels", fn, 1)
-        self.groups = geo._as_int(groups, "groups", fn, 1)
+        self.layout = _validate.normalize_layout(layout, fn)
+        self.in_channels = _validate.as_int(in_channels, "in_channels", fn, 1)
+        self.out_channels = _validate.as_int(out_channels, "out_channels", fn, 1)
+        self.groups = _validate.as_int(groups, "groups", fn, 1)
         if self.in_channels % self.groups or self.out_channels % self.groups:
             raise ValueError(f"{fn}: groups={self.groups} must divide in_channels "
                              f"({self.in_channels}) and out_channels ({self.out_channels})")
-        self.kernel_size = geo.normalize_pair(kernel_size, "kernel_size", fn)
-        self.stride = geo.normalize_pair(stride, "stride", fn)
-        self.dilation = geo.normalize_pair(dilation, "dilation", fn)
-        self.padding = geo.resolve_conv_padding(padding, self.kernel_size, self.stride,
+        self.kernel_size = _validate.normalize_pair(kernel_size, "kernel_size", fn)
+        self.stride = _validate.normalize_pair(stride, "stride", fn)
+        self.dilation = _validate.normalize_pair(dilation, "dilation", fn)
+        self.padding = _validate.resolve_conv_padding(padding, self.kernel_size, self.stride,
                                                 self.dilation, fn)
         self.dtype = np.dtype(dtype)
-        if self.dtype not in geo.FLOAT_DTYPES:
+        if self.dtype not in _validate.FLOAT_DTYPES:
             raise TypeError(f"{fn}: dtype must be float32 or float64, got {self.dtype}")
         if max_workspace_bytes is not None:
-            max_workspace_bytes = geo._as_int(max_workspace_bytes, "max_workspace_bytes", fn, 1)
+            max_workspace_bytes = _validate.as_int(max_workspace_bytes, "max_workspace_bytes", fn, 1)
         self.max_workspace_bytes = max_workspace_bytes
 
         kh, kw = self.kernel_size
@@ -102,7 +100,7 @@ class Conv2D:
         self._lock = threading.Lock()
         self._workspace = np.empty(0, dtype=self.dtype)
         self._partials = np.empty(0, dtype=self.dtype)
-        self._plans = {}       # input shape → (geometry, forward launch, backward launch)
+        self._plans = {}       # input shape → (geometry, forward plan, backward plan)
         # The last forward's input, per Python thread: forward/backward pairs made in
         # different threads each get their own.
         self._saved = threading.local()
@@ -124,24 +122,24 @@ class Conv2D:
         return self._workspace.nbytes + self._partials.nbytes
 
     def _plan_for(self, x4, x_shape):
-        """Geometry and launch for this input shape and thread count, made once; grows the
+        """Geometry and plans for this input shape and thread count, made once; grows the
         workspace when they need more than is held."""
         key = (x4.shape, get_num_threads())
         cached = self._plans.get(key)
         if cached is None:
-            geom = _conv_geometry("Conv2D", x4, self.weight, self.stride, self.padding,
-                                  self.dilation, self.groups, self.layout, x_shape)
-            _check_blas_range("Conv2D", geom)
-            # The backward launch is sized first, with room for the weight-gradient
+            geom = geo.conv2d_geometry("Conv2D", x4, self.weight, self.stride, self.padding,
+                                       self.dilation, self.groups, self.layout, x_shape)
+            _validate.check_blas_range("Conv2D", geom)
+            # The backward plan is sized first, with room for the weight-gradient
             # accumulators; the forward one within what the cap leaves beside them, so the
             # workspace held (the larger column space plus the accumulators) stays under it.
             itemsize = self.dtype.itemsize
             cap = self.max_workspace_bytes
-            backward = plan_launch(geom, itemsize, weight_grad=True, max_workspace_bytes=cap,
-                                   fn="Conv2D", shared_columns=True, backward=True)
+            backward = _engine.choose_plan(geom, itemsize, _engine.BACKWARD,
+                                           max_workspace_bytes=cap, fn="Conv2D")
             forward_cap = None if cap is None else cap - backward.partials * itemsize
-            forward = plan_launch(geom, itemsize, max_workspace_bytes=forward_cap, fn="Conv2D",
-                                  shared_columns=True)
+            forward = _engine.choose_plan(geom, itemsize, _engine.FORWARD,
+                                          max_workspace_bytes=forward_cap, fn="Conv2D")
             cached = (geom, forward, backward)
             if len(self._plans) >= 8:  # a bounded cache of recent shapes
                 self._plans.pop(next(iter(self._plans)))
@@ -155,10 +153,10 @@ class Conv2D:
         return cached
 
     def _check_input(self, x, fn):
-        x = geo.as_array(x, "input", fn)
-        geo.check_float_dtype(x, "input", fn)
-        geo.check_same_dtype(fn, input=x, weight=self.weight)
-        x4, batched = geo.split_batch(x, "input", fn, self.layout)
+        x = _validate.as_array(x, "input", fn)
+        _validate.check_float_dtype(x, "input", fn)
+        _validate.check_same_dtype(fn, input=x, weight=self.weight)
+        x4, batched = _validate.split_batch(x, "input", fn, self.layout)
         return x, x4, batched
 
     # ------------------------------------------------------------------ API
@@ -168,12 +166,12 @@ class Conv2D:
         fn = "Conv2D.forward"
         x, x4, batched = self._check_input(x, fn)
         with self._lock:
-            geom, launch, _ = self._plan_for(x4, x.shape)
+            geom, plan, _ = self._plan_for(x4, x.shape)
             shape = geom.output_shape if batched else geom.output_shape[1:]
-            out = geo.check_out(out, shape, self.dtype, [x, self.weight, self.bias], fn)
+            out = _validate.check_out(out, shape, self.dtype, [x, self.weight, self.bias], fn)
             out4 = _memory.result(out, geom.output_shape, self.dtype)
             x4 = np.ascontiguousarray(x4)
-            run_forward(x4, self.weight, self.bias, out4, geom, launch, self._workspace)
+            _engine.run_forward(x4, self.weight, self.bias, out4, plan, self._workspace)
             self._saved.input = (x4, batched)
         if out is not None:
             return out
@@ -190,21 +188,21 @@ class Conv2D:
             if saved is None:
                 raise RuntimeError(f"{fn}: call forward before backward")
             x4, batched = saved
-            geom, _, launch = self._plan_for(x4, x4.shape)
-            grad_output = geo.as_array(grad_output, "grad_output", fn)
-            geo.check_float_dtype(grad_output, "grad_output", fn)
-            geo.check_same_dtype(fn, grad_output=grad_output, weight=self.weight)
+            geom, _, plan = self._plan_for(x4, x4.shape)
+            grad_output = _validate.as_array(grad_output, "grad_output", fn)
+            _validate.check_float_dtype(grad_output, "grad_output", fn)
+            _validate.check_same_dtype(fn, grad_output=grad_output, weight=self.weight)
             expected = geom.output_shape if batched else geom.output_shape[1:]
             if grad_output.shape != expected:
                 raise ValueError(f"{fn}: expected grad_output of shape {expected}, got "
                                  f"{grad_output.shape}")
             grad_out4 = np.ascontiguousarray(grad_output).reshape(geom.output_shape)
             grad_x4 = _memory.empty(x4.shape, self.dtype)
-            run_backward(grad_out4, x4, self.weight, grad_x4, self.weight_grad, geom, launch,
-                         self._workspace, self._partials,
-                         capped=self.max_workspace_bytes is not None)
+            _engine.run_backward(grad_out4, x4, self.weight, grad_x4, self.weight_grad, plan,
+                                 self._workspace, self._partials,
+                                 capped=self.max_workspace_bytes is not None)
             if self.bias is not None:
-                _bias_grad(grad_out4, self.layout, out=self.bias_grad)
+                _engine.bias_grad(grad_out4, self.layout, out=self.bias_grad)
         return grad_x4 if batched else grad_x4[0]
 
     def zero_grad(self):

@@ -38,18 +38,13 @@ import numbers
 
 import numpy as np
 
-from fastconv import cpu
-from fastconv import _memory
-from fastconv import geometry as geo
-from fastconv.threads import get_num_threads
+from fastconv import _memory, _tuning, _validate, cpu
 
 # Maxima along channels vectorise: the widest build this CPU runs.
 _rmac = cpu.load_kernel("_rmac")
 
 __all__ = ["rmac_regions", "roi_max_pool", "rmac"]
 
-# Below this many elements read, one thread beats waking the OpenMP team.
-_PARALLEL_MIN_ELEMENTS = 1 << 15
 # Caffe2 and cirtorch both try 1..6 extra regions along the long side.
 _MAX_EXTRA_REGIONS = 6
 # A task takes at most as many channels as keep its workspace (see _RegionPlan) this small.
@@ -57,10 +52,6 @@ _WORKSPACE_ELEMENTS = 1 << 16
 
 
 # --------------------------------------------------------------------------- arguments
-
-def _num_threads_for(elements):
-    return 1 if elements < _PARALLEL_MIN_ELEMENTS else get_num_threads()
-
 
 def _check_real(value, name, fn, expected):
     """A finite real number (bools rejected) as a Python float, else ValueError."""
@@ -84,13 +75,13 @@ def _map_size(shape_or_x, layout, fn):
     Anything with a ``shape`` attribute is an array; its shape is used. Channels are
     None for an (H, W) shape."""
     if hasattr(shape_or_x, "shape") and not isinstance(shape_or_x, (tuple, list)):
-        dims = geo.normalize_shape(tuple(shape_or_x.shape), "x.shape", fn, ndims=(2, 3, 4))
+        dims = _validate.normalize_shape(tuple(shape_or_x.shape), "x.shape", fn, ndims=(2, 3, 4))
     else:
-        dims = geo.normalize_shape(shape_or_x, "shape", fn, ndims=(2, 3, 4))
+        dims = _validate.normalize_shape(shape_or_x, "shape", fn, ndims=(2, 3, 4))
     if len(dims) == 2:
         return (1, None) + dims
     shape4 = dims if len(dims) == 4 else (1,) + dims
-    return geo.image_dims(shape4, layout)
+    return _validate.image_dims(shape4, layout)
 
 
 # --------------------------------------------------------------------------- region rules
@@ -223,8 +214,8 @@ def rmac_regions(shape_or_x, scales=3, overlap=0.4, *, layout="NCHW"):
            [0., 2., 6., 4., 8.]], dtype=float32)
     """
     fn = "rmac_regions"
-    layout = geo.normalize_layout(layout, fn)
-    scales = geo._as_int(scales, "scales", fn, 1)
+    layout = _validate.normalize_layout(layout, fn)
+    scales = _validate.as_int(scales, "scales", fn, 1)
     overlap = _check_overlap(overlap, fn)
     batch, channels, height, width = _map_size(shape_or_x, layout, fn)
     if 0 in (batch, channels, height, width):
@@ -244,7 +235,7 @@ def _format_row(row):
 
 def _check_rois(rois, batch, height, width, batched, fn):
     """Validated boxes as a flat intp array of R rows [batch_index, x1, y1, x2, y2]."""
-    rois = geo.as_array(rois, "rois", fn)
+    rois = _validate.as_array(rois, "rois", fn)
     if rois.dtype.kind not in "fiu":
         raise TypeError(f"{fn}: rois must be a float or integer array, got dtype {rois.dtype}")
     if rois.ndim != 2 or rois.shape[1] != 5:
@@ -313,11 +304,11 @@ def roi_max_pool(x, rois, *, layout="NCHW"):
         `x` not float32/float64, or `rois` not a real-number array.
     """
     fn = "roi_max_pool"
-    layout = geo.normalize_layout(layout, fn)
-    x = geo.as_array(x, "x", fn)
-    geo.check_float_dtype(x, "x", fn)
-    x4, batched = geo.split_batch(x, "x", fn, layout)
-    batch, channels, height, width = geo.image_dims(x4.shape, layout)
+    layout = _validate.normalize_layout(layout, fn)
+    x = _validate.as_array(x, "x", fn)
+    _validate.check_float_dtype(x, "x", fn)
+    x4, batched = _validate.split_batch(x, "x", fn, layout)
+    batch, channels, height, width = _validate.image_dims(x4.shape, layout)
     boxes = _check_rois(rois, batch, height, width, batched, fn)
     count = boxes.size // 5
     pooled = _memory.empty((count, channels), x.dtype)
@@ -326,7 +317,7 @@ def roi_max_pool(x, rois, *, layout="NCHW"):
     nhwc = layout == "NHWC"
     # Roughly the elements read: the boxes' areas times the channels.
     areas = ((boxes[3::5] - boxes[1::5] + 1) * (boxes[4::5] - boxes[2::5] + 1)).sum()
-    threads = _num_threads_for(int(areas) * channels)
+    threads = _tuning.threads_for_elements(int(areas) * channels)
     block = _channel_block(channels, 1, count, threads) if nhwc else 1
     work = _memory.empty(threads * width, x.dtype)
     _rmac.roi_max_pool(np.ascontiguousarray(x4).reshape(-1), boxes, pooled.reshape(-1), work,
@@ -381,9 +372,9 @@ def _rmac_plan(height, width, levels, overlap):
 
 def _region_maxima_into(x4, plan, layout, maxima):
     """maxima (N, R, C) = the maximum of every channel over every region of the plan."""
-    batch, channels, height, width = geo.image_dims(x4.shape, layout)
+    batch, channels, height, width = _validate.image_dims(x4.shape, layout)
     nhwc = layout == "NHWC"
-    threads = _num_threads_for(x4.size)
+    threads = _tuning.threads_for_elements(x4.size)
     block = _channel_block(channels, plan.per_channel, batch, threads)
     work = _memory.empty(threads * (plan.per_channel * block + width), x4.dtype)
     _rmac.rmac_region_max(np.ascontiguousarray(x4).reshape(-1), maxima.reshape(-1), work,
@@ -405,9 +396,9 @@ def _check_whiten(whiten, channels, x, fn):
     if not isinstance(whiten, (tuple, list)) or len(whiten) != 2:
         raise ValueError(f"{fn}: whiten must be a pair (mean, P) with mean of shape (C,) and "
                          f"P of shape (D, C), got {type(whiten).__name__}")
-    mean = geo.as_array(whiten[0], "whiten mean", fn)
-    projection = geo.as_array(whiten[1], "whiten P", fn)
-    geo.check_same_dtype(fn, x=x, mean=mean, P=projection)
+    mean = _validate.as_array(whiten[0], "whiten mean", fn)
+    projection = _validate.as_array(whiten[1], "whiten P", fn)
+    _validate.check_same_dtype(fn, x=x, mean=mean, P=projection)
     if mean.shape != (channels,):
         raise ValueError(f"{fn}: whiten mean must have shape ({channels},) for x with "
                          f"{channels} channels, got shape {mean.shape}")
@@ -463,18 +454,18 @@ def rmac(x, levels=3, overlap=0.4, eps=1e-6, *, whiten=None, normalize=True, lay
     (2, 512)
     """
     fn = "rmac"
-    layout = geo.normalize_layout(layout, fn)
-    levels = geo._as_int(levels, "levels", fn, 1)
+    layout = _validate.normalize_layout(layout, fn)
+    levels = _validate.as_int(levels, "levels", fn, 1)
     overlap = _check_overlap(overlap, fn)
     eps = _check_real(eps, "eps", fn, "a finite number >= 0")
     if eps < 0:
         raise ValueError(f"{fn}: eps must be a finite number >= 0, got {eps!r}")
     if not isinstance(normalize, (bool, np.bool_)):
         raise ValueError(f"{fn}: normalize must be True or False, got {normalize!r}")
-    x = geo.as_array(x, "x", fn)
-    geo.check_float_dtype(x, "x", fn)
-    x4, batched = geo.split_batch(x, "x", fn, layout)
-    batch, channels, height, width = geo.image_dims(x4.shape, layout)
+    x = _validate.as_array(x, "x", fn)
+    _validate.check_float_dtype(x, "x", fn)
+    x4, batched = _validate.split_batch(x, "x", fn, layout)
+    batch, channels, height, width = _validate.image_dims(x4.shape, layout)
     if height == 0 or width == 0:
         raise ValueError(f"{fn}: x has an empty {height}×{width} feature map (shape "
                          f"{x.shape}); R-MAC needs H, W >= 1")

@@ -28,11 +28,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from fastconv import _memory
+from fastconv import _memory, _tuning, _validate
 from fastconv import geometry as geo
 from fastconv._kernels import _spacebatch
-from fastconv.conv import _check_arrays, _check_bias, _check_blas_range, _conv_geometry, conv2d
-from fastconv.im2col import _check_movable_dtype, _kernel_view, _num_threads_for
+from fastconv.conv import conv2d
 
 __all__ = ["space_to_batch", "batch_to_space", "space_to_batch_backward",
            "batch_to_space_backward", "atrous_conv2d"]
@@ -67,7 +66,7 @@ def _blocks_geometry(image_dims, block, padding, fn):
 def _image_geometry(blocks_shape4, block, crops, layout, fn, name):
     """The kernels' BlockGeometry for blocks of shape `blocks_shape4` cropped by `crops`:
     the batch must be divisible by bh·bw and the crops must fit the expanded image."""
-    total, c, out_h, out_w = geo.image_dims(blocks_shape4, layout)
+    total, c, out_h, out_w = _validate.image_dims(blocks_shape4, layout)
     bh, bw = block
     if total % (bh * bw):
         raise ValueError(
@@ -115,8 +114,8 @@ def _space_to_batch_into(x4, g, layout, blocks):
         return
     kernel = (_spacebatch.space_to_batch_nchw if layout == "NCHW"
               else _spacebatch.space_to_batch_nhwc)
-    kernel(_kernel_view(np.ascontiguousarray(x4)), _kernel_view(blocks), g,
-           _num_threads_for(blocks.size))
+    kernel(_memory.kernel_view(np.ascontiguousarray(x4)), _memory.kernel_view(blocks), g,
+           _tuning.threads_for_elements(blocks.size))
 
 
 def _batch_to_space_into(y4, g, layout, image):
@@ -125,22 +124,22 @@ def _batch_to_space_into(y4, g, layout, image):
         return
     kernel = (_spacebatch.batch_to_space_nchw if layout == "NCHW"
               else _spacebatch.batch_to_space_nhwc)
-    kernel(_kernel_view(np.ascontiguousarray(y4)), _kernel_view(image), g,
-           _num_threads_for(image.size))
+    kernel(_memory.kernel_view(np.ascontiguousarray(y4)), _memory.kernel_view(image), g,
+           _tuning.threads_for_elements(image.size))
 
 
 def _checked_space_to_batch(x, block_size, padding, layout, out, fn, name):
     """space_to_batch, validating and reporting errors as function `fn`, argument `name`.
     A 3-D `x` (one image) gives a 4-D result all the same: its bh·bw blocks."""
-    layout = geo.normalize_layout(layout, fn)
-    x = geo.as_array(x, name, fn)
-    _check_movable_dtype(x, name, fn)
-    x4, _ = geo.split_batch(x, name, fn, layout)
-    block = geo.normalize_pair(block_size, "block_size", fn)
-    padding = geo.normalize_padding(padding, fn)
-    g = _blocks_geometry(geo.image_dims(x4.shape, layout), block, padding, fn)
+    layout = _validate.normalize_layout(layout, fn)
+    x = _validate.as_array(x, name, fn)
+    _validate.check_movable_dtype(x, name, fn)
+    x4, _ = _validate.split_batch(x, name, fn, layout)
+    block = _validate.normalize_pair(block_size, "block_size", fn)
+    padding = _validate.normalize_padding(padding, fn)
+    g = _blocks_geometry(_validate.image_dims(x4.shape, layout), block, padding, fn)
     shape = _blocks_shape(g, layout)
-    out = geo.check_out(out, shape, x.dtype, [x], fn)
+    out = _validate.check_out(out, shape, x.dtype, [x], fn)
     blocks = _memory.result(out, shape, x.dtype)
     _space_to_batch_into(x4, g, layout, blocks)
     return blocks
@@ -149,15 +148,15 @@ def _checked_space_to_batch(x, block_size, padding, layout, out, fn, name):
 def _checked_batch_to_space(y, block_size, crops, layout, out, fn, name, single=False):
     """batch_to_space, validating and reporting errors as function `fn`, argument `name`.
     `single`: the result is one image (3-D), which needs exactly bh·bw blocks."""
-    layout = geo.normalize_layout(layout, fn)
-    y = geo.as_array(y, name, fn)
-    _check_movable_dtype(y, name, fn)
+    layout = _validate.normalize_layout(layout, fn)
+    y = _validate.as_array(y, name, fn)
+    _validate.check_movable_dtype(y, name, fn)
     _require_4d(y, name, fn, layout, "a batch of N·bh·bw blocks")
-    block = geo.normalize_pair(block_size, "block_size", fn)
-    crops = geo.normalize_padding(crops, fn, name="crops")
+    block = _validate.normalize_pair(block_size, "block_size", fn)
+    crops = _validate.normalize_padding(crops, fn, name="crops")
     g = _image_geometry(y.shape, block, crops, layout, fn, name)
     shape = _image_shape_of(g, layout)
-    out = geo.check_out(out, shape[1:] if single else shape, y.dtype, [y], fn)
+    out = _validate.check_out(out, shape[1:] if single else shape, y.dtype, [y], fn)
     image = _memory.result(out, shape, y.dtype)
     _batch_to_space_into(y, g, layout, image)
     if out is not None:
@@ -278,14 +277,14 @@ def space_to_batch_backward(grad_output, input_shape, block_size, padding=0, *,
     grad_input : ndarray of shape `input_shape`, dtype of `grad_output`
     """
     fn = "space_to_batch_backward"
-    layout = geo.normalize_layout(layout, fn)
-    shape = geo.normalize_shape(input_shape, "input_shape", fn)
+    layout = _validate.normalize_layout(layout, fn)
+    shape = _validate.normalize_shape(input_shape, "input_shape", fn)
     shape4 = shape if len(shape) == 4 else (1,) + shape
-    block = geo.normalize_pair(block_size, "block_size", fn)
-    padding = geo.normalize_padding(padding, fn)
-    expected = _blocks_shape(_blocks_geometry(geo.image_dims(shape4, layout), block, padding,
+    block = _validate.normalize_pair(block_size, "block_size", fn)
+    padding = _validate.normalize_padding(padding, fn)
+    expected = _blocks_shape(_blocks_geometry(_validate.image_dims(shape4, layout), block, padding,
                                               fn), layout)
-    grad_output = geo.as_array(grad_output, "grad_output", fn)
+    grad_output = _validate.as_array(grad_output, "grad_output", fn)
     if grad_output.shape != expected:
         raise ValueError(f"{fn}: grad_output must have shape {expected} (space_to_batch's "
                          f"output for input_shape {shape}), got {grad_output.shape}")
@@ -311,10 +310,10 @@ def batch_to_space_backward(grad_output, block_size, crops=0, *, layout="NCHW", 
     grad_input : ndarray, (bh·bw·N, C, OH, OW) for NCHW, (bh·bw·N, OH, OW, C) for NHWC
     """
     fn = "batch_to_space_backward"
-    layout = geo.normalize_layout(layout, fn)
-    grad_output = geo.as_array(grad_output, "grad_output", fn)
+    layout = _validate.normalize_layout(layout, fn)
+    grad_output = _validate.as_array(grad_output, "grad_output", fn)
     _require_4d(grad_output, "grad_output", fn, layout, "batch_to_space's output is 4-D")
-    crops = geo.normalize_padding(crops, fn, name="crops")
+    crops = _validate.normalize_padding(crops, fn, name="crops")
     return _checked_space_to_batch(grad_output, block_size, crops, layout, out, fn,
                                    "grad_output")
 
@@ -379,18 +378,18 @@ def atrous_conv2d(x, weight, rate, bias=None, padding="valid", *, layout="NCHW",
     dilation=rate)``.
     """
     fn = "atrous_conv2d"
-    layout = geo.normalize_layout(layout, fn)
-    x, weight, bias = _check_arrays(fn, x, weight, bias)
-    rate = geo.normalize_pair(rate, "rate", fn)
-    if max(rate) > geo.MAX_WINDOW_VALUE:
+    layout = _validate.normalize_layout(layout, fn)
+    x, weight, bias = _validate.check_conv_arrays(fn, x, weight, bias)
+    rate = _validate.normalize_pair(rate, "rate", fn)
+    if max(rate) > _validate.MAX_WINDOW_VALUE:
         raise ValueError(f"{fn}: rate={rate} exceeds the largest supported value "
-                         f"2**62 = {geo.MAX_WINDOW_VALUE}")
-    x4, batched = geo.split_batch(x, "input", fn, layout)
-    geom = _conv_geometry(fn, x4, weight, 1, padding, rate, 1, layout, x.shape)
-    _check_bias(fn, bias, geom.out_channels)
-    _check_blas_range(fn, geom)
+                         f"2**62 = {_validate.MAX_WINDOW_VALUE}")
+    x4, batched = _validate.split_batch(x, "input", fn, layout)
+    geom = geo.conv2d_geometry(fn, x4, weight, 1, padding, rate, 1, layout, x.shape)
+    _validate.check_bias(fn, bias, geom.out_channels)
+    _validate.check_blas_range(fn, geom)
     shape4 = geom.output_shape
-    out = geo.check_out(out, shape4 if batched else shape4[1:], x.dtype, [x, weight, bias], fn)
+    out = _validate.check_out(out, shape4 if batched else shape4[1:], x.dtype, [x, weight, bias], fn)
     (top, bottom), (left, right) = geom.padding
     # Extra rows/columns at the bottom/right so the block divides the padded image.
     extra_h = -(geom.height + top + bottom) % rate[0]

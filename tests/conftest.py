@@ -32,12 +32,13 @@ def torch():
 
 
 @pytest.fixture(autouse=True)
-def _parallel_even_when_tiny(monkeypatch):
-    """Test inputs are small: run them through the parallel kernels as large inputs would,
+def _parallel_even_when_tiny():
+    """Test inputs are small: plan them for the parallel kernels as large inputs would be,
     so thread-count tests compare real multi-threaded runs (test_conv.py checks the
-    one-thread rule for small convolutions itself)."""
-    conv = importlib.import_module("fastconv.conv")
-    monkeypatch.setattr(conv, "PARALLEL_MIN_FLOPS", 0)
+    one-thread rule for small convolutions itself, with the default tuning)."""
+    tuning = importlib.import_module("fastconv._tuning")
+    with tuning.tuned(parallel_min_flops=0):
+        yield
 
 
 @pytest.fixture(autouse=True)

@@ -55,11 +55,11 @@ def test_misaligned_out_is_refused():
 def test_inputs_reach_the_kernels_aligned(rng):
     """Without a sanitizer a misaligned load goes unnoticed on x86: check the validated
     array the kernels receive instead."""
-    from fastconv import geometry
+    from fastconv import _validate
 
     x = misaligned(rng.standard_normal((2, 3, 6, 10)).astype(np.float32))
-    checked = geometry.as_array(x, "input", "conv2d")
+    checked = _validate.as_array(x, "input", "conv2d")
     assert checked.flags.aligned
     np.testing.assert_array_equal(checked, x)
     aligned = np.ones(4, np.float32)
-    assert geometry.as_array(aligned, "input", "conv2d") is aligned  # no needless copy
+    assert _validate.as_array(aligned, "input", "conv2d") is aligned  # no needless copy

@@ -17,7 +17,7 @@ import pytest
 import threadpoolctl
 
 import fastconv
-import fastconv.conv as conv_mod
+from fastconv import _engine as conv_mod
 from fastconv import reference
 from fastconv.threads import blas_limit
 

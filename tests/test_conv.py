@@ -18,10 +18,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import fastconv
-import fastconv.conv as conv_mod
-from fastconv import conv2d, conv2d_backward, conv_transpose2d, reference
+from fastconv import _engine, _tuning, conv2d, conv2d_backward, conv_transpose2d, reference
+from fastconv import geometry as geo
 
 from conftest import out_hw, pads, pair
+from planned import backward_by, conv2d_by, plan_with
 
 LAYOUTS = ["NCHW", "NHWC"]
 DTYPES = [np.float32, np.float64]
@@ -865,36 +866,45 @@ def test_conv2d_grad_input_bit_identical_across_thread_counts(rng):
     assert not bad, f"grad_input differs between threads(1) and threads(2) for {bad}"
 
 
+def conv_geometry(geom, x, layout):
+    """The ConvGeometry of a CGeom case for its input `x` in `layout`."""
+    return fastconv.ConvGeometry(x.shape, geom.c_out, geom.kernel, **geom.kwargs,
+                                 layout=layout)
+
+
 @pytest.mark.parametrize("threads_n", [1, 2])
 @pytest.mark.parametrize("layout", LAYOUTS)
-def test_many_tiny_tiles_still_match_reference(rng, monkeypatch, layout, threads_n):
-    monkeypatch.setattr(conv_mod, "TILE_BYTES", 1)  # one output row per tile
+def test_many_tiny_tiles_still_match_reference(rng, layout, threads_n):
+    """Plans whose column tiles hold one output row (tile_bytes=1): forward, both
+    gradients and the transposed convolution still match the oracle."""
     for name in ["many-tiles", "dil-stride-asym", "groups3-strided", "pointwise",
                  "stride>kernel-asym", "batch1"]:
         geom = GEOMS[name]
         x, w, b = geom.arrays(rng, np.float64, layout)
         g = random_like_output(rng, geom, layout, np.float64)
+        cgeom = conv_geometry(geom, x, layout)
         with fastconv.threads(threads_n):
-            y = conv2d(x, w, b, **geom.kwargs, layout=layout)
-            grads = conv2d_backward(g, x, w, **geom.kwargs, layout=layout)
+            forward = plan_with(cgeom, 8, _engine.FORWARD, tile_bytes=1)
+            backward = plan_with(cgeom, 8, _engine.BACKWARD, tile_bytes=1)
+            y = conv2d_by(forward, x, w, b)
+            grads = backward_by(backward, g, x, w)
+        if not cgeom.window.is_pointwise:
+            assert forward.tile_rows == backward.tile_rows == 1, name
         np.testing.assert_allclose(y, ref_conv2d(x, w, b, **geom.kwargs, layout=layout),
                                    rtol=1e-10, atol=1e-12, err_msg=name)
         for got, exp in zip(grads, ref_conv2d_backward(g, x, w, **geom.kwargs, layout=layout)):
             np.testing.assert_allclose(got, exp, rtol=1e-10, atol=1e-11, err_msg=name)
     tg = TGEOMS["all"]
     x, w, b = tg.arrays(rng, np.float64, "NCHW")
-    expected = conv_transpose2d(x, w, b, **tg.kwargs)
-    monkeypatch.undo()
-    np.testing.assert_allclose(expected, conv_transpose2d(x, w, b, **tg.kwargs), rtol=1e-12,
-                               atol=1e-13)
-
-
-def test_tile_bytes_monkeypatch_gives_one_row_tiles(monkeypatch):
-    # With TILE_BYTES = 1 the plan really is one output row per tile (the monkeypatch bites).
-    monkeypatch.setattr(conv_mod, "TILE_BYTES", 1)
-    geom = fastconv.ConvGeometry((2, 3, 20, 20), 4, 3, padding=1)
-    with fastconv.threads(1):
-        assert conv_mod.plan_launch(geom, 4).plan["tile_rows"] == 1
+    tgeom = geo.transposed_conv_geometry("test", x, w, tg.stride, pads(tg.padding),
+                                         tg.output_padding, tg.groups, tg.dilation, "NCHW",
+                                         x.shape)
+    tiny = plan_with(tgeom, 8, _engine.INPUT_GRAD, tile_bytes=1)
+    assert tiny.tile_rows == 1
+    y = np.empty(tgeom.input_shape)
+    _engine.run_backward(x, None, w, y, None, tiny, np.empty(tiny.workspace), np.empty(0))
+    np.testing.assert_allclose(y + b[:, None, None], conv_transpose2d(x, w, b, **tg.kwargs),
+                               rtol=1e-12, atol=1e-13)
 
 
 # ================================================================== errors
@@ -907,7 +917,7 @@ class _Exploding:
 
 @pytest.fixture
 def no_kernels(monkeypatch):
-    monkeypatch.setattr(conv_mod, "_conv", _Exploding())
+    monkeypatch.setattr(_engine, "_conv", _Exploding())
 
 
 F32 = np.float32
@@ -1121,16 +1131,13 @@ SHARED_CASES = [
 
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("case", SHARED_CASES)
-def test_shared_column_mode_matches_reference(monkeypatch, rng, case, layout):
+def test_shared_column_mode_matches_reference(rng, case, layout):
     """Few images with many output channels: the columns are built once per image and the
-    GEMMs split by channel / column-row blocks. Small blocks make the small cases use it."""
+    GEMMs split by channel / column-row blocks (CHANNEL_BLOCKS). Blocks of 16 channels make
+    the small cases use it."""
     n, c, h, w_, c_out, k, stride, padding, groups = case
-    monkeypatch.setattr(conv_mod, "MIN_CHANNEL_BLOCK", 16)
     shape = (n, c, h, w_) if layout == "NCHW" else (n, h, w_, c)
     geom = fastconv.ConvGeometry(shape, c_out, k, stride, padding, groups=groups, layout=layout)
-    assert conv_mod.plan_launch(geom, 8, shared_columns=True).plan["shared"]
-    assert conv_mod.plan_launch(geom, 8, weight_grad=True, shared_columns=True,
-                                backward=True).plan["shared"]
     x = rng.standard_normal(shape)
     w = rng.standard_normal(geom.weight_shape)
     b = rng.standard_normal(c_out)
@@ -1141,13 +1148,16 @@ def test_shared_column_mode_matches_reference(monkeypatch, rng, case, layout):
     results = []
     for threads in (1, 2, 3):
         with fastconv.threads(threads):
-            y = conv2d(x, w, b, layout=layout, **kwargs)
-            grads = conv2d_backward(g, x, w, layout=layout, **kwargs)
+            forward = plan_with(geom, 8, _engine.FORWARD, _engine.plan_channel_blocks,
+                                min_channel_block=16)
+            backward = plan_with(geom, 8, _engine.BACKWARD, _engine.plan_channel_blocks,
+                                 min_channel_block=16)
+            y = conv2d_by(forward, x, w, b)
+            grad_input, grad_weight = backward_by(backward, g, x, w)
         np.testing.assert_allclose(y, expected, rtol=1e-10, atol=1e-10)
-        np.testing.assert_allclose(grads.grad_input, exp_gx, rtol=1e-10, atol=1e-10)
-        np.testing.assert_allclose(grads.grad_weight, exp_gw, rtol=1e-10, atol=1e-10)
-        np.testing.assert_allclose(grads.grad_bias, exp_gb, rtol=1e-10, atol=1e-10)
-        results.append((y, grads.grad_input))
+        np.testing.assert_allclose(grad_input, exp_gx, rtol=1e-10, atol=1e-10)
+        np.testing.assert_allclose(grad_weight, exp_gw, rtol=1e-10, atol=1e-10)
+        results.append((y, grad_input))
     for y, gx in results[1:]:  # forward and input gradient: bit-identical for any thread count
         assert np.array_equal(y, results[0][0])
         assert np.array_equal(gx, results[0][1])
@@ -1211,17 +1221,14 @@ BATCHED_CASES = [
 
 
 @pytest.mark.parametrize("case", BATCHED_CASES)
-def test_batched_small_images_match_reference(monkeypatch, rng, case):
+def test_batched_small_images_match_reference(rng, case):
     """NHWC images with few positions: their columns side by side and one GEMM per block of
-    output channels across them, written straight into the output. Small limits make
-    small cases take that path; the forward is bit-identical for any thread count."""
+    output channels across them, written straight into the output (GROUPED_IMAGES). Small
+    limits make small cases take that path; the forward is bit-identical for any thread
+    count."""
     n, c, h, w_, c_out, k, stride, padding, groups = case
-    monkeypatch.setattr(conv_mod, "MIN_CHANNEL_BLOCK", 16)
-    monkeypatch.setattr(conv_mod, "BATCH_POSITIONS", 2 * h * w_)
     shape = (n, h, w_, c)
     geom = fastconv.ConvGeometry(shape, c_out, k, stride, padding, groups=groups, layout="NHWC")
-    plan = conv_mod.plan_launch(geom, 8, shared_columns=True).plan
-    assert plan["shared"] and plan["images"] > 1
     x = rng.standard_normal(shape)
     w = rng.standard_normal(geom.weight_shape)
     b = rng.standard_normal(c_out)
@@ -1230,7 +1237,10 @@ def test_batched_small_images_match_reference(monkeypatch, rng, case):
     results = []
     for threads in (1, 2, 3):
         with fastconv.threads(threads):
-            results.append(conv2d(x, w, b, **kwargs))
+            plan = plan_with(geom, 8, _engine.FORWARD, _engine.plan_grouped_images,
+                             min_channel_block=16, batch_positions=2 * h * w_)
+            assert plan.images > 1
+            results.append(conv2d_by(plan, x, w, b))
         np.testing.assert_allclose(results[-1], expected, rtol=1e-10, atol=1e-10)
     for y in results[1:]:
         assert np.array_equal(y, results[0])
@@ -1241,39 +1251,40 @@ def test_tiles_per_image_are_a_power_of_two(batch, tiles):
     """28 output rows of 28 positions allow 3 tiles of at least MIN_TILE_POSITIONS; the
     plan takes 2, which share evenly between 2 threads (3 ran as 2 + 1)."""
     geom = fastconv.ConvGeometry((batch, 128, 56, 56), 128, 3, 2, 1)
-    launch = conv_mod.plan_launch(geom, 4)
-    assert not launch.plan["shared"] and not launch.plan["direct"]
-    assert -(-geom.out_h // launch.plan["tile_rows"]) == tiles
+    plan = _engine.choose_plan(geom, 4, _engine.FORWARD, tuning=_tuning.DEFAULT)
+    assert plan.strategy == _engine.ROW_TILES
+    assert -(-geom.out_h // plan.tile_rows) == tiles
 
 
 def test_batched_small_images_plan():
     """Which layers group images: NHWC only, images under SMALL_IMAGE_POSITIONS positions,
     up to BATCH_POSITIONS positions and TILE_BYTES of columns per group, and a workspace
     cap that cannot hold a group falls back to image by image."""
-    def plan(shape, c_out=512, k=3, layout="NHWC", **kwargs):
+    def plan(shape, c_out=512, k=3, layout="NHWC", pass_=_engine.FORWARD, **kwargs):
         geom = fastconv.ConvGeometry(shape, c_out, k, padding=k // 2, layout=layout)
-        return conv_mod.plan_launch(geom, 4, shared_columns=True, **kwargs)
+        return _engine.choose_plan(geom, 4, pass_, tuning=_tuning.DEFAULT, **kwargs)
 
     res5 = plan((8, 7, 7, 512))
-    assert res5.plan["images"] == min(8, conv_mod.TILE_BYTES // (49 * 4608 * 4))
-    assert res5.workspace == res5.plan["images"] * 49 * 4608
-    assert plan((8, 7, 7, 2048), k=1).plan["images"] == 8  # pointwise: no columns to hold
-    assert plan((8, 14, 14, 256), 256).plan["images"] == 1
-    assert plan((8, 512, 7, 7), layout="NCHW").plan["images"] == 1
-    assert plan((1, 7, 7, 512)).plan["images"] == 1
-    assert plan((8, 7, 7, 512), weight_grad=True, backward=True).plan["images"] == 1
+    assert res5.strategy == _engine.GROUPED_IMAGES
+    assert res5.images == min(8, _tuning.DEFAULT.tile_bytes // (49 * 4608 * 4))
+    assert res5.workspace == res5.images * 49 * 4608
+    assert plan((8, 7, 7, 2048), k=1).images == 8  # pointwise: no columns to hold
+    assert plan((8, 14, 14, 256), 256).images == 1
+    assert plan((8, 512, 7, 7), layout="NCHW").images == 1
+    assert plan((1, 7, 7, 512)).images == 1
+    assert plan((8, 7, 7, 512), pass_=_engine.BACKWARD).images == 1
     capped = plan((8, 7, 7, 512), max_workspace_bytes=49 * 4608 * 4 * 2 - 4)
-    assert capped.plan["images"] == 1
+    assert capped.images == 1
     assert capped.workspace * 4 <= 49 * 4608 * 4 * 2 - 4
 
 
-def test_small_convolutions_run_on_one_thread(monkeypatch):
-    """Below PARALLEL_MIN_FLOPS waking the OpenMP team costs more than it saves."""
-    monkeypatch.setattr(conv_mod, "PARALLEL_MIN_FLOPS", 1 << 22)
+def test_small_convolutions_run_on_one_thread():
+    """Below parallel_min_flops waking the OpenMP team costs more than it saves."""
     small = fastconv.ConvGeometry((32, 1, 8, 8), 16, 3, padding=1)   # ~0.6 MFLOP
     large = fastconv.ConvGeometry((8, 64, 56, 56), 64, 3, padding=1)
+    default = _tuning.DEFAULT
     with fastconv.threads(2):
-        assert small.flops < conv_mod.PARALLEL_MIN_FLOPS <= large.flops
-        assert conv_mod.plan_launch(small, 4).num_threads == 1
-        assert conv_mod.plan_launch(small, 4, weight_grad=True, backward=True).num_threads == 1
-        assert conv_mod.plan_launch(large, 4).num_threads == 2
+        assert small.flops < default.parallel_min_flops <= large.flops
+        for pass_ in (_engine.FORWARD, _engine.BACKWARD, _engine.INPUT_GRAD):
+            assert _engine.choose_plan(small, 4, pass_, tuning=default).num_threads == 1
+            assert _engine.choose_plan(large, 4, pass_, tuning=default).num_threads == 2

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import fastconv
-import fastconv.conv as conv_mod
+from fastconv import _engine as conv_mod
 from fastconv import cpu
 
 from test_conv import GEOMS, random_like_output, ref_conv2d, ref_conv2d_backward, tol
@@ -133,7 +133,7 @@ def test_unknown_simd_setting_is_rejected(value):
 
 
 def test_environment_variable_selects_the_build_at_import():
-    code = ("import fastconv.conv as c, fastconv.cpu as cpu; "
+    code = ("import fastconv._engine as c, fastconv.cpu as cpu; "
             "print(c._depthwise.__name__, cpu.loaded_kernels()['_depthwise'])")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             env={**os.environ, "FASTCONV_SIMD": "baseline"})

@@ -8,16 +8,18 @@ channels, so the blocks meet every padding form, stride, dilation and width (nar
 than a block, not a multiple of it, partial last blocks at the end of the image buffer),
 and compared with the float64 oracle and with the BLAS path of the same build.
 """
+import dataclasses
+
 import numpy as np
 import pytest
 
 import fastconv
-import fastconv.conv as conv_mod
-from fastconv import ConvGeometry
+from fastconv import ConvGeometry, _engine, _tuning
 
+from planned import conv2d_by, plan_with
 from test_conv import GEOMS, ref_conv2d, tol
 
-pytestmark = pytest.mark.skipif(not conv_mod._conv.SMALL_GEMM,
+pytestmark = pytest.mark.skipif(not _engine._conv.SMALL_GEMM,
                                 reason="this build has no small-GEMM block (needs AVX-512)")
 
 DENSE = [name for name, geom in GEOMS.items() if geom.groups == 1]
@@ -68,20 +70,14 @@ def geometry_of(x, weight, kwargs):
 
 def takes_direct_path(x, weight, kwargs):
     geom = geometry_of(x, weight, kwargs)
-    return conv_mod.plan_launch(geom, 4, shared_columns=True).plan["direct"]
-
-
-@pytest.fixture
-def any_weight_size(monkeypatch):
-    """The direct path for weights of any size (up to the depth its stack tables hold)."""
-    monkeypatch.setattr(conv_mod, "DIRECT_MAX_WEIGHT_BYTES", 1 << 40)
+    return _engine.choose_plan(geom, 4, _engine.FORWARD).strategy == _engine.DIRECT
 
 
 @pytest.mark.parametrize("layout,c_out", [("NCHW", 5), ("NCHW", 16), ("NCHW", 20),
                                           ("NCHW", 32), ("NCHW", 48), ("NHWC", 16),
                                           ("NHWC", 32), ("NHWC", 48), ("NHWC", 20)])
 @pytest.mark.parametrize("name", list(CASES))
-def test_direct_path_matches_reference(any_weight_size, rng, name, layout, c_out):
+def test_direct_path_matches_reference(rng, name, layout, c_out):
     """NCHW blocks of 4, 8 and 12 output channels (5: one block of 8 storing 5 rows; 20:
     12 + 8) and of 16 or 32 positions; NHWC blocks of 4, 8 or 12 positions and 16 or 32
     channels (48: 32 + 16; 20 channels: not a multiple of 16, BLAS)."""
@@ -97,14 +93,13 @@ def test_direct_path_matches_reference(any_weight_size, rng, name, layout, c_out
 @pytest.mark.parametrize("name", ["wide-tail", "stride2-wide", "stride3-dilated", "deep-k7",
                                   "pad-asym", "dil-stride-asym"])
 @pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
-def test_direct_path_agrees_with_blas_path(any_weight_size, monkeypatch, rng, name, layout):
+def test_direct_path_agrees_with_blas_path(rng, name, layout):
     x, weight, bias, kwargs = direct_case(rng, CASES[name], 32, layout)
     assert takes_direct_path(x, weight, kwargs)
     direct = fastconv.conv2d(x, weight, bias, **kwargs)
-    monkeypatch.setattr(conv_mod, "DIRECT_MAX_CHANNELS", 0)
-    assert not takes_direct_path(x, weight, kwargs)
-    blas = fastconv.conv2d(x, weight, None, **kwargs) + (
-        bias[:, None, None] if layout == "NCHW" else bias)
+    tiles = plan_with(geometry_of(x, weight, kwargs), 4, _engine.FORWARD,
+                      _engine.plan_row_tiles)
+    blas = conv2d_by(tiles, x, weight) + (bias[:, None, None] if layout == "NCHW" else bias)
     np.testing.assert_allclose(direct, blas, rtol=1e-5, atol=1e-5)
 
 
@@ -131,18 +126,26 @@ def test_suite_layers_that_take_the_direct_path(layout):
             shape = (1, layer.size, layer.size, layer.in_channels)
         geom = ConvGeometry(shape, layer.out_channels, layer.kernel, layer.stride,
                             layer.padding, groups=layer.groups, layout=layout)
-        if conv_mod.plan_launch(geom, 4, shared_columns=True).plan["direct"]:
+        if _engine.choose_plan(geom, 4, _engine.FORWARD).strategy == _engine.DIRECT:
             direct.add(layer.name)
     assert direct == {"small.16ch", "lecture.8to16", "mobilenet.stem", "resnet50.conv1",
                       "vgg16.conv1_1", "vgg16.conv1_2", "resnet50.res2.3x3"}
 
 
-def test_depth_beyond_the_tables_uses_blas(any_weight_size):
-    depth = conv_mod._conv.DIRECT_DEPTH_LIMIT
+def direct_plan(geom, itemsize=4, **tuning):
+    """The DIRECT plan for the geometry's forward pass, or None where it does not apply."""
+    request = _engine.plan_request(geom, itemsize, _engine.FORWARD,
+                                   tuning=dataclasses.replace(_tuning.active(), **tuning))
+    return _engine.plan_direct(request)
+
+
+def test_depth_beyond_the_tables_uses_blas():
+    depth = _engine._conv.DIRECT_DEPTH_LIMIT
     fits = ConvGeometry((1, depth // 9, 12, 12), 16, 3)
     too_deep = ConvGeometry((1, depth // 9 + 1, 12, 12), 16, 3)
-    assert conv_mod.plan_launch(fits, 4).plan["direct"]
-    assert not conv_mod.plan_launch(too_deep, 4).plan["direct"]
+    # whatever the weight size allowed: the depth is the stack tables' limit
+    assert direct_plan(fits, direct_max_weight_bytes=1 << 40)
+    assert not direct_plan(too_deep, direct_max_weight_bytes=1 << 40)
 
 
 @pytest.mark.parametrize("dtype,layout,c_out,groups", [
@@ -152,15 +155,15 @@ def test_depth_beyond_the_tables_uses_blas(any_weight_size):
 def test_other_cases_use_blas(dtype, layout, c_out, groups):
     shape = (1, 8, 20, 20) if layout == "NCHW" else (1, 20, 20, 8)
     geom = ConvGeometry(shape, c_out, 3, padding=1, groups=groups, layout=layout)
-    assert not conv_mod.plan_launch(geom, np.dtype(dtype).itemsize).plan["direct"]
+    assert not direct_plan(geom, np.dtype(dtype).itemsize)
 
 
 def test_weight_beyond_the_cache_limit_uses_blas():
-    limit = conv_mod.DIRECT_MAX_WEIGHT_BYTES // 4  # floats
+    limit = _tuning.DEFAULT.direct_max_weight_bytes // 4  # floats
     fits = ConvGeometry((1, limit // (9 * 64), 12, 12), 64, 3)
     too_big = ConvGeometry((1, limit // (9 * 64) + 1, 12, 12), 64, 3)
-    assert conv_mod.plan_launch(fits, 4).plan["direct"]
-    assert not conv_mod.plan_launch(too_big, 4).plan["direct"]
+    assert _engine.choose_plan(fits, 4, _engine.FORWARD).strategy == _engine.DIRECT
+    assert _engine.choose_plan(too_big, 4, _engine.FORWARD).strategy != _engine.DIRECT
 
 
 @pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
@@ -196,11 +199,11 @@ def test_direct_path_respects_workspace_cap(rng, layout, cap):
         x = rng.standard_normal(shape).astype(np.float32)
         y = layer(x)
         geom = ConvGeometry(shape, 16, 3, padding=1, layout=layout)
-        launch = conv_mod.plan_launch(geom, 4, max_workspace_bytes=cap, shared_columns=True)
+        plan = _engine.choose_plan(geom, 4, _engine.FORWARD, max_workspace_bytes=cap)
     if cap is not None:
         assert layer.workspace_bytes <= cap
-        assert launch.workspace * 4 <= cap
-    assert launch.plan["direct"] == (layout == "NHWC" or cap != 9_000)
+        assert plan.workspace * 4 <= cap
+    assert (plan.strategy == _engine.DIRECT) == (layout == "NHWC" or cap != 9_000)
     weight = layer.weight if layout == "NCHW" else layer.weight.transpose(3, 2, 0, 1)
     x_nchw = x if layout == "NCHW" else x.transpose(0, 3, 1, 2)
     expected = ref_conv2d(x_nchw, weight, layer.bias, padding=1)
@@ -230,8 +233,8 @@ def test_input_gradient_as_flipped_convolution(monkeypatch, rng, case, layout):
 
     c_in, h, w, c_out, kernel, padding, dilation, as_conv = case
     ran = []
-    original = conv_mod.input_grad_as_conv
-    monkeypatch.setattr(conv_mod, "input_grad_as_conv",
+    original = _engine.input_grad_as_conv
+    monkeypatch.setattr(_engine, "input_grad_as_conv",
                         lambda *args: ran.append(original(*args)) or ran[-1])
     x, weight, _, kwargs = direct_case(
         rng, dict(n=2, c=c_in, h=h, w=w, kernel=kernel, padding=padding, dilation=dilation),
@@ -266,8 +269,8 @@ def test_input_gradient_as_convolution_within_the_layer_cap(monkeypatch, rng, ca
     from test_conv import ref_conv2d_backward
 
     ran = []
-    original = conv_mod.input_grad_as_conv
-    monkeypatch.setattr(conv_mod, "input_grad_as_conv",
+    original = _engine.input_grad_as_conv
+    monkeypatch.setattr(_engine, "input_grad_as_conv",
                         lambda *args, **kwargs: ran.append(original(*args, **kwargs))
                         or ran[-1])
     layer = fastconv.Conv2D(16, 16, 3, padding=1, seed=0, max_workspace_bytes=cap)
@@ -275,7 +278,8 @@ def test_input_gradient_as_convolution_within_the_layer_cap(monkeypatch, rng, ca
     y = layer(x)
     g = rng.standard_normal(y.shape).astype(np.float32)
     grad_x = layer.backward(g)
-    need = conv_mod.plan_launch(ConvGeometry(y.shape, 16, 3, padding=1), 4).workspace
+    need = _engine.choose_plan(ConvGeometry(y.shape, 16, 3, padding=1), 4,
+                               _engine.FORWARD).workspace
     assert ran == [cap is None or need <= layer._workspace.size]
     if cap is not None:
         assert layer.workspace_bytes <= cap

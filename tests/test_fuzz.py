@@ -724,7 +724,8 @@ def im2col_strategy(fn="im2col", arg="x"):
         if out is not None:
             kwargs["out"] = out
         function = getattr(fastconv, fn)
-        errors, may_return = settle(problems, [x], result_shape)
+        allowed = sizes_allowance(result_shape, dtype) if result_shape is not None else []
+        errors, may_return = settle(problems, [x], result_shape, allowed)
         return Case(f"{fn}({arg}: {np.shape(x)} {dtype_of(x)} {type(x).__name__}, "
                     f"{kernel_arg!r}, **{kwargs!r})",
                     lambda: function(x, kernel_arg, **kwargs), errors,
@@ -864,7 +865,8 @@ def col2im_cases(draw, fn="col2im"):
         kwargs["out"] = out
     second = input_shape if backward else size_arg
     function = getattr(fastconv, fn)
-    errors, may_return = settle(problems, [cols], result_shape)
+    allowed = sizes_allowance(result_shape, dtype) if result_shape is not None else []
+    errors, may_return = settle(problems, [cols], result_shape, allowed)
     return Case(f"{fn}({arg}: {cshape} {dtype_of(cols)}, {second!r}, {kernel_arg!r}, "
                 f"**{kwargs!r})",
                 lambda: function(cols, second, kernel_arg, **kwargs), errors,

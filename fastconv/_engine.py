@@ -1,0 +1,448 @@
+"""How a convolution runs: typed plans, the chooser, and the kernel calls (docs/spec.md §2).
+
+A plan says how one pass of one convolution runs: its strategy, its thread count, how the
+work is cut, and how much workspace it needs. Each strategy has a planning function that
+returns an immutable :class:`ConvPlan`, or None where the strategy does not apply;
+:func:`choose_plan` asks them in the order of :data:`PLANNERS` and takes the first plan.
+Adding a strategy is one planning function, one kernel entry in :func:`run_forward` or
+:func:`run_backward`, and one line in PLANNERS.
+
+Strategies:
+
+- DEPTHWISE: groups == C_in; direct loops (the _depthwise kernels), no GEMM.
+- DIRECT: forward, float32, a weight that fits L2: register-blocked small-GEMM blocks
+  read the image in place (no im2col, no BLAS).
+- GROUPED_IMAGES: forward, NHWC, small images: the columns of several images side by side,
+  one GEMM per block of output channels across them, straight into the output.
+- CHANNEL_BLOCKS: too few work items for the threads: each image's whole column matrix is
+  built once and the GEMMs are split between threads by blocks of output channels
+  (forward, weight gradient) or of column rows (input gradient).
+- POINTWISE: 1×1, stride 1, unpadded: GEMMs on the image itself, by (image, row tile).
+- ROW_TILES: the general case: per (image, tile of output rows), im2col into the thread's
+  cache-sized tile of the workspace, then one single-threaded GEMM.
+
+Every plan depends on the geometry, the batch, the dtype, the workspace cap and the
+thread setting, never on timings; the way work is cut does not depend on the thread count,
+so results are bit-identical for any number of threads.
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import numpy as np
+
+from fastconv import _memory, _tuning, cpu
+from fastconv import geometry as geo
+from fastconv.threads import blas_limit, get_num_threads
+
+# The direct loops are arithmetic-bound: the widest build this CPU runs.
+_conv = cpu.load_kernel("_conv")
+_depthwise = cpu.load_kernel("_depthwise")
+
+# Passes of a convolution a plan is made for.
+FORWARD = "forward"        # conv2d, Conv2D.forward
+INPUT_GRAD = "input_grad"  # the input gradient alone: conv_transpose2d, or conv2d_backward
+                           # without the weight gradient
+BACKWARD = "backward"      # the weight gradient, and the input gradient if asked
+
+# Strategies (see the module docstring).
+DEPTHWISE = "depthwise"
+DIRECT = "direct"
+GROUPED_IMAGES = "grouped_images"
+CHANNEL_BLOCKS = "channel_blocks"
+POINTWISE = "pointwise"
+ROW_TILES = "row_tiles"
+
+
+@dataclass(frozen=True)
+class ConvPlan:
+    """How one pass of one convolution runs."""
+
+    geometry: geo.ConvGeometry
+    strategy: str
+    num_threads: int
+    tile_rows: int   # output rows per work item (the whole image in the shared strategies)
+    m_block: int     # output channels per GEMM block (CHANNEL_BLOCKS, GROUPED_IMAGES)
+    k_block: int     # column-matrix rows per input-gradient block (CHANNEL_BLOCKS)
+    images: int      # images whose columns one GEMM spans (GROUPED_IMAGES)
+    col_size: int    # workspace elements per thread
+    workspace: int   # workspace elements in all (DIRECT: with the packed weight)
+    partials: int    # per-thread weight-gradient accumulators in all (BACKWARD)
+
+    def kernel_struct(self):
+        """The dict that Cython converts to the `Plan` struct of _conv.pyx."""
+        geom = self.geometry
+        return {"batch": geom.batch, "out_channels": geom.out_channels,
+                "groups": geom.groups, "nhwc": geom.layout == "NHWC",
+                "pointwise": geom.window.is_pointwise, "tile_rows": self.tile_rows,
+                "shared": self.strategy in (CHANNEL_BLOCKS, GROUPED_IMAGES),
+                "m_block": self.m_block, "k_block": self.k_block, "images": self.images,
+                "direct": self.strategy == DIRECT}
+
+
+@dataclass(frozen=True)
+class PlanRequest:
+    """What every planning function starts from: the convolution, the pass, the workspace
+    cap, the tuning, and the row tiling that fits the cap (the ROW_TILES plan's)."""
+
+    geometry: geo.ConvGeometry
+    itemsize: int
+    pass_: str
+    max_workspace_bytes: int | None
+    tuning: _tuning.Tuning
+    num_threads: int
+    tile_rows: int
+    row_elems: int     # column elements of one output row (0: the strategy needs none)
+    weight_elems: int  # elements of one weight-gradient accumulator (BACKWARD)
+
+    @property
+    def out_h(self):
+        """Output rows, at least one (so an empty output still plans one item)."""
+        return max(self.geometry.out_h, 1)
+
+    @property
+    def m_group(self):
+        return self.geometry.gemm_shape[0]
+
+    @property
+    def k_group(self):
+        return self.geometry.gemm_shape[1]
+
+    def fits(self, elements):
+        """`elements` of workspace are within the cap."""
+        return (self.max_workspace_bytes is None
+                or elements * self.itemsize <= self.max_workspace_bytes)
+
+
+def is_depthwise(geom):
+    """One input channel per group (groups == C_in > 1): the direct depthwise kernels."""
+    return geom.groups > 1 and geom.in_channels == geom.groups
+
+
+def uses_direct_path(geom, itemsize, tuning=None):
+    """The forward pass can run on register-blocked small-GEMM blocks instead of BLAS,
+    with no im2col (NCHW: the packed weight by the image read through row pointers; NHWC:
+    the image's windows read in place by the HWIO weight rows, C_out a multiple of 16):
+    float32, one group, a kernel larger than 1×1 (a strided 1×1 is a GEMM on a subsampled
+    image, as fast on BLAS), C_out and the weight within the tuning's limits, in a build
+    that has the block (AVX-512)."""
+    tuning = tuning or _tuning.active()
+    kh, kw = geom.kernel_size
+    depth = geom.in_channels * kh * kw
+    return bool(_conv.SMALL_GEMM and itemsize == 4
+                and (geom.layout == "NCHW" or geom.out_channels % 16 == 0)
+                and geom.groups == 1 and kh * kw > 1
+                and geom.out_channels <= tuning.direct_max_channels
+                and depth <= _conv.DIRECT_DEPTH_LIMIT
+                and geom.out_channels * depth * itemsize <= tuning.direct_max_weight_bytes)
+
+
+def plan_request(geom, itemsize, pass_, *, max_workspace_bytes=None, tuning=None,
+                 fn="conv2d"):
+    """Cut the convolution into (image, row tile) items and fit them to the cap.
+
+    A tile's columns aim at tuning.tile_bytes (cache-sized); with few images, tiles shrink
+    towards tuning.work_items items (keeping at least min_tile_positions output positions
+    each, and a power of two of them per image). `max_workspace_bytes` caps the column
+    tiles plus the weight-gradient accumulators of all threads: tiles shrink, then fewer
+    threads run, and a cap below one output row's needs is a ValueError."""
+    tuning = tuning or _tuning.active()
+    threads = _tuning.threads_for_flops(geom.flops, tuning)
+    kh, kw = geom.kernel_size
+    no_columns = geom.window.is_pointwise or is_depthwise(geom)
+    row_elems = 0 if no_columns else geom.out_w * geom.in_channels * kh * kw
+    weight_elems = (geom.out_channels * geom.in_channels // geom.groups * kh * kw
+                    if pass_ == BACKWARD else 0)
+    out_h = max(geom.out_h, 1)
+    tile_rows = out_h
+    if row_elems:
+        tile_rows = max(1, min(out_h, tuning.tile_bytes // (row_elems * itemsize)))
+    wanted_tiles = min(-(-tuning.work_items // max(geom.batch, 1)), out_h,
+                       max(1, out_h * geom.out_w // tuning.min_tile_positions))
+    # A power of two: even shares for 2, 4, 8 threads (docs/performance.md#row_tiles)
+    wanted_tiles = 1 << (wanted_tiles.bit_length() - 1)
+    tile_rows = min(tile_rows, -(-out_h // wanted_tiles))
+    if max_workspace_bytes is not None:
+        budget = max_workspace_bytes // itemsize
+        if threads * (tile_rows * row_elems + weight_elems) > budget and row_elems:
+            tile_rows = max(1, min(tile_rows, (budget // threads - weight_elems) // row_elems))
+        per_thread = tile_rows * row_elems + weight_elems
+        if per_thread and threads * per_thread > budget:
+            threads = budget // per_thread
+            if threads < 1:
+                raise ValueError(
+                    f"{fn}: max_workspace_bytes={max_workspace_bytes} is smaller than the "
+                    f"workspace of one thread and one output row ({per_thread * itemsize} "
+                    f"bytes)")
+    return PlanRequest(geom, itemsize, pass_, max_workspace_bytes, tuning, threads, tile_rows,
+                       row_elems, weight_elems)
+
+
+def _plan(request, strategy, *, col_size, workspace, partials=0, tile_rows=None,
+          m_block=None, k_block=None, images=1):
+    """A ConvPlan for `request`: its threads and row tiles unless given otherwise."""
+    return ConvPlan(request.geometry, strategy, request.num_threads,
+                    request.tile_rows if tile_rows is None else tile_rows,
+                    request.m_group if m_block is None else m_block,
+                    request.k_group if k_block is None else k_block, images, col_size,
+                    workspace, partials)
+
+
+def _row_tiled(request, strategy):
+    """The row tiling of the request as it is: one column tile and one accumulator per
+    thread."""
+    threads = request.num_threads
+    col_size = request.tile_rows * request.row_elems
+    return _plan(request, strategy, col_size=col_size, workspace=threads * col_size,
+                 partials=threads * request.weight_elems)
+
+
+def _channel_blocks(request):
+    """(blocks, block size) of the output channels when one image's GEMMs are split:
+    at most work_items / groups blocks of at least min_channel_block channels, 16-aligned."""
+    tuning = request.tuning
+    wanted = -(-tuning.work_items // request.geometry.groups)
+    blocks = max(1, min(wanted, request.m_group // tuning.min_channel_block))
+    return blocks, _round_up(-(-request.m_group // blocks), 16)
+
+
+def plan_depthwise(request):
+    """DEPTHWISE: groups == C_in (the depthwise kernels take no columns)."""
+    if not is_depthwise(request.geometry):
+        return None
+    return _row_tiled(request, DEPTHWISE)
+
+
+def plan_direct(request):
+    """DIRECT: the forward pass where :func:`uses_direct_path` holds and its scratch (per
+    thread) and packed weight (NCHW) fit the cap."""
+    geom, itemsize = request.geometry, request.itemsize
+    if request.pass_ != FORWARD or not uses_direct_path(geom, itemsize, request.tuning):
+        return None
+    block, panel, k_group = _conv.SMALL_GEMM_COLS, _conv.PANEL_ROWS, request.k_group
+    if geom.layout == "NHWC":  # per thread: one packed panel of positions
+        direct_size, packed = panel * k_group, 0
+    else:  # per thread: gathered or built columns, a zero row as long as an output row plus
+        # a block; shared: the packed weight
+        direct_size = k_group * max(block, geom.out_w) + block + geom.out_w + block
+        packed = _round_up(geom.out_channels, panel) * k_group
+    total = packed + request.num_threads * direct_size
+    if not request.fits(total):
+        return None
+    return _plan(request, DIRECT, col_size=direct_size, workspace=total)
+
+
+def images_per_gemm(request):
+    """Images whose positions one NHWC forward GEMM should span: enough for
+    batch_positions output positions when an image has fewer than small_image_positions,
+    within the batch and tile_bytes of columns (1: image by image, always in NCHW, where
+    the grouping measured slower: docs/performance.md#grouped_images)."""
+    geom, tuning = request.geometry, request.tuning
+    positions = geom.out_h * geom.out_w
+    if (geom.layout != "NHWC" or geom.batch < 2 or positions == 0
+            or positions >= tuning.small_image_positions):
+        return 1
+    images = min(geom.batch, -(-tuning.batch_positions // positions))
+    if request.row_elems:
+        images = min(images, tuning.tile_bytes
+                     // max(1, geom.out_h * request.row_elems * request.itemsize))
+    return max(1, images)
+
+
+def plan_grouped_images(request):
+    """GROUPED_IMAGES: the NHWC forward pass of small images whose output channels split
+    into several blocks, when the group's columns fit the cap."""
+    if request.pass_ != FORWARD or is_depthwise(request.geometry):
+        return None
+    m_blocks, m_block = _channel_blocks(request)
+    images = images_per_gemm(request)
+    if images == 1 or m_blocks == 1:
+        return None
+    size = images * request.out_h * request.row_elems
+    if not request.fits(size):
+        return None
+    return _plan(request, GROUPED_IMAGES, col_size=size, workspace=size,
+                 tile_rows=request.out_h, m_block=m_block, images=images)
+
+
+def plan_channel_blocks(request):
+    """CHANNEL_BLOCKS: fewer (image, row tile) items than tuning.work_items, and more than
+    one block of output channels (or, with an input gradient, of column rows), when one
+    image's columns fit the cap."""
+    geom, tuning = request.geometry, request.tuning
+    items = geom.batch * -(-request.out_h // request.tile_rows)
+    if is_depthwise(geom) or items >= tuning.work_items:
+        return None
+    m_blocks, m_block = _channel_blocks(request)
+    wanted = -(-tuning.work_items // geom.groups)
+    k_blocks = max(1, min(wanted, request.k_group // tuning.min_channel_block))
+    image_columns = request.out_h * request.row_elems
+    input_grad = request.pass_ != FORWARD
+    if not (m_blocks > 1 or input_grad and k_blocks > 1) or not request.fits(image_columns):
+        return None
+    return _plan(request, CHANNEL_BLOCKS, col_size=image_columns, workspace=image_columns,
+                 tile_rows=request.out_h, m_block=m_block,
+                 k_block=_round_up(-(-request.k_group // k_blocks), 16))
+
+
+def plan_pointwise(request):
+    """POINTWISE: a 1×1, stride-1, unpadded convolution, row tiles of GEMMs on the image."""
+    if not request.geometry.window.is_pointwise:
+        return None
+    return _row_tiled(request, POINTWISE)
+
+
+def plan_row_tiles(request):
+    """ROW_TILES: im2col tiles and GEMMs per (image, row tile); serves every geometry."""
+    return _row_tiled(request, ROW_TILES)
+
+
+# The chooser's order: the first strategy that returns a plan runs.
+PLANNERS = (plan_depthwise, plan_direct, plan_grouped_images, plan_channel_blocks,
+            plan_pointwise, plan_row_tiles)
+
+
+def choose_plan(geom, itemsize, pass_, *, max_workspace_bytes=None, tuning=None,
+                fn="conv2d"):
+    """The plan of the first strategy in PLANNERS that serves this pass."""
+    request = plan_request(geom, itemsize, pass_, max_workspace_bytes=max_workspace_bytes,
+                           tuning=tuning, fn=fn)
+    for planner in PLANNERS:
+        plan = planner(request)
+        if plan is not None:
+            return plan
+    raise AssertionError("plan_row_tiles serves every geometry")
+
+
+def _round_up(value, multiple):
+    return -(-value // multiple) * multiple
+
+
+def _empty(dtype):
+    return np.empty(0, dtype=dtype)
+
+
+# ------------------------------------------------------------------ kernels
+def run_forward(x4, weight, bias, out4, plan, workspace):
+    """out4 = conv2d(x4, weight) + bias by `plan`: x4, weight, out4 C-contiguous and 4-D;
+    workspace has at least plan.workspace elements."""
+    geom = plan.geometry
+    if out4.size == 0:
+        return
+    if x4.size == 0:  # H or W is 0: all padding, the result is the bias
+        out4[...] = 0 if bias is None else (
+            bias[:, None, None] if geom.layout == "NCHW" else bias)
+        return
+    bias = _empty(x4.dtype) if bias is None else bias
+    if plan.strategy == DEPTHWISE:
+        _depthwise.depthwise_forward(x4.reshape(-1), weight.reshape(-1), bias, out4.reshape(-1),
+                                     geom.window.kernel_struct(), geom.batch,
+                                     geom.out_channels, geom.layout == "NHWC",
+                                     plan.num_threads)
+        return
+    # BLAS runs inside fastconv's own OpenMP loop: held at one thread (the direct
+    # small-GEMM path calls no BLAS, and skips the ~15 µs of setting the limit).
+    with contextlib.nullcontext() if plan.strategy == DIRECT else blas_limit(1):
+        _conv.conv2d_forward(x4.reshape(-1), weight.reshape(-1), bias, out4.reshape(-1),
+                             workspace[:plan.workspace], geom.window.kernel_struct(),
+                             plan.kernel_struct(), plan.col_size, plan.num_threads)
+
+
+def input_grad_as_conv(grad_out4, weight, grad_x4, geom, workspace, capped=False):
+    """Stride 1, one group: the input gradient is the convolution of the output gradient
+    with the weight flipped in both spatial axes and its two channel axes swapped, padded
+    by dilation·(k − 1) − padding on each side. When that convolution takes the DIRECT
+    path (docs/performance.md#flipped_input_gradient), run it into grad_x4 and return
+    True; else False (nothing done). Its scratch is `workspace` (the backward pass's own)
+    when large enough, else a new array, unless `capped` (a workspace cap holds: then
+    False)."""
+    if geom.stride != (1, 1) or geom.groups != 1 or geom.window.is_pointwise:
+        return False
+    (kh, kw), (dh, dw) = geom.kernel_size, geom.dilation
+    (top, bottom), (left, right) = geom.padding
+    pads = ((dh * (kh - 1) - top, dh * (kh - 1) - bottom),
+            (dw * (kw - 1) - left, dw * (kw - 1) - right))
+    if min(pads[0] + pads[1]) < 0:
+        return False
+    flipped_geom = geo.ConvGeometry(grad_out4.shape, geom.in_channels, (kh, kw), 1, pads,
+                                    (dh, dw), layout=geom.layout)
+    if flipped_geom.output_shape != grad_x4.shape:
+        return False
+    plan = plan_direct(plan_request(flipped_geom, grad_out4.dtype.itemsize, FORWARD))
+    if plan is None:
+        return False
+    if plan.workspace > workspace.size:
+        if capped:
+            return False
+        workspace = _memory.empty(plan.workspace, grad_out4.dtype)
+    flipped = (weight.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1] if geom.layout == "NCHW"
+               else weight[::-1, ::-1].transpose(0, 1, 3, 2))
+    run_forward(grad_out4, np.ascontiguousarray(flipped), None, grad_x4, plan, workspace)
+    return True
+
+
+def run_backward(grad_out4, x4, weight, grad_x4, grad_weight, plan, workspace, partials,
+                 capped=False):
+    """The input gradient into grad_x4 and the weight gradient added into grad_weight by
+    `plan` (either may be None: not needed); partials (≥ plan.partials elements) is zeroed
+    here. `capped`: the workspace is all the scratch memory allowed."""
+    geom = plan.geometry
+    if grad_x4 is not None and grad_x4.size and grad_out4.size == 0:
+        grad_x4[...] = 0
+        grad_x4 = None
+    if grad_out4.size == 0 or x4 is not None and x4.size == 0:
+        grad_weight = None  # no output or no pixels: nothing to add
+    if grad_x4 is not None and grad_x4.size == 0:
+        grad_x4 = None
+    if (grad_x4 is not None and plan.strategy != DEPTHWISE
+            and input_grad_as_conv(grad_out4, weight, grad_x4, geom, workspace, capped)):
+        grad_x4 = None  # done
+    struct = geom.window.kernel_struct()
+    if grad_weight is not None:
+        acc = partials[:plan.partials]
+        acc.fill(0)
+    if plan.strategy == DEPTHWISE:
+        nhwc = geom.layout == "NHWC"
+        if grad_weight is not None:
+            _depthwise.depthwise_weight_grad(grad_out4.reshape(-1), x4.reshape(-1),
+                                             grad_weight.reshape(-1), acc, struct, geom.batch,
+                                             geom.out_channels, nhwc, plan.num_threads)
+        if grad_x4 is not None:
+            _depthwise.depthwise_input_grad(grad_out4.reshape(-1), weight.reshape(-1),
+                                            grad_x4.reshape(-1), struct, geom.batch,
+                                            geom.out_channels, nhwc, plan.num_threads)
+        return
+    with blas_limit(1):  # BLAS runs inside fastconv's own OpenMP loops
+        if grad_weight is not None:
+            _conv.conv2d_weight_grad(grad_out4.reshape(-1), x4.reshape(-1),
+                                     grad_weight.reshape(-1), workspace[:plan.workspace], acc,
+                                     struct, plan.kernel_struct(), plan.col_size,
+                                     plan.num_threads)
+        if grad_x4 is not None:
+            _conv.conv2d_input_grad(grad_out4.reshape(-1), weight.reshape(-1),
+                                    grad_x4.reshape(-1), workspace[:plan.workspace], struct,
+                                    plan.kernel_struct(), plan.col_size, plan.num_threads)
+
+
+# Row blocks of an NHWC bias gradient (the kernel's BIAS_ROW_BLOCKS).
+_BIAS_ROW_BLOCKS = 64
+
+
+def bias_grad(grad_out4, layout, out=None):
+    """Σ of a C-contiguous 4-D output gradient over batch and positions, per channel, in a
+    fixed order (so independent of the thread count); added into `out` when given."""
+    nhwc = layout == "NHWC"
+    n = grad_out4.shape[0]
+    channels = grad_out4.shape[3] if nhwc else grad_out4.shape[1]
+    result = _memory.empty(channels, grad_out4.dtype)
+    if grad_out4.size == 0:
+        result.fill(0)
+    else:
+        partials = _memory.empty(_BIAS_ROW_BLOCKS * channels if nhwc else 0, grad_out4.dtype)
+        _conv.bias_grad(grad_out4.reshape(-1), result, partials, n, channels,
+                        grad_out4.size // (n * channels), nhwc, get_num_threads())
+    if out is None:
+        return result
+    out += result
+    return out

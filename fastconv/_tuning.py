@@ -1,0 +1,91 @@
+"""The measured numbers that steer how work is cut and when threads wake, in one place.
+
+Each field keeps one line of reason; the measurements behind it are in
+docs/performance.md (the anchor named at the field). Planning reads the active
+:class:`Tuning`; tests that need another one say so with :func:`tuned` or pass a Tuning to
+a planning function, instead of patching module constants.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+
+from fastconv.threads import get_num_threads
+
+__all__ = ["Tuning", "DEFAULT", "active", "tuned", "threads_for_flops",
+           "threads_for_elements"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Tuning:
+    """Tuning constants of the convolution planner and the data-movement kernels."""
+
+    # Bytes of one thread's column tile: cache-sized, and wide enough that each GEMM packs
+    # its weight once for many positions (docs/performance.md#tile_bytes).
+    tile_bytes: int = 4 << 20
+    # Work items to aim for when the batch alone has too few images. Never derived from the
+    # thread count in use: tiles change GEMM shapes, so the last bits of results
+    # (docs/performance.md#work_items).
+    work_items: int = max(8, 2 * (os.cpu_count() or 1))
+    # Fewest output positions in a tile cut for parallelism: narrower GEMMs run slowly
+    # (docs/performance.md#min_tile_positions).
+    min_tile_positions: int = 256
+    # Output positions one NHWC forward GEMM aims at when images are small, so OpenBLAS
+    # packs the weight once per group of images (docs/performance.md#batch_positions).
+    batch_positions: int = 512
+    # Images with fewer output positions than this are grouped (NHWC forward;
+    # docs/performance.md#small_image_positions).
+    small_image_positions: int = 128
+    # Below this many floating-point operations a convolution runs on one thread: waking
+    # the OpenMP team costs more than it saves (docs/performance.md#parallel_min_flops).
+    parallel_min_flops: int = 1 << 21
+    # Fewest output channels per GEMM when one image's channels are split between threads
+    # (docs/performance.md#min_channel_block).
+    min_channel_block: int = 128
+    # The direct small-GEMM forward path re-reads the packed weight for every block of
+    # positions: it wins while the weight stays in L2
+    # (docs/performance.md#direct_max_weight_bytes).
+    direct_max_weight_bytes: int = 256 << 10
+    # Widest output of the direct path (docs/performance.md#direct_max_channels).
+    direct_max_channels: int = 256
+    # Below this many elements written, a data-movement kernel (im2col, col2im,
+    # space_to_batch, R-MAC pooling) runs on one thread
+    # (docs/performance.md#parallel_min_elements).
+    parallel_min_elements: int = 1 << 15
+
+
+DEFAULT = Tuning()
+_active = DEFAULT
+
+
+def active():
+    """The Tuning that planning uses now (DEFAULT unless inside :func:`tuned`)."""
+    return _active
+
+
+@contextlib.contextmanager
+def tuned(tuning=None, **changes):
+    """Within the block, plan with `tuning` (default: the active one) with `changes` made,
+    e.g. ``with tuned(parallel_min_flops=0):``. Process-wide (every thread plans with it):
+    meant for tests and experiments, not for use while other threads run convolutions."""
+    global _active
+    previous = _active
+    _active = dataclasses.replace(tuning or previous, **changes)
+    try:
+        yield _active
+    finally:
+        _active = previous
+
+
+def threads_for_flops(flops, tuning=None):
+    """The thread count for a convolution of `flops` operations: one below
+    parallel_min_flops, else fastconv's thread setting."""
+    tuning = tuning or _active
+    return get_num_threads() if flops >= tuning.parallel_min_flops else 1
+
+
+def threads_for_elements(elements, tuning=None):
+    """The thread count for a data-movement kernel writing `elements` values."""
+    tuning = tuning or _active
+    return get_num_threads() if elements >= tuning.parallel_min_elements else 1

@@ -1,0 +1,125 @@
+"""Plans and geometry as values: which strategy the chooser picks, and that neither a plan
+nor a geometry can change once made (fastconv._engine, fastconv.geometry)."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+import fastconv
+from fastconv import _engine, _tuning
+from fastconv import geometry as geo
+
+E = _engine
+DEFAULT = _tuning.DEFAULT
+SMALL_GEMM = bool(_engine._conv.SMALL_GEMM)
+
+# (input shape, C_out, kernel, stride, padding, groups, layout, dtype, pass, strategy) with
+# the default tuning and two threads.
+CHOICES = [
+    ((1, 32, 112, 112), 32, 3, 1, 1, 32, "NCHW", np.float32, E.FORWARD, E.DEPTHWISE),
+    ((8, 112, 112, 32), 32, 3, 2, 1, 32, "NHWC", np.float32, E.BACKWARD, E.DEPTHWISE),
+    ((1, 64, 56, 56), 64, 3, 1, 1, 1, "NCHW", np.float32, E.FORWARD,
+     E.DIRECT if SMALL_GEMM else E.ROW_TILES),
+    ((1, 64, 56, 56), 64, 3, 1, 1, 1, "NCHW", np.float64, E.FORWARD, E.ROW_TILES),
+    ((1, 64, 56, 56), 64, 3, 1, 1, 1, "NCHW", np.float32, E.BACKWARD, E.ROW_TILES),
+    ((8, 7, 7, 512), 512, 3, 1, 1, 1, "NHWC", np.float32, E.FORWARD, E.GROUPED_IMAGES),
+    ((1, 512, 7, 7), 512, 3, 1, 1, 1, "NCHW", np.float32, E.FORWARD, E.CHANNEL_BLOCKS),
+    ((8, 512, 7, 7), 512, 3, 1, 1, 1, "NCHW", np.float32, E.FORWARD, E.ROW_TILES),
+    ((1, 256, 14, 14), 256, 3, 1, 1, 1, "NCHW", np.float32, E.INPUT_GRAD, E.CHANNEL_BLOCKS),
+    ((8, 64, 56, 56), 256, 1, 1, 0, 1, "NCHW", np.float32, E.FORWARD, E.POINTWISE),
+    ((8, 256, 56, 56), 128, 1, 2, 0, 1, "NCHW", np.float32, E.FORWARD, E.ROW_TILES),
+]
+
+
+@pytest.mark.parametrize("case", CHOICES, ids=lambda case: f"{case[-1]}-{case[-2]}")
+def test_chooser_picks_the_strategy(case):
+    shape, c_out, k, stride, padding, groups, layout, dtype, pass_, strategy = case
+    geom = fastconv.ConvGeometry(shape, c_out, k, stride, padding, groups=groups,
+                                 layout=layout)
+    with fastconv.threads(2):
+        plan = _engine.choose_plan(geom, np.dtype(dtype).itemsize, pass_, tuning=DEFAULT)
+    assert plan.strategy == strategy
+    assert plan.geometry is geom
+    assert plan.num_threads == 2
+
+
+def test_every_strategy_has_a_planner_and_row_tiles_serve_last():
+    strategies = {E.DEPTHWISE, E.DIRECT, E.GROUPED_IMAGES, E.CHANNEL_BLOCKS, E.POINTWISE,
+                  E.ROW_TILES}
+    assert {planner.__name__.removeprefix("plan_") for planner in E.PLANNERS} == strategies
+    assert E.PLANNERS[-1] is E.plan_row_tiles
+    geom = fastconv.ConvGeometry((2, 3, 9, 9), 4, 3, 2, 1)
+    request = E.plan_request(geom, 8, E.BACKWARD)
+    assert E.plan_row_tiles(request).strategy == E.ROW_TILES
+
+
+def test_a_strategy_that_does_not_apply_returns_none():
+    geom = fastconv.ConvGeometry((2, 3, 9, 9), 4, 3, padding=1)
+    request = E.plan_request(geom, 8, E.FORWARD)
+    assert E.plan_depthwise(request) is None
+    assert E.plan_direct(request) is None          # float64
+    assert E.plan_pointwise(request) is None
+    assert E.plan_grouped_images(request) is None  # NCHW
+
+
+def test_plans_and_requests_are_immutable():
+    geom = fastconv.ConvGeometry((2, 3, 9, 9), 4, 3, padding=1)
+    plan = _engine.choose_plan(geom, 4, E.FORWARD)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        plan.tile_rows = 1
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        E.plan_request(geom, 4, E.FORWARD).num_threads = 3
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        DEFAULT.tile_bytes = 1
+
+
+def test_geometry_is_immutable():
+    geom = fastconv.ConvGeometry((2, 3, 9, 9), 4, 3, padding=1)
+    for name, value in [("out_h", 3), ("window", None), ("layout", "NHWC"), ("new", 1)]:
+        with pytest.raises(AttributeError, match="ConvGeometry is immutable"):
+            setattr(geom, name, value)
+    assert (geom.out_h, geom.out_w, geom.layout) == (9, 9, "NCHW")
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+def test_transposed_geometry_is_the_conv2d_it_inverts(layout):
+    """conv_transpose2d's geometry: the conv2d from the (N, C_out, OH, OW) result to the
+    input, its window mapping OH×OW onto H×W, with output_padding rows no output reads."""
+    x = np.zeros((2, 5, 4, 6) if layout == "NCHW" else (2, 4, 6, 5), np.float32)
+    w = np.zeros((5, 3, 3, 2) if layout == "NCHW" else (3, 2, 3, 5), np.float32)
+    geom = geo.transposed_conv_geometry("conv_transpose2d", x, w, 2, ((1, 0), (0, 1)), 1, 1,
+                                        (1, 2), layout, x.shape)
+    # OH = (4 − 1)·2 − 1 + 1·2 + 1 + 1 = 9, OW = (6 − 1)·2 − 1 + 2·1 + 1 + 1 = 13
+    image = (2, 3, 9, 13) if layout == "NCHW" else (2, 9, 13, 3)
+    assert geom.input_shape == image
+    assert (geom.in_channels, geom.out_channels) == (3, 5)
+    assert (geom.out_h, geom.out_w) == (4, 6)
+    assert geom.window.out_h == 4 and geom.window.height == 9
+    forward = fastconv.ConvGeometry(image, 5, (3, 2), 2, ((1, 0), (0, 1)), (1, 2),
+                                    layout=layout)
+    assert forward.window == geom.window
+    # output_padding from a dilation: the 1×1 window's outputs are fewer than its pixels
+    x1 = np.zeros((1, 2, 2, 3), np.float32)
+    w1 = np.zeros((2, 1, 1, 1), np.float32)
+    dilated = geo.transposed_conv_geometry("conv_transpose2d", x1, w1, 1, 0, (1, 0), 1,
+                                           (2, 1), "NCHW", x1.shape)
+    assert dilated.input_shape == (1, 1, 3, 3) and (dilated.out_h, dilated.out_w) == (2, 3)
+    assert not dilated.window.is_pointwise
+
+
+def test_tuned_changes_the_active_tuning_and_restores_it():
+    before = _tuning.active()
+    with _tuning.tuned(tile_bytes=1) as inside:
+        assert _tuning.active() is inside and inside.tile_bytes == 1
+        assert inside.parallel_min_flops == before.parallel_min_flops
+    assert _tuning.active() is before
+
+
+def test_tuning_reaches_the_plan_it_is_given():
+    geom = fastconv.ConvGeometry((2, 3, 20, 20), 4, 3, padding=1)
+    tiny = dataclasses.replace(_tuning.active(), tile_bytes=1)
+    with fastconv.threads(1):
+        assert E.choose_plan(geom, 4, E.BACKWARD, tuning=tiny).tile_rows == 1
+        assert E.choose_plan(geom, 4, E.BACKWARD).tile_rows > 1
