@@ -1,7 +1,7 @@
 """fastconv: fast convolution building blocks for plain NumPy arrays.
 
 im2col / col2im, convolution on BLAS GEMM, space-to-batch and R-MAC, written as Cython
-kernels (nogil, OpenMP) behind a validating NumPy API. See ``SPEC`` sections in the README.
+kernels (nogil, OpenMP) behind a validating NumPy API. The contract is docs/spec.md.
 """
 from fastconv._version import __version__
 from fastconv.geometry import ConvGeometry

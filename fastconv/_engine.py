@@ -160,7 +160,7 @@ def plan_request(geom, itemsize, pass_, *, max_workspace_bytes=None, tuning=None
         tile_rows = max(1, min(out_h, tuning.tile_bytes // (row_elems * itemsize)))
     wanted_tiles = min(-(-tuning.work_items // max(geom.batch, 1)), out_h,
                        max(1, out_h * geom.out_w // tuning.min_tile_positions))
-    # A power of two: even shares for 2, 4, 8 threads (docs/performance.md#row_tiles)
+    # A power of two: even shares for 2, 4, 8 threads (docs/performance.md#tiles-power-of-two)
     wanted_tiles = 1 << (wanted_tiles.bit_length() - 1)
     tile_rows = min(tile_rows, -(-out_h // wanted_tiles))
     if max_workspace_bytes is not None:
@@ -237,7 +237,7 @@ def images_per_gemm(request):
     """Images whose positions one NHWC forward GEMM should span: enough for
     batch_positions output positions when an image has fewer than small_image_positions,
     within the batch and tile_bytes of columns (1: image by image, always in NCHW, where
-    the grouping measured slower: docs/performance.md#grouped_images)."""
+    the grouping measured slower: docs/performance.md#images_per_gemm)."""
     geom, tuning = request.geometry, request.tuning
     positions = geom.out_h * geom.out_w
     if (geom.layout != "NHWC" or geom.batch < 2 or positions == 0
@@ -353,7 +353,7 @@ def input_grad_as_conv(grad_out4, weight, grad_x4, geom, workspace, capped=False
     """Stride 1, one group: the input gradient is the convolution of the output gradient
     with the weight flipped in both spatial axes and its two channel axes swapped, padded
     by dilation·(k − 1) − padding on each side. When that convolution takes the DIRECT
-    path (docs/performance.md#flipped_input_gradient), run it into grad_x4 and return
+    path (docs/performance.md#input_grad_as_conv), run it into grad_x4 and return
     True; else False (nothing done). Its scratch is `workspace` (the backward pass's own)
     when large enough, else a new array, unless `capped` (a workspace cap holds: then
     False)."""

@@ -357,7 +357,7 @@ def space_to_batch(x, block_size, padding=0, *, layout="NCHW"):
     fn = "fastconv.dask.space_to_batch"
     function = getattr(fastconv, "space_to_batch", None)
     if function is None:
-        raise NotImplementedError(f"{fn}: this fastconv has no space_to_batch (SPEC §3)")
+        raise NotImplementedError(f"{fn}: this fastconv has no space_to_batch (docs/spec.md §3)")
     layout = _validate.normalize_layout(layout, fn)
     _check_dask_input(x, "x", fn, "space_to_batch")
     _validate.check_movable_dtype(x, "x", fn)

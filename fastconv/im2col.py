@@ -1,4 +1,4 @@
-"""im2col / col2im (SPEC §1): Caffe2's Im2Col/Col2Im, PyTorch's unfold/fold.
+"""im2col / col2im (docs/spec.md §1): Caffe2's Im2Col/Col2Im, PyTorch's unfold/fold.
 
 Layouts of the column matrix:
 

@@ -1,4 +1,4 @@
-"""Build and runtime information (SPEC §0 'Build info'): ``python -m fastconv info``.
+"""Build and runtime information (docs/spec.md §0 'Build info'): ``python -m fastconv info``.
 
 :func:`build_info` collects everything into a plain dict (JSON-serialisable);
 :func:`format_build_info` turns it into the text that ``python -m fastconv info`` prints.

@@ -1,4 +1,4 @@
-"""R-MAC (SPEC §4): region grids, region max-pooling and R-MAC descriptors.
+"""R-MAC (docs/spec.md §4): region grids, region max-pooling and R-MAC descriptors.
 
 R-MAC (Tolias, Sicre and Jégou, ICLR 2016) describes an image by max-pooling a CNN feature
 map over a fixed grid of square regions at several scales, L2-normalising each region's

@@ -1,4 +1,4 @@
-"""Space-to-batch, batch-to-space and atrous convolution (SPEC §3).
+"""Space-to-batch, batch-to-space and atrous convolution (docs/spec.md §3).
 
 Caffe2's SpaceToBatchOp / BatchToSpaceOp, whose mapping is TensorFlow's
 ``space_to_batch_nd`` / ``batch_to_space_nd`` with ``block_shape = (bh, bw)``. With the

@@ -1,4 +1,4 @@
-"""Thread control (SPEC §0): fastconv's OpenMP team size and BLAS thread limits.
+"""Thread control (docs/spec.md §0): fastconv's OpenMP team size and BLAS thread limits.
 
 fastconv never oversubscribes the cores: where its own OpenMP loop calls BLAS, BLAS is held
 at one thread (threadpoolctl) and the user's setting is restored afterwards.

@@ -1,7 +1,7 @@
 """Shared fixtures and oracle helpers for the fastconv test suite.
 
 Nothing here calls fastconv's kernels: the helpers are written straight from the index
-formulas of SPEC §0/§1 so that tests compare two independent pieces of code.
+formulas of docs/spec.md §0/§1 so that tests compare two independent pieces of code.
 """
 from __future__ import annotations
 
@@ -76,7 +76,7 @@ def pads(p):
 
 
 def out_size(size, before, after, k, s, d):
-    """SPEC §0: (H + top + bottom - dilation*(kh-1) - 1)//stride + 1."""
+    """docs/spec.md §0: (H + top + bottom - dilation*(kh-1) - 1)//stride + 1."""
     return (size + before + after - d * (k - 1) - 1) // s + 1
 
 
@@ -87,7 +87,7 @@ def out_hw(h, w, kernel_size, stride=1, padding=0, dilation=1):
 
 
 def naive_im2col_nchw(x, kernel_size, stride=1, padding=0, dilation=1):
-    """SPEC §1 literally, one element at a time, for a batched NCHW x:
+    """docs/spec.md §1 literally, one element at a time, for a batched NCHW x:
     col[n, (c·kh + i)·kw + j, oh·OW + ow] = x[n, c, oh·sh − top + i·dh, ow·sw − left + j·dw],
     zero where that index falls outside the image."""
     n_, c_, h_, w_ = x.shape
@@ -124,7 +124,7 @@ def naive_col2im_nchw(cols, output_size, kernel_size, stride=1, padding=0, dilat
 
 def nchw_cols_to_nhwc_cols(cols, channels, kernel_size):
     """Re-index an NCHW column array (N, C·kh·kw, L) into the NHWC one (N, L, kh·kw·C) by the
-    two index formulas of SPEC §1:
+    two index formulas of docs/spec.md §1:
     nhwc[n, p, (i·kw + j)·C + c] = nchw[n, (c·kh + i)·kw + j, p]."""
     kh, kw = pair(kernel_size)
     n_, rows, length = cols.shape

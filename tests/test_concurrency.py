@@ -1,4 +1,4 @@
-"""Concurrency (SPEC §0 "Threads", §2 Conv2D): the GIL is released by every kernel, a shared
+"""Concurrency (docs/spec.md §0 "Threads", §2 Conv2D): the GIL is released by every kernel, a shared
 Conv2D stays correct across Python threads, fastconv inside a user's thread pool gives
 exact results and never leaves BLAS or fastconv's own thread setting changed.
 

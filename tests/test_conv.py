@@ -1,4 +1,4 @@
-"""conv2d, conv2d_backward and conv_transpose2d (SPEC §0, §2) against independent oracles.
+"""conv2d, conv2d_backward and conv_transpose2d (docs/spec.md §0, §2) against independent oracles.
 
 Oracles: ``fastconv.reference`` (NumPy only: conv2d_strided for the forward; reference
 im2col + matmul + reference col2im for the backward), float64 central finite differences,

@@ -49,7 +49,7 @@ def ref_conv_nchw(x, w, b, stride, padding, dilation, groups):
 
 
 def space_to_batch_standin(x, block_size, padding=0, *, layout="NCHW"):
-    """SPEC §3 literally: zero-pad, then y[(off_h·bw + off_w)·N + n, c, oh, ow] =
+    """docs/spec.md §3 literally: zero-pad, then y[(off_h·bw + off_w)·N + n, c, oh, ow] =
     x_padded[n, c, oh·bh + off_h, ow·bw + off_w] (NHWC: the same with C last)."""
     bh, bw = (block_size, block_size) if np.isscalar(block_size) else block_size
     (top, bottom), (left, right) = ((padding,) * 2,) * 2 if np.isscalar(padding) else \
@@ -293,7 +293,7 @@ def test_space_to_batch_regroups_chunks(rng, standin, layout):
     assert y.shape == expected.shape
     assert y.chunks[0] == (3, 0, 3, 1) * 6          # bh·bw runs of the batch chunks
     np.testing.assert_array_equal(check_blocks(y), expected)
-    # The order is the SPEC's: offsets outer, images inner.
+    # The order is the specification's: offsets outer, images inner.
     np.testing.assert_array_equal(compute(y)[1 * 7 + 4], expected[7 + 4])
 
 

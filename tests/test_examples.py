@@ -36,7 +36,7 @@ def run_script(name, *args):
 
 
 needs_rmac = pytest.mark.skipif(not hasattr(fastconv, "rmac"),
-                                reason="fastconv.rmac (SPEC §4) is not in this build")
+                                reason="fastconv.rmac (docs/spec.md §4) is not in this build")
 
 
 # ----------------------------------------------------------------------------- lecture

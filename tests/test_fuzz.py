@@ -1,9 +1,9 @@
-"""Differential fuzzing of every public function (SPEC §0–§4), valid calls and invalid ones.
+"""Differential fuzzing of every public function (docs/spec.md §0–§4), valid calls and invalid ones.
 
 Each drawn call (random geometry, dtypes, memory orders, `out=` buffers, and on purpose
 zero/negative sizes, kernels larger than the padded input, mismatched channels and groups,
 wrong ndim, huge values, weird dtypes, zero-size and broadcast arrays) goes through a model
-of the SPEC written here, independently of fastconv's validation code. The model says what
+of the specification (docs/spec.md) written here, independently of fastconv's validation code. The model says what
 must happen:
 
 - a valid call returns exactly what ``fastconv.reference`` computes. The data are small
@@ -29,7 +29,7 @@ and oracle) and add a row to ``TARGETS``. The geometry, dtype, array and ``out=`
 below are meant to be reused; e.g. space_to_batch draws ``image_array`` + ``pair_value`` +
 ``fitted_padding`` and checks ``reference.space_to_batch``.
 
-Known deviations: where fastconv contradicts the SPEC, the model does not bend. It
+Known deviations: where fastconv contradicts the specification, the model does not bend. It
 ``reject()``s that one kind of call (marked "KNOWN DEVIATION" with the test's name) and a
 strict xfail at the end of this file pins a reproducer; once fixed, the xfail passes, the
 suite fails, and the reject() and the xfail go.
@@ -285,7 +285,7 @@ def huge_array(rng, shape, dtype):
 
 @st.composite
 def out_buffer(draw, shape, dtype, inputs, clean=False):
-    """None mostly; else a correct buffer or one that breaks a rule of SPEC §0 `out=`."""
+    """None mostly; else a correct buffer or one that breaks a rule of docs/spec.md §0 `out=`."""
     kind = draw(st.sampled_from(["none"] * 3 + ["ok"] if clean else ["none"] * 10 + ["ok"] * 4 + [
         "shape", "dtype", "fortran", "readonly", "list", "overlap", "strided"]))
     if kind == "list" and math.prod(max(size, 1) for size in shape) * 8 > SMALL_BYTES:
@@ -318,7 +318,7 @@ def out_buffer(draw, shape, dtype, inputs, clean=False):
     return np.empty(shape, dtype)
 
 
-# ================================================================== the model (SPEC §0)
+# ================================================================== the model (docs/spec.md §0)
 def is_int(value):
     return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
 
@@ -379,7 +379,7 @@ def check_layout(problems, fn, layout_arg):
 
 
 def check_float(problems, fn, name, array):
-    """float32 / float64 for arithmetic (SPEC §0): a TypeError naming the dtype."""
+    """float32 / float64 for arithmetic (docs/spec.md §0): a TypeError naming the dtype."""
     dtype = dtype_of(array)
     if dtype not in FLOATS:
         problems.add(TypeError, rf"^{fn}: {name}\b.*dtype {re.escape(str(dtype))}")
@@ -437,7 +437,7 @@ def resolve_strings(problems, fn, padding, kernel, stride, dilation):
 
 
 def window(problems, fn, hw, kernel, stride, padding, dilation):
-    """SPEC §0 output size, or None after adding the problems: window numbers above 2**62,
+    """docs/spec.md §0 output size, or None after adding the problems: window numbers above 2**62,
     padded sizes above 2**62, a kernel extent larger than the padded size."""
     if None in (kernel, stride, padding, dilation):
         return None
@@ -498,7 +498,7 @@ def workspace_allowance(out_w, columns_per_position, dtype):
 
 
 def check_out(problems, fn, out, shape, dtype, inputs):
-    """SPEC §0 `out=`: an ndarray, exact shape and dtype, C-contiguous, writable, sharing no
+    """docs/spec.md §0 `out=`: an ndarray, exact shape and dtype, C-contiguous, writable, sharing no
     memory with an input."""
     if out is None:
         return
@@ -929,7 +929,7 @@ def conv_arrays(draw, clean, transposed=False, grouped=True, giant=False):
 
 def conv_model(problems, fn, x, weight, bias, groups, stride_arg, padding_arg, dilation_arg,
                layout_arg, transposed=False, output_padding_arg=0, x_name="input"):
-    """SPEC §2 checks of conv2d / conv2d_backward / conv_transpose2d; returns a dict of the
+    """docs/spec.md §2 checks of conv2d / conv2d_backward / conv_transpose2d; returns a dict of the
     parsed call, or None when the model found a problem that stops it."""
     layout = check_layout(problems, fn, layout_arg)
     dtypes = [check_float(problems, fn, x_name, x), check_float(problems, fn, "weight", weight)]
@@ -1701,7 +1701,7 @@ def atrous_conv2d_cases(draw):
     rate_arg = draw(block_value(clean))
     padding_arg = draw(padding_value(strings=True, clean=clean))
     problems = Problems()
-    # SPEC §3: equal to conv2d(x, weight, bias, padding=padding, dilation=rate), so the
+    # docs/spec.md §3: equal to conv2d(x, weight, bias, padding=padding, dilation=rate), so the
     # conv2d model with stride 1 and groups 1 decides; the argument is called `rate`. The
     # bias is modelled apart: conv_model stops at a bias problem before the geometry.
     parsed = conv_model(problems, fn, x, weight, None, 1, 1, padding_arg, rate_arg, layout_arg)
@@ -1774,7 +1774,7 @@ def overlap_values(clean=False):
 
 
 def region_count(height, width, scales, overlap):
-    """Regions per image (SPEC §4): levels l = 1..L with a side 2m//(l+1) >= 1, i.e.
+    """Regions per image (docs/spec.md §4): levels l = 1..L with a side 2m//(l+1) >= 1, i.e.
     L = min(scales, 2m - 1), each with (l + step)·l positions (step along the long side)."""
     levels = min(int(scales), 2 * min(height, width) - 1)
     step = reference.rmac_step(height, width, overlap)
@@ -1960,7 +1960,7 @@ def rois_value(draw, batch, height, width, clean):
 
 
 def rois_problems(problems, fn, rois, batch, height, width, batched):
-    """SPEC §4 boxes: whole numbers, 0 <= batch_index < N (0 for one image), x1 <= x2,
+    """docs/spec.md §4 boxes: whole numbers, 0 <= batch_index < N (0 for one image), x1 <= x2,
     y1 <= y2, inside the map. Every faulty row is acceptable in the message."""
     values = rois.astype(np.float64)
     with np.errstate(invalid="ignore"):
@@ -2036,7 +2036,7 @@ def roi_max_pool_cases(draw):
 @st.composite
 def whiten_value(draw, channels, dtype, clean):
     """None, or (mean (C,), P (D, C)) of x's dtype (random normal values, so no projection
-    cancels exactly), or one of SPEC's bad forms."""
+    cancels exactly), or one of the specification's bad forms."""
     bad_forms = ["not_pair", "mean_shape", "p_shape", "p_1d", "dtype", "object", "list"]
     kind = draw(weighted((8, st.just("none")), (4, st.just("ok")),
                          (0 if clean else 1, st.sampled_from(bad_forms))))

@@ -1,4 +1,4 @@
-"""ConvGeometry (SPEC §2, last paragraph) and the output-size rule of SPEC §0."""
+"""ConvGeometry (docs/spec.md §2, last paragraph) and the output-size rule of docs/spec.md §0."""
 from __future__ import annotations
 
 import numpy as np

@@ -1,7 +1,7 @@
-"""im2col / col2im (SPEC §1) against independent oracles.
+"""im2col / col2im (docs/spec.md §1) against independent oracles.
 
 Oracles: ``fastconv.reference`` (plain NumPy, no fastconv kernels), the element-by-element
-loops in conftest (SPEC §1 written literally), hand-computed examples, and PyTorch's
+loops in conftest (docs/spec.md §1 written literally), hand-computed examples, and PyTorch's
 unfold / fold when torch is importable.
 """
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""fastconv.Conv2D (SPEC §2): initialisation, forward/backward against fastconv.reference and
+"""fastconv.Conv2D (docs/spec.md §2): initialisation, forward/backward against fastconv.reference and
 the functional API, gradient accumulation, workspace reuse and caps, thread safety."""
 from __future__ import annotations
 

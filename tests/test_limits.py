@@ -1,4 +1,4 @@
-"""Size limits (SPEC §0 "Errors"): huge shapes fail cleanly before any kernel runs.
+"""Size limits (docs/spec.md §0 "Errors"): huge shapes fail cleanly before any kernel runs.
 
 Huge inputs are faked with ``numpy.broadcast_to`` views (zero strides: nothing is
 allocated). Three kinds of limit:

@@ -1,4 +1,4 @@
-"""Numerics (SPEC §0 dtypes, §2): float64 to 1e-12, float32 to 1e-5, NaN/Inf as PyTorch.
+"""Numerics (docs/spec.md §0 dtypes, §2): float64 to 1e-12, float32 to 1e-5, NaN/Inf as PyTorch.
 
 Error measure. A convolution output is a sum of products, y = Σ w·x, and the rounding
 error of any summation order is bounded by a multiple of Σ |w|·|x| (the same convolution

@@ -3,7 +3,7 @@ other, against a per-output-element formula written here, and against PyTorch.
 
 The reference works on NHWC input and HWIO weight. The formula below never pads an array:
 it reads x[n, oh·sh − top + i·dh, ow·sw − left + j·dw, c] and treats out-of-range indices
-as zero, straight from SPEC §0/§1, so it shares no code with ``reference.pad_nhwc``.
+as zero, straight from docs/spec.md §0/§1, so it shares no code with ``reference.pad_nhwc``.
 """
 from __future__ import annotations
 

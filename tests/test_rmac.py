@@ -1,4 +1,4 @@
-"""R-MAC (SPEC §4): rmac_regions against pinned Caffe2 region sets and a float32
+"""R-MAC (docs/spec.md §4): rmac_regions against pinned Caffe2 region sets and a float32
 re-derivation, roi_max_pool against NumPy slicing, rmac against a plain NumPy rendering of
 cirtorch's algorithm (and against torch renderings of it)."""
 import importlib

@@ -1,6 +1,6 @@
-"""space_to_batch / batch_to_space / atrous_conv2d (SPEC §3) against independent oracles.
+"""space_to_batch / batch_to_space / atrous_conv2d (docs/spec.md §3) against independent oracles.
 
-Oracles: the SPEC §3 index formula written element by element here, ``fastconv.reference``
+Oracles: the docs/spec.md §3 index formula written element by element here, ``fastconv.reference``
 (np.pad + reshape/transpose), pinned hand-computed values, the adjoint identity, torch
 autograd of a torch pad/reshape/permute version, reference.conv2d_naive and torch's
 dilated conv2d for atrous_conv2d, and TensorFlow's *_nd ops when TensorFlow is importable.
@@ -71,7 +71,7 @@ GEOM_LIST = list(GEOMS.values())
 
 
 def naive_space_to_batch(x, block_size, padding=0):
-    """SPEC §3 literally, one element at a time, batched NCHW:
+    """docs/spec.md §3 literally, one element at a time, batched NCHW:
     y[(off_h·bw + off_w)·N + n, c, oh, ow] = x_padded[n, c, oh·bh + off_h, ow·bw + off_w]."""
     n_, c_, h_, w_ = x.shape
     bh, bw = pair(block_size)

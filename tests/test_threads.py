@@ -1,4 +1,4 @@
-"""Thread control (SPEC §0): get_num_threads / set_num_threads / threads().
+"""Thread control (docs/spec.md §0): get_num_threads / set_num_threads / threads().
 
 Every test leaves the process-wide setting as it found it (conftest also restores it).
 """
