@@ -8,7 +8,7 @@ buffer, so only the operator (and its argument checks) is measured.
 import numpy as np
 
 import fastconv
-from fastconv.bench import Case, load_layers
+from fastconv.bench.suite import Case, load_layers
 
 LAYOUTS = ["NCHW", "NHWC"]
 DTYPES = ["float32", "float64"]
@@ -17,7 +17,7 @@ THREADS = [1, 2]
 
 
 def suite_case(name, batch):
-    """The :class:`fastconv.bench.Case` of suite layer `name` at `batch`."""
+    """The :class:`fastconv.bench.suite.Case` of suite layer `name` at `batch`."""
     return Case({layer.name: layer for layer in load_layers()}[name], batch)
 
 

@@ -1,7 +1,7 @@
 """asv: the performance targets of ``python -m fastconv bench --compare`` as tracked ratios.
 
 Each ``track_`` benchmark measures one (layer, batch, layout) of the suite with
-:func:`fastconv.compare.measure_case` and returns one ratio, so ``asv continuous`` flags a
+:func:`fastconv.bench.compare.measure_case` and returns one ratio, so ``asv continuous`` flags a
 regression of fastconv *relative to* its peers and the bare GEMM rather than of raw time
 (which moves with the machine):
 
@@ -13,7 +13,7 @@ regression of fastconv *relative to* its peers and the bare GEMM rather than of 
 
 A case is measured once per parameter set (in ``setup``) and the four tracks read it.
 """
-from fastconv import compare
+from fastconv.bench import compare
 
 LAYOUTS = ["NCHW", "NHWC"]
 LAYERS = ["resnet50.res2.3x3", "resnet50.res4.3x3", "resnet50.res5.1x1", "vgg16.conv1_1",

@@ -1,15 +1,17 @@
 """asv benchmarks: fastconv.rmac, roi_max_pool and rmac_regions on CNN final feature maps.
 
-The maps are the ones ``python -m fastconv bench --ops rmac`` runs (``fastconv.bench.RMAC_MAPS``:
-ResNet-50 res5 2048×7×10 and VGG-16 conv5 512×30×40). ``setup`` makes the feature map (and
-the region boxes), so only the call is timed; descriptors per second = batch / time.
+The maps are the ones ``python -m fastconv bench --ops rmac`` runs
+(``fastconv.bench.suite.RMAC_MAPS``: ResNet-50 res5 2048×7×10 and VGG-16 conv5 512×30×40).
+``setup`` makes the feature map (and the region boxes), so only the call is timed;
+descriptors per second = batch / time.
 ``time_numpy_rmac`` times the straightforward NumPy version (one slice and max per region,
-``fastconv.bench.numpy_rmac``) on the same data, for the speed-up.
+``fastconv.bench.baselines.numpy_rmac``) on the same data, for the speed-up.
 """
 import numpy as np
 
 import fastconv
-from fastconv.bench import RMAC_MAPS, numpy_rmac
+from fastconv.bench.baselines import numpy_rmac
+from fastconv.bench.suite import RMAC_MAPS
 
 LAYOUTS = ["NCHW", "NHWC"]
 DTYPES = ["float32", "float64"]

@@ -27,7 +27,7 @@ import numpy as np
 
 import fastconv
 from fastconv import reference
-from fastconv.bench import load_layers
+from fastconv.bench.suite import load_layers
 
 LAYER = "lecture.8to16"
 

@@ -1,5 +1,7 @@
 """Command line: ``python -m fastconv info`` and ``python -m fastconv bench [options]``.
 
+Every command is routed here: ``info`` to :mod:`fastconv.info`, ``bench`` to the sections'
+table and ``bench --compare`` to the performance targets (:mod:`fastconv.bench.cli`).
 Bad options end with argparse's usage line, a one-line message and exit code 2.
 """
 from __future__ import annotations
@@ -11,7 +13,7 @@ import sys
 
 def build_parser():
     """The argparse parser with the ``info`` and ``bench`` sub-commands."""
-    from fastconv import bench
+    from fastconv.bench import cli
 
     parser = argparse.ArgumentParser(
         prog="python -m fastconv",
@@ -28,7 +30,7 @@ def build_parser():
         "bench", help="time fastconv against NumPy and torch",
         description="Time fastconv against a NumPy baseline and torch (when installed) on "
                     "the ResNet/VGG/MobileNet layers of fastconv/data/layers.json.")
-    bench.add_arguments(bench_parser)
+    cli.add_arguments(bench_parser)
     bench_parser.set_defaults(command_parser=bench_parser)  # for its error messages
     return parser
 
@@ -42,16 +44,26 @@ def run_info(args):
     return 0
 
 
+def run_bench(args):
+    """``python -m fastconv bench [--compare]``; bad requests end via the bench parser's
+    ``error`` (exit 2)."""
+    from fastconv.bench import cli
+
+    parser = args.command_parser
+    cli.check_output_targets(args, parser)  # before any timing
+    if args.compare:
+        return cli.run_compare(args, parser)
+    return cli.run_sections(args, parser)
+
+
 def main(argv=None):
     """Entry point; returns the process exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "info":
         return run_info(args)
-    from fastconv import bench
-
     try:
-        return bench.main(args, args.command_parser)
+        return run_bench(args)
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         return 130

@@ -11,7 +11,10 @@ import numpy as np
 import pytest
 
 import fastconv
-from fastconv import bench, reference
+from fastconv import reference
+from fastconv.bench import (baselines, ceiling, cli, measure, plot, report, sections,
+                            suite, timing)
+from fastconv.bench.config import load_torch, make_config
 from fastconv.info import build_info, format_build_info
 
 # Run the subprocesses against the same fastconv this process imported.
@@ -81,15 +84,15 @@ def test_bench_tiny_with_json(tmp_path):
     document = json.loads(path.read_text())
     rows = document["rows"]
     # All sections by default; rmac times its own feature maps, not the layer suite.
-    assert list(dict.fromkeys(row["op"] for row in rows)) == list(bench.SECTIONS)
-    maps = {fmap.name for fmap in bench.RMAC_MAPS}
+    assert list(dict.fromkeys(row["op"] for row in rows)) == list(sections.SECTIONS)
+    maps = {fmap.name for fmap in suite.RMAC_MAPS}
     for row in rows:
         assert ROW_KEYS <= set(row)
         assert row["layer"] in (maps if row["op"] == "rmac" else {"lecture.8to16"})
         assert row["batch"] == 1
         assert row["fastconv_ms"] > 0 and row["numpy_ms"] > 0
         assert row["matches_numpy"] is True
-    assert set(document["summary"]) == set(bench.SECTIONS)
+    assert set(document["summary"]) == set(sections.SECTIONS)
 
 
 def test_bench_without_torch_prints_dash():
@@ -129,16 +132,15 @@ def test_runs_without_torch(monkeypatch):
         return None if name == "torch" else real_find_spec(name, *args, **kwargs)
 
     monkeypatch.setattr(importlib.util, "find_spec", hide_torch)
-    assert bench.load_torch() is None
+    assert load_torch() is None
     info = build_info()
     assert info["torch"] is None
     assert "not installed" in format_build_info(info)
-    config = bench.make_config(layers=["lecture.8to16"], batches=[1], ops=["col2im"],
-                               repeats=1)
+    config = make_config(layers=["lecture.8to16"], batches=[1], ops=["col2im"], repeats=1)
     assert config.torch is None
-    rows = bench.run(config, progress=False)
+    rows = sections.run(config, progress=False)
     assert len(rows) == 1 and rows[0].torch_s is None and rows[0].matches_numpy
-    table = bench.format_table(rows, config)
+    table = report.format_table(rows, config)
     assert "vs torch -" in table
 
 
@@ -148,15 +150,15 @@ def test_unknown_layer_lists_valid_names():
 
 
 def test_select_layers_glob_and_errors():
-    layers = bench.load_layers()
-    chosen = bench.select_layers(layers, ["resnet50.res5*"])
+    layers = suite.load_layers()
+    chosen = suite.select_layers(layers, ["resnet50.res5*"])
     assert [layer.name for layer in chosen] == ["resnet50.res5.3x3", "resnet50.res5.1x1"]
-    with pytest.raises(bench.BenchError, match="valid names"):
-        bench.select_layers(layers, ["nope"])
+    with pytest.raises(suite.BenchError, match="valid names"):
+        suite.select_layers(layers, ["nope"])
 
 
 def test_layer_file_is_packaged_data():
-    layers = bench.load_layers()
+    layers = suite.load_layers()
     assert len(layers) >= 10
     by_name = {layer.name: layer for layer in layers}
     assert by_name["vgg16.conv1_2"].batches == (1,)
@@ -165,9 +167,9 @@ def test_layer_file_is_packaged_data():
 
 def test_best_time_counts_calls():
     calls = []
-    seconds = bench.best_time(lambda: calls.append(1),
-                              bench.Timing(repeats=3, min_repeats=3, budget_s=0.0,
-                                           min_sample_s=0.0))
+    seconds = timing.best_time(lambda: calls.append(1),
+                               timing.Timing(repeats=3, min_repeats=3, budget_s=0.0,
+                                             min_sample_s=0.0))
     assert seconds >= 0 and len(calls) == 1 + 3  # warm-up + samples
 
 
@@ -175,8 +177,8 @@ def test_best_times_settles_before_each_sample():
     """Round-robin over several functions: each timed sample follows an untimed call of the
     same function, so no sample starts right after the other function's call."""
     log = []
-    timing = bench.Timing(repeats=3, min_repeats=3, budget_s=0.0, min_sample_s=0.0)
-    bench.best_times([lambda: log.append("a"), lambda: log.append("b")], timing)
+    rules = timing.Timing(repeats=3, min_repeats=3, budget_s=0.0, min_sample_s=0.0)
+    timing.best_times([lambda: log.append("a"), lambda: log.append("b")], rules)
     assert log == ["a", "b"] + ["a", "a", "b", "b"] * 3  # warm-ups, then settle + sample
 
 
@@ -204,7 +206,7 @@ def _image(layout, dtype, shape=(2, 3, 9, 11)):
 def test_numpy_im2col_equals_reference(layout, dtype, geometry):
     x = _image(layout, dtype)
     expected = reference.im2col(x, layout=layout, **geometry)
-    result = bench.numpy_im2col(x, layout=layout, **geometry)
+    result = baselines.numpy_im2col(x, layout=layout, **geometry)
     assert result.dtype == x.dtype and result.flags.c_contiguous
     np.testing.assert_array_equal(result, expected)
     assert not np.shares_memory(result, x)  # a real copy, like fastconv's out=
@@ -219,7 +221,7 @@ def test_numpy_col2im_equals_reference(layout, dtype, geometry):
     cols = np.random.default_rng(2).standard_normal(cols.shape).astype(dtype)
     output_size = x.shape[2:] if layout == "NCHW" else x.shape[1:3]
     expected = reference.col2im(cols, output_size, layout=layout, **geometry)
-    result = bench.numpy_col2im(cols, output_size, layout=layout, **geometry)
+    result = baselines.numpy_col2im(cols, output_size, layout=layout, **geometry)
     assert result.shape == x.shape and result.dtype == x.dtype
     rtol = 1e-6 if dtype == np.float32 else 1e-13
     np.testing.assert_allclose(result, expected, rtol=rtol, atol=rtol)
@@ -228,7 +230,7 @@ def test_numpy_col2im_equals_reference(layout, dtype, geometry):
 def test_numpy_baselines_accept_non_contiguous_input():
     x = _image("NCHW", np.float64, shape=(2, 3, 10, 12))[:, :, ::2, ::-1]
     expected = reference.im2col(x, 3, padding=1)
-    np.testing.assert_array_equal(bench.numpy_im2col(x, 3, padding=1), expected)
+    np.testing.assert_array_equal(baselines.numpy_im2col(x, 3, padding=1), expected)
 
 
 # ----------------------------------------------------------------------------- conv baselines
@@ -274,13 +276,13 @@ def _reference_conv(z, w, args, layout):
 @pytest.mark.parametrize("geometry", CONV_GEOMETRIES)
 def test_numpy_conv2d_equals_reference(layout, dtype, geometry):
     x, weight, bias, args, z, w = _conv_case(layout, dtype, geometry)
-    result = bench.numpy_conv2d(x, weight, bias, layout=layout, **args)
+    result = baselines.numpy_conv2d(x, weight, bias, layout=layout, **args)
     expected = _reference_conv(z, w, args, layout) + (
         bias if layout == "NHWC" else bias[:, None, None])
     assert result.dtype == dtype and result.flags.c_contiguous
     rtol = 1e-5 if dtype == np.float32 else 1e-12
     np.testing.assert_allclose(result, expected, rtol=rtol, atol=rtol)
-    no_bias = bench.numpy_conv2d(x, weight, layout=layout, **args)
+    no_bias = baselines.numpy_conv2d(x, weight, layout=layout, **args)
     np.testing.assert_allclose(no_bias, _reference_conv(z, w, args, layout), rtol=rtol,
                                atol=rtol)
 
@@ -290,8 +292,8 @@ def test_numpy_conv2d_equals_reference(layout, dtype, geometry):
 def test_numpy_conv2d_backward_equals_fastconv(layout, geometry):
     x, weight, _, args, _, _ = _conv_case(layout, np.float64, geometry)
     grad = np.random.default_rng(4).standard_normal(
-        bench.numpy_conv2d(x, weight, layout=layout, **args).shape)
-    result = bench.numpy_conv2d_backward(grad, x, weight, layout=layout, **args)
+        baselines.numpy_conv2d(x, weight, layout=layout, **args).shape)
+    result = baselines.numpy_conv2d_backward(grad, x, weight, layout=layout, **args)
     expected = fastconv.conv2d_backward(grad, x, weight, layout=layout, **args)
     assert len(result) == 3
     for mine, theirs in zip(result, expected):
@@ -307,8 +309,8 @@ def test_numpy_conv2d_backward_against_reference(layout, geometry):
     # <g, conv(x, u)> for any directions v, u; grad_bias = g summed over all but channels.
     x, weight, _, args, z, w = _conv_case(layout, np.float64, geometry)
     grad = np.random.default_rng(5).standard_normal(_reference_conv(z, w, args, layout).shape)
-    grad_x, grad_w, grad_b = bench.numpy_conv2d_backward(grad, x, weight, layout=layout,
-                                                         **args)
+    grad_x, grad_w, grad_b = baselines.numpy_conv2d_backward(grad, x, weight, layout=layout,
+                                                             **args)
     rng = np.random.default_rng(6)
 
     def lecture(array, kind):  # configured layout → NHWC / HWIO
@@ -336,10 +338,11 @@ def test_numpy_conv2d_backward_float32_close_to_float64():
     for layout in ("NCHW", "NHWC"):
         x, weight, _, args, _, _ = _conv_case(layout, np.float64, geometry)
         grad = np.random.default_rng(7).standard_normal(
-            bench.numpy_conv2d(x, weight, layout=layout, **args).shape)
-        exact = bench.numpy_conv2d_backward(grad, x, weight, layout=layout, **args)
-        single = bench.numpy_conv2d_backward(grad.astype(np.float32), x.astype(np.float32),
-                                             weight.astype(np.float32), layout=layout, **args)
+            baselines.numpy_conv2d(x, weight, layout=layout, **args).shape)
+        exact = baselines.numpy_conv2d_backward(grad, x, weight, layout=layout, **args)
+        single = baselines.numpy_conv2d_backward(grad.astype(np.float32),
+                                                 x.astype(np.float32), weight.astype(np.float32),
+                                                 layout=layout, **args)
         for mine, theirs in zip(single, exact):
             assert mine.dtype == np.float32
             np.testing.assert_allclose(mine, theirs, rtol=1e-4,
@@ -348,28 +351,28 @@ def test_numpy_conv2d_backward_float32_close_to_float64():
 
 def test_gemm_ceiling_runs_the_gemm_shape():
     geometry = fastconv.ConvGeometry((3, 4, 9, 9), 6, 3, padding=1, groups=2)
-    ceiling = bench.gemm_ceiling(geometry, np.float32, threads=1)
-    c = ceiling()
+    gemm = ceiling.gemm_ceiling(geometry, np.float32, threads=1)
+    c = gemm()
     m, k, n = geometry.gemm_shape
     assert c.shape == (m, n) and c.dtype == np.float32 and c.flags.f_contiguous
-    assert ceiling() is c  # preallocated, reused
+    assert gemm() is c  # preallocated, reused
 
 
 @pytest.mark.parametrize("once_s, calls", [(0.0, 1), (None, 1 + 3)])
 def test_slow_numpy_baseline_is_timed_once(monkeypatch, once_s, calls):
     counted = []
-    real = bench.numpy_conv2d
+    real = baselines.numpy_conv2d
 
     def counting(*args, **kwargs):
         counted.append(1)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(bench, "numpy_conv2d", counting)
-    config = bench.make_config(layers=["lecture.8to16"], batches=[2], ops=["conv2d"],
-                               use_torch=False)
-    config.timing = bench.Timing(repeats=3, min_repeats=3, budget_s=0.0, min_sample_s=0.0,
-                                 once_s=once_s)
-    (row,) = bench.run(config, progress=False)
+    monkeypatch.setattr(sections, "numpy_conv2d", counting)  # as bench_conv2d calls it
+    config = make_config(layers=["lecture.8to16"], batches=[2], ops=["conv2d"],
+                         use_torch=False)
+    config.timing = timing.Timing(repeats=3, min_repeats=3, budget_s=0.0, min_sample_s=0.0,
+                                  once_s=once_s)
+    (row,) = sections.run(config, progress=False)
     assert len(counted) == calls  # the checking call (+ 3 samples when sampled)
     assert row.numpy_s > 0 and row.matches_numpy
 
@@ -419,24 +422,24 @@ def test_conv_sections_without_torch(monkeypatch):
 
     monkeypatch.setattr(importlib.util, "find_spec", hide_torch)
     for layout in ("NCHW", "NHWC"):
-        config = bench.make_config(layers=["mobilenet.dw112", "lecture.8to16"], batches=[1],
-                                   layout=layout, ops=CONV_OPS, repeats=1, use_torch=False)
+        config = make_config(layers=["mobilenet.dw112", "lecture.8to16"], batches=[1],
+                             layout=layout, ops=CONV_OPS, repeats=1, use_torch=False)
         assert config.torch is None
-        rows = bench.run(config, progress=False)
+        rows = sections.run(config, progress=False)
         assert [row.op for row in rows] == ["conv2d"] * 2 + ["conv2d_backward"] * 2 + \
             ["layer"] * 2
         for row in rows:
             assert row.torch_s is None and row.matches_numpy, (layout, row)
             assert row.gflops > 0 and row.gbps is None and row.unit == "GFLOP/s"
-        table = bench.format_table(rows, config)
+        table = report.format_table(rows, config)
         assert "vs torch -" in table and "torch: not used" in table
 
 
 def test_table_rate_columns():
-    config = bench.make_config(layers=["lecture.8to16"], batches=[1],
-                               ops=["im2col", "conv2d"], repeats=1, use_torch=False)
-    rows = bench.run(config, progress=False)
-    lines = bench.format_table(rows, config).splitlines()
+    config = make_config(layers=["lecture.8to16"], batches=[1],
+                         ops=["im2col", "conv2d"], repeats=1, use_torch=False)
+    rows = sections.run(config, progress=False)
+    lines = report.format_table(rows, config).splitlines()
     header = next(line for line in lines if line.startswith("operator")).split()
     assert header[:5] == ["operator", "layer", "batch", "shape", "fastconv"]
     gb = header.index("GB/s") - 1        # "fastconv ms" is two words
@@ -457,18 +460,18 @@ def _bench_main(argv):
 
 
 def test_parse_conv_user_layer():
-    layer = bench.parse_conv("4,3,32,20,16,3,2,1")
+    layer = suite.parse_conv("4,3,32,20,16,3,2,1")
     assert layer.name == "user.N4.C3.H32.W20.O16.k3.s2.p1"
     assert (layer.in_channels, layer.out_channels, layer.kernel) == (3, 16, 3)
     assert (layer.stride, layer.padding, layer.groups, layer.batches) == (2, 1, 1, (4,))
     assert layer.image_size == (32, 20)
     assert layer.out_image_size == (16, 10)  # (32 + 2 - 3)//2 + 1, (20 + 2 - 3)//2 + 1
-    assert bench.parse_conv(" 1, 2,5,5 ,3,5,1,0").name == "user.N1.C2.H5.W5.O3.k5.s1.p0"
+    assert suite.parse_conv(" 1, 2,5,5 ,3,5,1,0").name == "user.N1.C2.H5.W5.O3.k5.s1.p0"
 
 
 @pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
 def test_non_square_case_shapes_match_fastconv(layout):
-    case = bench.Case(bench.parse_conv("2,3,11,6,5,3,2,1"), 2)
+    case = suite.Case(suite.parse_conv("2,3,11,6,5,3,2,1"), 2)
     x = np.zeros(case.image_shape(layout), np.float32)
     assert x.shape == ((2, 3, 11, 6) if layout == "NCHW" else (2, 11, 6, 3))
     cols = fastconv.im2col(x, layout=layout, **case.window_args())
@@ -479,13 +482,13 @@ def test_non_square_case_shapes_match_fastconv(layout):
 
 
 def test_square_layers_keep_their_shapes():
-    layer = {entry.name: entry for entry in bench.load_layers()}["resnet50.conv1"]
+    layer = {entry.name: entry for entry in suite.load_layers()}["resnet50.conv1"]
     assert layer.width is None and layer.image_size == (224, 224)
     assert layer.out_size == 112 and layer.out_image_size == (112, 112)
-    case = bench.Case(layer, 2)
+    case = suite.Case(layer, 2)
     assert case.image_shape("NHWC") == (2, 224, 224, 3)
     assert case.column_shape("NCHW") == (2, 3 * 7 * 7, 112 * 112)
-    wide = bench.Layer.from_dict({"name": "wide", "in_channels": 1, "size": 4, "width": 9,
+    wide = suite.Layer.from_dict({"name": "wide", "in_channels": 1, "size": 4, "width": 9,
                                   "out_channels": 1, "kernel": 3})
     assert wide.image_size == (4, 9) and wide.out_image_size == (2, 7)
 
@@ -506,8 +509,8 @@ def test_square_layers_keep_their_shapes():
     ("4,3,32,1,16,5,1,1", r"kernel k=5 is larger than the padded image \(W=1 \+ 2\*p=2\)"),
 ])
 def test_parse_conv_errors_name_the_field(text, message):
-    with pytest.raises(bench.BenchError, match=message):
-        bench.parse_conv(text)
+    with pytest.raises(suite.BenchError, match=message):
+        suite.parse_conv(text)
 
 
 def test_bad_conv_option_is_a_clean_error():
@@ -520,25 +523,25 @@ def test_bad_conv_option_is_a_clean_error():
 
 
 def test_conv_alone_runs_only_user_layers_and_layers_adds_the_suite():
-    first, second = bench.parse_conv("2,3,8,8,4,3,1,1"), bench.parse_conv("1,2,5,7,2,1,1,0")
-    config = bench.make_config(user_layers=[first, second, first], use_torch=False)
+    first, second = suite.parse_conv("2,3,8,8,4,3,1,1"), suite.parse_conv("1,2,5,7,2,1,1,0")
+    config = make_config(user_layers=[first, second, first], use_torch=False)
     assert config.layers == [first, second]  # duplicates once, in order
     assert [case.batch for case in config.layer_cases()] == [2, 1]
-    config = bench.make_config(layers=["lecture.8to16"], user_layers=[second],
-                               batches=[3], use_torch=False)
+    config = make_config(layers=["lecture.8to16"], user_layers=[second],
+                         batches=[3], use_torch=False)
     assert [layer.name for layer in config.layers] == ["lecture.8to16", second.name]
     assert [case.batch for case in config.layer_cases()] == [3, 3]
-    assert len(bench.make_config(use_torch=False).layers) == len(bench.load_layers())
+    assert len(make_config(use_torch=False).layers) == len(suite.load_layers())
 
 
 @pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
 def test_non_square_user_layer_runs_every_section(layout):
-    layer = bench.parse_conv("2,3,9,5,4,3,2,1")
-    config = bench.make_config(user_layers=[layer], layout=layout, dtype="float64",
-                               repeats=1, use_torch=False)
+    layer = suite.parse_conv("2,3,9,5,4,3,2,1")
+    config = make_config(user_layers=[layer], layout=layout, dtype="float64",
+                         repeats=1, use_torch=False)
     # rmac times its own ResNet/VGG feature maps, not the layers
-    rows = [row for row in bench.run(config, progress=False) if row.op != "rmac"]
-    assert [row.op for row in rows] == [op for op in bench.SECTIONS if op != "rmac"]
+    rows = [row for row in sections.run(config, progress=False) if row.op != "rmac"]
+    assert [row.op for row in rows] == [op for op in sections.SECTIONS if op != "rmac"]
     for row in rows:
         assert row.layer == layer.name and row.batch == 2
         assert row.shape == ((2, 3, 9, 5) if layout == "NCHW" else (2, 9, 5, 3))
@@ -567,27 +570,29 @@ def test_bench_conv_cli_json(tmp_path):
 def _fake_rows():
     """Two conv rows and one data-movement row with round numbers."""
     return [
-        bench.Row("conv2d", "a", 1, (1, 3, 8, 8), 100, fastconv_s=0.5, numpy_s=1.0,
-                  torch_s=None, flops=10 ** 9, gemm_s=0.25),
-        bench.Row("conv2d", "b", 8, (8, 3, 8, 8), 100, fastconv_s=2.0, numpy_s=4.0,
-                  torch_s=1.0, flops=10 ** 9),
-        bench.Row("im2col", "a", 1, (1, 3, 8, 8), 4 * 10 ** 9, fastconv_s=2.0, numpy_s=4.0),
+        measure.Row("conv2d", "a", 1, (1, 3, 8, 8), 100, fastconv_s=0.5, numpy_s=1.0,
+                    torch_s=None, flops=10 ** 9, gemm_s=0.25),
+        measure.Row("conv2d", "b", 8, (8, 3, 8, 8), 100, fastconv_s=2.0, numpy_s=4.0,
+                    torch_s=1.0, flops=10 ** 9),
+        measure.Row("im2col", "a", 1, (1, 3, 8, 8), 4 * 10 ** 9, fastconv_s=2.0,
+                    numpy_s=4.0),
     ]
 
 
 def test_plot_series_rates():
-    assert bench.plot_series(_fake_rows()[:2]) == {"fastconv": [2.0, 0.5], "NumPy": [1.0, 0.25],
-                                       "torch": [None, 1.0], "GEMM ceiling": [4.0, None]}
-    assert bench.plot_series(_fake_rows()[2:]) == {"fastconv": [2.0], "NumPy": [1.0]}
+    assert plot.plot_series(_fake_rows()[:2]) == {"fastconv": [2.0, 0.5], "NumPy": [1.0, 0.25],
+                                                  "torch": [None, 1.0],
+                                                  "GEMM ceiling": [4.0, None]}
+    assert plot.plot_series(_fake_rows()[2:]) == {"fastconv": [2.0], "NumPy": [1.0]}
 
 
 def test_plot_rows_writes_an_image(tmp_path):
     pytest.importorskip("matplotlib")
     from matplotlib.image import imread
 
-    config = bench.make_config(layers=["lecture.8to16"], use_torch=False)
+    config = make_config(layers=["lecture.8to16"], use_torch=False)
     for name in ("chart.png", "chart.svg"):
-        bench.plot_rows(_fake_rows(), config, tmp_path / name)
+        plot.plot_rows(_fake_rows(), config, tmp_path / name)
     image = imread(tmp_path / "chart.png")
     assert image.ndim == 3 and image.shape[0] > 400 and image.shape[1] > 600
     svg = (tmp_path / "chart.svg").read_text()
@@ -629,7 +634,7 @@ def test_plot_without_matplotlib_is_a_clean_error(monkeypatch, capsys, tmp_path)
 
     monkeypatch.setattr(importlib.util, "find_spec", hide_matplotlib)
     ran = []
-    monkeypatch.setattr(bench, "run", lambda *args, **kwargs: ran.append(1))
+    monkeypatch.setattr(cli, "run", lambda *args, **kwargs: ran.append(1))
     with pytest.raises(SystemExit) as stop:
         _bench_main(["bench", "--plot", str(tmp_path / "chart.png")])
     assert stop.value.code == 2 and not ran  # refused before any timing
@@ -643,7 +648,7 @@ def test_out_of_memory_is_a_clean_error(monkeypatch, capsys):
     def too_big(*args, **kwargs):
         raise MemoryError("Unable to allocate 1.86 TiB")
 
-    monkeypatch.setattr(bench, "run", too_big)
+    monkeypatch.setattr(cli, "run", too_big)
     assert _bench_main(["bench", "--conv", "1000,512,1000,1000,512,3,1,1"]) == 1
     captured = capsys.readouterr()
     assert captured.out == ""

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import fastconv
-from fastconv import compare
+from fastconv.bench import compare
 
 PACKAGE_PARENT = str(Path(fastconv.__file__).resolve().parents[1])
 TINY = ["--layers", "lecture.8to16", "--batch", "1", "--repeats", "1"]

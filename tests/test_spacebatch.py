@@ -662,8 +662,8 @@ def test_bench_section_rows():
 
 
 def test_bench_torch_route_equals_reference(rng, torch):
-    from fastconv.bench import _torch_space_to_batch
+    from fastconv.bench.baselines import torch_space_to_batch
     x = rng.standard_normal((2, 3, 5, 7))
     padding = ((1, 0), (0, 1))
-    assert_same(_torch_space_to_batch(torch, torch.from_numpy(x), 2, padding).numpy(),
+    assert_same(torch_space_to_batch(torch, torch.from_numpy(x), 2, padding).numpy(),
                 reference.space_to_batch(x, 2, padding))

@@ -5,14 +5,14 @@ process run:
 
 * ``fwd``: ``fastconv.conv2d`` (with bias, ``out=``) against ``torch.nn.functional.conv2d``;
 * ``GEMM eff``: the bare ``sgemm`` calls of the same (M, K, N) per image and group
-  (:func:`fastconv.bench.gemm_ceiling`) ÷ fastconv's forward time;
+  (:func:`fastconv.bench.ceiling.gemm_ceiling`) ÷ fastconv's forward time;
 * ``bwd``: ``fastconv.conv2d_backward`` (input, weight and bias gradients) against torch's
   ``convolution_backward`` (the kernel autograd runs);
 * ``1→N thr``: fastconv's forward time on one thread ÷ its time on the configured threads.
 
-Without torch the peer is the NumPy baseline of :mod:`fastconv.bench` (``as_strided``
-im2col + matmul; it is slow, so a call over a second is timed once) and the ratios say
-``vs NumPy``. Below the table, each target of the performance issue is checked:
+Without torch the peer is the NumPy baseline of :mod:`fastconv.bench.baselines`
+(``as_strided`` im2col + matmul; it is slow, so a call over a second is timed once) and the
+ratios say ``vs NumPy``. Below the table, each target of the performance issue is checked:
 
 * forward: geometric mean ≥ 1.0× the peer, no layer below 0.7×;
 * GEMM efficiency ≥ 0.85 on every layer without groups;
@@ -22,9 +22,10 @@ im2col + matmul; it is slow, so a call over a second is timed once) and the rati
 
 Used from Python::
 
-    from fastconv import compare
-    rows = compare.run(compare.make_compare_config(layers=["resnet50.*"], batches=[1]))
-    print(compare.format_report(rows, config))
+    from fastconv.bench import compare
+    configs = compare.make_compare_config(layers=["resnet50.*"], batches=[1])
+    rows = compare.run(configs)
+    print(compare.format_report(rows, configs))
 """
 from __future__ import annotations
 
@@ -34,8 +35,15 @@ from typing import Optional
 import numpy as np
 
 import fastconv
-from fastconv import bench
-from fastconv.threads import blas_limit
+from fastconv.bench.baselines import (as_nchw, numpy_conv2d, numpy_conv2d_backward,
+                                      torch_conv2d_backward)
+from fastconv.bench.ceiling import gemm_ceiling
+from fastconv.bench.config import make_config
+from fastconv.bench.progress import Progress
+from fastconv.bench.report import (format_ms, format_ratio, geometric_mean, plural,
+                                   table_lines)
+from fastconv.bench.sections import conv_inputs
+from fastconv.bench.timing import best_time, best_times, settle, thread_limits, timed_call
 
 __all__ = ["CompareRow", "TARGETS", "make_compare_config", "measure_case", "measure", "run",
            "check_targets", "format_report", "to_json"]
@@ -114,11 +122,12 @@ def _ratio(numerator, denominator):
 
 def make_compare_config(layers=None, batches=None, layouts=("NCHW", "NHWC"), dtype="float32",
                         threads=None, full=False, use_torch=True, repeats=None):
-    """One :class:`fastconv.bench.Config` per layout (same layers, batches and timing)."""
+    """One :class:`fastconv.bench.config.Config` per layout (same layers, batches and
+    timing)."""
     batches = batches or (1, 8)
-    return [bench.make_config(layers=layers, batches=batches, layout=layout, dtype=dtype,
-                              threads=threads, full=full, ops=["conv2d"],
-                              use_torch=use_torch, repeats=repeats)
+    return [make_config(layers=layers, batches=batches, layout=layout, dtype=dtype,
+                        threads=threads, full=full, ops=["conv2d"], use_torch=use_torch,
+                        repeats=repeats)
             for layout in layouts]
 
 
@@ -126,21 +135,21 @@ def _peer_functions(case, config, x, weight, bias, grad, tensors):
     """(forward, backward) of the peer: torch when loaded, else the NumPy baseline."""
     layout, args = config.layout, case.conv_args()
     if tensors is None:
-        return (lambda: bench.numpy_conv2d(x, weight, bias, layout=layout, **args),
-                lambda: bench.numpy_conv2d_backward(grad, x, weight, layout=layout, **args))
+        return (lambda: numpy_conv2d(x, weight, bias, layout=layout, **args),
+                lambda: numpy_conv2d_backward(grad, x, weight, layout=layout, **args))
     torch = config.torch
     x_t, weight_t, bias_t = tensors
-    grad_t = torch.from_numpy(bench._nchw(grad, layout))
+    grad_t = torch.from_numpy(as_nchw(grad, layout))
     conv2d = torch.nn.functional.conv2d
     return (lambda: conv2d(x_t, weight_t, bias_t, **args),
-            bench._torch_conv_backward(torch, grad_t, *tensors, args))
+            torch_conv2d_backward(torch, grad_t, *tensors, args))
 
 
 def measure_case(case, config):
     """Time one (layer, batch) in `config`'s layout; returns a :class:`CompareRow`."""
     layout, args, timing = config.layout, case.conv_args(), config.timing
     geom = case.geometry(layout)
-    x, weight, bias, tensors = bench._conv_inputs(config, geom)
+    x, weight, bias, tensors = conv_inputs(config, geom)
     grad = config.random(geom.output_shape)
     out = np.empty(geom.output_shape, dtype=config.dtype)
 
@@ -158,17 +167,16 @@ def measure_case(case, config):
                                                   tensors)
     if tensors is not None:
         # fastconv and torch round-robin: a burst of load hits both alike.
-        forward_s, peer_forward_s, backward_s, peer_backward_s = bench.best_times(
+        forward_s, peer_forward_s, backward_s, peer_backward_s = best_times(
             [forward, peer_forward, backward, peer_backward], timing)
     else:
-        forward_s, backward_s = bench.best_times([forward, backward], timing)
+        forward_s, backward_s = best_times([forward, backward], timing)
         peer_forward_s = _time_numpy(peer_forward, timing)
         peer_backward_s = _time_numpy(peer_backward, timing)
-    forward_1thread_s = bench.best_time(forward_1thread, timing)
-    bench._settle()
-    gemm_s = bench.best_time(bench.gemm_ceiling(geom, config.dtype, config.threads,
-                                                config.seed), timing)
-    bench._settle()
+    forward_1thread_s = best_time(forward_1thread, timing)
+    settle()
+    gemm_s = best_time(gemm_ceiling(geom, config.dtype, config.threads, config.seed), timing)
+    settle()
     return CompareRow(layer=case.layer.name, batch=case.batch, layout=layout,
                       groups=case.layer.groups, flops=geom.flops, forward_s=forward_s,
                       backward_s=backward_s, forward_1thread_s=forward_1thread_s,
@@ -178,38 +186,30 @@ def measure_case(case, config):
 
 def _time_numpy(fn, timing):
     """The NumPy baseline: one call when it is slow (its multithreaded matmuls then idle)."""
-    _, first = bench._timed_call(fn)
+    _, first = timed_call(fn)
     seconds = first
     if timing.once_s is None or first <= timing.once_s:
-        seconds = bench.best_times([fn], timing, [first])[0]
-    bench._settle()
+        seconds = best_times([fn], timing, [first])[0]
+    settle()
     return seconds
 
 
 def measure(case, config):
     """:func:`measure_case` with fastconv, BLAS and torch at ``config.threads`` threads (the
     previous settings restored afterwards)."""
-    torch = config.torch
-    previous_torch_threads = torch.get_num_threads() if torch is not None else None
-    try:
-        if torch is not None:
-            torch.set_num_threads(config.threads)
-        with fastconv.threads(config.threads), blas_limit(config.threads):
-            return measure_case(case, config)
-    finally:
-        if torch is not None:
-            torch.set_num_threads(previous_torch_threads)
+    with thread_limits(config.threads, config.torch):
+        return measure_case(case, config)
 
 
 def run(configs, progress=True):
     """Measure every case of every config (one per layout); rows in table order."""
     work = [(config, case) for config in configs for case in config.layer_cases()]
-    reporter = bench.Progress(len(work)) if progress else None
+    reporter = Progress(len(work)) if progress else None
     rows = []
     try:
         for config, case in work:
             if reporter:
-                reporter.show(f"compare {config.layout} {case.layer.name} batch {case.batch}")
+                reporter.show(f"compare {config.layout} {case}")
             rows.append(measure(case, config))
     finally:
         if reporter:
@@ -241,14 +241,14 @@ def check_targets(rows, threads, targets=TARGETS):
     least_efficient = min((row for row in dense if row.gemm_efficiency is not None),
                           key=lambda row: row.gemm_efficiency, default=None)
     checks = [
-        Check("forward geometric mean", bench.geometric_mean(forward), targets.forward_mean),
+        Check("forward geometric mean", geometric_mean(forward), targets.forward_mean),
         Check("forward slowest layer", slowest and slowest.forward_ratio,
               targets.forward_min, _where(slowest)),
         Check("GEMM efficiency, lowest dense layer",
               least_efficient and least_efficient.gemm_efficiency,
               targets.gemm_efficiency_min, _where(least_efficient)),
         Check("backward geometric mean",
-              bench.geometric_mean([row.backward_ratio for row in rows]),
+              geometric_mean([row.backward_ratio for row in rows]),
               targets.backward_mean),
     ]
     if grouped:
@@ -258,7 +258,7 @@ def check_targets(rows, threads, targets=TARGETS):
                             min(grouped_ratios, default=None), targets.grouped_min))
     if threads > 1:
         checks.append(Check(f"1 -> {threads} threads speed-up, geometric mean",
-                            bench.geometric_mean([row.thread_speedup for row in rows]),
+                            geometric_mean([row.thread_speedup for row in rows]),
                             targets.thread_speedup_mean))
     return checks
 
@@ -273,11 +273,7 @@ COLUMNS = ("layer", "batch", "layout", "fwd ms", "GFLOP/s", "peer fwd ms", "fwd 
 
 
 def _cells(row):
-    def ms(seconds):
-        return "-" if seconds is None else f"{seconds * 1e3:.3f}"
-
-    def ratio(value):
-        return "-" if value is None else f"{value:.2f}"
+    ms, ratio = format_ms, format_ratio
     return (row.layer, str(row.batch), row.layout, ms(row.forward_s), f"{row.gflops:.1f}",
             ms(row.peer_forward_s), ratio(row.forward_ratio), ms(row.gemm_s),
             ratio(row.gemm_efficiency), ms(row.backward_s), ms(row.peer_backward_s),
@@ -292,20 +288,12 @@ def format_report(rows, configs):
             if torch is not None else "NumPy as_strided im2col + matmul (torch not installed)")
     header = [
         f"fastconv {fastconv.__version__} --compare: {config.dtype}, "
-        f"{bench._plural(config.threads, 'thread')}; peer: {peer}, same threads.",
+        f"{plural(config.threads, 'thread')}; peer: {peer}, same threads.",
         "ratios are peer time / fastconv time (> 1: fastconv faster); GEMM eff = bare "
         "sgemm/dgemm of the same M, K, N / fastconv forward; 1->N thr = fastconv forward on "
         "1 thread / on N.",
     ]
-    table = [COLUMNS] + [_cells(row) for row in rows]
-    widths = [max(len(line[i]) for line in table) for i in range(len(COLUMNS))]
-
-    def render(cells):
-        return "  ".join(cell.ljust(width) if i == 0 else cell.rjust(width)
-                         for i, (cell, width) in enumerate(zip(cells, widths))).rstrip()
-
-    lines = header + ["", render(COLUMNS), render(["-" * w for w in widths])]
-    lines += [render(cells) for cells in table[1:]]
+    lines = header + [""] + table_lines(COLUMNS, [_cells(row) for row in rows], {"layer"})
     lines += ["", "targets:"]
     for check in check_targets(rows, config.threads):
         value = "-" if check.value is None else f"{check.value:.2f}"

@@ -1,0 +1,140 @@
+"""The ``bench`` command line: its options, and the two runs they ask for (the sections'
+table, or ``--compare``'s targets). ``fastconv/__main__.py`` routes to them.
+
+Bad requests end via ``parser.error``: argparse's usage line, a one-line message and exit
+code 2.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+from fastconv.bench import compare
+from fastconv.bench.config import DTYPES, LAYOUTS, make_config
+from fastconv.bench.plot import check_plot_target, plot_rows
+from fastconv.bench.report import format_table, to_json
+from fastconv.bench.sections import SECTIONS, run
+from fastconv.bench.suite import BenchError, parse_conv
+from fastconv.bench.timing import warn_if_busy
+
+__all__ = ["add_arguments", "check_output_targets", "run_sections", "run_compare"]
+
+
+def _positive_int(text):
+    """argparse type: an int >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+    return value
+
+
+def _conv_argument(text):
+    """argparse type of ``--conv``: :func:`parse_conv`, its errors as argparse's."""
+    try:
+        return parse_conv(text)
+    except BenchError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def add_arguments(parser):
+    """Add the ``bench`` options to an argparse parser."""
+    parser.add_argument("--layers", nargs="+", metavar="NAME",
+                        help="layers of fastconv/data/layers.json to run (names or globs "
+                             "such as 'resnet50.*'; default: all)")
+    parser.add_argument("--conv", action="append", type=_conv_argument,
+                        metavar="N,C,H,W,O,k,s,p",
+                        help="also time your own layer: batch, in channels, height, width, "
+                             "out channels, kernel, stride, padding (repeatable; alone, "
+                             "only these layers run)")
+    parser.add_argument("--batch", nargs="+", type=_positive_int, metavar="N",
+                        help="batch sizes (default: each layer's own, normally 1 and 8)")
+    parser.add_argument("--threads", type=_positive_int, metavar="N",
+                        help="threads for fastconv and torch (default: "
+                             "fastconv.get_num_threads())")
+    parser.add_argument("--layout", type=str.upper, choices=LAYOUTS,
+                        help="image layout (default NCHW, and both with --compare; torch "
+                             "always runs NCHW)")
+    parser.add_argument("--dtype", choices=DTYPES, default="float32",
+                        help="element type (default float32)")
+    parser.add_argument("--ops", nargs="+", choices=list(SECTIONS), metavar="OP",
+                        help=f"sections to run, from {', '.join(SECTIONS)} (default: all)")
+    parser.add_argument("--full", action="store_true",
+                        help="more repeats per measurement (slower, steadier)")
+    parser.add_argument("--repeats", type=_positive_int, metavar="N",
+                        help="exactly N timed samples per measurement (overrides --full; "
+                             "a call slower than 1 s is still timed once)")
+    parser.add_argument("--no-torch", action="store_true",
+                        help="skip the torch baseline even when torch is installed")
+    parser.add_argument("--json", metavar="FILE", help="also write the rows as JSON to FILE")
+    parser.add_argument("--plot", metavar="FILE.png",
+                        help="also draw the rates as a bar chart per operator into FILE.png "
+                             "(needs matplotlib: pip install \"fastconv[plot]\")")
+    parser.add_argument("--quiet", action="store_true", help="no progress line on stderr")
+    parser.add_argument("--compare", action="store_true",
+                        help="the performance targets instead of the sections: conv2d "
+                             "forward and backward vs torch (NumPy without torch), GEMM "
+                             "efficiency and 1->N thread speed-up per layer, batches 1 and "
+                             "8, both layouts, then each target checked")
+
+
+def check_output_targets(args, parser):
+    """``--json`` and ``--plot`` can be written (checked before any timing)."""
+    if args.json:
+        directory = os.path.dirname(os.path.abspath(args.json))
+        if not os.path.isdir(directory):
+            parser.error(f"--json: directory {directory!r} does not exist")
+    if args.plot:
+        check_plot_target(args.plot, parser)
+
+
+def _write_json(path, document):
+    with open(path, "w", encoding="utf-8") as handle:
+        json.dump(document, handle, indent=2)
+        handle.write("\n")
+
+
+def run_sections(args, parser):
+    """``bench``: time the sections and print their table; returns the exit code."""
+    try:
+        config = make_config(layers=args.layers, batches=args.batch,
+                             layout=args.layout or "NCHW",
+                             dtype=args.dtype, threads=args.threads, full=args.full,
+                             ops=args.ops, use_torch=not args.no_torch, repeats=args.repeats,
+                             user_layers=args.conv)
+    except BenchError as error:
+        parser.error(str(error))
+    warn_if_busy()
+    rows = run(config, progress=not args.quiet)
+    print(format_table(rows, config))
+    if args.plot:
+        plot_rows(rows, config, args.plot)
+    if args.json:
+        _write_json(args.json, to_json(rows, config))
+    return 0
+
+
+def run_compare(args, parser):
+    """``bench --compare``: the table of :mod:`fastconv.bench.compare`; returns the exit
+    code."""
+    for option, given in (("--ops", args.ops), ("--conv", args.conv), ("--plot", args.plot)):
+        if given:
+            parser.error(f"--compare runs conv2d forward and backward on the suite's layers; "
+                         f"it takes no {option}")
+    try:
+        configs = compare.make_compare_config(
+            layers=args.layers, batches=args.batch,
+            layouts=(args.layout,) if args.layout else LAYOUTS, dtype=args.dtype,
+            threads=args.threads, full=args.full, use_torch=not args.no_torch,
+            repeats=args.repeats)
+    except BenchError as error:
+        parser.error(str(error))
+    warn_if_busy()
+    rows = compare.run(configs, progress=not args.quiet)
+    print(compare.format_report(rows, configs))
+    if args.json:
+        _write_json(args.json, compare.to_json(rows, configs))
+    return 0

@@ -1,0 +1,286 @@
+"""The sections of ``python -m fastconv bench`` and the run over them.
+
+A run is a list of *sections* (``im2col``, ``col2im``, ``conv2d``, ``conv2d_backward``,
+``layer``, ``space_to_batch``, ``rmac``). A section says which cases it measures and how
+to time one case; every case becomes one :class:`~fastconv.bench.measure.Row` of a single
+table, so adding a section is writing two functions and one entry in :data:`SECTIONS`.
+
+For each case fastconv (with a preallocated ``out=`` where it has one) is timed against
+its NumPy baseline and, when torch is installed, against torch
+(:mod:`fastconv.bench.baselines`); the ``conv2d`` section also times the GEMM ceiling
+(:mod:`fastconv.bench.ceiling`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+import fastconv
+from fastconv.bench.baselines import (as_nchw, numpy_col2im, numpy_conv2d,
+                                      numpy_conv2d_backward, numpy_im2col, numpy_rmac,
+                                      numpy_space_to_batch, torch_conv2d_backward, torch_rmac,
+                                      torch_space_to_batch)
+from fastconv.bench.ceiling import gemm_ceiling
+from fastconv.bench.measure import close_result, measure_row
+from fastconv.bench.progress import Progress
+from fastconv.bench.suite import RMAC_BATCHES, RMAC_MAPS, Case, MapCase
+from fastconv.bench.timing import best_time, thread_limits
+
+__all__ = ["conv_inputs", "suite_cases", "space_to_batch_cases", "rmac_cases",
+           "bench_im2col", "bench_col2im", "bench_conv2d", "bench_conv2d_backward",
+           "bench_layer", "bench_space_to_batch", "bench_rmac", "SPACE_TO_BATCH_BLOCK",
+           "Section", "SECTIONS", "run"]
+
+
+def suite_cases(config):
+    """The selected layers at the selected batches, in suite order."""
+    return config.layer_cases()
+
+
+def bench_im2col(case, config):
+    """fastconv.im2col (out=) vs :func:`numpy_im2col` vs torch.nn.functional.unfold."""
+    layout, args = config.layout, case.window_args()
+    x = config.random(case.image_shape(layout))
+    cols = np.empty(case.column_shape(layout), dtype=config.dtype)
+    torch_fn = None
+    if config.torch is not None:
+        # torch has one layout: its unfold always reads NCHW and writes NCHW columns.
+        x_torch = config.torch.from_numpy(config.random(case.image_shape("NCHW")))
+        unfold = config.torch.nn.functional.unfold
+        torch_fn = lambda: unfold(x_torch, **args)  # noqa: E731
+    return measure_row(
+        "im2col", case, config, cols.nbytes,
+        lambda: fastconv.im2col(x, layout=layout, out=cols, **args),
+        lambda: numpy_im2col(x, layout=layout, **args),
+        torch_fn, exact=True)
+
+
+def bench_col2im(case, config):
+    """fastconv.col2im (out=) vs :func:`numpy_col2im` vs torch.nn.functional.fold."""
+    layout, args = config.layout, case.window_args()
+    size = case.layer.image_size
+    cols = config.random(case.column_shape(layout))
+    image = np.empty(case.image_shape(layout), dtype=config.dtype)
+    torch_fn = None
+    if config.torch is not None:
+        cols_torch = config.torch.from_numpy(config.random(case.column_shape("NCHW")))
+        fold = config.torch.nn.functional.fold
+        torch_fn = lambda: fold(cols_torch, size, **args)  # noqa: E731
+    return measure_row(
+        "col2im", case, config, cols.nbytes,
+        lambda: fastconv.col2im(cols, size, layout=layout, out=image, **args),
+        lambda: numpy_col2im(cols, size, layout=layout, **args),
+        torch_fn, exact=False)
+
+
+def conv_inputs(config, geom):
+    """Input, weight and bias of one conv case in the configured layout, plus the same
+    values in torch's NCHW / OIHW as torch tensors (None without torch)."""
+    x = config.random(geom.input_shape)
+    weight = config.random(geom.weight_shape)
+    bias = config.random((geom.out_channels,))
+    if config.torch is None:
+        return x, weight, bias, None
+    if config.layout == "NCHW":
+        x_nchw, weight_oihw = x, weight
+    else:
+        x_nchw = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+        weight_oihw = np.ascontiguousarray(weight.transpose(3, 2, 0, 1))
+    as_tensor = config.torch.from_numpy
+    return x, weight, bias, (as_tensor(x_nchw), as_tensor(weight_oihw), as_tensor(bias))
+
+
+def bench_conv2d(case, config):
+    """fastconv.conv2d (out=, with bias) vs :func:`numpy_conv2d` vs
+    torch.nn.functional.conv2d, plus the :func:`gemm_ceiling` of the same GEMMs."""
+    layout, args = config.layout, case.conv_args()
+    geom = case.geometry(layout)
+    x, weight, bias, tensors = conv_inputs(config, geom)
+    out = np.empty(geom.output_shape, dtype=config.dtype)
+    torch_fn = None
+    if tensors is not None:
+        conv2d = config.torch.nn.functional.conv2d
+        x_t, weight_t, bias_t = tensors
+        torch_fn = lambda: conv2d(x_t, weight_t, bias_t, **args)  # noqa: E731
+    return measure_row(
+        "conv2d", case, config, geom.column_bytes(config.dtype),
+        lambda: fastconv.conv2d(x, weight, bias, layout=layout, out=out, **args),
+        lambda: numpy_conv2d(x, weight, bias, layout=layout, **args),
+        torch_fn, same=close_result, flops=geom.flops, blas=True,
+        gemm_fn=gemm_ceiling(geom, config.dtype, config.threads, config.seed))
+
+
+def bench_conv2d_backward(case, config):
+    """fastconv.conv2d_backward (all three gradients) vs :func:`numpy_conv2d_backward` vs
+    torch's convolution_backward. FLOPs: twice the forward's (input and weight gradients;
+    the bias gradient's sum is not counted)."""
+    layout, args = config.layout, case.conv_args()
+    geom = case.geometry(layout)
+    x, weight, bias, tensors = conv_inputs(config, geom)
+    grad = config.random(geom.output_shape)
+    torch_fn = None
+    if tensors is not None:
+        grad_t = config.torch.from_numpy(as_nchw(grad, layout))
+        torch_fn = torch_conv2d_backward(config.torch, grad_t, *tensors, args)
+    return measure_row(
+        "conv2d_backward", case, config, geom.column_bytes(config.dtype),
+        lambda: fastconv.conv2d_backward(grad, x, weight, layout=layout, **args),
+        lambda: numpy_conv2d_backward(grad, x, weight, layout=layout, **args),
+        torch_fn, same=close_result, flops=2 * geom.flops, blas=True)
+
+
+def bench_layer(case, config):
+    """fastconv.Conv2D steady-state forward (out=; the checking call is the warm-up that
+    plans and allocates the workspace) vs :func:`numpy_conv2d` with the layer's weights vs
+    torch.nn.Conv2d under torch.no_grad()."""
+    layout, layer = config.layout, case.layer
+    geom = case.geometry(layout)
+    conv = fastconv.Conv2D(layer.in_channels, layer.out_channels, layer.kernel,
+                           stride=layer.stride, padding=layer.padding, groups=layer.groups,
+                           layout=layout, dtype=config.dtype, seed=config.seed)
+    x = config.random(geom.input_shape)
+    out = np.empty(geom.output_shape, dtype=config.dtype)
+    torch_fn = None
+    torch = config.torch
+    if torch is not None:
+        module = torch.nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel,
+                                 stride=layer.stride, padding=layer.padding,
+                                 groups=layer.groups, dtype=getattr(torch, config.dtype.name))
+        weight = conv.weight if layout == "NCHW" else conv.weight.transpose(3, 2, 0, 1)
+        with torch.no_grad():
+            module.weight.copy_(torch.from_numpy(np.ascontiguousarray(weight)))
+            module.bias.copy_(torch.from_numpy(conv.bias))
+        x_t = torch.from_numpy(as_nchw(x, layout))
+
+        def torch_fn():
+            with torch.no_grad():
+                return module(x_t)
+    args = case.conv_args()
+    return measure_row(
+        "layer", case, config, geom.column_bytes(config.dtype),
+        lambda: conv.forward(x, out=out),
+        lambda: numpy_conv2d(x, conv.weight, conv.bias, layout=layout, **args),
+        torch_fn, same=close_result, flops=geom.flops, blas=True)
+
+
+def rmac_cases(config):
+    """:data:`~fastconv.bench.suite.RMAC_MAPS` at the configured batches (default
+    :data:`~fastconv.bench.suite.RMAC_BATCHES`)."""
+    return [MapCase(fmap, batch) for fmap in RMAC_MAPS
+            for batch in (config.batches or RMAC_BATCHES)]
+
+
+def bench_rmac(case, config):
+    """fastconv.rmac vs :func:`numpy_rmac` vs cirtorch's algorithm in torch; the rate is
+    GB/s of the feature map, and the row's ``descriptors_per_s`` (images per second) goes
+    below the table."""
+    layout = config.layout
+    x = config.random(case.image_shape(layout))
+    torch_fn = None
+    if config.torch is not None:
+        torch_fn = torch_rmac(config.torch, config.torch.from_numpy(as_nchw(x, layout)))
+    row = measure_row("rmac", case, config, x.nbytes, lambda: fastconv.rmac(x, layout=layout),
+                      lambda: numpy_rmac(x, layout=layout), torch_fn)
+    for name, seconds in (("fastconv", row.fastconv_s), ("numpy", row.numpy_s),
+                          ("torch", row.torch_s)):
+        row.extra[f"{name}_descriptors_per_s"] = (None if seconds is None
+                                                  else case.batch / seconds)
+    return row
+
+
+# Block of the space_to_batch section (TensorFlow's atrous convolutions use their rate).
+SPACE_TO_BATCH_BLOCK = 2
+
+
+def space_to_batch_cases(config):
+    """The selected layers at their largest batch (every requested batch with --batch): a
+    bandwidth benchmark wants big inputs, and one row per layer keeps the section short."""
+    if config.batches:
+        return config.layer_cases()
+    return [Case(layer, max(layer.batches)) for layer in config.layers]
+
+
+def bench_space_to_batch(case, config):
+    """fastconv.space_to_batch (out=) of the layer's input batch, block 2 (odd sizes padded
+    by one pixel bottom/right) vs :func:`numpy_space_to_batch` vs torch's pad + permute;
+    then ``numpy.copyto`` of the same number of bytes, the memory-copy peer:
+    ``extra["copy_ratio"]`` = copy time / fastconv time (1.0: copy speed)."""
+    layout, block = config.layout, SPACE_TO_BATCH_BLOCK
+    height, width = case.layer.image_size
+    padding = ((0, -height % block), (0, -width % block))
+    x = config.random(case.image_shape(layout))
+    batch, channels = block * block * case.batch, case.layer.in_channels
+    rows, cols = -(-height // block), -(-width // block)
+    shape = ((batch, channels, rows, cols) if layout == "NCHW"
+             else (batch, rows, cols, channels))
+    blocks = np.empty(shape, dtype=config.dtype)
+    torch_fn = None
+    if config.torch is not None:
+        x_torch = config.torch.from_numpy(config.random(case.image_shape("NCHW")))
+        torch_fn = lambda: torch_space_to_batch(config.torch, x_torch, block, padding)  # noqa: E731
+    row = measure_row(
+        "space_to_batch", case, config, blocks.nbytes,
+        lambda: fastconv.space_to_batch(x, block, padding, layout=layout, out=blocks),
+        lambda: numpy_space_to_batch(x, block, padding, layout), torch_fn, exact=True)
+    source, target = np.ones_like(blocks), np.empty_like(blocks)
+    copy_s = best_time(lambda: np.copyto(target, source), config.timing)
+    row.extra.update({"copy_ms": copy_s * 1e3, "copy_gbps": blocks.nbytes / copy_s / 1e9,
+                      "copy_ratio": copy_s / row.fastconv_s})
+    return row
+
+
+@dataclass(frozen=True)
+class Section:
+    """A group of rows: `cases(config)` lists what to time, `run(case, config)` gives a Row."""
+
+    name: str
+    cases: Callable
+    run: Callable
+    description: str = ""
+    torch_name: str = ""  # what torch runs, for the table's header
+
+
+SECTIONS = {section.name: section for section in (
+    Section("im2col", suite_cases, bench_im2col,
+            "fastconv.im2col vs NumPy as_strided vs torch unfold", "unfold"),
+    Section("col2im", suite_cases, bench_col2im,
+            "fastconv.col2im vs NumPy strided adds vs torch fold", "fold"),
+    Section("conv2d", suite_cases, bench_conv2d,
+            "fastconv.conv2d vs NumPy as_strided im2col + matmul vs torch conv2d, "
+            "and the bare-GEMM ceiling", "conv2d"),
+    Section("conv2d_backward", suite_cases, bench_conv2d_backward,
+            "fastconv.conv2d_backward vs NumPy matmuls + col2im vs torch "
+            "convolution_backward", "convolution_backward"),
+    Section("layer", suite_cases, bench_layer,
+            "fastconv.Conv2D forward (steady state) vs torch.nn.Conv2d (no_grad)",
+            "nn.Conv2d"),
+    Section("space_to_batch", space_to_batch_cases, bench_space_to_batch,
+            "fastconv.space_to_batch (block 2) of each layer's input vs NumPy pad + transpose "
+            "vs torch pad + permute, and numpy.copyto of the same bytes", "pad+permute"),
+    Section("rmac", rmac_cases, bench_rmac,
+            "fastconv.rmac vs per-region NumPy slicing vs cirtorch's per-region torch "
+            "max_pool2d, on ResNet-50 / VGG-16 final feature maps", "max_pool2d"),
+)}
+
+
+def run(config, progress=True):
+    """Run the configured sections; returns the rows in table order.
+
+    fastconv, torch and BLAS (the NumPy baselines' matmuls, the GEMM ceiling) all use
+    ``config.threads`` threads while it runs; the previous settings are restored afterwards.
+    """
+    work = [(SECTIONS[op], case) for op in config.ops for case in SECTIONS[op].cases(config)]
+    reporter = Progress(len(work)) if progress else None
+    rows = []
+    try:
+        with thread_limits(config.threads, config.torch):
+            for section, case in work:
+                if reporter:
+                    reporter.show(f"{section.name} {case}")
+                rows.append(section.run(case, config))
+    finally:
+        if reporter:
+            reporter.close()
+    return rows

@@ -1,0 +1,218 @@
+"""What the benchmark measures: the layer suite, the user's ``--conv`` layers and R-MAC's
+feature maps.
+
+The suite is the package data ``fastconv/data/layers.json`` (ResNet-50, VGG-16, MobileNet
+layers); a :class:`Case` is one layer at one batch size, the unit every section times.
+"""
+from __future__ import annotations
+
+import fnmatch
+import importlib.resources
+import json
+from dataclasses import dataclass
+from typing import Optional
+
+import fastconv
+
+__all__ = ["BenchError", "DEFAULT_BATCHES", "Layer", "load_layers", "select_layers",
+           "CONV_FIELDS", "parse_conv", "Case", "FeatureMap", "RMAC_MAPS", "RMAC_BATCHES",
+           "MapCase"]
+
+DEFAULT_BATCHES = (1, 8)
+
+
+class BenchError(ValueError):
+    """A bad benchmark request (unknown layer, bad batch...), reported as one line."""
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One convolution layer of the suite (square kernels, symmetric padding).
+
+    Images are `size` × `size`, or `size` (height) × `width` when `width` is given: the
+    suite's layers are square, a user's ``--conv`` layer need not be.
+    """
+
+    name: str
+    in_channels: int
+    size: int
+    out_channels: int
+    kernel: int
+    stride: int = 1
+    padding: int = 0
+    groups: int = 1
+    batches: tuple = DEFAULT_BATCHES
+    width: Optional[int] = None  # None: square, `size` wide
+
+    @classmethod
+    def from_dict(cls, entry):
+        """A Layer from one entry of layers.json (an optional "width" makes it non-square)."""
+        return cls(
+            name=entry["name"], in_channels=int(entry["in_channels"]), size=int(entry["size"]),
+            out_channels=int(entry["out_channels"]), kernel=int(entry["kernel"]),
+            stride=int(entry.get("stride", 1)), padding=int(entry.get("padding", 0)),
+            groups=int(entry.get("groups", 1)),
+            batches=tuple(int(b) for b in entry.get("batches", DEFAULT_BATCHES)),
+            width=int(entry["width"]) if entry.get("width") is not None else None)
+
+    @property
+    def image_size(self):
+        """(height, width) of the input image."""
+        return (self.size, self.size if self.width is None else self.width)
+
+    @property
+    def out_image_size(self):
+        """(height, width) of the output: the sliding window's positions on each axis."""
+        return tuple((extent + 2 * self.padding - self.kernel) // self.stride + 1
+                     for extent in self.image_size)
+
+    @property
+    def out_size(self):
+        """Output height (= width for a square layer) of the sliding window."""
+        return self.out_image_size[0]
+
+
+def load_layers():
+    """All layers of ``fastconv/data/layers.json``, in file order."""
+    text = importlib.resources.files("fastconv").joinpath("data", "layers.json").read_text(
+        encoding="utf-8")
+    return [Layer.from_dict(entry) for entry in json.loads(text)["layers"]]
+
+
+def select_layers(layers, patterns):
+    """Layers whose name equals, or matches as a shell glob, one of `patterns` (all if None).
+
+    An unknown pattern raises :class:`BenchError` listing the valid names.
+    """
+    if not patterns:
+        return list(layers)
+    names = [layer.name for layer in layers]
+    unknown = [p for p in patterns if not fnmatch.filter(names, p)]
+    if unknown:
+        raise BenchError(f"unknown layer {', '.join(map(repr, unknown))}; "
+                         f"valid names: {', '.join(names)}")
+    return [layer for layer in layers if any(fnmatch.fnmatchcase(layer.name, p)
+                                             for p in patterns)]
+
+
+# The fields of ``--conv N,C,H,W,O,k,s,p``: (letter, meaning, smallest value).
+CONV_FIELDS = (("N", "batch", 1), ("C", "in_channels", 1), ("H", "height", 1),
+               ("W", "width", 1), ("O", "out_channels", 1), ("k", "kernel", 1),
+               ("s", "stride", 1), ("p", "padding", 0))
+
+
+def parse_conv(text):
+    """A user's layer from a ``--conv N,C,H,W,O,k,s,p`` value.
+
+    Parameters
+    ----------
+    text : str
+        Eight comma-separated integers: batch N, input channels C, image height H and
+        width W, output channels O, square kernel k, stride s, symmetric padding p
+        (p ≥ 0, the others ≥ 1).
+
+    Returns
+    -------
+    Layer
+        Named ``user.N4.C3.H32.W32.O16.k3.s1.p1`` (for ``4,3,32,32,16,3,1,1``), run at
+        batch N unless ``--batch`` says otherwise.
+
+    Raises
+    ------
+    BenchError
+        Not eight fields, a field that is not an integer or is too small (the message names
+        it), or a kernel larger than the padded image.
+    """
+    parts = [part.strip() for part in str(text).split(",")]
+    letters = ",".join(letter for letter, _, _ in CONV_FIELDS)
+    if len(parts) != len(CONV_FIELDS):
+        raise BenchError(f"expected {len(CONV_FIELDS)} comma-separated integers {letters}, "
+                         f"got {len(parts)} in {text!r}")
+    values = {}
+    for part, (letter, meaning, least) in zip(parts, CONV_FIELDS):
+        try:
+            value = int(part)
+        except ValueError:
+            value = None
+        if value is None or value < least:
+            raise BenchError(f"field {letter} ({meaning}) must be an integer >= {least}, "
+                             f"got {part!r} in {text!r}")
+        values[letter] = value
+    kernel, padding = values["k"], values["p"]
+    for letter in ("H", "W"):
+        if values[letter] + 2 * padding < kernel:
+            raise BenchError(f"kernel k={kernel} is larger than the padded image "
+                             f"({letter}={values[letter]} + 2*p={2 * padding}) in {text!r}")
+    name = "user." + ".".join(f"{letter}{values[letter]}" for letter, _, _ in CONV_FIELDS)
+    return Layer(name=name, in_channels=values["C"], size=values["H"],
+                 out_channels=values["O"], kernel=kernel, stride=values["s"],
+                 padding=padding, batches=(values["N"],), width=values["W"])
+
+
+@dataclass(frozen=True)
+class Case:
+    """One layer at one batch size, the unit every section times."""
+
+    layer: Layer
+    batch: int
+
+    def image_shape(self, layout):
+        n, c = self.batch, self.layer.in_channels
+        h, w = self.layer.image_size
+        return (n, c, h, w) if layout == "NCHW" else (n, h, w, c)
+
+    def column_shape(self, layout):
+        k, (oh, ow) = self.layer.kernel, self.layer.out_image_size
+        rows = self.layer.in_channels * k * k
+        return (self.batch, rows, oh * ow) if layout == "NCHW" else (self.batch, oh * ow, rows)
+
+    def window_args(self):
+        """Keyword arguments shared by every im2col/col2im implementation."""
+        layer = self.layer
+        return {"kernel_size": layer.kernel, "stride": layer.stride, "padding": layer.padding}
+
+    def conv_args(self):
+        """Keyword arguments shared by every conv2d / conv2d_backward implementation."""
+        layer = self.layer
+        return {"stride": layer.stride, "padding": layer.padding, "groups": layer.groups}
+
+    def geometry(self, layout):
+        """The layer's :class:`fastconv.ConvGeometry` at this batch size."""
+        layer = self.layer
+        return fastconv.ConvGeometry(self.image_shape(layout), layer.out_channels,
+                                     layer.kernel, layer.stride, layer.padding,
+                                     groups=layer.groups, layout=layout)
+
+    def __str__(self):
+        return f"{self.layer.name} batch {self.batch}"
+
+
+# R-MAC describes the last feature map of a network: the maps below, not the conv layers.
+@dataclass(frozen=True)
+class FeatureMap:
+    """A CNN feature map R-MAC is computed on."""
+
+    name: str
+    channels: int
+    height: int
+    width: int
+
+
+# ResNet-50 res5 on a 224×320 image and VGG-16 conv5 on a 480×640 one.
+RMAC_MAPS = (FeatureMap("resnet50.res5", 2048, 7, 10), FeatureMap("vgg16.conv5", 512, 30, 40))
+RMAC_BATCHES = (8,)
+
+
+@dataclass(frozen=True)
+class MapCase:
+    """One feature map at one batch size (``layer`` names it in the table, like a Case)."""
+
+    layer: FeatureMap
+    batch: int
+
+    def image_shape(self, layout):
+        n, c, h, w = self.batch, self.layer.channels, self.layer.height, self.layer.width
+        return (n, c, h, w) if layout == "NCHW" else (n, h, w, c)
+
+    def __str__(self):
+        return f"{self.layer.name} batch {self.batch}"
