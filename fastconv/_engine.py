@@ -10,6 +10,8 @@ Adding a strategy is one planning function, one kernel entry in :func:`run_forwa
 Strategies:
 
 - DEPTHWISE: groups == C_in; direct loops (the _depthwise kernels), no GEMM.
+- WINOGRAD: the forward pass of a 3×3 stride-1 convolution by Winograd's minimal filtering
+  F(m×m, 3×3) (the _winograd kernels), when the algorithm chosen is "winograd".
 - DIRECT: forward, float32, a weight that fits L2: register-blocked small-GEMM blocks
   read the image in place (no im2col, no BLAS).
 - GROUPED_IMAGES: forward, NHWC, small images: the columns of several images side by side,
@@ -39,6 +41,11 @@ from fastconv.threads import blas_limit, get_num_threads
 # The direct loops are arithmetic-bound: the widest build this CPU runs.
 _conv = cpu.load_kernel("_conv")
 _depthwise = cpu.load_kernel("_depthwise")
+_winograd = cpu.load_kernel("_winograd")
+
+# Algorithms (docs/spec.md §5): what "auto" resolves to.
+GEMM = "gemm"
+WINOGRAD = "winograd"
 
 # Passes of a convolution a plan is made for.
 FORWARD = "forward"        # conv2d, Conv2D.forward
@@ -48,6 +55,7 @@ BACKWARD = "backward"      # the weight gradient, and the input gradient if aske
 
 # Strategies (see the module docstring).
 DEPTHWISE = "depthwise"
+# WINOGRAD (above) is also the strategy that serves the algorithm
 DIRECT = "direct"
 GROUPED_IMAGES = "grouped_images"
 CHANNEL_BLOCKS = "channel_blocks"
@@ -69,6 +77,13 @@ class ConvPlan:
     col_size: int    # workspace elements per thread
     workspace: int   # workspace elements in all (DIRECT: with the packed weight)
     partials: int    # per-thread weight-gradient accumulators in all (BACKWARD)
+    winograd_m: int = 0    # WINOGRAD: output tile side m of F(m×m, 3×3)
+    block_tiles: int = 0   # WINOGRAD: tiles per block
+    transformed: int = 0   # WINOGRAD: elements of the transformed weight
+
+    def winograd_struct(self):
+        """The dict that Cython converts to the `WinogradPlan` struct of _winograd.pyx."""
+        return _winograd_struct(self.geometry, self.winograd_m, self.block_tiles)
 
     def kernel_struct(self):
         """The dict that Cython converts to the `Plan` struct of _conv.pyx."""
@@ -95,6 +110,7 @@ class PlanRequest:
     tile_rows: int
     row_elems: int     # column elements of one output row (0: the strategy needs none)
     weight_elems: int  # elements of one weight-gradient accumulator (BACKWARD)
+    algorithm: str = GEMM  # GEMM or WINOGRAD (never "auto": choose_algorithm resolved it)
 
     @property
     def out_h(self):
@@ -139,7 +155,7 @@ def uses_direct_path(geom, itemsize, tuning=None):
 
 
 def plan_request(geom, itemsize, pass_, *, max_workspace_bytes=None, tuning=None,
-                 fn="conv2d"):
+                 fn="conv2d", algorithm=GEMM):
     """Cut the convolution into (image, row tile) items and fit them to the cap.
 
     A tile's columns aim at tuning.tile_bytes (cache-sized); with few images, tiles shrink
@@ -176,7 +192,7 @@ def plan_request(geom, itemsize, pass_, *, max_workspace_bytes=None, tuning=None
                     f"workspace of one thread and one output row ({per_thread * itemsize} "
                     f"bytes)")
     return PlanRequest(geom, itemsize, pass_, max_workspace_bytes, tuning, threads, tile_rows,
-                       row_elems, weight_elems)
+                       row_elems, weight_elems, algorithm)
 
 
 def _plan(request, strategy, *, col_size, workspace, partials=0, tile_rows=None,
@@ -212,6 +228,66 @@ def plan_depthwise(request):
     if not is_depthwise(request.geometry):
         return None
     return _row_tiled(request, DEPTHWISE)
+
+
+def winograd_tile(geom):
+    """m of F(m×m, 3×3) for this geometry (docs/performance.md#winograd_tile): 4, whose
+    float32 error stays within the bound of docs/spec.md §5 (F(6×6) does not)."""
+    return 4
+
+
+def winograd_pays(geom, itemsize, tuning=None):
+    """Whether "auto" takes Winograd for an eligible geometry: a rule over its shapes and
+    dtype (docs/performance.md#winograd_pays)."""
+    return False
+
+
+def choose_algorithm(geom, itemsize, requested="auto", *, fn="conv2d", tuning=None):
+    """GEMM or WINOGRAD for the forward pass of `geom` (the input gradient asks the same of
+    its flipped convolution). Requesting WINOGRAD where it cannot serve is a ValueError."""
+    if requested == GEMM:
+        return GEMM
+    blocker = geo.winograd_blocker(geom)
+    if requested == WINOGRAD:
+        if blocker is not None:
+            raise ValueError(f"{fn}: algorithm='winograd' {blocker}")
+        return WINOGRAD
+    return WINOGRAD if blocker is None and winograd_pays(geom, itemsize, tuning) else GEMM
+
+
+def _winograd_struct(geom, m, block_tiles):
+    return {"batch": geom.batch, "channels": geom.in_channels, "height": geom.height,
+            "width": geom.width, "out_channels": geom.out_channels, "groups": geom.groups,
+            "pad_top": geom.padding[0][0], "pad_left": geom.padding[1][0],
+            "out_h": geom.out_h, "out_w": geom.out_w, "m": m, "block_tiles": block_tiles,
+            "nhwc": geom.layout == "NHWC"}
+
+
+def plan_winograd(request):
+    """WINOGRAD: the forward pass when the algorithm chosen is Winograd. Blocks of tiles
+    whose transformed input and products fill tuning.winograd_block_bytes (at least
+    winograd_min_block_tiles); under a cap, blocks shrink to fit it, and a cap below one
+    tile's needs leaves the convolution to GEMM."""
+    geom, tuning = request.geometry, request.tuning
+    if request.pass_ != FORWARD or request.algorithm != WINOGRAD:
+        return None
+    m = winograd_tile(geom)
+    tiles = geom.batch * -(-geom.out_h // m) * -(-geom.out_w // m)
+    per_tile = (m + 2) ** 2 * (geom.in_channels + geom.out_channels)
+    block = max(tuning.winograd_min_block_tiles,
+                tuning.winograd_block_bytes // (per_tile * request.itemsize))
+    block = max(1, min(block, tiles))
+    threads = request.num_threads
+    transformed = _winograd.transformed_weight_size(_winograd_struct(geom, m, block))
+    while True:
+        workspace = _winograd.workspace_size(_winograd_struct(geom, m, block), threads)
+        if request.fits(workspace + transformed) or block == 1:
+            break
+        block = max(1, block // 2)
+    if not request.fits(workspace + transformed):
+        return None
+    return ConvPlan(geom, WINOGRAD, threads, request.tile_rows, request.m_group,
+                    request.k_group, 1, 0, workspace, 0, m, block, transformed)
 
 
 def plan_direct(request):
@@ -299,15 +375,16 @@ def plan_row_tiles(request):
 
 
 # The chooser's order: the first strategy that returns a plan runs.
-PLANNERS = (plan_depthwise, plan_direct, plan_grouped_images, plan_channel_blocks,
-            plan_pointwise, plan_row_tiles)
+PLANNERS = (plan_depthwise, plan_winograd, plan_direct, plan_grouped_images,
+            plan_channel_blocks, plan_pointwise, plan_row_tiles)
 
 
 def choose_plan(geom, itemsize, pass_, *, max_workspace_bytes=None, tuning=None,
-                fn="conv2d"):
-    """The plan of the first strategy in PLANNERS that serves this pass."""
+                fn="conv2d", algorithm=GEMM):
+    """The plan of the first strategy in PLANNERS that serves this pass; `algorithm` is
+    choose_algorithm's answer (GEMM or WINOGRAD)."""
     request = plan_request(geom, itemsize, pass_, max_workspace_bytes=max_workspace_bytes,
-                           tuning=tuning, fn=fn)
+                           tuning=tuning, fn=fn, algorithm=algorithm)
     for planner in PLANNERS:
         plan = planner(request)
         if plan is not None:
@@ -324,9 +401,18 @@ def _empty(dtype):
 
 
 # ------------------------------------------------------------------ kernels
-def run_forward(x4, weight, bias, out4, plan, workspace):
+def winograd_weight(weight, plan, out=None):
+    """The transformed weight U of a WINOGRAD plan (into `out` when given)."""
+    transformed = _memory.empty(plan.transformed, weight.dtype) if out is None else out
+    _winograd.weight_transform(weight.reshape(-1), transformed, plan.winograd_struct(),
+                               plan.num_threads)
+    return transformed
+
+
+def run_forward(x4, weight, bias, out4, plan, workspace, transformed=None):
     """out4 = conv2d(x4, weight) + bias by `plan`: x4, weight, out4 C-contiguous and 4-D;
-    workspace has at least plan.workspace elements."""
+    workspace has at least plan.workspace elements. A WINOGRAD plan uses `transformed`
+    (winograd_weight of this weight) when given, else transforms the weight."""
     geom = plan.geometry
     if out4.size == 0:
         return
@@ -335,6 +421,14 @@ def run_forward(x4, weight, bias, out4, plan, workspace):
             bias[:, None, None] if geom.layout == "NCHW" else bias)
         return
     bias = _empty(x4.dtype) if bias is None else bias
+    if plan.strategy == WINOGRAD:
+        if transformed is None:
+            transformed = winograd_weight(weight, plan)
+        with blas_limit(1):  # BLAS runs inside the kernel's OpenMP loops
+            _winograd.winograd_forward(x4.reshape(-1), transformed, bias, out4.reshape(-1),
+                                       workspace[:plan.workspace], plan.winograd_struct(),
+                                       plan.num_threads)
+        return
     if plan.strategy == DEPTHWISE:
         _depthwise.depthwise_forward(x4.reshape(-1), weight.reshape(-1), bias, out4.reshape(-1),
                                      geom.window.kernel_struct(), geom.batch,
@@ -349,44 +443,109 @@ def run_forward(x4, weight, bias, out4, plan, workspace):
                              plan.kernel_struct(), plan.col_size, plan.num_threads)
 
 
-def input_grad_as_conv(grad_out4, weight, grad_x4, geom, workspace, capped=False):
-    """Stride 1, one group: the input gradient is the convolution of the output gradient
-    with the weight flipped in both spatial axes and its two channel axes swapped, padded
-    by dilation·(k − 1) − padding on each side. When that convolution takes the DIRECT
-    path (docs/performance.md#input_grad_as_conv), run it into grad_x4 and return
-    True; else False (nothing done). Its scratch is `workspace` (the backward pass's own)
-    when large enough, else a new array, unless `capped` (a workspace cap holds: then
-    False)."""
-    if geom.stride != (1, 1) or geom.groups != 1 or geom.window.is_pointwise:
+@dataclass(frozen=True)
+class FlippedConv:
+    """The input gradient of a stride-1 convolution as a forward convolution: the output
+    gradient, cropped by `crops` ((top, bottom), (left, right)), convolved with the flipped
+    weight (flipped_weight) by `plan`."""
+
+    plan: ConvPlan
+    crops: tuple
+
+
+def flipped_geometry(geom):
+    """(geometry, crops) of the flipped convolution of a stride-1 convolution: padded by
+    dilation·(k − 1) − padding on each side, or, where that is negative, the output
+    gradient cropped by as much instead; None when the stride is not 1, the convolution
+    is pointwise (its input gradient is one GEMM), cropping leaves nothing, or the image
+    has rows or columns that no window reads."""
+    if geom.stride != (1, 1) or geom.window.is_pointwise:
+        return None
+    pads, crops = [], []
+    for k, d, (before, after) in zip(geom.kernel_size, geom.dilation, geom.padding):
+        full = d * (k - 1)
+        pads.append((max(full - before, 0), max(full - after, 0)))
+        crops.append((max(before - full, 0), max(after - full, 0)))
+    height = geom.out_h - sum(crops[0])
+    width = geom.out_w - sum(crops[1])
+    if height < 1 or width < 1:
+        return None
+    shape = ((geom.batch, geom.out_channels, height, width) if geom.layout == "NCHW"
+             else (geom.batch, height, width, geom.out_channels))
+    flipped = geo.ConvGeometry(shape, geom.in_channels, geom.kernel_size, 1, tuple(pads),
+                               geom.dilation, geom.groups, layout=geom.layout)
+    if (flipped.out_h, flipped.out_w) != (geom.height, geom.width):
+        return None  # conv_transpose2d's output_padding: rows no window reads
+    return flipped, tuple(crops)
+
+
+def input_grad_plan(geom, itemsize, requested=GEMM):
+    """The FlippedConv that computes the input gradient of `geom`, or None (then GEMM +
+    col2im): WINOGRAD where `requested` is "winograd" (the caller checked `geom`) or "auto"
+    picks it for the flipped convolution; else DIRECT where that path serves it
+    (docs/performance.md#input_grad_as_conv), without cropping."""
+    found = flipped_geometry(geom)
+    if found is None:
+        return None
+    flipped, crops = found
+    algorithm = WINOGRAD if requested == WINOGRAD else choose_algorithm(flipped, itemsize,
+                                                                        requested)
+    if algorithm == WINOGRAD:
+        plan = plan_winograd(plan_request(flipped, itemsize, FORWARD, algorithm=WINOGRAD))
+    elif any(sum(axis) for axis in crops):
+        return None
+    else:
+        plan = plan_direct(plan_request(flipped, itemsize, FORWARD))
+    return None if plan is None else FlippedConv(plan, crops)
+
+
+def input_grad_as_conv(grad_out4, weight, grad_x4, geom, workspace, capped=False,
+                       requested=GEMM, transformed=None):
+    """Run the input gradient as the flipped convolution of input_grad_plan into grad_x4
+    and return True; or False (nothing done) where there is none. Its scratch is
+    `workspace` (the backward pass's own) when large enough, else a new array, unless
+    `capped` (a workspace cap holds: then False). A WINOGRAD plan uses `transformed` (the
+    flipped weight's) when given."""
+    flipped = input_grad_plan(geom, grad_out4.dtype.itemsize, requested)
+    if flipped is None:
         return False
-    (kh, kw), (dh, dw) = geom.kernel_size, geom.dilation
-    (top, bottom), (left, right) = geom.padding
-    pads = ((dh * (kh - 1) - top, dh * (kh - 1) - bottom),
-            (dw * (kw - 1) - left, dw * (kw - 1) - right))
-    if min(pads[0] + pads[1]) < 0:
-        return False
-    flipped_geom = geo.ConvGeometry(grad_out4.shape, geom.in_channels, (kh, kw), 1, pads,
-                                    (dh, dw), layout=geom.layout)
-    if flipped_geom.output_shape != grad_x4.shape:
-        return False
-    plan = plan_direct(plan_request(flipped_geom, grad_out4.dtype.itemsize, FORWARD))
-    if plan is None:
-        return False
+    plan = flipped.plan
     if plan.workspace > workspace.size:
         if capped:
             return False
         workspace = _memory.empty(plan.workspace, grad_out4.dtype)
-    flipped = (weight.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1] if geom.layout == "NCHW"
-               else weight[::-1, ::-1].transpose(0, 1, 3, 2))
-    run_forward(grad_out4, np.ascontiguousarray(flipped), None, grad_x4, plan, workspace)
+    (top, bottom), (left, right) = flipped.crops
+    if top or bottom or left or right:
+        h, w = (2, 3) if geom.layout == "NCHW" else (1, 2)
+        index = [slice(None)] * 4
+        index[h] = slice(top, grad_out4.shape[h] - bottom)
+        index[w] = slice(left, grad_out4.shape[w] - right)
+        grad_out4 = np.ascontiguousarray(grad_out4[tuple(index)])
+    weight = flipped_weight(weight, geom) if transformed is None else None
+    run_forward(grad_out4, weight, None, grad_x4, plan, workspace, transformed)
     return True
 
 
+def flipped_weight(weight, geom):
+    """The weight of the flipped convolution (see flipped_geometry), C-contiguous: per group
+    its input and output channels swapped, both spatial axes reversed."""
+    g = geom.groups
+    if geom.layout == "NCHW":  # (C_out, C_in/g, kh, kw) → (C_in, C_out/g, kh, kw)
+        cout, cin_g, kh, kw = weight.shape
+        grouped = weight.reshape(g, cout // g, cin_g, kh, kw).transpose(0, 2, 1, 3, 4)
+        return np.ascontiguousarray(grouped.reshape(g * cin_g, cout // g, kh, kw)[:, :, ::-1, ::-1])
+    kh, kw, cin_g, cout = weight.shape  # (kh, kw, C_in/g, C_out) → (kh, kw, C_out/g, C_in)
+    grouped = weight.reshape(kh, kw, cin_g, g, cout // g).transpose(0, 1, 4, 3, 2)
+    return np.ascontiguousarray(grouped.reshape(kh, kw, cout // g, g * cin_g)[::-1, ::-1])
+
+
 def run_backward(grad_out4, x4, weight, grad_x4, grad_weight, plan, workspace, partials,
-                 capped=False):
+                 capped=False, algorithm=GEMM, transformed=None):
     """The input gradient into grad_x4 and the weight gradient added into grad_weight by
     `plan` (either may be None: not needed); partials (≥ plan.partials elements) is zeroed
-    here. `capped`: the workspace is all the scratch memory allowed."""
+    here. `capped`: the workspace is all the scratch memory allowed. `algorithm`: the
+    request ("auto", "gemm", "winograd") for the input gradient's flipped convolution,
+    whose transformed weight `transformed` is when given."""
     geom = plan.geometry
     if grad_x4 is not None and grad_x4.size and grad_out4.size == 0:
         grad_x4[...] = 0
@@ -396,7 +555,8 @@ def run_backward(grad_out4, x4, weight, grad_x4, grad_weight, plan, workspace, p
     if grad_x4 is not None and grad_x4.size == 0:
         grad_x4 = None
     if (grad_x4 is not None and plan.strategy != DEPTHWISE
-            and input_grad_as_conv(grad_out4, weight, grad_x4, geom, workspace, capped)):
+            and input_grad_as_conv(grad_out4, weight, grad_x4, geom, workspace, capped,
+                                   algorithm, transformed)):
         grad_x4 = None  # done
     struct = geom.window.kernel_struct()
     if grad_weight is not None:

@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 import os
 
+from fastconv import cpu
 from fastconv.threads import get_num_threads
 
 __all__ = ["Tuning", "DEFAULT", "active", "tuned", "threads_for_flops",
@@ -53,6 +54,12 @@ class Tuning:
     # space_to_batch, R-MAC pooling) runs on one thread
     # (docs/performance.md#parallel_min_elements).
     parallel_min_elements: int = 1 << 15
+    # Winograd: bytes of one block's transformed input and products, sized to this CPU's
+    # L2 so a thread's block stays in its cache (docs/performance.md#winograd_block_bytes).
+    winograd_block_bytes: int = cpu.l2_cache_bytes()
+    # Fewest tiles in a Winograd block: thinner GEMMs run slowly
+    # (docs/performance.md#winograd_min_block_tiles).
+    winograd_min_block_tiles: int = 32
 
 
 DEFAULT = Tuning()

@@ -30,6 +30,18 @@ def normalize_layout(layout, fn):
                      f"(case-insensitive), got {layout!r}")
 
 
+ALGORITHMS = ("auto", "gemm", "winograd")
+
+
+def normalize_algorithm(algorithm, fn):
+    """'auto' / 'gemm' / 'winograd' in any case → lower case; anything else is a ValueError
+    listing them (docs/spec.md §5)."""
+    if isinstance(algorithm, str) and algorithm.lower() in ALGORITHMS:
+        return algorithm.lower()
+    raise ValueError(f"{fn}: algorithm must be one of {', '.join(map(repr, ALGORITHMS))} "
+                     f"(case-insensitive), got {algorithm!r}")
+
+
 def as_int(value, name, fn, minimum):
     """An int >= minimum (bools and floats rejected), else ValueError."""
     if type(value) is int and value >= minimum:  # the common case, first (per-call cost)

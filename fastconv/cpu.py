@@ -17,7 +17,7 @@ import importlib
 import os
 
 __all__ = ["ISAS", "cpu_features", "supported_isas", "requested_isa", "load_kernel",
-           "loaded_kernels"]
+           "loaded_kernels", "l2_cache_bytes"]
 
 # Widest first: (name, the CPU features it needs, as NumPy names them).
 ISAS = (
@@ -79,3 +79,20 @@ def load_kernel(name, *, features=None, environ=None):
 def loaded_kernels():
     """{module name: the ISA of the build in use} for the modules loaded so far."""
     return dict(_loaded)
+
+
+def l2_cache_bytes(default=1 << 20):
+    """Bytes of one core's L2 cache as Linux reports it (sysfs), else `default`."""
+    base = "/sys/devices/system/cpu/cpu0/cache"
+    try:
+        for index in sorted(os.listdir(base)):
+            with open(os.path.join(base, index, "level")) as handle:
+                if handle.read().strip() != "2":
+                    continue
+            with open(os.path.join(base, index, "size")) as handle:
+                size = handle.read().strip().upper()
+            units = {"K": 1 << 10, "M": 1 << 20}
+            return int(size[:-1]) * units[size[-1]] if size[-1] in units else int(size)
+    except (OSError, ValueError):
+        pass
+    return default

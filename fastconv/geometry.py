@@ -182,10 +182,40 @@ class ConvGeometry:
         return (self.batch * self.in_channels * kh * kw * self.out_h * self.out_w
                 * np.dtype(dtype).itemsize)
 
+    def algorithm(self, dtype=np.float32, requested="auto"):
+        """The algorithm conv2d(..., algorithm=requested) runs for this geometry and dtype:
+        'gemm' or 'winograd' (docs/spec.md §5). 'auto' decides by a rule over the shapes,
+        the dtype and the CPU, never by the thread count; requesting 'winograd' where it
+        cannot serve is the ValueError conv2d would raise."""
+        from fastconv import _engine  # the engine builds on this module
+
+        requested = _validate.normalize_algorithm(requested, "ConvGeometry.algorithm")
+        dtype = np.dtype(dtype)
+        if dtype not in _validate.FLOAT_DTYPES:
+            raise TypeError(f"ConvGeometry.algorithm: dtype must be float32 or float64, "
+                            f"got {dtype}")
+        return _engine.choose_algorithm(self, dtype.itemsize, requested,
+                                        fn="ConvGeometry.algorithm")
+
     def __repr__(self):
         return (f"ConvGeometry(input_shape={self.input_shape}, out_channels={self.out_channels}, "
                 f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, "
                 f"dilation={self.dilation}, groups={self.groups}, layout={self.layout!r})")
+
+
+def winograd_blocker(geom):
+    """Why Winograd F(m×m, 3×3) cannot compute this convolution (completing
+    "algorithm='winograd' ..."), or None when it can (docs/spec.md §5)."""
+    needs = {"kernel_size": (3, 3), "stride": (1, 1), "dilation": (1, 1)}
+    got = {name: getattr(geom, name) for name, value in needs.items()
+           if getattr(geom, name) != value}
+    if got:
+        return ("needs a 3x3 kernel with stride 1 and dilation 1, got "
+                + ", ".join(f"{name}={value}" for name, value in got.items()))
+    if geom.groups > 1 and geom.groups == geom.in_channels:
+        return (f"does not serve depthwise convolutions (groups == in_channels == "
+                f"{geom.groups})")
+    return None
 
 
 def conv2d_geometry(fn, x4, weight, stride, padding, dilation, groups, layout, x_shape):

@@ -46,8 +46,8 @@ def test_chooser_picks_the_strategy(case):
 
 
 def test_every_strategy_has_a_planner_and_row_tiles_serve_last():
-    strategies = {E.DEPTHWISE, E.DIRECT, E.GROUPED_IMAGES, E.CHANNEL_BLOCKS, E.POINTWISE,
-                  E.ROW_TILES}
+    strategies = {E.DEPTHWISE, E.WINOGRAD, E.DIRECT, E.GROUPED_IMAGES, E.CHANNEL_BLOCKS,
+                  E.POINTWISE, E.ROW_TILES}
     assert {planner.__name__.removeprefix("plan_") for planner in E.PLANNERS} == strategies
     assert E.PLANNERS[-1] is E.plan_row_tiles
     geom = fastconv.ConvGeometry((2, 3, 9, 9), 4, 3, 2, 1)
