@@ -409,6 +409,13 @@ def winograd_weight(weight, plan, out=None):
     return transformed
 
 
+def same_values(array, snapshot):
+    """Whether a C-contiguous array still holds the bytes of `snapshot` (same shape and
+    dtype), compared without the GIL and without allocating."""
+    return _winograd.same_bytes(array.reshape(-1).view(np.uint8),
+                                snapshot.reshape(-1).view(np.uint8))
+
+
 def run_forward(x4, weight, bias, out4, plan, workspace, transformed=None):
     """out4 = conv2d(x4, weight) + bias by `plan`: x4, weight, out4 C-contiguous and 4-D;
     workspace has at least plan.workspace elements. A WINOGRAD plan uses `transformed`
@@ -468,8 +475,10 @@ def flipped_geometry(geom):
         crops.append((max(before - full, 0), max(after - full, 0)))
     height = geom.out_h - sum(crops[0])
     width = geom.out_w - sum(crops[1])
-    if height < 1 or width < 1:
-        return None
+    for size, (before, after), k, d in zip((height, width), pads, geom.kernel_size,
+                                           geom.dilation):
+        if size < 1 or size + before + after < d * (k - 1) + 1:
+            return None  # nothing left, or an image too small for the window
     shape = ((geom.batch, geom.out_channels, height, width) if geom.layout == "NCHW"
              else (geom.batch, height, width, geom.out_channels))
     flipped = geo.ConvGeometry(shape, geom.in_channels, geom.kernel_size, 1, tuple(pads),
@@ -500,13 +509,15 @@ def input_grad_plan(geom, itemsize, requested=GEMM):
 
 
 def input_grad_as_conv(grad_out4, weight, grad_x4, geom, workspace, capped=False,
-                       requested=GEMM, transformed=None):
+                       requested=GEMM, transformed=None, flipped=False):
     """Run the input gradient as the flipped convolution of input_grad_plan into grad_x4
     and return True; or False (nothing done) where there is none. Its scratch is
     `workspace` (the backward pass's own) when large enough, else a new array, unless
     `capped` (a workspace cap holds: then False). A WINOGRAD plan uses `transformed` (the
-    flipped weight's) when given."""
-    flipped = input_grad_plan(geom, grad_out4.dtype.itemsize, requested)
+    flipped weight's) when given. `flipped`: input_grad_plan's answer when the caller has
+    it (None: there is none)."""
+    if flipped is False:
+        flipped = input_grad_plan(geom, grad_out4.dtype.itemsize, requested)
     if flipped is None:
         return False
     plan = flipped.plan
@@ -540,12 +551,13 @@ def flipped_weight(weight, geom):
 
 
 def run_backward(grad_out4, x4, weight, grad_x4, grad_weight, plan, workspace, partials,
-                 capped=False, algorithm=GEMM, transformed=None):
+                 capped=False, algorithm=GEMM, transformed=None, flipped=False):
     """The input gradient into grad_x4 and the weight gradient added into grad_weight by
     `plan` (either may be None: not needed); partials (≥ plan.partials elements) is zeroed
     here. `capped`: the workspace is all the scratch memory allowed. `algorithm`: the
     request ("auto", "gemm", "winograd") for the input gradient's flipped convolution,
-    whose transformed weight `transformed` is when given."""
+    whose transformed weight `transformed` is when given; `flipped`: its input_grad_plan
+    when the caller has it."""
     geom = plan.geometry
     if grad_x4 is not None and grad_x4.size and grad_out4.size == 0:
         grad_x4[...] = 0
@@ -556,7 +568,7 @@ def run_backward(grad_out4, x4, weight, grad_x4, grad_weight, plan, workspace, p
         grad_x4 = None
     if (grad_x4 is not None and plan.strategy != DEPTHWISE
             and input_grad_as_conv(grad_out4, weight, grad_x4, geom, workspace, capped,
-                                   algorithm, transformed)):
+                                   algorithm, transformed, flipped)):
         grad_x4 = None  # done
     struct = geom.window.kernel_struct()
     if grad_weight is not None:

@@ -25,7 +25,7 @@ Gradients.__doc__ = "conv2d_backward's result; a field is None when it was not a
 
 
 def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, layout="NCHW",
-           out=None):
+           out=None, algorithm="auto"):
     """2-D convolution (cross-correlation), as ``torch.nn.functional.conv2d``.
 
     Parameters
@@ -45,6 +45,11 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, l
     layout : {"NCHW", "NHWC"}
     out : ndarray, optional
         C-contiguous buffer of the result's shape and dtype, not overlapping an input.
+    algorithm : {"auto", "gemm", "winograd"}
+        "winograd": Winograd's F(4×4, 3×3) (3×3 kernels, stride 1, dilation 1, not
+        depthwise); "gemm": im2col or direct loops and GEMMs; "auto" (default): Winograd
+        where a rule over shapes, dtype and CPU says it is faster
+        (:meth:`ConvGeometry.algorithm` tells before any work).
 
     Returns
     -------
@@ -60,6 +65,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, l
     """
     fn = "conv2d"
     layout = _validate.normalize_layout(layout, fn)
+    algorithm = _validate.normalize_algorithm(algorithm, fn)
     x, weight, bias = _validate.check_conv_arrays(fn, x, weight, bias)
     x4, batched = _validate.split_batch(x, "input", fn, layout)
     geom = geo.conv2d_geometry(fn, x4, weight, stride, padding, dilation, groups, layout,
@@ -70,7 +76,10 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, l
                               x.dtype, [x, weight, bias], fn)
     shape4 = geom.output_shape  # geom was made from the 4-D (batched) view of x
     out4 = _memory.result(out, shape4, x.dtype)
-    plan = _engine.choose_plan(geom, x.dtype.itemsize, _engine.FORWARD)
+    itemsize = x.dtype.itemsize
+    plan = _engine.choose_plan(geom, itemsize, _engine.FORWARD,
+                               algorithm=_engine.choose_algorithm(geom, itemsize, algorithm,
+                                                                  fn=fn))
     workspace = _memory.empty(plan.workspace, x.dtype)
     _engine.run_forward(np.ascontiguousarray(x4), np.ascontiguousarray(weight),
                         None if bias is None else np.ascontiguousarray(bias), out4, plan,
@@ -82,7 +91,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, l
 
 def conv2d_backward(grad_output, x, weight, *, stride=1, padding=0, dilation=1, groups=1,
                     layout="NCHW", needs_input_grad=True, needs_weight_grad=True,
-                    needs_bias_grad=True):
+                    needs_bias_grad=True, algorithm="auto"):
     """Gradients of :func:`conv2d` (as PyTorch autograd computes them).
 
     Parameters
@@ -93,6 +102,9 @@ def conv2d_backward(grad_output, x, weight, *, stride=1, padding=0, dilation=1, 
         The forward call's arguments.
     needs_input_grad, needs_weight_grad, needs_bias_grad : bool
         Which gradients to compute; the others are returned as None.
+    algorithm : {"auto", "gemm", "winograd"}
+        For the input gradient, at stride 1 the convolution of grad_output with the flipped
+        weight: as for :func:`conv2d`. The weight gradient always runs on GEMMs.
 
     Returns
     -------
@@ -103,6 +115,7 @@ def conv2d_backward(grad_output, x, weight, *, stride=1, padding=0, dilation=1, 
     """
     fn = "conv2d_backward"
     layout = _validate.normalize_layout(layout, fn)
+    algorithm = _validate.normalize_algorithm(algorithm, fn)
     x, weight, _ = _validate.check_conv_arrays(fn, x, weight, None)
     grad_output = _validate.as_array(grad_output, "grad_output", fn)
     _validate.check_float_dtype(grad_output, "grad_output", fn)
@@ -111,6 +124,7 @@ def conv2d_backward(grad_output, x, weight, *, stride=1, padding=0, dilation=1, 
     geom = geo.conv2d_geometry(fn, x4, weight, stride, padding, dilation, groups, layout,
                                x.shape)
     _validate.check_blas_range(fn, geom)
+    _engine.choose_algorithm(geom, x.dtype.itemsize, algorithm, fn=fn)  # checks 'winograd'
     expected = geom.output_shape if batched else geom.output_shape[1:]
     if grad_output.shape != expected:
         raise ValueError(f"{fn}: expected grad_output of shape {expected} (the conv2d output "
@@ -124,7 +138,7 @@ def conv2d_backward(grad_output, x, weight, *, stride=1, padding=0, dilation=1, 
     workspace = _memory.empty(plan.workspace, x.dtype)
     partials = _memory.empty(plan.partials, x.dtype)
     _engine.run_backward(grad_out4, np.ascontiguousarray(x4), np.ascontiguousarray(weight),
-                         grad_x4, grad_w, plan, workspace, partials)
+                         grad_x4, grad_w, plan, workspace, partials, algorithm=algorithm)
     grad_b = _engine.bias_grad(grad_out4, layout) if needs_bias_grad else None
     if grad_x4 is not None and not batched:
         grad_x4 = grad_x4[0]
@@ -132,7 +146,7 @@ def conv2d_backward(grad_output, x, weight, *, stride=1, padding=0, dilation=1, 
 
 
 def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
-                     dilation=1, *, layout="NCHW", out=None):
+                     dilation=1, *, layout="NCHW", out=None, algorithm="auto"):
     """Transposed convolution, as ``torch.nn.functional.conv_transpose2d``: the gradient of
     conv2d with respect to its input, computed by the same GEMM + col2im kernel.
 
@@ -149,6 +163,9 @@ def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0
     output_padding : int or (h, w)
         Extra rows/columns at the bottom/right; each < max(stride, dilation).
     groups : int
+    algorithm : {"auto", "gemm", "winograd"}
+        At stride 1 the result is a convolution of `x` with the flipped weight: Winograd
+        serves it as in :func:`conv2d` (3×3, stride 1, dilation 1, not depthwise).
 
     Returns
     -------
@@ -157,6 +174,7 @@ def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0
     """
     fn = "conv_transpose2d"
     layout = _validate.normalize_layout(layout, fn)
+    algorithm = _validate.normalize_algorithm(algorithm, fn)
     x, weight, bias = _validate.check_conv_arrays(fn, x, weight, bias)
     x4, batched = _validate.split_batch(x, "input", fn, layout)
     # The conv2d whose input gradient this is: image (C_out, OH, OW) → (C_in, H, W).
@@ -165,6 +183,7 @@ def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0
     shape4 = geom.input_shape
     _validate.check_bias(fn, bias, geom.in_channels)
     _validate.check_blas_range(fn, geom)
+    _engine.choose_algorithm(geom, x.dtype.itemsize, algorithm, fn=fn)  # checks 'winograd'
     out = _validate.check_out(out, shape4 if batched else shape4[1:], x.dtype,
                               [x, weight, bias], fn)
     out4 = _memory.result(out, shape4, x.dtype)
@@ -172,7 +191,8 @@ def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0
         plan = _engine.choose_plan(geom, x.dtype.itemsize, _engine.INPUT_GRAD, fn=fn)
         workspace = _memory.empty(plan.workspace, x.dtype)
         _engine.run_backward(np.ascontiguousarray(x4), None, np.ascontiguousarray(weight),
-                             out4, None, plan, workspace, _memory.empty(0, x.dtype))
+                             out4, None, plan, workspace, _memory.empty(0, x.dtype),
+                             algorithm=algorithm)
         if bias is not None:
             out4 += bias[:, None, None] if layout == "NCHW" else bias
     if out is not None:

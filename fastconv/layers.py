@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 import threading
+from typing import NamedTuple
 
 import numpy as np
 
@@ -11,6 +12,16 @@ from fastconv import geometry as geo
 from fastconv.threads import get_num_threads
 
 __all__ = ["Conv2D"]
+
+
+class _LayerPlans(NamedTuple):
+    """What a layer made once per (input shape, thread count)."""
+
+    geometry: geo.ConvGeometry
+    forward: _engine.ConvPlan
+    backward: _engine.ConvPlan
+    requested: str                           # the algorithm asked of the engine
+    flipped: _engine.FlippedConv | None      # the input gradient as a convolution
 
 
 class Conv2D:
@@ -32,7 +43,11 @@ class Conv2D:
         ±1/√(C_in/groups·kh·kw).
     max_workspace_bytes : int, optional
         Cap on the column workspace; above it the work runs in tiles of output rows that
-        fit, with the same result.
+        fit, with the same result. A capped layer runs no Winograd.
+    algorithm : {"auto", "gemm", "winograd"}
+        As for :func:`fastconv.conv2d` (docs/spec.md §5). With Winograd the layer keeps
+        the transformed weights between calls and makes them anew when ``weight`` changes
+        (also in place, as an optimiser step ``layer.weight -= lr * layer.weight_grad``).
 
     Attributes
     ----------
@@ -41,7 +56,10 @@ class Conv2D:
         Gradients accumulated by :meth:`backward` (add, as PyTorch's ``.grad``);
         :meth:`zero_grad` clears them.
     workspace_bytes : int
-        Bytes of workspace held between calls.
+        Bytes of workspace held between calls (with Winograd's transformed weights).
+    algorithm : str
+        The algorithm the last forward ran, "gemm" or "winograd" (before the first call:
+        the one asked for, which may be "auto").
 
     Notes
     -----
@@ -59,9 +77,10 @@ class Conv2D:
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
                  dilation=1, groups=1, bias=True, *, layout="NCHW", dtype=np.float32,
-                 seed=None, max_workspace_bytes=None):
+                 seed=None, max_workspace_bytes=None, algorithm="auto"):
         fn = "Conv2D"
         self.layout = _validate.normalize_layout(layout, fn)
+        self.requested_algorithm = _validate.normalize_algorithm(algorithm, fn)
         self.in_channels = _validate.as_int(in_channels, "in_channels", fn, 1)
         self.out_channels = _validate.as_int(out_channels, "out_channels", fn, 1)
         self.groups = _validate.as_int(groups, "groups", fn, 1)
@@ -79,6 +98,10 @@ class Conv2D:
         if max_workspace_bytes is not None:
             max_workspace_bytes = _validate.as_int(max_workspace_bytes, "max_workspace_bytes", fn, 1)
         self.max_workspace_bytes = max_workspace_bytes
+        if max_workspace_bytes is not None and self.requested_algorithm == _engine.WINOGRAD:
+            raise ValueError(f"{fn}: algorithm='winograd' keeps transformed weights beside "
+                             f"the workspace; it takes no max_workspace_bytes (got "
+                             f"{max_workspace_bytes})")
 
         kh, kw = self.kernel_size
         cin_g = self.in_channels // self.groups
@@ -100,7 +123,12 @@ class Conv2D:
         self._lock = threading.Lock()
         self._workspace = np.empty(0, dtype=self.dtype)
         self._partials = np.empty(0, dtype=self.dtype)
-        self._plans = {}       # input shape → (geometry, forward plan, backward plan)
+        self._plans = {}       # (input shape, threads) → _LayerPlans
+        self._last_algorithm = None
+        # Winograd: transformed weights by (pass, m), valid while `weight` equals the
+        # snapshot taken when they were made
+        self._transformed = {}
+        self._weight_seen = None
         # The last forward's input, per Python thread: forward/backward pairs made in
         # different threads each get their own.
         self._saved = threading.local()
@@ -108,7 +136,8 @@ class Conv2D:
     def __getstate__(self):
         """Pickle the parameters, gradients and geometry, not the runtime state."""
         state = self.__dict__.copy()
-        for name in ("_lock", "_workspace", "_partials", "_plans", "_saved"):
+        for name in ("_lock", "_workspace", "_partials", "_plans", "_saved", "_transformed",
+                     "_weight_seen", "_last_algorithm"):
             del state[name]
         return state
 
@@ -119,7 +148,13 @@ class Conv2D:
     # ------------------------------------------------------------------ internals
     @property
     def workspace_bytes(self):
-        return self._workspace.nbytes + self._partials.nbytes
+        held = self._workspace.nbytes + self._partials.nbytes
+        held += sum(array.nbytes for array in self._transformed.values())
+        return held + (0 if self._weight_seen is None else self._weight_seen.nbytes)
+
+    @property
+    def algorithm(self):
+        return self._last_algorithm or self.requested_algorithm
 
     def _plan_for(self, x4, x_shape):
         """Geometry and plans for this input shape and thread count, made once; grows the
@@ -130,27 +165,56 @@ class Conv2D:
             geom = geo.conv2d_geometry("Conv2D", x4, self.weight, self.stride, self.padding,
                                        self.dilation, self.groups, self.layout, x_shape)
             _validate.check_blas_range("Conv2D", geom)
+            itemsize = self.dtype.itemsize
+            cap = self.max_workspace_bytes
+            # A capped layer keeps to GEMM: its transformed weights would sit beside the cap.
+            requested = _engine.GEMM if cap is not None else self.requested_algorithm
+            algorithm = _engine.choose_algorithm(geom, itemsize, requested, fn="Conv2D")
             # The backward plan is sized first, with room for the weight-gradient
             # accumulators; the forward one within what the cap leaves beside them, so the
             # workspace held (the larger column space plus the accumulators) stays under it.
-            itemsize = self.dtype.itemsize
-            cap = self.max_workspace_bytes
             backward = _engine.choose_plan(geom, itemsize, _engine.BACKWARD,
                                            max_workspace_bytes=cap, fn="Conv2D")
             forward_cap = None if cap is None else cap - backward.partials * itemsize
             forward = _engine.choose_plan(geom, itemsize, _engine.FORWARD,
-                                          max_workspace_bytes=forward_cap, fn="Conv2D")
-            cached = (geom, forward, backward)
+                                          max_workspace_bytes=forward_cap, fn="Conv2D",
+                                          algorithm=algorithm)
+            # The input gradient as a convolution: within the cap only in the workspace
+            # held (run_backward checks), else sized into it here.
+            flipped = _engine.input_grad_plan(geom, itemsize, requested)
+            cached = _LayerPlans(geom, forward, backward, requested, flipped)
             if len(self._plans) >= 8:  # a bounded cache of recent shapes
                 self._plans.pop(next(iter(self._plans)))
             self._plans[key] = cached
-        _, forward, backward = cached
-        columns = max(forward.workspace, backward.workspace)
+        columns = max(cached.forward.workspace, cached.backward.workspace)
+        if cached.flipped is not None and self.max_workspace_bytes is None:
+            columns = max(columns, cached.flipped.plan.workspace)
         if self._workspace.size < columns:
             self._workspace = _memory.empty(columns, self.dtype)
-        if self._partials.size < backward.partials:
-            self._partials = _memory.empty(backward.partials, self.dtype)
+        if self._partials.size < cached.backward.partials:
+            self._partials = _memory.empty(cached.backward.partials, self.dtype)
         return cached
+
+    def _transformed_weight(self, plan, input_grad_of=None):
+        """The transformed weight of a WINOGRAD plan (with `input_grad_of`, the layer's
+        geometry: of the flipped weight, for the input gradient), made once per value of
+        `weight`: the bytes of `weight` are compared with a snapshot first, so an in-place
+        update is never served stale."""
+        weight = np.ascontiguousarray(self.weight)
+        if self._weight_seen is None or self._weight_seen.shape != weight.shape:
+            self._weight_seen = weight.copy()
+            self._transformed.clear()
+        elif not _engine.same_values(weight, self._weight_seen):
+            np.copyto(self._weight_seen, weight)
+            self._transformed.clear()
+        key = ("forward" if input_grad_of is None else "input_grad", plan.winograd_m)
+        transformed = self._transformed.get(key)
+        if transformed is None or transformed.size != plan.transformed:
+            source = (weight if input_grad_of is None
+                      else _engine.flipped_weight(weight, input_grad_of))
+            transformed = _engine.winograd_weight(source, plan)
+            self._transformed[key] = transformed
+        return transformed
 
     def _check_input(self, x, fn):
         x = _validate.as_array(x, "input", fn)
@@ -166,12 +230,18 @@ class Conv2D:
         fn = "Conv2D.forward"
         x, x4, batched = self._check_input(x, fn)
         with self._lock:
-            geom, plan, _ = self._plan_for(x4, x.shape)
+            plans = self._plan_for(x4, x.shape)
+            geom, plan = plans.geometry, plans.forward
             shape = geom.output_shape if batched else geom.output_shape[1:]
             out = _validate.check_out(out, shape, self.dtype, [x, self.weight, self.bias], fn)
             out4 = _memory.result(out, geom.output_shape, self.dtype)
             x4 = np.ascontiguousarray(x4)
-            _engine.run_forward(x4, self.weight, self.bias, out4, plan, self._workspace)
+            transformed = (self._transformed_weight(plan)
+                           if plan.strategy == _engine.WINOGRAD else None)
+            _engine.run_forward(x4, self.weight, self.bias, out4, plan, self._workspace,
+                                transformed)
+            self._last_algorithm = (_engine.WINOGRAD if plan.strategy == _engine.WINOGRAD
+                                    else _engine.GEMM)
             self._saved.input = (x4, batched)
         if out is not None:
             return out
@@ -188,7 +258,8 @@ class Conv2D:
             if saved is None:
                 raise RuntimeError(f"{fn}: call forward before backward")
             x4, batched = saved
-            geom, _, plan = self._plan_for(x4, x4.shape)
+            plans = self._plan_for(x4, x4.shape)
+            geom, plan, flipped = plans.geometry, plans.backward, plans.flipped
             grad_output = _validate.as_array(grad_output, "grad_output", fn)
             _validate.check_float_dtype(grad_output, "grad_output", fn)
             _validate.check_same_dtype(fn, grad_output=grad_output, weight=self.weight)
@@ -198,9 +269,14 @@ class Conv2D:
                                  f"{grad_output.shape}")
             grad_out4 = np.ascontiguousarray(grad_output).reshape(geom.output_shape)
             grad_x4 = _memory.empty(x4.shape, self.dtype)
+            transformed = None
+            if flipped is not None and flipped.plan.strategy == _engine.WINOGRAD:
+                transformed = self._transformed_weight(flipped.plan, geom)
             _engine.run_backward(grad_out4, x4, self.weight, grad_x4, self.weight_grad, plan,
                                  self._workspace, self._partials,
-                                 capped=self.max_workspace_bytes is not None)
+                                 capped=self.max_workspace_bytes is not None,
+                                 algorithm=plans.requested, transformed=transformed,
+                                 flipped=flipped)
             if self.bias is not None:
                 _engine.bias_grad(grad_out4, self.layout, out=self.bias_grad)
         return grad_x4 if batched else grad_x4[0]

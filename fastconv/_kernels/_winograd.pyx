@@ -19,7 +19,7 @@ the geometry and sized the workspace with workspace_size().
 """
 from cython cimport floating
 from cython.parallel cimport prange
-from libc.string cimport memset
+from libc.string cimport memcmp, memset
 
 from fastconv._kernels._blas cimport gemm
 from fastconv._kernels._openmp cimport omp_get_thread_num
@@ -488,3 +488,14 @@ def winograd_forward(const floating[::1] x, const floating[::1] transformed,
                     output_block(mm, outp, bias_ptr,
                                  scratch + omp_get_thread_num() * scratch_size(&plan, &t),
                                  &plan, &t, t0, t0, t1, c, c + 1)
+
+
+def same_bytes(const unsigned char[::1] a, const unsigned char[::1] b):
+    """Whether two byte buffers are equally long and hold the same bytes (memcmp)."""
+    cdef int differ = 0
+    if a.shape[0] != b.shape[0]:
+        return False
+    if a.shape[0]:
+        with nogil:
+            differ = memcmp(&a[0], &b[0], a.shape[0])
+    return differ == 0
