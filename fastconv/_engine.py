@@ -432,9 +432,9 @@ def run_forward(x4, weight, bias, out4, plan, workspace, transformed=None):
         if transformed is None:
             transformed = winograd_weight(weight, plan)
         with blas_limit(1):  # BLAS runs inside the kernel's OpenMP loops
-            _winograd.winograd_forward(x4.reshape(-1), transformed, bias, out4.reshape(-1),
-                                       workspace[:plan.workspace], plan.winograd_struct(),
-                                       plan.num_threads)
+            _winograd.winograd_forward(x4.reshape(-1), weight.reshape(-1), transformed, bias,
+                                       out4.reshape(-1), workspace[:plan.workspace],
+                                       plan.winograd_struct(), plan.num_threads)
         return
     if plan.strategy == DEPTHWISE:
         _depthwise.depthwise_forward(x4.reshape(-1), weight.reshape(-1), bias, out4.reshape(-1),
@@ -532,8 +532,8 @@ def input_grad_as_conv(grad_out4, weight, grad_x4, geom, workspace, capped=False
         index[h] = slice(top, grad_out4.shape[h] - bottom)
         index[w] = slice(left, grad_out4.shape[w] - right)
         grad_out4 = np.ascontiguousarray(grad_out4[tuple(index)])
-    weight = flipped_weight(weight, geom) if transformed is None else None
-    run_forward(grad_out4, weight, None, grad_x4, plan, workspace, transformed)
+    run_forward(grad_out4, flipped_weight(weight, geom), None, grad_x4, plan, workspace,
+                transformed)
     return True
 
 

@@ -9,7 +9,9 @@ domain is one GEMM per group over a block of tiles:
   NCHW:  M[p] (C_out/g × tiles) = U[p] (C_out/g × C_in/g) · V[p] (C_in/g × tiles)
   NHWC:  M[p] (tiles × C_out/g) = V[p] (tiles × C_in/g) · U[p] (C_in/g × C_out/g)
 
-and the output tile is Aᵀ M A (+ bias). Blocks of block_tiles tiles (fixed by the plan,
+and the output tile is Aᵀ M A (+ bias); an output that comes out NaN or ±Inf is summed
+again directly over its window, so non-finite values reach exactly the outputs whose
+windows read them, as in direct convolution. Blocks of block_tiles tiles (fixed by the plan,
 never by the thread count) run one per thread, each in the thread's own slice of the
 workspace; when there are fewer blocks than threads, the threads share each block instead
 (its transforms split by channels or tiles, its GEMMs by point). Every value is computed
@@ -283,13 +285,49 @@ cdef void input_block(const floating* x, floating* v, floating* scratch, const W
 
 
 # ---------------------------------------------------------------- output transform
+cdef inline bint is_finite(floating value) noexcept nogil:
+    """Neither NaN nor ±Inf (v − v is 0 only then)."""
+    return value - value == 0
+
+
+cdef floating direct_output(const floating* image, const floating* weight, floating bias,
+                            const WinogradPlan* p, Py_ssize_t o, Py_ssize_t oh,
+                            Py_ssize_t ow) noexcept nogil:
+    """Output (o, oh, ow) of one image summed directly over its 3×3 window, for the outputs
+    Winograd leaves non-finite: a NaN or ±Inf reaches every output of a tile through the
+    transforms (and large values can overflow there), while the exact result is
+    non-finite only where the window reads it."""
+    cdef Py_ssize_t cin_g = p.channels // p.groups
+    cdef Py_ssize_t c0 = o // (p.out_channels // p.groups) * cin_g
+    cdef Py_ssize_t c, i, j, h_im, w_im
+    cdef floating total = bias
+    for c in range(cin_g):
+        for i in range(3):
+            h_im = oh - p.pad_top + i
+            if h_im < 0 or h_im >= p.height:
+                continue
+            for j in range(3):
+                w_im = ow - p.pad_left + j
+                if w_im < 0 or w_im >= p.width:
+                    continue
+                if p.nhwc:  # HWIO weight
+                    total = total + weight[((i * 3 + j) * cin_g + c) * p.out_channels + o] * \
+                        image[(h_im * p.width + w_im) * p.channels + c0 + c]
+                else:  # OIHW weight
+                    total = total + weight[((o * cin_g + c) * 3 + i) * 3 + j] * \
+                        image[((c0 + c) * p.height + h_im) * p.width + w_im]
+    return total
+
+
 cdef void output_row_nchw(const floating* src, Py_ssize_t point_stride, floating* plane,
-                          floating bias, const WinogradPlan* p, const Tiling* t,
+                          floating bias, const floating* image, const floating* weight,
+                          Py_ssize_t o, const WinogradPlan* p, const Tiling* t,
                           Py_ssize_t ty, Py_ssize_t tx0, Py_ssize_t count,
                           floating* scratch) noexcept nogil:
-    """Output tiles (ty, tx0 .. tx0 + count) of one channel plane from
+    """Output tiles (ty, tx0 .. tx0 + count) of channel o's plane from
     M = src[p·point_stride + k]: Aᵀ M A + bias, across tiles, then written out row by row
-    (the columns past the output's edge are dropped)."""
+    (the columns past the output's edge are dropped; non-finite values are summed
+    directly from `image` and `weight` instead)."""
     cdef const double* at = fastconv_winograd_at(p.m)
     cdef Py_ssize_t m = p.m, alpha = t.alpha
     cdef floating* ma = scratch                    # [xi][j][k]: Σ_nu M[xi][nu]·A[nu][j]
@@ -330,13 +368,17 @@ cdef void output_row_nchw(const floating* src, Py_ssize_t point_stride, floating
                 ow = (tx0 + k) * m + j
                 if ow < p.out_w:
                     dst[ow] = y[j * count + k]
+                    if not is_finite(dst[ow]):
+                        dst[ow] = direct_output(image, weight, bias, p, o, oh, ow)
 
 
-cdef void output_tile_nhwc(const floating* src, Py_ssize_t point_stride, floating* image,
-                           const floating* bias, const WinogradPlan* p, const Tiling* t,
+cdef void output_tile_nhwc(const floating* src, Py_ssize_t point_stride, floating* result,
+                           const floating* bias, const floating* image,
+                           const floating* weight, const WinogradPlan* p, const Tiling* t,
                            Py_ssize_t ty, Py_ssize_t tx, floating* scratch) noexcept nogil:
     """Output tile (ty, tx) of one NHWC image over all channels from
-    M = src[p·point_stride + o]: Aᵀ M A + bias (vectorised across channels)."""
+    M = src[p·point_stride + o]: Aᵀ M A + bias (vectorised across channels; non-finite
+    values are summed directly from `image` and `weight` instead)."""
     cdef const double* at = fastconv_winograd_at(p.m)
     cdef Py_ssize_t m = p.m, alpha = t.alpha, channels = p.out_channels
     cdef Py_ssize_t xi, nu, i, j, o, oh, ow
@@ -361,7 +403,7 @@ cdef void output_tile_nhwc(const floating* src, Py_ssize_t point_stride, floatin
             ow = tx * m + j
             if ow >= p.out_w:
                 break
-            out = image + (oh * p.out_w + ow) * channels
+            out = result + (oh * p.out_w + ow) * channels
             for o in range(channels):
                 out[o] = bias[o] if bias != NULL else 0
             for xi in range(alpha):
@@ -370,15 +412,21 @@ cdef void output_tile_nhwc(const floating* src, Py_ssize_t point_stride, floatin
                     row = scratch + (xi * m + j) * channels
                     for o in range(channels):
                         out[o] += coef * row[o]
+            for o in range(channels):
+                if not is_finite(out[o]):
+                    out[o] = direct_output(image, weight, bias[o] if bias != NULL else 0, p,
+                                           o, oh, ow)
 
 
 cdef void output_block(const floating* mm, floating* out, const floating* bias,
-                       floating* scratch, const WinogradPlan* p, const Tiling* t,
-                       Py_ssize_t t0, Py_ssize_t t_lo, Py_ssize_t t_hi, Py_ssize_t o_lo,
+                       const floating* x, const floating* weight, floating* scratch,
+                       const WinogradPlan* p, const Tiling* t, Py_ssize_t t0,
+                       Py_ssize_t t_lo, Py_ssize_t t_hi, Py_ssize_t o_lo,
                        Py_ssize_t o_hi) noexcept nogil:
     """Outputs of tiles [t_lo, t_hi) of the block starting at tile t0 (NCHW: channels
     [o_lo, o_hi); NHWC: all channels)."""
     cdef Py_ssize_t out_size = p.out_channels * p.out_h * p.out_w
+    cdef Py_ssize_t image_size = p.channels * p.height * p.width
     cdef Py_ssize_t tile, n, ty, tx, end, o
     tile = t_lo
     while tile < t_hi:
@@ -387,8 +435,8 @@ cdef void output_block(const floating* mm, floating* out, const floating* bias,
         tx = tile % t.cols
         if p.nhwc:
             output_tile_nhwc(mm + (tile - t0) * p.out_channels,
-                             p.block_tiles * p.out_channels, out + n * out_size, bias, p, t,
-                             ty, tx, scratch)
+                             p.block_tiles * p.out_channels, out + n * out_size, bias,
+                             x + n * image_size, weight, p, t, ty, tx, scratch)
             tile = tile + 1
             continue
         end = tile - tx + t.cols
@@ -397,7 +445,8 @@ cdef void output_block(const floating* mm, floating* out, const floating* bias,
         for o in range(o_lo, o_hi):
             output_row_nchw(mm + o * p.block_tiles + (tile - t0), p.out_channels * p.block_tiles,
                             out + n * out_size + o * p.out_h * p.out_w,
-                            bias[o] if bias != NULL else 0, p, t, ty, tx, end - tile, scratch)
+                            bias[o] if bias != NULL else 0, x + n * image_size, weight, o, p,
+                            t, ty, tx, end - tile, scratch)
         tile = end
 
 
@@ -422,9 +471,9 @@ cdef void point_gemm(const floating* u, const floating* v, floating* mm, const W
              v_p + grp * cin_g * block, block, 0, m_p + grp * cout_g * block, block)
 
 
-cdef void block_alone(const floating* x, const floating* u, const floating* bias,
-                      floating* out, floating* ws, const WinogradPlan* p, const Tiling* t,
-                      Py_ssize_t b) noexcept nogil:
+cdef void block_alone(const floating* x, const floating* u, const floating* weight,
+                      const floating* bias, floating* out, floating* ws, const WinogradPlan* p,
+                      const Tiling* t, Py_ssize_t b) noexcept nogil:
     """Block b on this thread alone: ws holds its V, M and scratch."""
     cdef floating* v = ws
     cdef floating* mm = ws + v_size(p, t)
@@ -435,18 +484,21 @@ cdef void block_alone(const floating* x, const floating* u, const floating* bias
     input_block(x, v, scratch, p, t, t0, t0, t1, 0, p.channels)
     for task in range(t.points * p.groups):
         point_gemm(u, v, mm, p, t, task, t1 - t0)
-    output_block(mm, out, bias, scratch, p, t, t0, t0, t1, 0, p.out_channels)
+    output_block(mm, out, bias, x, weight, scratch, p, t, t0, t0, t1, 0, p.out_channels)
 
 
-def winograd_forward(const floating[::1] x, const floating[::1] transformed,
-                     const floating[::1] bias, floating[::1] out, floating[::1] workspace,
-                     WinogradPlan plan, int num_threads):
+def winograd_forward(const floating[::1] x, const floating[::1] weight,
+                     const floating[::1] transformed, const floating[::1] bias,
+                     floating[::1] out, floating[::1] workspace, WinogradPlan plan,
+                     int num_threads):
     """out = conv2d(x, weight) + bias for a 3×3 kernel at stride 1, from the transformed
-    weight U (weight_transform); `bias` is empty when there is none; the workspace has
+    weight U (weight_transform of `weight`, which also serves the direct sums of outputs
+    Winograd leaves non-finite); `bias` is empty when there is none; the workspace has
     workspace_size(plan, num_threads) elements."""
     cdef Tiling t = tiling_of(&plan)
     cdef const floating* xp = &x[0]
     cdef const floating* u = &transformed[0]
+    cdef const floating* wp = &weight[0]
     cdef const floating* bias_ptr = &bias[0] if bias.shape[0] > 0 else NULL
     cdef floating* outp = &out[0]
     cdef floating* ws = &workspace[0]
@@ -457,8 +509,8 @@ def winograd_forward(const floating[::1] x, const floating[::1] transformed,
     cdef floating* scratch
     if not shares_blocks(&t, num_threads):
         for b in prange(t.blocks, nogil=True, num_threads=num_threads, schedule="static"):
-            block_alone(xp, u, bias_ptr, outp, ws + omp_get_thread_num() * per_thread, &plan,
-                        &t, b)
+            block_alone(xp, u, wp, bias_ptr, outp, ws + omp_get_thread_num() * per_thread,
+                        &plan, &t, b)
         return
     v = ws
     mm = ws + v_size(&plan, &t)
@@ -480,12 +532,12 @@ def winograd_forward(const floating[::1] x, const floating[::1] transformed,
                 point_gemm(u, v, mm, &plan, &t, task, t1 - t0)
             if plan.nhwc:
                 for task in prange(t0, t1, num_threads=num_threads, schedule="static"):
-                    output_block(mm, outp, bias_ptr,
+                    output_block(mm, outp, bias_ptr, xp, wp,
                                  scratch + omp_get_thread_num() * scratch_size(&plan, &t),
                                  &plan, &t, t0, task, task + 1, 0, plan.out_channels)
             else:
                 for c in prange(plan.out_channels, num_threads=num_threads, schedule="static"):
-                    output_block(mm, outp, bias_ptr,
+                    output_block(mm, outp, bias_ptr, xp, wp,
                                  scratch + omp_get_thread_num() * scratch_size(&plan, &t),
                                  &plan, &t, t0, t0, t1, c, c + 1)
 
