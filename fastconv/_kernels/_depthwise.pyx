@@ -14,6 +14,7 @@ from libc.string cimport memset
 from fastconv._kernels._geometry cimport Geometry
 from fastconv._kernels._im2col_helpers cimport inside_range, valid_range
 from fastconv._kernels._openmp cimport omp_get_thread_num
+from fastconv._kernels._simd cimport FASTCONV_LANES
 
 
 cdef extern from "depthwise_3x3.h" nogil:
@@ -36,10 +37,11 @@ cdef extern from "depthwise_3x3.h" nogil:
 cdef inline bint register_rows_nhwc(const Geometry* g, Py_ssize_t oh, Py_ssize_t multiplier,
                                     Py_ssize_t* lo, Py_ssize_t* hi) noexcept nogil:
     """Whether output row oh runs the register-blocked 3×3 loops of depthwise_3x3.h
-    (float32 AVX-512 builds, multiplier 1, channels a multiple of 16, the three input rows
-    inside the image), and [lo, hi): its columns whose three taps are inside the image."""
+    (float32 AVX-512 builds, multiplier 1, channels a multiple of FASTCONV_LANES, the three
+    input rows inside the image), and [lo, hi): its columns whose three taps are inside the
+    image."""
     if not (FASTCONV_DEPTHWISE_3X3 and g.kernel_h == 3 and g.kernel_w == 3
-            and multiplier == 1 and g.channels % 16 == 0
+            and multiplier == 1 and g.channels % FASTCONV_LANES == 0
             and input_row(g, oh, 0) >= 0 and input_row(g, oh, 2) < g.height):
         return False
     inside_range(-g.pad_left, 2 * g.dilation_w - g.pad_left, g.stride_w, g.width, g.out_w,
@@ -559,7 +561,8 @@ cdef void input_grad_row_nhwc(const floating* grad_out, const floating* weight,
     if floating is float:
         # Every kernel row reaches this image row: the columns all taps reach, in registers.
         registers = (FASTCONV_DEPTHWISE_3X3 and g.kernel_h == 3 and g.kernel_w == 3
-                     and g.stride_w == 1 and multiplier == 1 and g.channels % 16 == 0
+                     and g.stride_w == 1 and multiplier == 1
+                     and g.channels % FASTCONV_LANES == 0
                      and output_row(g, h_im, 0) >= 0 and output_row(g, h_im, 1) >= 0
                      and output_row(g, h_im, 2) >= 0)
         if registers and inside_hi > inside_lo:
