@@ -27,16 +27,19 @@ from fastconv._kernels._geometry cimport Geometry, input_col, input_row
 from fastconv._kernels._im2col_helpers cimport (
     col2im_nchw_row, col2im_nhwc_row, im2col_nchw_rows, im2col_nhwc_row, inside_cols)
 from fastconv._kernels._openmp cimport omp_get_thread_num
+from fastconv._kernels._simd cimport FASTCONV_LANES
 from fastconv._kernels._small_gemm cimport (
     FASTCONV_PANEL_ROWS, FASTCONV_SMALL_GEMM, FASTCONV_SMALL_GEMM_COLS,
     fastconv_small_gemm_block, fastconv_small_gemm_block_rows)
 
 # Whether this build has the direct small-GEMM forward path (plan.direct), and its block:
 # packed panels of PANEL_ROWS rows, up to SMALL_GEMM_COLS columns, columns at most
-# DIRECT_MAX_DEPTH deep.
+# DIRECT_MAX_DEPTH deep. A block reads its right-hand rows SMALL_GEMM_LANES floats at a
+# time, so NHWC, whose right-hand rows are the weight's, needs C_out a multiple of it.
 SMALL_GEMM = bool(FASTCONV_SMALL_GEMM)
 PANEL_ROWS = FASTCONV_PANEL_ROWS
 SMALL_GEMM_COLS = FASTCONV_SMALL_GEMM_COLS
+SMALL_GEMM_LANES = FASTCONV_LANES
 
 cdef enum:
     DIRECT_MAX_DEPTH = 2048  # C·kh·kw of the direct path: its row pointers live on the stack
@@ -791,6 +794,8 @@ def conv2d_input_grad(const floating[::1] grad_out, const floating[::1] weight,
 
 cdef enum:
     BIAS_LANES = 16        # independent partial sums of a channel (one AVX-512 vector)
+# cpdef: also the module constant BIAS_ROW_BLOCKS, by which fastconv.conv sizes `partials`
+cpdef enum:
     BIAS_ROW_BLOCKS = 64   # row blocks of an NHWC gradient, summed separately (fixed count)
 
 
