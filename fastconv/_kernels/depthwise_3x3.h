@@ -15,7 +15,8 @@
    input_grad:   below (stride 1; there `rows` are output-gradient rows).
 
    Only AVX-512 builds define FASTCONV_DEPTHWISE_3X3 as 1 (18 live vectors need 32
-   registers); elsewhere the Cython loops run. */
+   registers); elsewhere the Cython loops run, and these functions, never called, are
+   empty. */
 #ifndef FASTCONV_DEPTHWISE_3X3_H
 #define FASTCONV_DEPTHWISE_3X3_H
 
@@ -23,6 +24,9 @@
 
 #ifdef __AVX512F__
 #define FASTCONV_DEPTHWISE_3X3 1
+#else
+#define FASTCONV_DEPTHWISE_3X3 0
+#endif
 
 /* x[i] = the first of FASTCONV_LANES channels from c0 at column `column` of rows[i]. */
 static inline void fastconv_dw_window(const float* const* rows, long column, long channels,
@@ -36,6 +40,7 @@ static inline void fastconv_dw3x3_nhwc_forward(const float* const* rows, const f
                                                const float* bias, float* out, long channels,
                                                long ow_lo, long ow_hi, long w_first,
                                                long stride_w, long dilation_w) {
+#if FASTCONV_DEPTHWISE_3X3
     const long step = dilation_w * channels;
     const float* x[3];
     long c0, ow;
@@ -55,12 +60,14 @@ static inline void fastconv_dw3x3_nhwc_forward(const float* const* rows, const f
             fastconv_store(out + ow * channels + c0, total);
         }
     }
+#endif
 }
 
 static inline void fastconv_dw3x3_nhwc_weight_grad(const float* const* rows, const float* grad,
                                                    float* taps, long channels, long ow_lo,
                                                    long ow_hi, long w_first, long stride_w,
                                                    long dilation_w) {
+#if FASTCONV_DEPTHWISE_3X3
     const long step = dilation_w * channels;
     const float* x[3];
     long c0, ow;
@@ -81,6 +88,7 @@ static inline void fastconv_dw3x3_nhwc_weight_grad(const float* const* rows, con
             fastconv_store(taps + t * channels + c0, sum);
         }
     }
+#endif
 }
 
 /* Input gradient, stride 1: grad_x[w, c] = Σ_i Σ_{j = 2, 1, 0} w[i, j, c]·g_i[w + left − j·dw, c]
@@ -89,6 +97,7 @@ static inline void fastconv_dw3x3_nhwc_weight_grad(const float* const* rows, con
 static inline void fastconv_dw3x3_nhwc_input_grad(const float* const* rows, const float* weight,
                                                   float* out, long channels, long w_lo,
                                                   long w_hi, long left, long dilation_w) {
+#if FASTCONV_DEPTHWISE_3X3
     const long step = dilation_w * channels;
     const float* g[3];
     long c0, w;
@@ -106,6 +115,7 @@ static inline void fastconv_dw3x3_nhwc_input_grad(const float* const* rows, cons
             fastconv_store(out + w * channels + c0, total);
         }
     }
+#endif
 }
 
 /* NCHW weight gradient of one plane, stride_w 1: taps[i·3 + j] += Σ_oh Σ_ow g[oh, ow]·
@@ -118,6 +128,7 @@ static inline void fastconv_dw3x3_nchw_weight_grad(const float* grad, const floa
                                                    long ow_hi, long stride_h, long top,
                                                    long left, long dilation_h,
                                                    long dilation_w) {
+#if FASTCONV_DEPTHWISE_3X3
     fastconv_f32x16 acc[9], g;
     float tail[9] = {0}, lanes[FASTCONV_LANES];
     long oh, ow, i, j, t, lane;
@@ -146,45 +157,7 @@ static inline void fastconv_dw3x3_nchw_weight_grad(const float* grad, const floa
             total += lanes[lane];
         taps[t] += total;
     }
-}
-
-#else
-#define FASTCONV_DEPTHWISE_3X3 0
-
-/* Never called: the loops use these only where FASTCONV_DEPTHWISE_3X3 is 1. */
-static inline void fastconv_dw3x3_nhwc_forward(const float* const* rows, const float* weight,
-                                               const float* bias, float* out, long channels,
-                                               long ow_lo, long ow_hi, long w_first,
-                                               long stride_w, long dilation_w) {
-    (void)rows; (void)weight; (void)bias; (void)out; (void)channels; (void)ow_lo;
-    (void)ow_hi; (void)w_first; (void)stride_w; (void)dilation_w;
-}
-
-static inline void fastconv_dw3x3_nhwc_weight_grad(const float* const* rows, const float* grad,
-                                                   float* taps, long channels, long ow_lo,
-                                                   long ow_hi, long w_first, long stride_w,
-                                                   long dilation_w) {
-    (void)rows; (void)grad; (void)taps; (void)channels; (void)ow_lo; (void)ow_hi;
-    (void)w_first; (void)stride_w; (void)dilation_w;
-}
-
-static inline void fastconv_dw3x3_nhwc_input_grad(const float* const* rows, const float* weight,
-                                                  float* out, long channels, long w_lo,
-                                                  long w_hi, long left, long dilation_w) {
-    (void)rows; (void)weight; (void)out; (void)channels; (void)w_lo; (void)w_hi; (void)left;
-    (void)dilation_w;
-}
-
-static inline void fastconv_dw3x3_nchw_weight_grad(const float* grad, const float* plane,
-                                                   float* taps, long out_w, long width,
-                                                   long oh_lo, long oh_hi, long ow_lo,
-                                                   long ow_hi, long stride_h, long top,
-                                                   long left, long dilation_h,
-                                                   long dilation_w) {
-    (void)grad; (void)plane; (void)taps; (void)out_w; (void)width; (void)oh_lo; (void)oh_hi;
-    (void)ow_lo; (void)ow_hi; (void)stride_h; (void)top; (void)left; (void)dilation_h;
-    (void)dilation_w;
-}
 #endif
+}
 
 #endif

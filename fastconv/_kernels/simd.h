@@ -1,12 +1,12 @@
 /* The float32 vector of the register-blocked kernels (small_gemm.h, depthwise_3x3.h) and
    its loads and stores.
 
-   GCC vector extensions rather than a Cython memoryview: the accumulators must be vector
-   variables for the compiler to keep them in registers. Loads and stores go through memcpy
-   so that any alignment is allowed (the compiler emits one unaligned vector move).
+   C with GCC vector extensions, not Cython: the accumulators must be vector variables for
+   the compiler to keep them in registers. Loads and stores go through memcpy so that any
+   alignment is allowed (the compiler emits one unaligned vector move).
 
    The type exists in AVX-512 builds only: the kernels built on it need its 32 vector
-   registers, and elsewhere they are never-called stubs. */
+   registers, and elsewhere their entry points are empty (never called). */
 #ifndef FASTCONV_SIMD_H
 #define FASTCONV_SIMD_H
 

@@ -115,12 +115,20 @@ static inline __attribute__((always_inline)) void fastconv_block_any(
                                row_bias, col_bias, c, ldc, rows, cols);
 }
 
+#else
+#define FASTCONV_SMALL_GEMM 0
+#endif
+
+/* The entry points: empty where FASTCONV_SMALL_GEMM is 0 (plans use the small GEMM only
+   where it is 1). */
 static inline void fastconv_small_gemm_block(int depth, const float* panel, int rows,
                                              const float* const* b_rows, long offset,
                                              const float* row_bias, const float* col_bias,
                                              float* c, long ldc, int cols) {
+#if FASTCONV_SMALL_GEMM
     fastconv_block_any(depth, panel, (const float* const*)0, 0, 0, b_rows, offset,
                        row_bias, col_bias, c, ldc, rows, cols);
+#endif
 }
 
 /* The same block with the left operand read in place: element (r, k) at
@@ -131,31 +139,10 @@ static inline void fastconv_small_gemm_block_rows(int depth, const float* const*
                                                   const float* row_bias,
                                                   const float* col_bias, float* c, long ldc,
                                                   int cols) {
+#if FASTCONV_SMALL_GEMM
     fastconv_block_any(depth, (const float*)0, a_rows, a_offset, a_stride, b_rows, offset,
                        row_bias, col_bias, c, ldc, rows, cols);
-}
-
-#else
-#define FASTCONV_SMALL_GEMM 0
-
-/* Never called: plans use the small GEMM only where FASTCONV_SMALL_GEMM is 1. */
-static inline void fastconv_small_gemm_block(int depth, const float* panel, int rows,
-                                             const float* const* b_rows, long offset,
-                                             const float* row_bias, const float* col_bias,
-                                             float* c, long ldc, int cols) {
-    (void)depth; (void)panel; (void)rows; (void)b_rows; (void)offset; (void)row_bias;
-    (void)col_bias; (void)c; (void)ldc; (void)cols;
-}
-
-static inline void fastconv_small_gemm_block_rows(int depth, const float* const* a_rows,
-                                                  long a_offset, long a_stride, int rows,
-                                                  const float* const* b_rows, long offset,
-                                                  const float* row_bias,
-                                                  const float* col_bias, float* c, long ldc,
-                                                  int cols) {
-    (void)depth; (void)a_rows; (void)a_offset; (void)a_stride; (void)rows; (void)b_rows;
-    (void)offset; (void)row_bias; (void)col_bias; (void)c; (void)ldc; (void)cols;
-}
 #endif
+}
 
 #endif
