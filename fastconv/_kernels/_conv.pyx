@@ -23,20 +23,23 @@ from cython.parallel cimport parallel, prange
 from libc.string cimport memset
 
 from fastconv._kernels._blas cimport gemm
-from fastconv._kernels._geometry cimport Geometry
+from fastconv._kernels._geometry cimport Geometry, input_col, input_row
 from fastconv._kernels._im2col_helpers cimport (
-    col2im_nchw_row, col2im_nhwc_row, im2col_nchw_rows, im2col_nhwc_row, inside_range)
+    col2im_nchw_row, col2im_nhwc_row, im2col_nchw_rows, im2col_nhwc_row, inside_cols)
 from fastconv._kernels._openmp cimport omp_get_thread_num
+from fastconv._kernels._simd cimport FASTCONV_LANES
 from fastconv._kernels._small_gemm cimport (
     FASTCONV_PANEL_ROWS, FASTCONV_SMALL_GEMM, FASTCONV_SMALL_GEMM_COLS,
     fastconv_small_gemm_block, fastconv_small_gemm_block_rows)
 
 # Whether this build has the direct small-GEMM forward path (plan.direct), and its block:
 # packed panels of PANEL_ROWS rows, up to SMALL_GEMM_COLS columns, columns at most
-# DIRECT_MAX_DEPTH deep.
+# DIRECT_MAX_DEPTH deep. A block reads its right-hand rows SMALL_GEMM_LANES floats at a
+# time, so NHWC, whose right-hand rows are the weight's, needs C_out a multiple of it.
 SMALL_GEMM = bool(FASTCONV_SMALL_GEMM)
 PANEL_ROWS = FASTCONV_PANEL_ROWS
 SMALL_GEMM_COLS = FASTCONV_SMALL_GEMM_COLS
+SMALL_GEMM_LANES = FASTCONV_LANES
 
 cdef enum:
     DIRECT_MAX_DEPTH = 2048  # C·kh·kw of the direct path: its row pointers live on the stack
@@ -206,11 +209,11 @@ cdef void column_block_rows(const float* image, const float** b_rows, float* gat
     cdef float* dst
     for c in range(g.channels):
         for i in range(g.kernel_h):
-            h_im = oh * g.stride_h - g.pad_top + i * g.dilation_h
+            h_im = input_row(g, oh, i)
             # a pointer is formed only to a row inside the image
             row = image + c * plane + h_im * g.width if 0 <= h_im < g.height else NULL
             for j in range(g.kernel_w):
-                w_first = ow0 * g.stride_w - g.pad_left + j * g.dilation_w
+                w_first = input_col(g, ow0, j)
                 if h_im < 0 or h_im >= g.height:
                     b_rows[k] = zeros
                 elif (g.stride_w == 1 and w_first >= 0 and w_first + cols <= g.width
@@ -229,9 +232,8 @@ cdef inline bint block_reads_row_runs(const Geometry* g, Py_ssize_t ow0,
                                       int cols) noexcept nogil:
     """Every tap j of the `cols` positions from ow0 reads consecutive values inside the
     image row (stride 1): the block can read the image through row pointers."""
-    cdef Py_ssize_t w_first = ow0 - g.pad_left
-    return (g.stride_w == 1 and w_first >= 0
-            and w_first + (g.kernel_w - 1) * g.dilation_w + cols <= g.width)
+    return (g.stride_w == 1 and input_col(g, ow0, 0) >= 0
+            and input_col(g, ow0, g.kernel_w - 1) + cols <= g.width)
 
 
 cdef void pack_panels(const float* weight, Py_ssize_t rows, Py_ssize_t depth,
@@ -298,7 +300,7 @@ cdef void forward_tile_direct(const float* image, const float* panels, const flo
             k = 0
             for c in range(g.channels):
                 for i in range(g.kernel_h):
-                    h_im = oh * g.stride_h - g.pad_top + i * g.dilation_h
+                    h_im = input_row(g, oh, i)
                     for j in range(g.kernel_w):
                         if 0 <= h_im < g.height:
                             row_starts[k] = image + c * plane + h_im * g.width + j * g.dilation_w
@@ -316,8 +318,9 @@ cdef void forward_tile_direct(const float* image, const float* panels, const flo
             if strided:
                 table, offset = row_starts, ow0
             elif (row_path and block_reads_row_runs(g, ow0, cols)
-                  and last_start + ow0 - g.pad_left + FASTCONV_SMALL_GEMM_COLS <= image_end):
-                table, offset = row_starts, ow0 - g.pad_left
+                  and last_start + input_col(g, ow0, 0) + FASTCONV_SMALL_GEMM_COLS
+                  <= image_end):
+                table, offset = row_starts, input_col(g, ow0, 0)
             else:
                 column_block_rows(image, b_rows, scratch, zeros, g, oh, ow0, cols)
                 table, offset = b_rows, 0
@@ -346,9 +349,9 @@ cdef void nhwc_positions_panel(const float* image, float* panel, const Geometry*
         ow = (p_first + r) % g.out_w
         k = 0
         for i in range(g.kernel_h):
-            h_im = oh * g.stride_h - g.pad_top + i * g.dilation_h
+            h_im = input_row(g, oh, i)
             for j in range(g.kernel_w):
-                w_im = ow * g.stride_w - g.pad_left + j * g.dilation_w
+                w_im = input_col(g, ow, j)
                 if 0 <= h_im < g.height and 0 <= w_im < g.width:
                     pixel = image + (h_im * g.width + w_im) * g.channels
                     for c in range(g.channels):
@@ -376,26 +379,24 @@ cdef void forward_tile_direct_nhwc(const float* image, const float* weight, cons
     cdef Dims d = dims_of(g, plan)
     cdef const float* weight_rows[DIRECT_MAX_DEPTH]
     cdef const float* tap_starts[DIRECT_MAX_DEPTH]
-    cdef Py_ssize_t oh, ow0, o0, i, j, c, k, p, h_first, w_first, end
+    cdef Py_ssize_t oh, ow0, o0, i, j, c, k, p, w_first, end
     cdef Py_ssize_t inside_lo, inside_hi
     cdef int rows, cols
     cdef bint rows_inside, in_place
-    inside_range(-g.pad_left, (g.kernel_w - 1) * g.dilation_w - g.pad_left, g.stride_w,
-                 g.width, g.out_w, &inside_lo, &inside_hi)
+    inside_cols(g, &inside_lo, &inside_hi)
     for k in range(d.Kg):
         weight_rows[k] = weight + k * d.O
     for k in range(FASTCONV_PANEL_ROWS * d.Kg):  # finite values in the rows never written
         panel[k] = 0
     for oh in range(oh0, oh1):
-        h_first = oh * g.stride_h - g.pad_top
-        rows_inside = h_first >= 0 and h_first + (g.kernel_h - 1) * g.dilation_h < g.height
+        rows_inside = input_row(g, oh, 0) >= 0 and input_row(g, oh, g.kernel_h - 1) < g.height
         if rows_inside:
             k = 0
             for i in range(g.kernel_h):
                 for j in range(g.kernel_w):
                     for c in range(g.channels):
-                        tap_starts[k] = image + (((h_first + i * g.dilation_h) * g.width
-                                                  + j * g.dilation_w) * g.channels + c)
+                        tap_starts[k] = image + ((input_row(g, oh, i) * g.width
+                                                 + j * g.dilation_w) * g.channels + c)
                         k = k + 1
         ow0 = 0
         while ow0 < g.out_w:
@@ -407,7 +408,7 @@ cdef void forward_tile_direct_nhwc(const float* image, const float* weight, cons
                 end = inside_lo if rows_inside and ow0 < inside_lo else g.out_w
                 rows = <int> (end - ow0 if end - ow0 < FASTCONV_PANEL_ROWS
                               else FASTCONV_PANEL_ROWS)
-            w_first = ow0 * g.stride_w - g.pad_left
+            w_first = input_col(g, ow0, 0)
             p = oh * g.out_w + ow0
             if not in_place:
                 nhwc_positions_panel(image, panel, g, p, rows)
@@ -793,6 +794,8 @@ def conv2d_input_grad(const floating[::1] grad_out, const floating[::1] weight,
 
 cdef enum:
     BIAS_LANES = 16        # independent partial sums of a channel (one AVX-512 vector)
+# cpdef: also the module constant BIAS_ROW_BLOCKS, by which fastconv.conv sizes `partials`
+cpdef enum:
     BIAS_ROW_BLOCKS = 64   # row blocks of an NHWC gradient, summed separately (fixed count)
 
 

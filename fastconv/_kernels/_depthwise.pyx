@@ -11,9 +11,11 @@ from cython cimport floating
 from cython.parallel cimport prange
 from libc.string cimport memset
 
-from fastconv._kernels._geometry cimport Geometry
-from fastconv._kernels._im2col_helpers cimport inside_range, valid_range
+from fastconv._kernels._geometry cimport (
+    Geometry, input_col, input_row, output_col, output_row)
+from fastconv._kernels._im2col_helpers cimport inside_cols, inside_rows, valid_range
 from fastconv._kernels._openmp cimport omp_get_thread_num
+from fastconv._kernels._simd cimport FASTCONV_LANES
 
 
 cdef extern from "depthwise_3x3.h" nogil:
@@ -36,14 +38,14 @@ cdef extern from "depthwise_3x3.h" nogil:
 cdef inline bint register_rows_nhwc(const Geometry* g, Py_ssize_t oh, Py_ssize_t multiplier,
                                     Py_ssize_t* lo, Py_ssize_t* hi) noexcept nogil:
     """Whether output row oh runs the register-blocked 3×3 loops of depthwise_3x3.h
-    (float32 AVX-512 builds, multiplier 1, channels a multiple of 16, the three input rows
-    inside the image), and [lo, hi): its columns whose three taps are inside the image."""
+    (float32 AVX-512 builds, multiplier 1, channels a multiple of FASTCONV_LANES, the three
+    input rows inside the image), and [lo, hi): its columns whose three taps are inside the
+    image."""
     if not (FASTCONV_DEPTHWISE_3X3 and g.kernel_h == 3 and g.kernel_w == 3
-            and multiplier == 1 and g.channels % 16 == 0
+            and multiplier == 1 and g.channels % FASTCONV_LANES == 0
             and input_row(g, oh, 0) >= 0 and input_row(g, oh, 2) < g.height):
         return False
-    inside_range(-g.pad_left, 2 * g.dilation_w - g.pad_left, g.stride_w, g.width, g.out_w,
-                 lo, hi)
+    inside_cols(g, lo, hi)
     return True
 
 
@@ -53,20 +55,6 @@ cdef inline void tap_rows_nhwc(const float* image, const Geometry* g, Py_ssize_t
     cdef Py_ssize_t i
     for i in range(3):
         rows[i] = image + input_row(g, oh, i) * g.width * g.channels
-
-
-cdef inline Py_ssize_t input_row(const Geometry* g, Py_ssize_t oh, Py_ssize_t i) noexcept nogil:
-    """h_im = oh·sh − top + i·dh."""
-    return oh * g.stride_h - g.pad_top + i * g.dilation_h
-
-
-cdef inline Py_ssize_t output_row(const Geometry* g, Py_ssize_t h_im, Py_ssize_t i) noexcept nogil:
-    """The oh with input_row(oh, i) == h_im, or −1 when there is none."""
-    cdef Py_ssize_t t = h_im + g.pad_top - i * g.dilation_h
-    if t < 0 or (g.stride_h != 1 and t % g.stride_h != 0):
-        return -1
-    t = t if g.stride_h == 1 else t // g.stride_h
-    return t if t < g.out_h else -1
 
 
 # ---------------------------------------------------------------- NCHW
@@ -142,7 +130,7 @@ cdef floating output_pixel_nchw(const floating* plane, const floating* taps, flo
         if h_im < 0 or h_im >= g.height:
             continue
         for j in range(g.kernel_w):
-            w_im = ow * g.stride_w - g.pad_left + j * g.dilation_w
+            w_im = input_col(g, ow, j)
             if 0 <= w_im < g.width:
                 total = total + taps[i * g.kernel_w + j] * plane[h_im * g.width + w_im]
     return total
@@ -156,9 +144,7 @@ cdef void forward_plane_nchw(const floating* plane, const floating* taps, floati
     cdef Py_ssize_t i, j, oh, ow, h_im, lo, hi
     cdef bint three_by_three = g.kernel_h == 3 and g.kernel_w == 3
     cdef floating* dst
-    # Columns [lo, hi) read all kernel_w taps inside the image.
-    inside_range(-g.pad_left, (g.kernel_w - 1) * g.dilation_w - g.pad_left, g.stride_w,
-                 g.width, g.out_w, &lo, &hi)
+    inside_cols(g, &lo, &hi)  # the columns whose taps are all inside the image
     for oh in range(g.out_h):
         dst = out + oh * g.out_w
         h_im = input_row(g, oh, 0)
@@ -228,20 +214,16 @@ cdef floating input_grad_pixel_nchw(const floating* grad_out, const floating* ta
                                     Py_ssize_t w_im) noexcept nogil:
     """Σ_ij taps[i, j]·grad_out[oh, ow] over the outputs (oh, ow) whose tap (i, j) reads
     (h_im, w_im), added in (i, j) order from 0 (one output channel): one pixel at the edge."""
-    cdef Py_ssize_t i, j, oh, t
+    cdef Py_ssize_t i, j, oh, ow
     cdef floating total = 0
     for i in range(g.kernel_h):
         oh = output_row(g, h_im, i)
         if oh < 0:
             continue
         for j in range(g.kernel_w):
-            t = w_im + g.pad_left - j * g.dilation_w  # ow·sw
-            if g.stride_w != 1:  # any stride, though the one caller has stride 1
-                if t % g.stride_w != 0:
-                    continue
-                t = t // g.stride_w
-            if 0 <= t < g.out_w:
-                total = total + taps[i * g.kernel_w + j] * grad_out[oh * g.out_w + t]
+            ow = output_col(g, w_im, j)
+            if ow >= 0:
+                total = total + taps[i * g.kernel_w + j] * grad_out[oh * g.out_w + ow]
     return total
 
 
@@ -366,7 +348,7 @@ cdef void weight_grad_edges_nchw(const floating* grad_out, const floating* plane
                 if h_im < 0 or h_im >= g.height:
                     continue
                 for j in range(3):
-                    w_im = ow - g.pad_left + j * g.dilation_w
+                    w_im = input_col(g, ow, j)
                     if 0 <= w_im < g.width:
                         edge[i * 3 + j] += value * plane[h_im * g.width + w_im]
             ow = ow + 1
@@ -391,10 +373,8 @@ cdef void weight_grad_taps_nchw(const floating* grad_out, const floating* plane,
     if floating is float:
         if (FASTCONV_DEPTHWISE_3X3 and g.kernel_h == 3 and g.kernel_w == 3
                 and g.stride_w == 1):
-            inside_range(-g.pad_top, 2 * g.dilation_h - g.pad_top, g.stride_h, g.height,
-                         g.out_h, &oh_lo, &oh_hi)
-            inside_range(-g.pad_left, 2 * g.dilation_w - g.pad_left, 1, g.width, g.out_w,
-                         &in_lo, &in_hi)
+            inside_rows(g, &oh_lo, &oh_hi)
+            inside_cols(g, &in_lo, &in_hi)
             if oh_hi > oh_lo and in_hi > in_lo:
                 fastconv_dw3x3_nchw_weight_grad(grad_out, plane, taps, g.out_w, g.width, oh_lo,
                                                 oh_hi, in_lo, in_hi, g.stride_h, g.pad_top,
@@ -452,7 +432,7 @@ cdef inline void pixel_taps_nhwc(const floating* image, floating* taps, floating
     into_taps: taps[i, j, o] += pixel[o]·x[o // multiplier] (the weight gradient);
     else:      pixel[o] += taps[i, j, o]·x[o // multiplier] (the forward pass)."""
     cdef Py_ssize_t i, j, h_im, j_lo, j_hi
-    cdef Py_ssize_t w_im = ow * g.stride_w - g.pad_left
+    cdef Py_ssize_t w_im = input_col(g, ow, 0)
     cdef const floating* src
     cdef floating* tap
     valid_range(w_im, g.dilation_w, g.width, g.kernel_w, &j_lo, &j_hi)
@@ -501,15 +481,14 @@ cdef void forward_row_nhwc(const floating* image, const floating* weight, const 
         if registers and hi > lo:
             tap_rows_nhwc(image, g, oh, rows)
             fastconv_dw3x3_nhwc_forward(rows, weight, bias, out_row, g.channels, lo, hi,
-                                        lo * g.stride_w - g.pad_left, g.stride_w,
-                                        g.dilation_w)
+                                        input_col(g, lo, 0), g.stride_w, g.dilation_w)
     for ow in range(g.out_w):
         if registers and lo <= ow < hi:
             continue
         dst = out_row + ow * out_channels
         for o in range(out_channels):
             dst[o] = bias[o] if bias != NULL else 0
-        w_im = ow * g.stride_w - g.pad_left
+        w_im = input_col(g, ow, 0)
         if three_wide and w_im >= 0 and w_im + 2 * g.dilation_w < g.width:
             for i in range(g.kernel_h):
                 h_im = input_row(g, oh, i)
@@ -559,7 +538,8 @@ cdef void input_grad_row_nhwc(const floating* grad_out, const floating* weight,
     if floating is float:
         # Every kernel row reaches this image row: the columns all taps reach, in registers.
         registers = (FASTCONV_DEPTHWISE_3X3 and g.kernel_h == 3 and g.kernel_w == 3
-                     and g.stride_w == 1 and multiplier == 1 and g.channels % 16 == 0
+                     and g.stride_w == 1 and multiplier == 1
+                     and g.channels % FASTCONV_LANES == 0
                      and output_row(g, h_im, 0) >= 0 and output_row(g, h_im, 1) >= 0
                      and output_row(g, h_im, 2) >= 0)
         if registers and inside_hi > inside_lo:
@@ -577,7 +557,7 @@ cdef void input_grad_row_nhwc(const floating* grad_out, const floating* weight,
                                        grad_out + oh * g.out_w * out_channels,
                                        weight + i * 3 * out_channels, g, w)
         for ow in range(g.out_w):
-            w_im = ow * g.stride_w - g.pad_left
+            w_im = input_col(g, ow, 0)
             if registers and w_im >= inside_lo and w_im + 2 * g.dilation_w < inside_hi:
                 continue  # every target gathered above
             valid_range(w_im, g.dilation_w, g.width, g.kernel_w, &j_lo, &j_hi)
@@ -616,8 +596,7 @@ cdef void weight_grad_row_nhwc(const floating* grad_out, const floating* image, 
         if registers and hi > lo:
             tap_rows_nhwc(image, g, oh, rows)
             fastconv_dw3x3_nhwc_weight_grad(rows, grad_row, taps_acc, g.channels, lo, hi,
-                                            lo * g.stride_w - g.pad_left, g.stride_w,
-                                            g.dilation_w)
+                                            input_col(g, lo, 0), g.stride_w, g.dilation_w)
     for i in range(g.kernel_h):
         h_im = input_row(g, oh, i)
         if h_im < 0 or h_im >= g.height:

@@ -14,3 +14,34 @@ ctypedef struct Geometry:
     Py_ssize_t dilation_w
     Py_ssize_t out_h
     Py_ssize_t out_w
+
+
+# The window's index maps (ATen's h_im / w_im): output (oh, ow) reads image pixel
+# (input_row(oh, i), input_col(ow, j)) at tap (i, j); output_row / output_col invert them.
+cdef inline Py_ssize_t input_row(const Geometry* g, Py_ssize_t oh, Py_ssize_t i) noexcept nogil:
+    """h_im = oh·sh − top + i·dh."""
+    return oh * g.stride_h - g.pad_top + i * g.dilation_h
+
+
+cdef inline Py_ssize_t input_col(const Geometry* g, Py_ssize_t ow, Py_ssize_t j) noexcept nogil:
+    """w_im = ow·sw − left + j·dw."""
+    return ow * g.stride_w - g.pad_left + j * g.dilation_w
+
+
+cdef inline Py_ssize_t whole_quotient(Py_ssize_t t, Py_ssize_t step,
+                                      Py_ssize_t count) noexcept nogil:
+    """t / step when it is a whole number in [0, count), else −1."""
+    if t < 0 or (step != 1 and t % step != 0):
+        return -1
+    t = t if step == 1 else t // step  # no division at step 1 (tens of cycles)
+    return t if t < count else -1
+
+
+cdef inline Py_ssize_t output_row(const Geometry* g, Py_ssize_t h_im, Py_ssize_t i) noexcept nogil:
+    """The oh with input_row(g, oh, i) == h_im, or −1 when there is none."""
+    return whole_quotient(h_im + g.pad_top - i * g.dilation_h, g.stride_h, g.out_h)
+
+
+cdef inline Py_ssize_t output_col(const Geometry* g, Py_ssize_t w_im, Py_ssize_t j) noexcept nogil:
+    """The ow with input_col(g, ow, j) == w_im, or −1 when there is none."""
+    return whole_quotient(w_im + g.pad_left - j * g.dilation_w, g.stride_w, g.out_w)

@@ -2,7 +2,7 @@
 # They trust their arguments: fastconv.geometry validated every index beforehand.
 from libc.string cimport memcpy, memset
 
-from fastconv._kernels._geometry cimport Geometry
+from fastconv._kernels._geometry cimport Geometry, input_col, input_row, output_row
 from fastconv._kernels._types cimport element_t
 
 
@@ -43,6 +43,18 @@ cdef inline void inside_range(Py_ssize_t first_offset, Py_ssize_t last_offset,
         hi[0] = lo[0]
 
 
+cdef inline void inside_rows(const Geometry* g, Py_ssize_t* lo, Py_ssize_t* hi) noexcept nogil:
+    """[lo, hi) = the output rows whose kernel_h taps all read rows inside the image."""
+    inside_range(input_row(g, 0, 0), input_row(g, 0, g.kernel_h - 1), g.stride_h, g.height,
+                 g.out_h, lo, hi)
+
+
+cdef inline void inside_cols(const Geometry* g, Py_ssize_t* lo, Py_ssize_t* hi) noexcept nogil:
+    """[lo, hi) = the output columns whose kernel_w taps all read columns inside the image."""
+    inside_range(input_col(g, 0, 0), input_col(g, 0, g.kernel_w - 1), g.stride_w, g.width,
+                 g.out_w, lo, hi)
+
+
 cdef inline void im2col_nchw_rows(const element_t* plane, element_t* col_rows, const Geometry* g,
                                   Py_ssize_t i, Py_ssize_t oh_begin, Py_ssize_t oh_end) noexcept nogil:
     """The kw column rows (i, 0..kw-1) of one channel plane for output rows [oh_begin, oh_end)."""
@@ -63,7 +75,7 @@ cdef inline void im2col_nchw_row(const element_t* plane, element_t* col_row, con
     valid_range(w_offset, g.stride_w, g.width, g.out_w, &ow_lo, &ow_hi)
     for oh in range(oh_begin, oh_end):
         dst = col_row + (oh - oh_begin) * g.out_w
-        h_im = oh * g.stride_h - g.pad_top + i * g.dilation_h
+        h_im = input_row(g, oh, i)
         if h_im < 0 or h_im >= g.height:
             for ow in range(g.out_w):
                 dst[ow] = 0
@@ -95,11 +107,11 @@ cdef inline void im2col_nhwc_row(const element_t* image, element_t* col_rows, co
     cdef element_t* dst
     cdef const element_t* src_row
     for ow in range(g.out_w):
-        w_im = ow * g.stride_w - g.pad_left
+        w_im = input_col(g, ow, 0)
         valid_range(w_im, g.dilation_w, g.width, g.kernel_w, &j_lo, &j_hi)
         for i in range(g.kernel_h):
             dst = col_rows + ow * row_len + i * run
-            h_im = oh * g.stride_h - g.pad_top + i * g.dilation_h
+            h_im = input_row(g, oh, i)
             if h_im < 0 or h_im >= g.height:
                 memset(dst, 0, run * sizeof(element_t))
                 continue
@@ -121,17 +133,14 @@ cdef inline void col2im_nchw_row(const element_t* col_channel, element_t* dst_ro
     """dst_row[w] += every col_channel[i*kw + j, (oh - oh_begin)*OW + ow], oh in the tile,
     that im2col took from (h_im, w)."""
     cdef Py_ssize_t out_size = (oh_end - oh_begin) * g.out_w
-    cdef Py_ssize_t i, j, oh, ow, ow_lo, ow_hi, t, w_offset
+    cdef Py_ssize_t i, j, oh, ow, ow_lo, ow_hi, w_offset
     cdef const element_t* src
     cdef element_t* dst
     # Kernel rows from the bottom: contributions then arrive in ascending oh, the same
     # order however the output rows are cut into tiles, so sums do not depend on tiling.
     for i in range(g.kernel_h - 1, -1, -1):
-        t = h_im + g.pad_top - i * g.dilation_h
-        if t < 0 or (g.stride_h != 1 and t % g.stride_h != 0):
-            continue
-        oh = t if g.stride_h == 1 else t // g.stride_h
-        if oh < oh_begin or oh >= oh_end:
+        oh = output_row(g, h_im, i)
+        if oh < oh_begin or oh >= oh_end:  # none (−1), or outside the tile
             continue
         for j in range(g.kernel_w):
             w_offset = j * g.dilation_w - g.pad_left
@@ -164,7 +173,7 @@ cdef inline void col2im_nchw_plane(const element_t* col_channel, element_t* plan
             if ow_lo == ow_hi:  # no column lands in the image (and dst would point far outside)
                 continue
             for oh in range(g.out_h):
-                h_im = oh * g.stride_h - g.pad_top + i * g.dilation_h
+                h_im = input_row(g, oh, i)
                 if h_im < 0 or h_im >= g.height:
                     continue
                 src = col_channel + (i * g.kernel_w + j) * out_size + oh * g.out_w
@@ -184,20 +193,17 @@ cdef inline void col2im_nhwc_row(const element_t* col_tile, element_t* dst_row, 
     """dst_row[w, c_begin + c] += every col_tile[(oh - oh_begin)*OW + ow, (i*kw + j)*Cg + c],
     oh in the tile, that im2col took from (h_im, w)."""
     cdef Py_ssize_t row_len = g.kernel_h * g.kernel_w * c_count
-    cdef Py_ssize_t i, j, c, oh, ow, t, w_im, j_lo, j_hi
+    cdef Py_ssize_t i, j, c, oh, ow, w_im, j_lo, j_hi
     cdef const element_t* src
     cdef element_t* dst
     # Kernel rows from the bottom: contributions then arrive in ascending oh, the same
     # order however the output rows are cut into tiles, so sums do not depend on tiling.
     for i in range(g.kernel_h - 1, -1, -1):
-        t = h_im + g.pad_top - i * g.dilation_h
-        if t < 0 or (g.stride_h != 1 and t % g.stride_h != 0):
-            continue
-        oh = t if g.stride_h == 1 else t // g.stride_h
-        if oh < oh_begin or oh >= oh_end:
+        oh = output_row(g, h_im, i)
+        if oh < oh_begin or oh >= oh_end:  # none (−1), or outside the tile
             continue
         for ow in range(g.out_w):
-            w_im = ow * g.stride_w - g.pad_left
+            w_im = input_col(g, ow, 0)
             valid_range(w_im, g.dilation_w, g.width, g.kernel_w, &j_lo, &j_hi)
             for j in range(j_lo, j_hi):
                 src = col_tile + ((oh - oh_begin) * g.out_w + ow) * row_len + (i * g.kernel_w + j) * c_count

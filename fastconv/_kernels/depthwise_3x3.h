@@ -15,24 +15,20 @@
    input_grad:   below (stride 1; there `rows` are output-gradient rows).
 
    Only AVX-512 builds define FASTCONV_DEPTHWISE_3X3 as 1 (18 live vectors need 32
-   registers); elsewhere the Cython loops run. */
+   registers); elsewhere the Cython loops run, and these functions, never called, are
+   empty. */
 #ifndef FASTCONV_DEPTHWISE_3X3_H
 #define FASTCONV_DEPTHWISE_3X3_H
 
-#include <string.h>
+#include "simd.h"
 
 #ifdef __AVX512F__
 #define FASTCONV_DEPTHWISE_3X3 1
+#else
+#define FASTCONV_DEPTHWISE_3X3 0
+#endif
 
-typedef float fastconv_dw_f32x16 __attribute__((vector_size(64)));
-
-static inline fastconv_dw_f32x16 fastconv_dw_load(const float* p) {
-    fastconv_dw_f32x16 v;
-    memcpy(&v, p, sizeof v);
-    return v;
-}
-
-/* x[i] = the first of 16 channels from c0 at column `column` of rows[i]. */
+/* x[i] = the first of FASTCONV_LANES channels from c0 at column `column` of rows[i]. */
 static inline void fastconv_dw_window(const float* const* rows, long column, long channels,
                                       long c0, const float** x) {
     int i;
@@ -44,51 +40,55 @@ static inline void fastconv_dw3x3_nhwc_forward(const float* const* rows, const f
                                                const float* bias, float* out, long channels,
                                                long ow_lo, long ow_hi, long w_first,
                                                long stride_w, long dilation_w) {
+#if FASTCONV_DEPTHWISE_3X3
     const long step = dilation_w * channels;
     const float* x[3];
     long c0, ow;
     int i, j, t;
-    for (c0 = 0; c0 < channels; c0 += 16) {
-        fastconv_dw_f32x16 w[9], b = {0}, total;
+    for (c0 = 0; c0 < channels; c0 += FASTCONV_LANES) {
+        fastconv_f32x16 w[9], b = {0}, total;
         for (t = 0; t < 9; ++t)
-            w[t] = fastconv_dw_load(weight + t * channels + c0);
+            w[t] = fastconv_load(weight + t * channels + c0);
         if (bias)
-            b = fastconv_dw_load(bias + c0);
+            b = fastconv_load(bias + c0);
         for (ow = ow_lo; ow < ow_hi; ++ow) {
             fastconv_dw_window(rows, w_first + (ow - ow_lo) * stride_w, channels, c0, x);
             total = b;
             for (i = 0; i < 3; ++i)
                 for (j = 0; j < 3; ++j)
-                    total = total + w[i * 3 + j] * fastconv_dw_load(x[i] + j * step);
-            memcpy(out + ow * channels + c0, &total, sizeof total);
+                    total = total + w[i * 3 + j] * fastconv_load(x[i] + j * step);
+            fastconv_store(out + ow * channels + c0, total);
         }
     }
+#endif
 }
 
 static inline void fastconv_dw3x3_nhwc_weight_grad(const float* const* rows, const float* grad,
                                                    float* taps, long channels, long ow_lo,
                                                    long ow_hi, long w_first, long stride_w,
                                                    long dilation_w) {
+#if FASTCONV_DEPTHWISE_3X3
     const long step = dilation_w * channels;
     const float* x[3];
     long c0, ow;
     int i, j, t;
-    for (c0 = 0; c0 < channels; c0 += 16) {
-        fastconv_dw_f32x16 acc[9], g, sum;
+    for (c0 = 0; c0 < channels; c0 += FASTCONV_LANES) {
+        fastconv_f32x16 acc[9], g, sum;
         for (t = 0; t < 9; ++t)
-            acc[t] = (fastconv_dw_f32x16){0};
+            acc[t] = (fastconv_f32x16){0};
         for (ow = ow_lo; ow < ow_hi; ++ow) {
             fastconv_dw_window(rows, w_first + (ow - ow_lo) * stride_w, channels, c0, x);
-            g = fastconv_dw_load(grad + ow * channels + c0);
+            g = fastconv_load(grad + ow * channels + c0);
             for (i = 0; i < 3; ++i)
                 for (j = 0; j < 3; ++j)
-                    acc[i * 3 + j] += g * fastconv_dw_load(x[i] + j * step);
+                    acc[i * 3 + j] += g * fastconv_load(x[i] + j * step);
         }
         for (t = 0; t < 9; ++t) {
-            sum = fastconv_dw_load(taps + t * channels + c0) + acc[t];
-            memcpy(taps + t * channels + c0, &sum, sizeof sum);
+            sum = fastconv_load(taps + t * channels + c0) + acc[t];
+            fastconv_store(taps + t * channels + c0, sum);
         }
     }
+#endif
 }
 
 /* Input gradient, stride 1: grad_x[w, c] = Σ_i Σ_{j = 2, 1, 0} w[i, j, c]·g_i[w + left − j·dw, c]
@@ -97,23 +97,25 @@ static inline void fastconv_dw3x3_nhwc_weight_grad(const float* const* rows, con
 static inline void fastconv_dw3x3_nhwc_input_grad(const float* const* rows, const float* weight,
                                                   float* out, long channels, long w_lo,
                                                   long w_hi, long left, long dilation_w) {
+#if FASTCONV_DEPTHWISE_3X3
     const long step = dilation_w * channels;
     const float* g[3];
     long c0, w;
     int i, j, t;
-    for (c0 = 0; c0 < channels; c0 += 16) {
-        fastconv_dw_f32x16 k[9], total;
+    for (c0 = 0; c0 < channels; c0 += FASTCONV_LANES) {
+        fastconv_f32x16 k[9], total;
         for (t = 0; t < 9; ++t)
-            k[t] = fastconv_dw_load(weight + t * channels + c0);
+            k[t] = fastconv_load(weight + t * channels + c0);
         for (w = w_lo; w < w_hi; ++w) {
             fastconv_dw_window(rows, w + left, channels, c0, g);
-            total = (fastconv_dw_f32x16){0};
+            total = (fastconv_f32x16){0};
             for (i = 0; i < 3; ++i)
                 for (j = 2; j >= 0; --j)
-                    total = total + k[i * 3 + j] * fastconv_dw_load(g[i] - j * step);
-            memcpy(out + w * channels + c0, &total, sizeof total);
+                    total = total + k[i * 3 + j] * fastconv_load(g[i] - j * step);
+            fastconv_store(out + w * channels + c0, total);
         }
     }
+#endif
 }
 
 /* NCHW weight gradient of one plane, stride_w 1: taps[i·3 + j] += Σ_oh Σ_ow g[oh, ow]·
@@ -126,21 +128,22 @@ static inline void fastconv_dw3x3_nchw_weight_grad(const float* grad, const floa
                                                    long ow_hi, long stride_h, long top,
                                                    long left, long dilation_h,
                                                    long dilation_w) {
-    fastconv_dw_f32x16 acc[9], g;
-    float tail[9] = {0}, lanes[16];
+#if FASTCONV_DEPTHWISE_3X3
+    fastconv_f32x16 acc[9], g;
+    float tail[9] = {0}, lanes[FASTCONV_LANES];
     long oh, ow, i, j, t, lane;
     for (t = 0; t < 9; ++t)
-        acc[t] = (fastconv_dw_f32x16){0};
+        acc[t] = (fastconv_f32x16){0};
     for (oh = oh_lo; oh < oh_hi; ++oh) {
         const float* g_row = grad + oh * out_w;
         const float* x[3];
         for (i = 0; i < 3; ++i)
             x[i] = plane + (oh * stride_h - top + i * dilation_h) * width - left;
-        for (ow = ow_lo; ow + 16 <= ow_hi; ow += 16) {
-            g = fastconv_dw_load(g_row + ow);
+        for (ow = ow_lo; ow + FASTCONV_LANES <= ow_hi; ow += FASTCONV_LANES) {
+            g = fastconv_load(g_row + ow);
             for (i = 0; i < 3; ++i)
                 for (j = 0; j < 3; ++j)
-                    acc[i * 3 + j] += g * fastconv_dw_load(x[i] + ow + j * dilation_w);
+                    acc[i * 3 + j] += g * fastconv_load(x[i] + ow + j * dilation_w);
         }
         for (; ow < ow_hi; ++ow)
             for (i = 0; i < 3; ++i)
@@ -149,50 +152,12 @@ static inline void fastconv_dw3x3_nchw_weight_grad(const float* grad, const floa
     }
     for (t = 0; t < 9; ++t) {
         float total = tail[t];
-        memcpy(lanes, &acc[t], sizeof lanes);
-        for (lane = 0; lane < 16; ++lane)
+        fastconv_store(lanes, acc[t]);
+        for (lane = 0; lane < FASTCONV_LANES; ++lane)
             total += lanes[lane];
         taps[t] += total;
     }
-}
-
-#else
-#define FASTCONV_DEPTHWISE_3X3 0
-
-/* Never called: the loops use these only where FASTCONV_DEPTHWISE_3X3 is 1. */
-static inline void fastconv_dw3x3_nhwc_forward(const float* const* rows, const float* weight,
-                                               const float* bias, float* out, long channels,
-                                               long ow_lo, long ow_hi, long w_first,
-                                               long stride_w, long dilation_w) {
-    (void)rows; (void)weight; (void)bias; (void)out; (void)channels; (void)ow_lo;
-    (void)ow_hi; (void)w_first; (void)stride_w; (void)dilation_w;
-}
-
-static inline void fastconv_dw3x3_nhwc_weight_grad(const float* const* rows, const float* grad,
-                                                   float* taps, long channels, long ow_lo,
-                                                   long ow_hi, long w_first, long stride_w,
-                                                   long dilation_w) {
-    (void)rows; (void)grad; (void)taps; (void)channels; (void)ow_lo; (void)ow_hi;
-    (void)w_first; (void)stride_w; (void)dilation_w;
-}
-
-static inline void fastconv_dw3x3_nhwc_input_grad(const float* const* rows, const float* weight,
-                                                  float* out, long channels, long w_lo,
-                                                  long w_hi, long left, long dilation_w) {
-    (void)rows; (void)weight; (void)out; (void)channels; (void)w_lo; (void)w_hi; (void)left;
-    (void)dilation_w;
-}
-
-static inline void fastconv_dw3x3_nchw_weight_grad(const float* grad, const float* plane,
-                                                   float* taps, long out_w, long width,
-                                                   long oh_lo, long oh_hi, long ow_lo,
-                                                   long ow_hi, long stride_h, long top,
-                                                   long left, long dilation_h,
-                                                   long dilation_w) {
-    (void)grad; (void)plane; (void)taps; (void)out_w; (void)width; (void)oh_lo; (void)oh_hi;
-    (void)ow_lo; (void)ow_hi; (void)stride_h; (void)top; (void)left; (void)dilation_h;
-    (void)dilation_w;
-}
 #endif
+}
 
 #endif
