@@ -147,7 +147,8 @@ def uses_direct_path(geom, itemsize, tuning=None):
     kh, kw = geom.kernel_size
     depth = geom.in_channels * kh * kw
     return bool(_conv.SMALL_GEMM and itemsize == 4
-                and (geom.layout == "NCHW" or geom.out_channels % 16 == 0)
+                and (geom.layout == "NCHW"
+                     or geom.out_channels % _conv.SMALL_GEMM_LANES == 0)
                 and geom.groups == 1 and kh * kw > 1
                 and geom.out_channels <= tuning.direct_max_channels
                 and depth <= _conv.DIRECT_DEPTH_LIMIT
@@ -597,10 +598,6 @@ def run_backward(grad_out4, x4, weight, grad_x4, grad_weight, plan, workspace, p
                                     plan.kernel_struct(), plan.col_size, plan.num_threads)
 
 
-# Row blocks of an NHWC bias gradient (the kernel's BIAS_ROW_BLOCKS).
-_BIAS_ROW_BLOCKS = 64
-
-
 def bias_grad(grad_out4, layout, out=None):
     """Σ of a C-contiguous 4-D output gradient over batch and positions, per channel, in a
     fixed order (so independent of the thread count); added into `out` when given."""
@@ -611,7 +608,8 @@ def bias_grad(grad_out4, layout, out=None):
     if grad_out4.size == 0:
         result.fill(0)
     else:
-        partials = _memory.empty(_BIAS_ROW_BLOCKS * channels if nhwc else 0, grad_out4.dtype)
+        partials = _memory.empty(_conv.BIAS_ROW_BLOCKS * channels if nhwc else 0,
+                                 grad_out4.dtype)
         _conv.bias_grad(grad_out4.reshape(-1), result, partials, n, channels,
                         grad_out4.size // (n * channels), nhwc, get_num_threads())
     if out is None:
