@@ -7,11 +7,11 @@ The ``peakmem_`` benchmarks build and warm up a Conv2D layer in ``setup`` and th
 its forward (or backward) pass: one call and ten calls peak alike because the layer
 reuses its workspace instead of allocating one per call.
 """
-from ._common import BATCHES, DTYPES, LAYOUTS, THREADS, ThreadedBenchmark, random, suite_case
-
 import numpy as np
 
 import fastconv
+
+from ._common import BATCHES, DTYPES, LAYOUTS, THREADS, ThreadedBenchmark, random, suite_case
 
 # A 3x3 layer, a pointwise one (a plain GEMM) and a depthwise one (direct loops): small
 # enough that `asv run --quick` over the whole grid takes minutes.

@@ -78,7 +78,7 @@ def cluster_seconds(workers, images, chunk, repeats):
         distributed.wait(x)
         threads = set(client.run(fastconv.get_num_threads).values())
         seconds = best_time(lambda: client.compute(fdask.rmac(x)).result(), repeats)
-        del x
+        x = None  # let the cluster free the persisted maps
         return seconds, threads
     finally:
         client.close()
@@ -143,7 +143,7 @@ def main(argv=None):
         with fastconv.threads(threads), dask.config.set(scheduler="threads", num_workers=2):
             rows[f"dask threaded scheduler, 2 threads × fastconv {threads}"] = best_time(
                 lambda: fdask.rmac(local).compute(), repeats)
-    del x, local
+    x = local = None  # free the maps before the clusters start
     gc.collect()
     for workers in (1, 2):
         seconds, threads = cluster_seconds(workers, images, chunk, repeats)

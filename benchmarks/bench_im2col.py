@@ -4,11 +4,11 @@ Parametrised over layout, dtype, layer (ResNet-50 shapes), batch and threads; ``
 allocates the input and the ``out=`` buffer, so only the kernel (and the argument checks)
 is timed.
 """
-from ._common import BATCHES, DTYPES, LAYOUTS, THREADS, ThreadedBenchmark, random, suite_case
-
 import numpy as np
 
 import fastconv
+
+from ._common import BATCHES, DTYPES, LAYOUTS, THREADS, ThreadedBenchmark, random, suite_case
 
 # The 7x7 stride-2 stem (large columns) and a 3x3 layer with many channels.
 LAYERS = ["resnet50.conv1", "resnet50.res4.3x3"]

@@ -97,7 +97,7 @@ def main(argv=None):
         scale = float(np.abs(expected).max()) or 1.0
         rows = []
         for name, batch, repeats, fn in methods:
-            result, seconds = best_seconds(lambda: fn(Z[:batch]), repeats)
+            result, seconds = best_seconds(lambda fn=fn, batch=batch: fn(Z[:batch]), repeats)
             error = float(np.abs(result - expected[:batch]).max()) / scale
             rows.append({"method": name, "batch": batch, "seconds": seconds,
                          "ms_per_image": 1e3 * seconds / batch, "max_error": error})

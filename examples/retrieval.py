@@ -30,7 +30,6 @@ import numpy as np
 
 import fastconv
 
-
 # --------------------------------------------------------------------------- data
 
 class SceneGenerator:

@@ -3,16 +3,21 @@
 im2col / col2im, convolution on BLAS GEMM, space-to-batch and R-MAC, written as Cython
 kernels (nogil, OpenMP) behind a validating NumPy API. The contract is docs/spec.md.
 """
+from fastconv import reference
 from fastconv._version import __version__
-from fastconv.geometry import ConvGeometry
 from fastconv.conv import Gradients, conv2d, conv2d_backward, conv_transpose2d
+from fastconv.geometry import ConvGeometry
 from fastconv.im2col import col2im, col2im_backward, im2col, im2col_backward
 from fastconv.layers import Conv2D
 from fastconv.rmac import rmac, rmac_regions, roi_max_pool
-from fastconv.spacebatch import (atrous_conv2d, batch_to_space, batch_to_space_backward,
-                                 space_to_batch, space_to_batch_backward)
+from fastconv.spacebatch import (
+                                 atrous_conv2d,
+                                 batch_to_space,
+                                 batch_to_space_backward,
+                                 space_to_batch,
+                                 space_to_batch_backward,
+)
 from fastconv.threads import get_num_threads, set_num_threads, threads
-from fastconv import reference
 
 __all__ = [
     "__version__", "ConvGeometry",

@@ -435,7 +435,8 @@ def rmac(x, levels=3, overlap=0.4, eps=1e-6, *, whiten=None, normalize=True, lay
                           whiten=whiten, normalize=normalize, layout=layout)
     mean = projection = None
     if whiten is not None:
-        mean, projection = (np.ascontiguousarray(_validate.as_array(v, "whiten", fn)) for v in whiten)
+        mean, projection = (np.ascontiguousarray(_validate.as_array(v, "whiten", fn))
+                            for v in whiten)
     # H and W are dropped without concatenating their (single) blocks: no copy.
     index = "nchw" if layout == "NCHW" else "nhwc"
     return da.blockwise(_rmac_block, "nc", x, index, _broadcast(mean), None,

@@ -46,8 +46,8 @@ def _im2col_into(x4, window, layout, cols):
         np.copyto(cols, x4.reshape(cols.shape))
         return
     kernel = _im2col.im2col_nchw if layout == "NCHW" else _im2col.im2col_nhwc
-    kernel(_memory.kernel_view(np.ascontiguousarray(x4)), _memory.kernel_view(cols), window.kernel_struct(),
-           x4.shape[0], _tuning.threads_for_elements(cols.size))
+    kernel(_memory.kernel_view(np.ascontiguousarray(x4)), _memory.kernel_view(cols),
+           window.kernel_struct(), x4.shape[0], _tuning.threads_for_elements(cols.size))
 
 
 def _col2im_into(cols, window, layout, image):
@@ -173,8 +173,8 @@ def col2im(cols, output_size, kernel_size, *, stride=1, padding=0, dilation=1, l
                    "col2im", "cols")
 
 
-def _checked_col2im(cols, output_size, kernel_size, stride, padding, dilation, layout, out, fn, name,
-            channels=None):
+def _checked_col2im(cols, output_size, kernel_size, stride, padding, dilation, layout, out, fn,
+                    name, channels=None):
     """col2im, validating and reporting errors as function `fn` with argument `name`."""
     layout = _validate.normalize_layout(layout, fn)
     cols = _validate.as_array(cols, name, fn)

@@ -117,8 +117,7 @@ def build_info():
 
 def _simd_info():
     """The instruction sets this CPU offers fastconv, and the build each kernel module uses."""
-    from fastconv import _engine, rmac  # noqa: F401  (they load the dispatched kernels)
-    from fastconv import cpu
+    from fastconv import _engine, cpu, rmac  # noqa: F401  (they load the dispatched kernels)
 
     return {"cpu_supports": cpu.supported_isas(), "kernels": cpu.loaded_kernels()}
 

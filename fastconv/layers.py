@@ -96,7 +96,8 @@ class Conv2D:
         if self.dtype not in _validate.FLOAT_DTYPES:
             raise TypeError(f"{fn}: dtype must be float32 or float64, got {self.dtype}")
         if max_workspace_bytes is not None:
-            max_workspace_bytes = _validate.as_int(max_workspace_bytes, "max_workspace_bytes", fn, 1)
+            max_workspace_bytes = _validate.as_int(max_workspace_bytes, "max_workspace_bytes",
+                                                   fn, 1)
         self.max_workspace_bytes = max_workspace_bytes
         if max_workspace_bytes is not None and self.requested_algorithm == _engine.WINOGRAD:
             raise ValueError(f"{fn}: algorithm='winograd' keeps transformed weights beside "

@@ -41,7 +41,8 @@ def window_count(size, k, s, d):
 
 
 def conv2d_naive(Z, W, stride=1, padding=0, dilation=1, groups=1):
-    """The seven loops. Z: (N, H, W, C_in) · W: (kh, kw, C_in/groups, C_out) → (N, OH, OW, C_out)."""
+    """The seven loops. Z: (N, H, W, C_in) · W: (kh, kw, C_in/groups, C_out)
+    → (N, OH, OW, C_out)."""
     sh, sw = pair(stride)
     dh, dw = pair(dilation)
     Zp = pad_nhwc(Z, padding)
@@ -209,14 +210,16 @@ def rmac_regions(H, W, scales=3, overlap=0.4):
     Wd = step if W > H else 0
     Hd = step if H > W else 0
     regions = []
-    for l in range(1, scales + 1):
-        rs = 2 * m // (l + 1)
+    for level in range(1, scales + 1):
+        rs = 2 * m // (level + 1)
         if rs == 0:
             break
-        bw = np.float32((W - rs) / (l + Wd - 1)) if l + Wd - 1 > 0 else np.float32(0)
-        bh = np.float32((H - rs) / (l + Hd - 1)) if l + Hd - 1 > 0 else np.float32(0)
-        for i in range(l + Wd):
-            for j in range(l + Hd):
+        bw = (np.float32((W - rs) / (level + Wd - 1)) if level + Wd - 1 > 0
+              else np.float32(0))
+        bh = (np.float32((H - rs) / (level + Hd - 1)) if level + Hd - 1 > 0
+              else np.float32(0))
+        for i in range(level + Wd):
+            for j in range(level + Hd):
                 x1 = min(int(bw * np.float32(i)), W - rs)
                 y1 = min(int(bh * np.float32(j)), H - rs)
                 regions.append((x1, y1, x1 + rs - 1, y1 + rs - 1))
@@ -232,19 +235,17 @@ def rmac_cirtorch_regions(H, W, levels=3, overlap=0.4):
     Wd = step if W > H else 0
     Hd = step if H > W else 0
     regions = []
-    for l in range(1, levels + 1):
-        wl = int(np.floor(2 * m / (l + 1)))
+    def starts(size, count, wl, wl2):
+        b = np.float32(0 if count == 1 else (size - wl) / (count - 1))
+        return [int(np.floor(np.float32(wl2) + np.float32(k) * b)) - wl2 for k in range(count)]
+
+    for level in range(1, levels + 1):
+        wl = int(np.floor(2 * m / (level + 1)))
         if wl == 0:
             continue
         wl2 = int(np.floor(wl / 2 - 1))
-
-        def starts(size, count):
-            b = np.float32(0 if count == 1 else (size - wl) / (count - 1))
-            return [int(np.floor(np.float32(wl2) + np.float32(k) * b)) - wl2
-                    for k in range(count)]
-
-        for y1 in starts(H, l + Hd):
-            for x1 in starts(W, l + Wd):
+        for y1 in starts(H, level + Hd, wl, wl2):
+            for x1 in starts(W, level + Wd, wl, wl2):
                 regions.append((x1, y1, x1 + wl - 1, y1 + wl - 1))
     return regions
 

@@ -389,7 +389,8 @@ def atrous_conv2d(x, weight, rate, bias=None, padding="valid", *, layout="NCHW",
     _validate.check_bias(fn, bias, geom.out_channels)
     _validate.check_blas_range(fn, geom)
     shape4 = geom.output_shape
-    out = _validate.check_out(out, shape4 if batched else shape4[1:], x.dtype, [x, weight, bias], fn)
+    out = _validate.check_out(out, shape4 if batched else shape4[1:], x.dtype, [x, weight, bias],
+                              fn)
     (top, bottom), (left, right) = geom.padding
     # Extra rows/columns at the bottom/right so the block divides the padded image.
     extra_h = -(geom.height + top + bottom) % rate[0]

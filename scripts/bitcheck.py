@@ -80,8 +80,7 @@ def arrays(spec, layout, dtype, rng):
     bias = rng.standard_normal(cout)
     if layout == "NHWC":
         x, weight = x.transpose(0, 2, 3, 1), weight.transpose(2, 3, 1, 0)
-    cast = (lambda a: np.ascontiguousarray(a, dtype=dtype))
-    return cast(x), cast(weight), cast(bias)
+    return tuple(np.ascontiguousarray(a, dtype=dtype) for a in (x, weight, bias))
 
 
 def fingerprints(spec, layout, dtype, seed):

@@ -27,17 +27,34 @@ Used from Python::
     rows = bench.run(config)
     print(bench.format_table(rows, config))
 """
-from fastconv.bench.baselines import (numpy_col2im, numpy_conv2d, numpy_conv2d_backward,
-                                      numpy_im2col, numpy_rmac, numpy_space_to_batch,
-                                      torch_conv2d_backward, torch_rmac, torch_space_to_batch)
+from fastconv.bench.baselines import (
+                                      numpy_col2im,
+                                      numpy_conv2d,
+                                      numpy_conv2d_backward,
+                                      numpy_im2col,
+                                      numpy_rmac,
+                                      numpy_space_to_batch,
+                                      torch_conv2d_backward,
+                                      torch_rmac,
+                                      torch_space_to_batch,
+)
 from fastconv.bench.ceiling import gemm_ceiling
 from fastconv.bench.config import Config, make_config
 from fastconv.bench.measure import Row
 from fastconv.bench.plot import plot_rows, plot_series
 from fastconv.bench.report import format_table, summary, to_json
 from fastconv.bench.sections import SECTIONS, Section, run
-from fastconv.bench.suite import (RMAC_MAPS, BenchError, Case, FeatureMap, Layer, MapCase,
-                                  load_layers, parse_conv, select_layers)
+from fastconv.bench.suite import (
+                                      RMAC_MAPS,
+                                      BenchError,
+                                      Case,
+                                      FeatureMap,
+                                      Layer,
+                                      MapCase,
+                                      load_layers,
+                                      parse_conv,
+                                      select_layers,
+)
 from fastconv.bench.timing import Timing, best_time, best_times
 
 __all__ = [

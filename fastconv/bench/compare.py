@@ -30,18 +30,20 @@ Used from Python::
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 import numpy as np
 
 import fastconv
-from fastconv.bench.baselines import (as_nchw, numpy_conv2d, numpy_conv2d_backward,
-                                      torch_conv2d_backward)
+from fastconv.bench.baselines import (
+    as_nchw,
+    numpy_conv2d,
+    numpy_conv2d_backward,
+    torch_conv2d_backward,
+)
 from fastconv.bench.ceiling import gemm_ceiling
 from fastconv.bench.config import make_config
 from fastconv.bench.progress import Progress
-from fastconv.bench.report import (format_ms, format_ratio, geometric_mean, plural,
-                                   table_lines)
+from fastconv.bench.report import format_ms, format_ratio, geometric_mean, plural, table_lines
 from fastconv.bench.sections import conv_inputs
 from fastconv.bench.timing import best_time, best_times, settle, thread_limits, timed_call
 
@@ -76,9 +78,9 @@ class CompareRow:
     forward_s: float
     backward_s: float
     forward_1thread_s: float
-    peer_forward_s: Optional[float]
-    peer_backward_s: Optional[float]
-    gemm_s: Optional[float]
+    peer_forward_s: float | None
+    peer_backward_s: float | None
+    gemm_s: float | None
 
     @property
     def forward_ratio(self):
@@ -222,7 +224,7 @@ class Check:
     """One target: its name, the measured value, the threshold and whether it holds."""
 
     name: str
-    value: Optional[float]
+    value: float | None
     threshold: float
     detail: str = ""
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 from dataclasses import dataclass
-from typing import Optional
 
 import numpy as np
 
@@ -24,7 +23,7 @@ class Config:
     """What to run. `batches` None means each layer's own batches from layers.json."""
 
     layers: list
-    batches: Optional[tuple] = None
+    batches: tuple | None = None
     layout: str = "NCHW"
     dtype: np.dtype = np.dtype(np.float32)
     threads: int = 1

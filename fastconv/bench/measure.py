@@ -10,7 +10,6 @@ previous one's threads are idle.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
 
 import numpy as np
 
@@ -33,11 +32,11 @@ class Row:
     shape: tuple          # the image shape, in the configured layout
     nbytes: int           # bytes of the column matrix (what GB/s is measured against)
     fastconv_s: float
-    numpy_s: Optional[float] = None
-    torch_s: Optional[float] = None
-    matches_numpy: Optional[bool] = None
-    flops: Optional[int] = None       # floating-point operations of one call (GFLOP/s)
-    gemm_s: Optional[float] = None    # the bare-GEMM ceiling of the same work
+    numpy_s: float | None = None
+    torch_s: float | None = None
+    matches_numpy: bool | None = None
+    flops: int | None = None       # floating-point operations of one call (GFLOP/s)
+    gemm_s: float | None = None    # the bare-GEMM ceiling of the same work
     extra: dict = field(default_factory=dict)  # section-specific JSON fields
 
     @property

@@ -12,16 +12,24 @@ its NumPy baseline and, when torch is installed, against torch
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
 import fastconv
-from fastconv.bench.baselines import (as_nchw, numpy_col2im, numpy_conv2d,
-                                      numpy_conv2d_backward, numpy_im2col, numpy_rmac,
-                                      numpy_space_to_batch, torch_conv2d_backward, torch_rmac,
-                                      torch_space_to_batch)
+from fastconv.bench.baselines import (
+    as_nchw,
+    numpy_col2im,
+    numpy_conv2d,
+    numpy_conv2d_backward,
+    numpy_im2col,
+    numpy_rmac,
+    numpy_space_to_batch,
+    torch_conv2d_backward,
+    torch_rmac,
+    torch_space_to_batch,
+)
 from fastconv.bench.ceiling import gemm_ceiling
 from fastconv.bench.measure import close_result, measure_row
 from fastconv.bench.progress import Progress

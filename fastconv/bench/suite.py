@@ -10,7 +10,6 @@ import fnmatch
 import importlib.resources
 import json
 from dataclasses import dataclass
-from typing import Optional
 
 import fastconv
 
@@ -42,7 +41,7 @@ class Layer:
     padding: int = 0
     groups: int = 1
     batches: tuple = DEFAULT_BATCHES
-    width: Optional[int] = None  # None: square, `size` wide
+    width: int | None = None  # None: square, `size` wide
 
     @classmethod
     def from_dict(cls, entry):

@@ -16,7 +16,6 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from typing import Optional
 
 import fastconv
 from fastconv.threads import blas_limit
@@ -41,7 +40,7 @@ class Timing:
     min_repeats: int = 2
     budget_s: float = 0.25
     min_sample_s: float = 1e-3
-    once_s: Optional[float] = 1.0
+    once_s: float | None = 1.0
 
 
 FAST = Timing()
