@@ -36,7 +36,7 @@ import numpy as np
 
 from fastconv import _memory, _tuning, cpu
 from fastconv import geometry as geo
-from fastconv.threads import blas_limit, get_num_threads
+from fastconv.threads import blas_limit
 
 # The direct loops are arithmetic-bound: the widest build this CPU runs.
 _conv = cpu.load_kernel("_conv")
@@ -80,10 +80,12 @@ class ConvPlan:
     winograd_m: int = 0    # WINOGRAD: output tile side m of F(m×m, 3×3)
     block_tiles: int = 0   # WINOGRAD: tiles per block
     transformed: int = 0   # WINOGRAD: elements of the transformed weight
+    winograd_shared: bool = False  # WINOGRAD: the threads share each block
 
     def winograd_struct(self):
         """The dict that Cython converts to the `WinogradPlan` struct of _winograd.pyx."""
-        return _winograd_struct(self.geometry, self.winograd_m, self.block_tiles)
+        return _winograd_struct(self.geometry, self.winograd_m, self.block_tiles,
+                                self.winograd_shared)
 
     def kernel_struct(self):
         """The dict that Cython converts to the `Plan` struct of _conv.pyx."""
@@ -256,39 +258,44 @@ def choose_algorithm(geom, itemsize, requested="auto", *, fn="conv2d", tuning=No
     return WINOGRAD if blocker is None and winograd_pays(geom, itemsize, tuning) else GEMM
 
 
-def _winograd_struct(geom, m, block_tiles):
+def _winograd_struct(geom, m, block_tiles, shared):
     return {"batch": geom.batch, "channels": geom.in_channels, "height": geom.height,
             "width": geom.width, "out_channels": geom.out_channels, "groups": geom.groups,
             "pad_top": geom.padding[0][0], "pad_left": geom.padding[1][0],
             "out_h": geom.out_h, "out_w": geom.out_w, "m": m, "block_tiles": block_tiles,
-            "nhwc": geom.layout == "NHWC"}
+            "nhwc": geom.layout == "NHWC", "shared": shared}
 
 
 def plan_winograd(request):
-    """WINOGRAD: the forward pass when the algorithm chosen is Winograd. Blocks of tiles
-    whose transformed input and products fill tuning.winograd_block_bytes (at least
-    winograd_min_block_tiles); under a cap, blocks shrink to fit it, and a cap below one
-    tile's needs leaves the convolution to GEMM."""
+    """WINOGRAD: the forward pass when the algorithm chosen is Winograd. A transformed
+    weight that fits tuning.winograd_block_bytes (a core's L2) is read by every thread for
+    its own blocks, each filling that much with its transformed input and products (at
+    least winograd_min_block_tiles tiles); a larger one is read once per block of
+    winograd_shared_block_bytes, which the threads work on together. Under a cap, blocks
+    shrink to fit it, and a cap below one tile's needs leaves the convolution to GEMM."""
     geom, tuning = request.geometry, request.tuning
     if request.pass_ != FORWARD or request.algorithm != WINOGRAD:
         return None
     m = winograd_tile(geom)
     tiles = geom.batch * -(-geom.out_h // m) * -(-geom.out_w // m)
-    per_tile = (m + 2) ** 2 * (geom.in_channels + geom.out_channels)
-    block = max(tuning.winograd_min_block_tiles,
-                tuning.winograd_block_bytes // (per_tile * request.itemsize))
-    block = max(1, min(block, tiles))
+    per_tile = (m + 2) ** 2 * (geom.in_channels + geom.out_channels) * request.itemsize
+    weight_bytes = ((m + 2) ** 2 * geom.out_channels * geom.in_channels // geom.groups
+                    * request.itemsize)
+    shared = weight_bytes > tuning.winograd_block_bytes
+    budget = tuning.winograd_shared_block_bytes if shared else tuning.winograd_block_bytes
+    block = max(1, min(tiles, max(tuning.winograd_min_block_tiles, budget // per_tile)))
     threads = request.num_threads
-    transformed = _winograd.transformed_weight_size(_winograd_struct(geom, m, block))
+    transformed = _winograd.transformed_weight_size(_winograd_struct(geom, m, block, shared))
     while True:
-        workspace = _winograd.workspace_size(_winograd_struct(geom, m, block), threads)
+        workspace = _winograd.workspace_size(_winograd_struct(geom, m, block, shared),
+                                             threads)
         if request.fits(workspace + transformed) or block == 1:
             break
         block = max(1, block // 2)
     if not request.fits(workspace + transformed):
         return None
     return ConvPlan(geom, WINOGRAD, threads, request.tile_rows, request.m_group,
-                    request.k_group, 1, 0, workspace, 0, m, block, transformed)
+                    request.k_group, 1, 0, workspace, 0, m, block, transformed, shared)
 
 
 def plan_direct(request):
@@ -611,7 +618,8 @@ def bias_grad(grad_out4, layout, out=None):
         partials = _memory.empty(_conv.BIAS_ROW_BLOCKS * channels if nhwc else 0,
                                  grad_out4.dtype)
         _conv.bias_grad(grad_out4.reshape(-1), result, partials, n, channels,
-                        grad_out4.size // (n * channels), nhwc, get_num_threads())
+                        grad_out4.size // (n * channels), nhwc,
+                        _tuning.threads_for_elements(grad_out4.size))
     if out is None:
         return result
     out += result

@@ -60,6 +60,10 @@ class Tuning:
     # Fewest tiles in a Winograd block: thinner GEMMs run slowly
     # (docs/performance.md#winograd_min_block_tiles).
     winograd_min_block_tiles: int = 32
+    # Transformed weights larger than winograd_block_bytes are shared by the threads block
+    # by block, each block as large as this (half the L3 cache), so each transformed weight
+    # is read once per block of many tiles (docs/performance.md#winograd_shared_block_bytes).
+    winograd_shared_block_bytes: int = cpu.l3_cache_bytes() // 2
 
 
 DEFAULT = Tuning()

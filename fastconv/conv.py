@@ -74,12 +74,11 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, l
     _validate.check_blas_range(fn, geom)
     out = _validate.check_out(out, geom.output_shape if batched else geom.output_shape[1:],
                               x.dtype, [x, weight, bias], fn)
+    itemsize = x.dtype.itemsize
+    algorithm = _engine.choose_algorithm(geom, itemsize, algorithm, fn=fn)
     shape4 = geom.output_shape  # geom was made from the 4-D (batched) view of x
     out4 = _memory.result(out, shape4, x.dtype)
-    itemsize = x.dtype.itemsize
-    plan = _engine.choose_plan(geom, itemsize, _engine.FORWARD,
-                               algorithm=_engine.choose_algorithm(geom, itemsize, algorithm,
-                                                                  fn=fn))
+    plan = _engine.choose_plan(geom, itemsize, _engine.FORWARD, algorithm=algorithm)
     workspace = _memory.empty(plan.workspace, x.dtype)
     _engine.run_forward(np.ascontiguousarray(x4), np.ascontiguousarray(weight),
                         None if bias is None else np.ascontiguousarray(bias), out4, plan,

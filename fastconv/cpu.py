@@ -17,7 +17,7 @@ import importlib
 import os
 
 __all__ = ["ISAS", "cpu_features", "supported_isas", "requested_isa", "load_kernel",
-           "loaded_kernels", "l2_cache_bytes"]
+           "loaded_kernels", "l2_cache_bytes", "l3_cache_bytes"]
 
 # Widest first: (name, the CPU features it needs, as NumPy names them).
 ISAS = (
@@ -83,11 +83,20 @@ def loaded_kernels():
 
 def l2_cache_bytes(default=1 << 20):
     """Bytes of one core's L2 cache as Linux reports it (sysfs), else `default`."""
+    return _cache_bytes(2, default)
+
+
+def l3_cache_bytes(default=16 << 20):
+    """Bytes of the L3 cache cpu0 shares, as Linux reports it (sysfs), else `default`."""
+    return _cache_bytes(3, default)
+
+
+def _cache_bytes(level, default):
     base = "/sys/devices/system/cpu/cpu0/cache"
     try:
         for index in sorted(os.listdir(base)):
             with open(os.path.join(base, index, "level")) as handle:
-                if handle.read().strip() != "2":
+                if handle.read().strip() != str(level):
                     continue
             with open(os.path.join(base, index, "size")) as handle:
                 size = handle.read().strip().upper()

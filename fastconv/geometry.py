@@ -190,7 +190,7 @@ class ConvGeometry:
         from fastconv import _engine  # the engine builds on this module
 
         requested = _validate.normalize_algorithm(requested, "ConvGeometry.algorithm")
-        dtype = np.dtype(dtype)
+        dtype = np.dtype(dtype).newbyteorder("=")
         if dtype not in _validate.FLOAT_DTYPES:
             raise TypeError(f"ConvGeometry.algorithm: dtype must be float32 or float64, "
                             f"got {dtype}")
@@ -205,7 +205,9 @@ class ConvGeometry:
 
 def winograd_blocker(geom):
     """Why Winograd F(m×m, 3×3) cannot compute this convolution (completing
-    "algorithm='winograd' ..."), or None when it can (docs/spec.md §5)."""
+    "algorithm='winograd' ..."), or None when it can (docs/spec.md §5). `geom` is a
+    ConvGeometry, or anything with its kernel_size, stride, dilation, groups and
+    in_channels (a Conv2D layer)."""
     needs = {"kernel_size": (3, 3), "stride": (1, 1), "dilation": (1, 1)}
     got = {name: getattr(geom, name) for name, value in needs.items()
            if getattr(geom, name) != value}

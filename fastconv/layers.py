@@ -99,10 +99,14 @@ class Conv2D:
             max_workspace_bytes = _validate.as_int(max_workspace_bytes, "max_workspace_bytes",
                                                    fn, 1)
         self.max_workspace_bytes = max_workspace_bytes
-        if max_workspace_bytes is not None and self.requested_algorithm == _engine.WINOGRAD:
-            raise ValueError(f"{fn}: algorithm='winograd' keeps transformed weights beside "
-                             f"the workspace; it takes no max_workspace_bytes (got "
-                             f"{max_workspace_bytes})")
+        if self.requested_algorithm == _engine.WINOGRAD:
+            blocker = geo.winograd_blocker(self)
+            if blocker is not None:
+                raise ValueError(f"{fn}: algorithm='winograd' {blocker}")
+            if max_workspace_bytes is not None:
+                raise ValueError(f"{fn}: algorithm='winograd' keeps transformed weights beside "
+                                 f"the workspace; it takes no max_workspace_bytes (got "
+                                 f"{max_workspace_bytes})")
 
         kh, kw = self.kernel_size
         cin_g = self.in_channels // self.groups
@@ -239,8 +243,9 @@ class Conv2D:
             x4 = np.ascontiguousarray(x4)
             transformed = (self._transformed_weight(plan)
                            if plan.strategy == _engine.WINOGRAD else None)
-            _engine.run_forward(x4, self.weight, self.bias, out4, plan, self._workspace,
-                                transformed)
+            bias = None if self.bias is None else np.ascontiguousarray(self.bias)
+            _engine.run_forward(x4, np.ascontiguousarray(self.weight), bias, out4, plan,
+                                self._workspace, transformed)
             self._last_algorithm = (_engine.WINOGRAD if plan.strategy == _engine.WINOGRAD
                                     else _engine.GEMM)
             self._saved.input = (x4, batched)
@@ -273,8 +278,8 @@ class Conv2D:
             transformed = None
             if flipped is not None and flipped.plan.strategy == _engine.WINOGRAD:
                 transformed = self._transformed_weight(flipped.plan, geom)
-            _engine.run_backward(grad_out4, x4, self.weight, grad_x4, self.weight_grad, plan,
-                                 self._workspace, self._partials,
+            _engine.run_backward(grad_out4, x4, np.ascontiguousarray(self.weight), grad_x4,
+                                 self.weight_grad, plan, self._workspace, self._partials,
                                  capped=self.max_workspace_bytes is not None,
                                  algorithm=plans.requested, transformed=transformed,
                                  flipped=flipped)

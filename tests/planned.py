@@ -13,16 +13,21 @@ import numpy as np
 from fastconv import _engine, _tuning
 
 
-def plan_with(geom, itemsize, pass_, planner=None, max_workspace_bytes=None, **tuning):
+def plan_with(geom, itemsize, pass_, planner=None, max_workspace_bytes=None,
+              algorithm=_engine.GEMM, **tuning):
     """The plan of `planner` (e.g. _engine.plan_channel_blocks; default: the chooser's
     pick) for this pass, with the active tuning changed by `tuning`; an AssertionError
-    when that strategy does not serve the geometry."""
+    when that strategy does not serve the geometry. `algorithm` is what the request
+    carries as choose_algorithm's answer (_engine.GEMM or _engine.WINOGRAD):
+    _engine.plan_winograd serves only WINOGRAD requests."""
     tuned = dataclasses.replace(_tuning.active(), **tuning)
     if planner is None:
         return _engine.choose_plan(geom, itemsize, pass_, tuning=tuned,
-                                   max_workspace_bytes=max_workspace_bytes)
+                                   max_workspace_bytes=max_workspace_bytes,
+                                   algorithm=algorithm)
     request = _engine.plan_request(geom, itemsize, pass_, tuning=tuned,
-                                   max_workspace_bytes=max_workspace_bytes)
+                                   max_workspace_bytes=max_workspace_bytes,
+                                   algorithm=algorithm)
     plan = planner(request)
     assert plan is not None, f"{planner.__name__} does not serve {geom}"
     return plan
@@ -33,7 +38,8 @@ def _batched(array, geom):
 
 
 def conv2d_by(plan, x, weight, bias=None):
-    """conv2d(x, weight, bias) with the plan's geometry, run by `plan`."""
+    """conv2d(x, weight, bias) with the plan's geometry, run by `plan` (a WINOGRAD plan
+    transforms the weight itself)."""
     geom = plan.geometry
     out = np.empty(geom.output_shape if geom.batched else (1,) + geom.output_shape, x.dtype)
     workspace = np.empty(plan.workspace, x.dtype)

@@ -9,7 +9,11 @@ must happen:
 - a valid call returns exactly what ``fastconv.reference`` computes. The data are small
   integers (floats included), so every sum is exact and any summation order gives the
   same bits: the comparison is bit-exact. R-MAC descriptors divide by norms: they are
-  compared with a float64 oracle to a rounding-error bound (``descriptor_check``);
+  compared with a float64 oracle to a rounding-error bound (``descriptor_check``).
+  Convolutions that may run Winograd (``algorithm=`` "winograd", or "auto" where
+  Winograd can serve; docs/spec.md §5) are compared within its bound instead
+  (``winograd_check``): F(4×4, 3×3)'s transforms hold fractions such as 1/6, so small
+  integers no longer give exact sums;
 - an invalid call raises one of the errors the model found: the documented type, with a
   message that starts with the function's name and names the argument at fault (when a
   call has several faults, any of them may be reported);
@@ -539,6 +543,177 @@ def image_array(draw, layout, n, c, h, w, dtype, ndim, clean=False):
     return draw(arrays(shape, dtype))
 
 
+# ================================================================== algorithm= (docs/spec.md §5)
+ABSENT = object()  # a keyword argument left out
+ALGORITHMS = ("auto", "gemm", "winograd")
+BAD_ALGORITHMS = ["fast", "", "winograd ", "F(4x4)", "gemm2", 3, None, 1.0, b"gemm", ["auto"]]
+
+
+def random_case(name):
+    return st.lists(st.booleans(), min_size=len(name), max_size=len(name)).map(
+        lambda upper: "".join(c.upper() if u else c for c, u in zip(name, upper)))
+
+
+def algorithm_args(clean=False):
+    """algorithm=: absent, 'auto' / 'gemm' / 'winograd' (sometimes in random case), and
+    (not clean) now and then a value no function takes."""
+    names = st.sampled_from(ALGORITHMS)
+    return weighted((3, st.just(ABSENT)), (2, st.just("auto")), (2, st.just("gemm")),
+                    (4, st.just("winograd")), (3, names.flatmap(random_case)),
+                    (0 if clean else 1, st.sampled_from(BAD_ALGORITHMS)))
+
+
+def with_algorithm(kwargs, algorithm_arg):
+    if algorithm_arg is not ABSENT:
+        kwargs["algorithm"] = algorithm_arg
+    return kwargs
+
+
+def check_algorithm(problems, fn, algorithm_arg):
+    """The algorithm asked for, lower case ('auto' when absent), or None after adding the
+    ValueError of an unknown value."""
+    if algorithm_arg is ABSENT:
+        return "auto"
+    if isinstance(algorithm_arg, str) and algorithm_arg.lower() in ALGORITHMS:
+        return algorithm_arg.lower()
+    problems.add(ValueError, rf"^{fn}: algorithm must be one of 'auto', 'gemm', 'winograd' "
+                             rf"\(case-insensitive\), got {re.escape(repr(algorithm_arg))}$")
+    return None
+
+
+@st.composite
+def winograd_aim(draw, algorithm_arg):
+    """Whether this call draws a geometry Winograd can serve (3×3 kernel, stride and
+    dilation 1) on purpose: usually when it asks for 'winograd' or 'auto'."""
+    asked = algorithm_arg is ABSENT or (isinstance(algorithm_arg, str)
+                                        and algorithm_arg.lower() in ("auto", "winograd"))
+    return asked and draw(st.integers(0, 3)) > 0
+
+
+UNIT_PAIRS = st.sampled_from([1, (1, 1), [1, 1], np.int64(1)])
+
+
+def winograd_blockers(fn, kernel, stride, dilation, groups, in_channels):
+    """docs/spec.md §5: why F(4×4, 3×3) cannot serve a conv2d (kernel, stride, dilation
+    (h, w) pairs or None where unknown; its groups and input channels), as the
+    ValueErrors algorithm='winograd' gives; [] when it can serve (or nothing is known)."""
+    prefix = rf"^{fn}: algorithm='winograd' "
+    found = []
+    wrong = [(name, value) for name, value in (("kernel_size", kernel), ("stride", stride),
+                                               ("dilation", dilation))
+             if value is not None and tuple(value) != ((3, 3) if name == "kernel_size"
+                                                       else (1, 1))]
+    if wrong:
+        listed = ", ".join(rf"{name}=\({value[0]}, {value[1]}\)" for name, value in wrong)
+        if None in (kernel, stride, dilation):  # the others may be wrong too
+            listed = ".*" + listed.replace(", ", ".*")
+        found.append((ValueError, prefix + "needs a 3x3 kernel with stride 1 and dilation "
+                                           "1, got " + listed))
+    if is_int(groups) and groups > 1 and in_channels == groups:
+        found.append((ValueError, prefix + rf"does not serve depthwise convolutions \(groups"
+                                           rf" == in_channels == {groups}\)$"))
+    return found
+
+
+def conv2d_known(x, weight, groups, stride_arg, dilation_arg, layout_arg):
+    """(kernel, stride, dilation, groups, input channels) of the conv2d a call computes
+    (conv_transpose2d: of the conv2d whose input gradient it is, whose OIHW / HWIO weight
+    its weight is), each None where the arguments do not say."""
+    layout = parse_layout(layout_arg)
+    wshape = np.shape(weight)
+    groups = groups if is_int(groups) and groups >= 1 else None
+    kernel = in_channels = None
+    if layout and len(wshape) == 4:
+        cin_g, kh, kw = ((wshape[1], wshape[2], wshape[3]) if layout == "NCHW"
+                         else (wshape[2], wshape[0], wshape[1]))
+        kernel = (kh, kw)
+        in_channels = None if groups is None else cin_g * groups
+    return kernel, parse_pair(stride_arg), parse_pair(dilation_arg), groups, in_channels
+
+
+def may_run_winograd(algorithm, kernel, stride, dilation, groups, in_channels):
+    """Whether the call may run Winograd: asked for, or 'auto' where it can serve."""
+    return (algorithm in ("auto", "winograd")
+            and not winograd_blockers("", kernel, stride, dilation, groups, in_channels))
+
+
+def winograd_bound(x4, weight, padding, out_hw, groups, layout):
+    """docs/spec.md §5's S of a 3×3 stride-1 conv2d (x4 batched, weight OIHW / HWIO, in
+    `layout`), per output element in the output's layout: Σ_c of the largest |x_c| in the
+    6×6 input patch of the element's 4×4 tile (tiles from (0, 0); tile (ty, tx) reads rows
+    4·ty − top … 4·ty − top + 5, columns likewise, zero outside the image) times
+    Σ_taps |w[o, c]|, c over the group of o."""
+    x = np.abs(np.asarray(x4, np.float64))
+    w = np.abs(np.asarray(weight, np.float64))
+    if layout == "NHWC":
+        x, w = x.transpose(0, 3, 1, 2), w.transpose(3, 2, 0, 1)
+    (top, _), (left, _) = padding
+    out_h, out_w = out_hw
+    tiles_h, tiles_w = -(-out_h // 4), -(-out_w // 4)
+    maxima = np.zeros(x.shape[:2] + (tiles_h, tiles_w))
+    for ty, tx in np.ndindex(tiles_h, tiles_w):
+        rows = slice(max(4 * ty - top, 0), max(4 * ty - top + 6, 0))
+        cols = slice(max(4 * tx - left, 0), max(4 * tx - left + 6, 0))
+        maxima[:, :, ty, tx] = x[:, :, rows, cols].max(axis=(2, 3), initial=0)
+    taps = w.sum(axis=(2, 3))                                   # (C_out, C_in/g)
+    mg, cin_g = taps.shape[0] // groups, taps.shape[1]
+    bound = np.zeros((x.shape[0], taps.shape[0], tiles_h, tiles_w))
+    for g in range(groups):
+        bound[:, g * mg:(g + 1) * mg] = np.einsum(
+            "nctu,oc->notu", maxima[:, g * cin_g:(g + 1) * cin_g], taps[g * mg:(g + 1) * mg])
+    bound = bound.repeat(4, axis=2).repeat(4, axis=3)[:, :, :out_h, :out_w]
+    return bound if layout == "NCHW" else bound.transpose(0, 2, 3, 1)
+
+
+def winograd_input_grad_bound(grad4, weight, padding, hw, groups, layout):
+    """S of the input gradient of a 3×3 stride-1 conv2d, the conv2d of grad_output with
+    the weight flipped and its channels swapped per group (the same S: Σ_taps |w| does
+    not change), padded by 2 − p per side or, where p > 2, cropped by p − 2."""
+    g = np.asarray(grad4, np.float64)
+    axes = (1, 2) if layout == "NHWC" else (2, 3)
+    index = [slice(None)] * 4
+    pads = []
+    for axis, (before, after) in zip(axes, padding):
+        index[axis] = slice(max(before - 2, 0), g.shape[axis] - max(after - 2, 0))
+        pads.append((max(2 - before, 0), max(2 - after, 0)))
+    w = np.asarray(weight, np.float64)
+    if layout == "NHWC":  # HWIO (3, 3, C_in/g, C_out) → (3, 3, C_out/g, C_in)
+        cin_g, cout = w.shape[2:]
+        flipped = np.concatenate([w[..., k * (cout // groups):(k + 1) * (cout // groups)]
+                                  .transpose(0, 1, 3, 2) for k in range(groups)], axis=3)
+    else:  # OIHW (C_out, C_in/g, 3, 3) → (C_in, C_out/g, 3, 3)
+        cout = w.shape[0]
+        flipped = np.concatenate([w[k * (cout // groups):(k + 1) * (cout // groups)]
+                                  .transpose(1, 0, 2, 3) for k in range(groups)], axis=0)
+    return winograd_bound(g[tuple(index)], flipped, tuple(pads), hw, groups, layout)
+
+
+def winograd_check(bound, dtype, bias=None, layout="NCHW", batched=True, out=None):
+    """Comparison within docs/spec.md §5's bound: |result − exact| ≤ rel · (S + |bias|),
+    rel 1e-5 (float32) or 1e-12 (float64), S = bound() (batched); exact where that is 0.
+    Shape and dtype exact; with `out`, the result is `out`."""
+    def compare(result, expected):
+        if out is not None:
+            assert result is out
+        event("compared within the Winograd bound")
+        rel = 1e-5 if dtype == np.float32 else 1e-12
+        tolerance = bound()
+        if bias is not None:
+            tolerance = tolerance + np.abs(np.asarray(bias, np.float64))[
+                (slice(None), None, None) if layout == "NCHW" else slice(None)]
+        tolerance = rel * (tolerance if batched else tolerance[0])
+        assert isinstance(result, np.ndarray), type(result)
+        assert result.shape == expected.shape, (result.shape, expected.shape)
+        assert result.dtype == expected.dtype.newbyteorder("="), (result.dtype, expected.dtype)
+        error = np.abs(result.astype(np.float64) - expected.astype(np.float64))
+        worst = np.unravel_index(np.argmax(error - tolerance), error.shape) if error.size \
+            else None
+        assert np.all(error <= tolerance), (
+            f"outside the Winograd bound at {worst}: {result[worst]!r} vs {expected[worst]!r}"
+            f", tolerance {tolerance[worst]!r}")
+    return compare
+
+
 # ================================================================== oracles
 def gather_nchw(x4, kernel, stride, padding, dilation, out_hw):
     """patches[n, c, i, j, oh, ow] = x4[n, c, oh·sh − top + i·dh, ow·sw − left + j·dw], zero
@@ -878,11 +1053,12 @@ def col2im_cases(draw, fn="col2im"):
 
 # ================================================================== convolutions
 @st.composite
-def conv_arrays(draw, clean, transposed=False, grouped=True, giant=False):
+def conv_arrays(draw, clean, transposed=False, grouped=True, giant=False, kernel3=False):
     """Input, weight and bias for conv2d (OIHW / HWIO weights) or conv_transpose2d
     ((C_in, C_out/g, kh, kw) / (kh, kw, C_out/g, C_in)), sometimes mismatched.
     `grouped=False`: groups is 1 (atrous_conv2d has none). `giant`: now and then an empty
-    batch of 2**20 × 2**20 images (a zero-size array whose GEMM sizes exceed BLAS's int)."""
+    batch of 2**20 × 2**20 images (a zero-size array whose GEMM sizes exceed BLAS's int).
+    `kernel3`: a 3×3 kernel and images of up to 13 × 13 (several Winograd tiles)."""
     layout_arg = draw(layout_args(clean))
     layout = parse_layout(layout_arg) or "NCHW"
     groups = 1 if not grouped else draw(weighted(
@@ -900,7 +1076,10 @@ def conv_arrays(draw, clean, transposed=False, grouped=True, giant=False):
     # 1×1 kernels often: their GEMM-only paths (no im2col) have edge cases of their own
     kh, kw = draw(weighted((3, st.tuples(st.integers(1, 3), st.integers(1, 3))),
                            (1, st.just((1, 1)))))
-    n, h, w = draw(st.integers(0, 3)), draw(st.integers(0, 6)), draw(st.integers(0, 6))
+    side = 13 if kernel3 else 6
+    n, h, w = draw(st.integers(0, 3)), draw(st.integers(0, side)), draw(st.integers(0, side))
+    if kernel3:
+        kh, kw = 3, 3
     huge_map = giant and not clean and draw(st.integers(0, 30)) == 0
     if huge_map:
         n, h, w = 0, 2**20, 2**20  # 4-D only: any other ndim would be non-empty
@@ -1034,9 +1213,11 @@ def four_d(array, batched):
 def conv2d_cases(draw):
     clean = draw(st.integers(0, 3)) > 0  # 3 in 4 calls draw no deliberately bad argument
     fn = "conv2d"
-    layout_arg, x, weight, bias, groups = draw(conv_arrays(clean))
-    stride_arg = draw(pair_value(1, 3, clean=clean))
-    dilation_arg = draw(pair_value(1, 2, clean=clean))
+    algorithm_arg = draw(algorithm_args(clean))
+    aim = draw(winograd_aim(algorithm_arg))
+    layout_arg, x, weight, bias, groups = draw(conv_arrays(clean, kernel3=aim))
+    stride_arg = draw(UNIT_PAIRS if aim else pair_value(1, 3, clean=clean))
+    dilation_arg = draw(UNIT_PAIRS if aim else pair_value(1, 2, clean=clean))
     padding_arg = draw(padding_value(strings=True, clean=clean))
     problems = Problems()
     parsed = conv_model(problems, fn, x, weight, bias, groups, stride_arg, padding_arg,
@@ -1047,6 +1228,17 @@ def conv2d_cases(draw):
         if check_sizes(problems, shape, parsed["dtype"], [x, weight]):
             out = draw(out_buffer(shape, parsed["dtype"], [x, weight, bias], clean=clean))
             check_out(problems, fn, out, shape, parsed["dtype"], [x, weight, bias])
+    algorithm = check_algorithm(problems, fn, algorithm_arg)
+    known = conv2d_known(x, weight, groups, stride_arg, dilation_arg, layout_arg)
+    if algorithm == "winograd":
+        problems.extend(winograd_blockers(fn, *known))
+    compare = assert_into(out) if out is not None else None
+    if parsed is not None and may_run_winograd(algorithm, *known):
+        p = parsed
+        compare = winograd_check(
+            lambda: winograd_bound(four_d(x, p["batched"]), weight, p["padding"], p["out_hw"],
+                                   p["groups"], p["layout"]),
+            p["dtype"], bias, p["layout"], p["batched"], out)
 
     def expected():
         p = parsed
@@ -1057,8 +1249,8 @@ def conv2d_cases(draw):
                           p["dilation"], p["groups"], p["layout"], p["out_hw"])
         return y if p["batched"] else y[0]
 
-    kwargs = dict(stride=stride_arg, padding=padding_arg, dilation=dilation_arg,
-                  groups=groups, layout=layout_arg)
+    kwargs = with_algorithm(dict(stride=stride_arg, padding=padding_arg, dilation=dilation_arg,
+                                 groups=groups, layout=layout_arg), algorithm_arg)
     if out is not None:
         kwargs["out"] = out
     errors, may_return = settle(problems, [x, weight, bias], shape)
@@ -1066,19 +1258,22 @@ def conv2d_cases(draw):
                 f"{dtype_of(weight)}, bias: {np.shape(bias) if bias is not None else None}, "
                 f"**{kwargs!r})",
                 lambda: fastconv.conv2d(x, weight, bias, **kwargs), errors,
-                expected if may_return else None,
-                assert_into(out) if out is not None else None, (x, weight, bias))
+                expected if may_return else None, compare, (x, weight, bias))
 
 
 @st.composite
 def conv2d_backward_cases(draw):
     clean = draw(st.integers(0, 3)) > 0  # 3 in 4 calls draw no deliberately bad argument
     fn = "conv2d_backward"
-    layout_arg, x, weight, _, groups = draw(conv_arrays(clean))
-    stride_arg = draw(pair_value(1, 3, clean=clean))
-    dilation_arg = draw(pair_value(1, 2, clean=clean))
+    algorithm_arg = draw(algorithm_args(clean))
+    aim = draw(winograd_aim(algorithm_arg))
+    layout_arg, x, weight, _, groups = draw(conv_arrays(clean, kernel3=aim))
+    stride_arg = draw(UNIT_PAIRS if aim else pair_value(1, 3, clean=clean))
+    dilation_arg = draw(UNIT_PAIRS if aim else pair_value(1, 2, clean=clean))
     padding_arg = draw(padding_value(strings=True, clean=clean))
     needs = draw(st.tuples(st.booleans(), st.booleans(), st.booleans()))
+    if aim and not needs[0]:  # Winograd serves the input gradient: ask for it more often
+        needs = (draw(st.booleans()),) + needs[1:]
     problems = Problems()
     parsed = conv_model(problems, fn, x, weight, None, groups, stride_arg, padding_arg,
                         dilation_arg, layout_arg)
@@ -1099,6 +1294,18 @@ def conv2d_backward_cases(draw):
     if parsed is not None:
         x_shape = np.shape(x)
         check_sizes(problems, x_shape, parsed["dtype"], [x, weight, grad])
+    algorithm = check_algorithm(problems, fn, algorithm_arg)
+    known = conv2d_known(x, weight, groups, stride_arg, dilation_arg, layout_arg)
+    if algorithm == "winograd":
+        problems.extend(winograd_blockers(fn, *known))
+    # The input gradient may run Winograd; the weight and bias gradients never do.
+    compare_input = assert_same
+    if parsed is not None and may_run_winograd(algorithm, *known):
+        p = parsed
+        compare_input = winograd_check(
+            lambda: winograd_input_grad_bound(four_d(grad, p["batched"]), weight, p["padding"],
+                                              (p["h"], p["w"]), p["groups"], p["layout"]),
+            p["dtype"], None, p["layout"], p["batched"])
 
     def expected():
         p = parsed
@@ -1111,15 +1318,17 @@ def conv2d_backward_cases(draw):
 
     def compare(result, expected_grads):
         assert isinstance(result, fastconv.Gradients)
-        for got, want in zip(result, expected_grads):
+        for got, want, check in zip(result, expected_grads,
+                                    (compare_input, assert_same, assert_same)):
             if want is None:
                 assert got is None
             else:
-                assert_same(got, want)
+                check(got, want)
 
-    kwargs = dict(stride=stride_arg, padding=padding_arg, dilation=dilation_arg,
-                  groups=groups, layout=layout_arg, needs_input_grad=needs[0],
-                  needs_weight_grad=needs[1], needs_bias_grad=needs[2])
+    kwargs = with_algorithm(dict(stride=stride_arg, padding=padding_arg, dilation=dilation_arg,
+                                 groups=groups, layout=layout_arg, needs_input_grad=needs[0],
+                                 needs_weight_grad=needs[1], needs_bias_grad=needs[2]),
+                            algorithm_arg)
     errors, may_return = settle(problems, [grad, x, weight], None)
     return Case(f"conv2d_backward(grad: {np.shape(grad)} {dtype_of(grad)}, x: {np.shape(x)} "
                 f"{dtype_of(x)}, weight: {np.shape(weight)} {dtype_of(weight)}, **{kwargs!r})",
@@ -1131,8 +1340,13 @@ def conv2d_backward_cases(draw):
 def conv_transpose2d_cases(draw):
     clean = draw(st.integers(0, 3)) > 0  # 3 in 4 calls draw no deliberately bad argument
     fn = "conv_transpose2d"
-    layout_arg, x, weight, bias, groups = draw(conv_arrays(clean, transposed=True))
-    if clean and draw(st.integers(0, 3)) == 0:
+    algorithm_arg = draw(algorithm_args(clean))
+    aim = draw(winograd_aim(algorithm_arg))
+    layout_arg, x, weight, bias, groups = draw(conv_arrays(clean, transposed=True, kernel3=aim))
+    if aim:  # Winograd's geometry: stride and dilation 1 (so no output_padding)
+        stride_arg, dilation_arg = draw(UNIT_PAIRS), draw(UNIT_PAIRS)
+        padding_arg = draw(padding_value(hi=3, clean=clean))
+    elif clean and draw(st.integers(0, 3)) == 0:
         # Stride 1, no padding, output_padding from the dilation alone: with a 1×1 kernel
         # the output is larger than the input, so no GEMM writes its last rows/columns
         stride_arg, padding_arg = 1, 0
@@ -1141,7 +1355,8 @@ def conv_transpose2d_cases(draw):
         stride_arg = draw(pair_value(1, 3, clean=clean))
         dilation_arg = draw(pair_value(1, 2, clean=clean))
         padding_arg = draw(padding_value(hi=2, clean=clean))
-    output_padding_arg = draw(weighted((6, st.just(0)), (3, pair_value(0, 2, minimum=0))))
+    output_padding_arg = draw(weighted((6, st.just(0)), (3 if not aim else 0,
+                                                        pair_value(0, 2, minimum=0))))
     problems = Problems()
     parsed = conv_model(problems, fn, x, weight, bias, groups, stride_arg, padding_arg,
                         dilation_arg, layout_arg, transposed=True,
@@ -1152,6 +1367,17 @@ def conv_transpose2d_cases(draw):
         if check_sizes(problems, shape, parsed["dtype"], [x, weight]):
             out = draw(out_buffer(shape, parsed["dtype"], [x, weight, bias], clean=clean))
             check_out(problems, fn, out, shape, parsed["dtype"], [x, weight, bias])
+    algorithm = check_algorithm(problems, fn, algorithm_arg)
+    known = conv2d_known(x, weight, groups, stride_arg, dilation_arg, layout_arg)
+    if algorithm == "winograd":
+        problems.extend(winograd_blockers(fn, *known))
+    compare = assert_into(out) if out is not None else None
+    if parsed is not None and may_run_winograd(algorithm, *known):
+        p = parsed
+        compare = winograd_check(
+            lambda: winograd_input_grad_bound(four_d(x, p["batched"]), weight, p["padding"],
+                                              p["out_hw"], p["groups"], p["layout"]),
+            p["dtype"], bias, p["layout"], p["batched"], out)
 
     def expected():
         # The input gradient of the conv2d from (C_out, OH, OW) images to x's shape, plus bias.
@@ -1167,8 +1393,9 @@ def conv_transpose2d_cases(draw):
                                        else np.array(bias))
         return grad_image if p["batched"] else grad_image[0]
 
-    kwargs = dict(stride=stride_arg, padding=padding_arg, output_padding=output_padding_arg,
-                  groups=groups, dilation=dilation_arg, layout=layout_arg)
+    kwargs = with_algorithm(dict(stride=stride_arg, padding=padding_arg,
+                                 output_padding=output_padding_arg, groups=groups,
+                                 dilation=dilation_arg, layout=layout_arg), algorithm_arg)
     if out is not None:
         kwargs["out"] = out
     errors, may_return = settle(problems, [x, weight, bias], shape)
@@ -1176,8 +1403,7 @@ def conv_transpose2d_cases(draw):
                 f" {dtype_of(weight)}, bias: {np.shape(bias) if bias is not None else None}, "
                 f"**{kwargs!r})",
                 lambda: fastconv.conv_transpose2d(x, weight, bias, **kwargs), errors,
-                expected if may_return else None,
-                assert_into(out) if out is not None else None, (x, weight, bias))
+                expected if may_return else None, compare, (x, weight, bias))
 
 
 # ================================================================== Conv2D
@@ -1192,10 +1418,13 @@ def conv2d_layer_cases(draw):
     out_arg = draw(weighted((10, st.integers(1, 3).map(lambda v: v * g)),
                             (bad, st.just(g + 1) if g > 1 else BAD_SCALARS)))
     groups_arg = draw(weighted((10, st.just(g)), (bad, BAD_SCALARS)))
-    kernel_arg = draw(pair_value(1, 3, clean=clean))
-    stride_arg = draw(pair_value(1, 2, clean=clean))
-    dilation_arg = draw(pair_value(1, 2, clean=clean))
-    padding_arg = draw(padding_value(hi=2, strings=True, clean=clean))
+    algorithm_arg = draw(algorithm_args(clean))
+    aim = draw(winograd_aim(algorithm_arg))
+    kernel_arg = draw(st.sampled_from([3, (3, 3), [3, 3]]) if aim
+                      else pair_value(1, 3, clean=clean))
+    stride_arg = draw(UNIT_PAIRS if aim else pair_value(1, 2, clean=clean))
+    dilation_arg = draw(UNIT_PAIRS if aim else pair_value(1, 2, clean=clean))
+    padding_arg = draw(padding_value(hi=3 if aim else 2, strings=True, clean=clean))
     use_bias = draw(st.booleans())
     dtype_arg = draw(weighted((10, st.sampled_from([np.float32, np.float64, "float32"])),
                               (bad, st.sampled_from([np.float16, np.int32, "complex64"]))))
@@ -1219,6 +1448,10 @@ def conv2d_layer_cases(draw):
         problems.add(TypeError, rf"^{fn}: dtype")
     if cap is not None and not (is_int(cap) and cap >= 1):
         problems.add(ValueError, rf"^{fn}: max_workspace_bytes")
+    algorithm = check_algorithm(problems, fn, algorithm_arg)
+    if algorithm == "winograd" and is_int(cap) and cap >= 1:
+        # A capped layer runs GEMM; asking it for Winograd is an error (docs/spec.md §5).
+        problems.add(ValueError, rf"^{fn}: algorithm='winograd'.*max_workspace_bytes")
     if not problems:
         # The weight (C_out, C_in/groups, kh, kw) is allocated by the constructor.
         weight_size = out_arg * (in_arg // groups_arg) * kernel[0] * kernel[1]
@@ -1226,16 +1459,26 @@ def conv2d_layer_cases(draw):
             problems.extend(HUGE_ERRORS)
         elif weight_size * dtype.itemsize >= SMALL_BYTES:
             reject()
-    kwargs = dict(stride=stride_arg, padding=padding_arg, dilation=dilation_arg,
-                  groups=groups_arg, bias=use_bias, layout=layout_arg, dtype=dtype_arg,
-                  seed=draw(st.integers(0, 9)), max_workspace_bytes=cap)
+    kwargs = with_algorithm(dict(stride=stride_arg, padding=padding_arg, dilation=dilation_arg,
+                                 groups=groups_arg, bias=use_bias, layout=layout_arg,
+                                 dtype=dtype_arg, seed=draw(st.integers(0, 9)),
+                                 max_workspace_bytes=cap), algorithm_arg)
     text = f"Conv2D({in_arg!r}, {out_arg!r}, {kernel_arg!r}, **{kwargs!r})"
     if problems:
         return Case(text, lambda: fastconv.Conv2D(in_arg, out_arg, kernel_arg, **kwargs),
                     problems)
 
     # A valid layer: draw inputs for a forward and two backward calls.
-    n, h, w = draw(st.integers(0, 2)), draw(st.integers(0, 6)), draw(st.integers(0, 6))
+    # Winograd where it cannot serve: refused on construction or, at the latest, on forward
+    # (with the forward's own checks as alternatives).
+    refused = (winograd_blockers(r"Conv2D(\.forward)?", kernel, stride, dilation, groups_arg,
+                                 in_arg) if algorithm == "winograd" else [])
+    # Winograd may run (a capped layer runs GEMM): forward and input gradient within its
+    # bound, the weight and bias gradients exact.
+    winograd = cap is None and may_run_winograd(algorithm, kernel, stride, dilation,
+                                                groups_arg, in_arg)
+    side = 13 if aim else 6
+    n, h, w = draw(st.integers(0, 2)), draw(st.integers(0, side)), draw(st.integers(0, side))
     channels = in_arg + draw(weighted((12, st.just(0)), (bad, st.just(1))))
     xdtype = draw(weighted((12, st.just(dtype)), (bad, dtype_values())))
     x = draw(image_array(layout, n, channels, h, w, xdtype, draw(ndims(clean)), clean))
@@ -1307,18 +1550,32 @@ def conv2d_layer_cases(draw):
             want = want if len(xshape) == 4 else want[0]
         if out is not None:
             assert y is out
-        assert_same(y, want)
+        batched = len(xshape) == 4
+        if winograd:
+            winograd_check(lambda: winograd_bound(x4, layer.weight, padding, p_out, groups_arg,
+                                                  layout),
+                           dtype, bias, layout, batched)(y, want)
+        else:
+            assert_same(y, want)
         if grad is None:
             return
-        grads = oracle_conv2d_backward(four_d(grad, len(xshape) == 4), x4, layer.weight,
-                                       stride, padding, dilation, groups_arg, layout)
-        assert_same(grad_x, grads[0] if len(xshape) == 4 else grads[0][0])
+        grad4 = four_d(grad, batched)
+        grads = oracle_conv2d_backward(grad4, x4, layer.weight, stride, padding, dilation,
+                                       groups_arg, layout)
+        want = grads[0] if batched else grads[0][0]
+        if winograd:
+            winograd_check(lambda: winograd_input_grad_bound(grad4, layer.weight, padding,
+                                                             (h4, w4), groups_arg, layout),
+                           dtype, None, layout, batched)(grad_x, want)
+        else:
+            assert_same(grad_x, want)
         assert_same(layer.weight_grad, 2 * grads[1])
         if bias is not None:
             assert_same(layer.bias_grad, 2 * grads[2])
 
     if grad is not None and np.shape(grad) != shape:
         problems.add(ValueError, r"^Conv2D.backward: expected grad_output of shape")
+    problems.extend(refused)
     errors, may_return = settle(problems, [x], shape, allowed)
     return Case(f"{text}; forward(x: {xshape} {dtype_of(x)}, out={out is not None}); "
                 f"backward(grad: {None if grad is None else grad.shape})",

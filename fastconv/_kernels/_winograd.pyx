@@ -13,8 +13,9 @@ and the output tile is Aᵀ M A (+ bias); an output that comes out NaN or ±Inf 
 again directly over its window, so non-finite values reach exactly the outputs whose
 windows read them, as in direct convolution. Blocks of block_tiles tiles (fixed by the plan,
 never by the thread count) run one per thread, each in the thread's own slice of the
-workspace; when there are fewer blocks than threads, the threads share each block instead
-(its transforms split by channels or tiles, its GEMMs by point). Every value is computed
+workspace; when the plan says so (large transformed weights) or there are fewer blocks
+than threads, the threads share each block instead (its transforms split by channels or
+tiles, its GEMMs by point). Every value is computed
 by the same operations either way, so results do not depend on the thread count. The
 caller holds BLAS at one thread. Everything here trusts fastconv._engine, which validated
 the geometry and sized the workspace with workspace_size().
@@ -47,6 +48,10 @@ ctypedef struct WinogradPlan:
     Py_ssize_t m              # output tile side: 2 or 4
     Py_ssize_t block_tiles    # tiles per block
     bint nhwc
+    # The threads work on each block together (its transforms split by channels or tiles,
+    # its GEMMs by point) instead of one block each: for transformed weights larger than a
+    # core's cache, which one block per thread would stream once per block
+    bint shared
 
 
 ctypedef struct Tiling:
@@ -91,16 +96,18 @@ cdef inline Py_ssize_t scratch_size(const WinogradPlan* p, const Tiling* t) noex
     return inputs if inputs > outputs else outputs
 
 
-cdef inline bint shares_blocks(const Tiling* t, int num_threads) noexcept nogil:
-    """Fewer blocks than threads: the threads work on each block together."""
-    return t.blocks < num_threads
+cdef inline bint shares_blocks(const WinogradPlan* p, const Tiling* t,
+                               int num_threads) noexcept nogil:
+    """The threads work on each block together: as the plan says, or with fewer blocks
+    than threads."""
+    return p.shared or t.blocks < num_threads
 
 
 def workspace_size(WinogradPlan plan, int num_threads):
     """Elements of workspace winograd_forward needs with `num_threads` threads."""
     cdef Tiling t = tiling_of(&plan)
     cdef Py_ssize_t scratch = scratch_size(&plan, &t)
-    if shares_blocks(&t, num_threads):
+    if shares_blocks(&plan, &t, num_threads):
         return v_size(&plan, &t) + m_size(&plan, &t) + num_threads * scratch
     return num_threads * (v_size(&plan, &t) + m_size(&plan, &t) + scratch)
 
@@ -179,7 +186,7 @@ cdef void input_row_nchw(const floating* plane, floating* dst, Py_ssize_t point_
     cdef Py_ssize_t w0 = tx0 * m - p.pad_left
     cdef floating* rows = scratch
     cdef floating* rt = scratch + alpha * phase_len
-    cdef Py_ssize_t i, ph, k, q, xi, nu, j, h_im, w_im
+    cdef Py_ssize_t i, ph, k, q, xi, nu, j, h_im, first, k_lo, k_hi
     cdef const floating* row
     cdef const floating* src
     cdef floating* out
@@ -191,10 +198,20 @@ cdef void input_row_nchw(const floating* plane, floating* dst, Py_ssize_t point_
             memset(out, 0, phase_len * sizeof(floating))
             continue
         row = plane + h_im * p.width
-        for ph in range(m):
-            for k in range(width):
-                w_im = w0 + k * m + ph
-                out[ph * width + k] = row[w_im] if 0 <= w_im < p.width else 0
+        for ph in range(m):  # columns first + k·m: zero left and right of [k_lo, k_hi)
+            first = w0 + ph
+            k_lo = 0 if first >= 0 else (m - 1 - first) // m
+            k_hi = (p.width - first + m - 1) // m
+            if k_hi > width:
+                k_hi = width
+            if k_hi < k_lo:
+                k_hi = k_lo
+            for k in range(k_lo):
+                out[ph * width + k] = 0
+            for k in range(k_lo, k_hi):
+                out[ph * width + k] = row[first + k * m]
+            for k in range(k_hi, width):
+                out[ph * width + k] = 0
     for xi in range(alpha):  # rt[xi] = Σ_i Bᵀ[xi][i]·rows[i]
         out = rt + xi * phase_len
         memset(out, 0, phase_len * sizeof(floating))
@@ -301,21 +318,21 @@ cdef floating direct_output(const floating* image, const floating* weight, float
     cdef Py_ssize_t c0 = o // (p.out_channels // p.groups) * cin_g
     cdef Py_ssize_t c, i, j, h_im, w_im
     cdef floating total = bias
+    cdef floating tap, pixel
     for c in range(cin_g):
         for i in range(3):
             h_im = oh - p.pad_top + i
-            if h_im < 0 or h_im >= p.height:
-                continue
             for j in range(3):
                 w_im = ow - p.pad_left + j
-                if w_im < 0 or w_im >= p.width:
-                    continue
                 if p.nhwc:  # HWIO weight
-                    total = total + weight[((i * 3 + j) * cin_g + c) * p.out_channels + o] * \
-                        image[(h_im * p.width + w_im) * p.channels + c0 + c]
+                    tap = weight[((i * 3 + j) * cin_g + c) * p.out_channels + o]
                 else:  # OIHW weight
-                    total = total + weight[((o * cin_g + c) * 3 + i) * 3 + j] * \
-                        image[((c0 + c) * p.height + h_im) * p.width + w_im]
+                    tap = weight[((o * cin_g + c) * 3 + i) * 3 + j]
+                pixel = 0  # padding: a NaN or ±Inf tap still makes NaN, as in GEMM
+                if 0 <= h_im < p.height and 0 <= w_im < p.width:
+                    pixel = (image[(h_im * p.width + w_im) * p.channels + c0 + c] if p.nhwc
+                             else image[((c0 + c) * p.height + h_im) * p.width + w_im])
+                total = total + tap * pixel
     return total
 
 
@@ -507,7 +524,7 @@ def winograd_forward(const floating[::1] x, const floating[::1] weight,
     cdef floating* v
     cdef floating* mm
     cdef floating* scratch
-    if not shares_blocks(&t, num_threads):
+    if not shares_blocks(&plan, &t, num_threads):
         for b in prange(t.blocks, nogil=True, num_threads=num_threads, schedule="static"):
             block_alone(xp, u, wp, bias_ptr, outp, ws + omp_get_thread_num() * per_thread,
                         &plan, &t, b)
