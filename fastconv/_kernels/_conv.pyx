@@ -19,7 +19,7 @@ Column tiles in the workspace: NCHW (C·kh·kw × tile), i.e. [group][Kg][tile];
 NHWC [group][tile][Kg].
 """
 from cython cimport floating
-from cython.parallel cimport parallel, prange
+from cython.parallel cimport prange
 from libc.string cimport memset
 
 from fastconv._kernels._blas cimport gemm
@@ -54,30 +54,34 @@ ctypedef struct Plan:
     bint nhwc
     bint pointwise        # 1×1, stride 1, no padding: the image is its own column matrix
     Py_ssize_t tile_rows  # output rows per work item
-    bint shared           # few images: each image's whole column matrix is built once and
-                          # the GEMMs are split between threads by blocks of
-    Py_ssize_t m_block    #   output channels (forward, weight gradient) or
-    Py_ssize_t k_block    #   column-matrix rows (input gradient)
-    Py_ssize_t images     # shared NHWC forward: images whose columns are built together, so
-                          # each block's GEMM spans all their positions (small images)
-    bint direct           # forward, float32, a weight that fits L2: small-GEMM blocks read
-                          # the image in place (no im2col, no BLAS)
+    # Few images: each image's whole column matrix is built once and the GEMMs are split
+    # between threads by blocks of m_block output channels (forward, weight gradient) or
+    # of k_block column-matrix rows (input gradient).
+    bint shared
+    Py_ssize_t m_block
+    Py_ssize_t k_block
+    # Shared NHWC forward: images whose columns are built together, so each block's GEMM
+    # spans all their positions (small images).
+    Py_ssize_t images
+    # Forward, float32, a weight that fits L2: small-GEMM blocks read the image in place
+    # (no im2col, no BLAS).
+    bint direct
 
 
 ctypedef struct Dims:
     # GEMM sizes of one convolution (BLAS takes C int; the range was checked in Python).
-    int P    # OH·OW
-    int O    # C_out
-    int C    # C_in
-    int Mg   # C_out / groups
-    int Cg   # C_in / groups
-    int Kg   # Cg·kh·kw
+    int P             # OH·OW
+    int out_channels  # C_out
+    int C             # C_in
+    int Mg            # C_out / groups
+    int Cg            # C_in / groups
+    int Kg            # Cg·kh·kw
 
 
 cdef inline Dims dims_of(const Geometry* g, const Plan* plan) noexcept nogil:
     cdef Dims d
     d.P = <int> (g.out_h * g.out_w)
-    d.O = <int> plan.out_channels
+    d.out_channels = <int> plan.out_channels
     d.C = <int> g.channels
     d.Mg = <int> (plan.out_channels // plan.groups)
     d.Cg = <int> (g.channels // plan.groups)
@@ -150,14 +154,15 @@ cdef void output_block(const floating* cols, int ld_cols, const floating* weight
         if plan.nhwc:
             for p in range(p0, p1):
                 for o in range(first, first + channels):
-                    out[p * d.O + o] = bias[o]
+                    out[p * d.out_channels + o] = bias[o]
         else:
             for o in range(first, first + channels):
                 for p in range(p0, p1):
                     out[o * d.P + p] = bias[o]
     if plan.nhwc:
-        gemm(False, False, positions, channels, d.Kg, 1, cols, ld_cols, weight + first, d.O,
-             beta, out + p0 * d.O + first, d.O)
+        gemm(False, False, positions, channels, d.Kg, 1, cols, ld_cols,
+             weight + first, d.out_channels,
+             beta, out + p0 * d.out_channels + first, d.out_channels)
     else:
         gemm(False, False, channels, positions, d.Kg, 1, weight + first * d.Kg, d.Kg, cols,
              ld_cols, beta, out + first * d.P + p0, d.P)
@@ -326,9 +331,10 @@ cdef void forward_tile_direct(const float* image, const float* panels, const flo
                 table, offset = b_rows, 0
             p0 = oh * g.out_w + ow0
             m0 = 0
-            while m0 < d.O:
+            while m0 < d.out_channels:
                 fastconv_small_gemm_block(d.Kg, panels + m0 * d.Kg,
-                                          <int> (d.O - m0 if d.O - m0 < FASTCONV_PANEL_ROWS
+                                          <int> (d.out_channels - m0
+                                                 if d.out_channels - m0 < FASTCONV_PANEL_ROWS
                                                  else FASTCONV_PANEL_ROWS),
                                           table, offset, bias + m0 if bias != NULL else NULL,
                                           NULL, out + m0 * d.P + p0, d.P, cols)
@@ -385,7 +391,7 @@ cdef void forward_tile_direct_nhwc(const float* image, const float* weight, cons
     cdef bint rows_inside, in_place
     inside_cols(g, &inside_lo, &inside_hi)
     for k in range(d.Kg):
-        weight_rows[k] = weight + k * d.O
+        weight_rows[k] = weight + k * d.out_channels
     for k in range(FASTCONV_PANEL_ROWS * d.Kg):  # finite values in the rows never written
         panel[k] = 0
     for oh in range(oh0, oh1):
@@ -413,18 +419,18 @@ cdef void forward_tile_direct_nhwc(const float* image, const float* weight, cons
             if not in_place:
                 nhwc_positions_panel(image, panel, g, p, rows)
             o0 = 0
-            while o0 < d.O:
-                cols = <int> (d.O - o0 if d.O - o0 < FASTCONV_SMALL_GEMM_COLS
+            while o0 < d.out_channels:
+                cols = <int> (d.out_channels - o0 if d.out_channels - o0 < FASTCONV_SMALL_GEMM_COLS
                               else FASTCONV_SMALL_GEMM_COLS)
                 if in_place:
                     fastconv_small_gemm_block_rows(
                         d.Kg, tap_starts, w_first * g.channels, g.stride_w * g.channels, rows,
                         weight_rows, o0, NULL, bias + o0 if bias != NULL else NULL,
-                        out + p * d.O + o0, d.O, cols)
+                        out + p * d.out_channels + o0, d.out_channels, cols)
                 else:
                     fastconv_small_gemm_block(d.Kg, panel, rows, weight_rows, o0, NULL,
                                               bias + o0 if bias != NULL else NULL,
-                                              out + p * d.O + o0, d.O, cols)
+                                              out + p * d.out_channels + o0, d.out_channels, cols)
                 o0 = o0 + cols
             ow0 = ow0 + rows
 
@@ -518,8 +524,8 @@ cdef void weight_grad_shared_columns(const floating* grad_out, const floating* i
         cols = group_columns(image, col, &d, plan, grp, d.P)
         ld = group_columns_ld(&d, plan, d.P)
         if plan.nhwc:
-            gemm(True, False, d.Kg, channels, d.P, 1, cols, ld, grad_out + first, d.O,
-                 1, grad_weight + first, d.O)
+            gemm(True, False, d.Kg, channels, d.P, 1, cols, ld, grad_out + first, d.out_channels,
+                 1, grad_weight + first, d.out_channels)
         else:
             gemm(False, True, channels, d.Kg, d.P, 1, grad_out + first * d.P, d.P, cols, ld,
                  1, grad_weight + first * d.Kg, d.Kg)
@@ -545,8 +551,8 @@ cdef void input_grad_shared_columns(const floating* grad_out, const floating* we
         target = <floating*> group_columns(grad_image, col, &d, plan, grp, d.P)
         ld = group_columns_ld(&d, plan, d.P)
         if plan.nhwc:
-            gemm(False, True, d.P, count, d.Mg, 1, grad_out + grp * d.Mg, d.O,
-                 weight + k0 * d.O + grp * d.Mg, d.O, 0, target + k0, ld)
+            gemm(False, True, d.P, count, d.Mg, 1, grad_out + grp * d.Mg, d.out_channels,
+                 weight + k0 * d.out_channels + grp * d.Mg, d.out_channels, 0, target + k0, ld)
         else:
             gemm(True, False, count, d.P, d.Mg, 1, weight + grp * d.Mg * d.Kg + k0, d.Kg,
                  grad_out + grp * d.Mg * d.P, d.P, 0, target + k0 * ld, ld)
@@ -571,11 +577,13 @@ cdef void weight_grad_tile(const floating* grad_out, const floating* image,
         if plan.nhwc:
             if plan.pointwise:
                 gemm(True, False, d.Cg, d.Mg, tile, 1, image + start * d.C + grp * d.Cg, d.C,
-                     grad_out + start * d.O + grp * d.Mg, d.O, 1, grad_weight + grp * d.Mg, d.O)
+                     grad_out + start * d.out_channels + grp * d.Mg, d.out_channels,
+                     1, grad_weight + grp * d.Mg, d.out_channels)
             else:
                 image_to_columns(image, col, g, plan, grp, oh0, oh1)
                 gemm(True, False, d.Kg, d.Mg, tile, 1, col, d.Kg,
-                     grad_out + start * d.O + grp * d.Mg, d.O, 1, grad_weight + grp * d.Mg, d.O)
+                     grad_out + start * d.out_channels + grp * d.Mg, d.out_channels,
+                     1, grad_weight + grp * d.Mg, d.out_channels)
         else:
             if plan.pointwise:
                 gemm(False, True, d.Mg, d.Cg, tile, 1, grad_out + grp * d.Mg * d.P + start, d.P,
@@ -601,11 +609,13 @@ cdef void input_grad_columns(const floating* grad_out, const floating* weight, f
     for grp in range(plan.groups):
         if plan.nhwc:
             if plan.pointwise:
-                gemm(False, True, tile, d.Cg, d.Mg, 1, grad_out + start * d.O + grp * d.Mg, d.O,
-                     weight + grp * d.Mg, d.O, 0, col + start * d.C + grp * d.Cg, d.C)
+                gemm(False, True, tile, d.Cg, d.Mg, 1,
+                     grad_out + start * d.out_channels + grp * d.Mg, d.out_channels,
+                     weight + grp * d.Mg, d.out_channels, 0, col + start * d.C + grp * d.Cg, d.C)
             else:
-                gemm(False, True, tile, d.Kg, d.Mg, 1, grad_out + start * d.O + grp * d.Mg, d.O,
-                     weight + grp * d.Mg, d.O, 0,
+                gemm(False, True, tile, d.Kg, d.Mg, 1,
+                     grad_out + start * d.out_channels + grp * d.Mg, d.out_channels,
+                     weight + grp * d.Mg, d.out_channels, 0,
                      col + grp * col_tile * d.Kg + col_offset * d.Kg, d.Kg)
         else:
             if plan.pointwise:
@@ -801,26 +811,26 @@ cpdef enum:
 
 cdef floating channel_sum(const floating* src, Py_ssize_t batch, Py_ssize_t stride,
                           Py_ssize_t positions) noexcept nogil:
-    """Σ_n Σ_p src[n·stride + p]: BIAS_LANES partial sums, lane l taking the positions
-    p ≡ l (mod BIAS_LANES) of the whole blocks (elementwise, so it vectorises), the last
+    """Σ_n Σ_p src[n·stride + p]: BIAS_LANES partial sums, each lane taking the positions
+    p ≡ lane (mod BIAS_LANES) of the whole blocks (elementwise, so it vectorises), the last
     positions and then the lanes added in order."""
     cdef floating lanes[BIAS_LANES]
     cdef floating total = 0
-    cdef Py_ssize_t n, p, l, whole = positions - positions % BIAS_LANES
+    cdef Py_ssize_t n, p, lane, whole = positions - positions % BIAS_LANES
     cdef const floating* row
-    for l in range(BIAS_LANES):
-        lanes[l] = 0
+    for lane in range(BIAS_LANES):
+        lanes[lane] = 0
     for n in range(batch):
         row = src + n * stride
         p = 0
         while p < whole:
-            for l in range(BIAS_LANES):
-                lanes[l] += row[p + l]
+            for lane in range(BIAS_LANES):
+                lanes[lane] += row[p + lane]
             p += BIAS_LANES
         for p in range(whole, positions):
             total += row[p]
-    for l in range(BIAS_LANES):
-        total += lanes[l]
+    for lane in range(BIAS_LANES):
+        total += lanes[lane]
     return total
 
 

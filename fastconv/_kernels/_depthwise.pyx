@@ -278,7 +278,7 @@ cdef void input_grad_plane_nchw(const floating* grad_out, const floating* weight
     weight[o, i, j]·grad_out[o, oh, ow], in (o, i, j) order; grad_out and weight start at the
     channel's first output. Stride 1 with a 3-wide kernel adds a kernel row's three taps in
     one pass over the columns all three reach."""
-    cdef Py_ssize_t m, i, j, h_im, oh, w_lo = 0, w_hi = 0, lo, hi
+    cdef Py_ssize_t m, i, j, h_im, oh, w_lo = 0, w_hi = 0
     cdef Py_ssize_t out_plane = g.out_h * g.out_w
     cdef bint three_wide = g.kernel_w == 3 and g.stride_w == 1
     cdef floating* dst
@@ -521,10 +521,11 @@ cdef inline void gather_three_taps_nhwc(floating* dst, const floating* grad_row,
 cdef void input_grad_row_nhwc(const floating* grad_out, const floating* weight,
                               floating* grad_row, const Geometry* g, Py_ssize_t h_im,
                               Py_ssize_t multiplier, Py_ssize_t out_channels) noexcept nogil:
-    """grad_row[w, c] = Σ over taps that read (h_im, w) of Σ_m weight[i, j, c·mult + m]·grad_out[oh, ow, c·mult + m],
-    added kernel row by kernel row, output column by column. With stride 1, a 3-wide kernel
-    and multiplier 1, the pixels that all three taps reach gather them in one pass (same
-    order, same bits); the others are scattered to."""
+    """grad_row[w, c] = Σ over taps that read (h_im, w) of
+    Σ_m weight[i, j, c·mult + m]·grad_out[oh, ow, c·mult + m], added kernel row by kernel row,
+    output column by column. With stride 1, a 3-wide kernel and multiplier 1, the pixels that
+    all three taps reach gather them in one pass (same order, same bits); the others are
+    scattered to."""
     cdef Py_ssize_t i, j, ow, c, m, oh, w_im, j_lo, j_hi, w, target
     cdef Py_ssize_t inside_lo = 0, inside_hi = 0
     cdef floating* dst
@@ -703,6 +704,6 @@ def depthwise_weight_grad(const floating[::1] grad_out, const floating[::1] x,
         for o in prange(out_channels, nogil=True, num_threads=num_threads, schedule="static"):
             for n in range(batch):
                 weight_grad_taps_nchw(&grad_out[0] + (n * out_channels + o) * out_plane,
-                                      &x[0] + n * image_size + (o // multiplier) * g.height * g.width,
+                                      &x[0] + n * image_size
+                                      + (o // multiplier) * g.height * g.width,
                                       gw + o * taps, &g)
-

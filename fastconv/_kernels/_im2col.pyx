@@ -14,7 +14,8 @@ from fastconv._kernels._im2col_helpers cimport (
 
 def im2col_nchw(const element_t[::1] image, element_t[::1] col, Geometry g,
                 Py_ssize_t batch, int num_threads):
-    """col[n, (c*kh + i)*kw + j, oh*OW + ow] = image[n, c, oh*sh - top + i*dh, ow*sw - left + j*dw]."""
+    """col[n, (c*kh + i)*kw + j, oh*OW + ow]
+    = image[n, c, oh*sh - top + i*dh, ow*sw - left + j*dw]."""
     cdef Py_ssize_t plane = g.height * g.width
     cdef Py_ssize_t rows_size = g.kernel_w * g.out_h * g.out_w
     cdef Py_ssize_t task
@@ -30,7 +31,8 @@ def im2col_nchw(const element_t[::1] image, element_t[::1] col, Geometry g,
 
 def im2col_nhwc(const element_t[::1] image, element_t[::1] col, Geometry g,
                 Py_ssize_t batch, int num_threads):
-    """col[n, oh*OW + ow, (i*kw + j)*C + c] = image[n, oh*sh - top + i*dh, ow*sw - left + j*dw, c]."""
+    """col[n, oh*OW + ow, (i*kw + j)*C + c]
+    = image[n, oh*sh - top + i*dh, ow*sw - left + j*dw, c]."""
     cdef Py_ssize_t image_size = g.height * g.width * g.channels
     cdef Py_ssize_t rows_size = g.out_w * g.kernel_h * g.kernel_w * g.channels
     cdef Py_ssize_t task, n
@@ -69,7 +71,8 @@ def col2im_nchw(const element_t[::1] col, element_t[::1] image, Geometry g,
 
 def col2im_nhwc(const element_t[::1] col, element_t[::1] image, Geometry g,
                 Py_ssize_t batch, int num_threads):
-    """image[n, h, w, c] = sum of the col entries im2col_nhwc took from (h, w, c), in fixed order."""
+    """image[n, h, w, c] = sum of the col entries im2col_nhwc took from (h, w, c), in fixed
+    order."""
     cdef Py_ssize_t col_image = g.out_h * g.out_w * g.kernel_h * g.kernel_w * g.channels
     cdef Py_ssize_t row_size = g.width * g.channels
     cdef Py_ssize_t task

@@ -56,7 +56,8 @@ cdef inline void inside_cols(const Geometry* g, Py_ssize_t* lo, Py_ssize_t* hi) 
 
 
 cdef inline void im2col_nchw_rows(const element_t* plane, element_t* col_rows, const Geometry* g,
-                                  Py_ssize_t i, Py_ssize_t oh_begin, Py_ssize_t oh_end) noexcept nogil:
+                                  Py_ssize_t i, Py_ssize_t oh_begin,
+                                  Py_ssize_t oh_end) noexcept nogil:
     """The kw column rows (i, 0..kw-1) of one channel plane for output rows [oh_begin, oh_end)."""
     cdef Py_ssize_t j
     cdef Py_ssize_t row_len = (oh_end - oh_begin) * g.out_w
@@ -67,7 +68,8 @@ cdef inline void im2col_nchw_rows(const element_t* plane, element_t* col_rows, c
 cdef inline void im2col_nchw_row(const element_t* plane, element_t* col_row, const Geometry* g,
                                  Py_ssize_t i, Py_ssize_t j, Py_ssize_t oh_begin,
                                  Py_ssize_t oh_end) noexcept nogil:
-    """col_row[(oh - oh_begin)*OW + ow] = plane[oh*sh - top + i*dh, ow*sw - left + j*dw]; 0 in the padding."""
+    """col_row[(oh - oh_begin)*OW + ow] = plane[oh*sh - top + i*dh, ow*sw - left + j*dw];
+    0 in the padding."""
     cdef Py_ssize_t w_offset = j * g.dilation_w - g.pad_left
     cdef Py_ssize_t ow_lo, ow_hi, oh, ow, h_im
     cdef element_t* dst
@@ -99,8 +101,10 @@ cdef inline void im2col_nchw_row(const element_t* plane, element_t* col_row, con
 
 
 cdef inline void im2col_nhwc_row(const element_t* image, element_t* col_rows, const Geometry* g,
-                                 Py_ssize_t oh, Py_ssize_t c_begin, Py_ssize_t c_count) noexcept nogil:
-    """col_rows[ow, (i*kw + j)*Cg + c] = image[oh*sh - top + i*dh, ow*sw - left + j*dw, c_begin + c]."""
+                                 Py_ssize_t oh, Py_ssize_t c_begin,
+                                 Py_ssize_t c_count) noexcept nogil:
+    """col_rows[ow, (i*kw + j)*Cg + c]
+    = image[oh*sh - top + i*dh, ow*sw - left + j*dw, c_begin + c]."""
     cdef Py_ssize_t row_len = g.kernel_h * g.kernel_w * c_count
     cdef Py_ssize_t run = g.kernel_w * c_count
     cdef Py_ssize_t ow, i, j, h_im, w_im, j_lo, j_hi
@@ -128,8 +132,9 @@ cdef inline void im2col_nhwc_row(const element_t* image, element_t* col_rows, co
             memset(dst + j_hi * c_count, 0, (g.kernel_w - j_hi) * c_count * sizeof(element_t))
 
 
-cdef inline void col2im_nchw_row(const element_t* col_channel, element_t* dst_row, const Geometry* g,
-                                 Py_ssize_t h_im, Py_ssize_t oh_begin, Py_ssize_t oh_end) noexcept nogil:
+cdef inline void col2im_nchw_row(const element_t* col_channel, element_t* dst_row,
+                                 const Geometry* g, Py_ssize_t h_im, Py_ssize_t oh_begin,
+                                 Py_ssize_t oh_end) noexcept nogil:
     """dst_row[w] += every col_channel[i*kw + j, (oh - oh_begin)*OW + ow], oh in the tile,
     that im2col took from (h_im, w)."""
     cdef Py_ssize_t out_size = (oh_end - oh_begin) * g.out_w
@@ -206,7 +211,8 @@ cdef inline void col2im_nhwc_row(const element_t* col_tile, element_t* dst_row, 
             w_im = input_col(g, ow, 0)
             valid_range(w_im, g.dilation_w, g.width, g.kernel_w, &j_lo, &j_hi)
             for j in range(j_lo, j_hi):
-                src = col_tile + ((oh - oh_begin) * g.out_w + ow) * row_len + (i * g.kernel_w + j) * c_count
+                src = (col_tile + ((oh - oh_begin) * g.out_w + ow) * row_len
+                       + (i * g.kernel_w + j) * c_count)
                 dst = dst_row + (w_im + j * g.dilation_w) * g.channels + c_begin
                 for c in range(c_count):
                     dst[c] += src[c]

@@ -3,7 +3,8 @@
 Both directions are one mapping between an image batch (N, C, H, W) and its blocks
 (bh·bw·N, C, OH, OW), here in NCHW index order (NHWC is the same with C last):
 
-    image[n, c, oh*bh + off_h - top, ow*bw + off_w - left]  <->  blocks[(off_h*bw + off_w)*N + n, c, oh, ow]
+    image[n, c, oh*bh + off_h - top, ow*bw + off_w - left]
+        <->  blocks[(off_h*bw + off_w)*N + n, c, oh, ow]
 
 space_to_batch fills the blocks (zeros where the image index falls in the padding);
 batch_to_space fills the image (block entries in the padding are the crops: dropped).
@@ -212,7 +213,8 @@ cdef inline void batch_to_space_plane(const element_t* src_plane, element_t* pla
 
 def space_to_batch_nchw(const element_t[::1] image, element_t[::1] blocks, BlockGeometry g,
                         int num_threads):
-    """blocks[(off_h*bw + off_w)*N + n, c, oh, ow] = image[n, c, oh*bh + off_h - top, ow*bw + off_w - left]."""
+    """blocks[(off_h*bw + off_w)*N + n, c, oh, ow]
+    = image[n, c, oh*bh + off_h - top, ow*bw + off_w - left]."""
     cdef Py_ssize_t planes = g.batch * g.channels
     cdef Py_ssize_t plane_size = g.height * g.width
     cdef Py_ssize_t block_plane_size = g.out_h * g.out_w
@@ -242,7 +244,8 @@ def space_to_batch_nchw(const element_t[::1] image, element_t[::1] blocks, Block
 
 def space_to_batch_nhwc(const element_t[::1] image, element_t[::1] blocks, BlockGeometry g,
                         int num_threads):
-    """blocks[(off_h*bw + off_w)*N + n, oh, ow, c] = image[n, oh*bh + off_h - top, ow*bw + off_w - left, c]."""
+    """blocks[(off_h*bw + off_w)*N + n, oh, ow, c]
+    = image[n, oh*bh + off_h - top, ow*bw + off_w - left, c]."""
     cdef Py_ssize_t image_size = g.height * g.width * g.channels
     cdef Py_ssize_t block_row_size = g.out_w * g.channels
     cdef Py_ssize_t block_batch_size = g.out_h * block_row_size
