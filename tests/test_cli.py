@@ -12,8 +12,7 @@ import pytest
 
 import fastconv
 from fastconv import reference
-from fastconv.bench import (baselines, ceiling, cli, measure, plot, report, sections,
-                            suite, timing)
+from fastconv.bench import baselines, ceiling, cli, measure, plot, report, sections, suite, timing
 from fastconv.bench.config import load_torch, make_config
 from fastconv.info import build_info, format_build_info
 
@@ -99,7 +98,7 @@ def test_bench_without_torch_prints_dash():
     result = run_cli("bench", *TINY, "--ops", "im2col", "--no-torch", "--layout", "nhwc",
                      "--dtype", "float64")
     assert result.returncode == 0, result.stderr
-    line = next(l for l in result.stdout.splitlines() if l.startswith("im2col"))
+    line = next(row for row in result.stdout.splitlines() if row.startswith("im2col"))
     assert line.split()[-1] == "-"  # speed-up vs torch
     assert "col2im" not in result.stdout.split("geometric")[0]
 

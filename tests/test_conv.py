@@ -460,7 +460,7 @@ def test_out_errors(rng, fn):
         w = rng.standard_normal((3, 4, 3, 3)).astype(np.float32)
         call = conv_transpose2d
         shape = (2, 4, 8, 8)
-    for kind, out, pattern in _out_error_cases(x, w, shape):
+    for _kind, out, pattern in _out_error_cases(x, w, shape):
         with pytest.raises(ValueError, match=pattern):
             call(x, w, out=out)
 

@@ -22,7 +22,6 @@ from fastconv import reference  # noqa: E402
 
 from conftest import naive_im2col_nchw, to_nhwc  # noqa: E402
 
-
 # --------------------------------------------------------------------------- helpers
 
 def compute(y):

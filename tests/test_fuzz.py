@@ -3,8 +3,8 @@
 Each drawn call (random geometry, dtypes, memory orders, `out=` buffers, and on purpose
 zero/negative sizes, kernels larger than the padded input, mismatched channels and groups,
 wrong ndim, huge values, weird dtypes, zero-size and broadcast arrays) goes through a model
-of the specification (docs/spec.md) written here, independently of fastconv's validation code. The model says what
-must happen:
+of the specification (docs/spec.md) written here, independently of fastconv's validation
+code. The model says what must happen:
 
 - a valid call returns exactly what ``fastconv.reference`` computes. The data are small
   integers (floats included), so every sum is exact and any summation order gives the
@@ -44,8 +44,8 @@ import math
 import numbers
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 import pytest
@@ -2136,7 +2136,7 @@ def rmac_regions_cases(draw):
     layout = check_layout(problems, fn, layout_arg)
     if not (is_int(scales_arg) and scales_arg >= 1):
         problems.add(ValueError, rf"^{fn}: scales")
-    overlap = check_overlap(problems, fn, overlap_arg)
+    check_overlap(problems, fn, overlap_arg)  # adds its problems; the value is not needed
     # Anything with a shape is an array, only its shape is used; else a shape (H, W),
     # (C, H, W) or (N, C, H, W) (layout's order), ints >= 0.
     if hasattr(shape_arg, "shape") and not isinstance(shape_arg, (tuple, list)):
@@ -2263,7 +2263,7 @@ def roi_max_pool_cases(draw):
         problems.add(ValueError, rf"^{fn}: expected x of shape")
     boxes = np.asarray(rois)
     rdtype = native(boxes.dtype)
-    if rdtype == object:
+    if rdtype == np.dtype(object):
         problems.add(TypeError, rf"^{fn}: rois has unsupported dtype object")
     elif rdtype.kind not in "fiu":
         problems.add(TypeError, rf"^{fn}: rois must be a float or integer array, got dtype "
@@ -2340,7 +2340,8 @@ def rmac_cases(draw):
     layout = parse_layout(layout_arg) or "NCHW"
     n, c, h, w = draw(feature_map_dims())
     x = draw(with_nans(draw(image_array(layout, n, c, h, w, draw(dtype_values(clean=clean)),
-                                        draw(ndims(clean)), clean or no_room_for_view(n, c, h, w)))))
+                                        draw(ndims(clean)),
+                                        clean or no_room_for_view(n, c, h, w)))))
     levels_arg = draw(weighted((10, int_value(1, 4)), (bad, BAD_SCALARS)))
     overlap_arg = draw(overlap_values(clean))
     eps_arg = draw(weighted((6, st.just(DEFAULT)), (4, st.sampled_from(
@@ -2354,7 +2355,7 @@ def rmac_cases(draw):
     layout = check_layout(problems, fn, layout_arg)
     if not (is_int(levels_arg) and levels_arg >= 1):
         problems.add(ValueError, rf"^{fn}: levels")
-    overlap = check_overlap(problems, fn, overlap_arg)
+    check_overlap(problems, fn, overlap_arg)  # adds its problems; the value is not needed
     eps = 1e-6 if eps_arg is DEFAULT else eps_arg
     if not (is_real(eps) and math.isfinite(float(eps)) and float(eps) >= 0):
         problems.add(ValueError, rf"^{fn}: eps must be a finite number >= 0")

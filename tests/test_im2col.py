@@ -17,9 +17,19 @@ from hypothesis import strategies as st
 import fastconv
 from fastconv import reference
 
-from conftest import (FLOAT_DTYPES, INTEGER_DTYPES, naive_col2im_nchw, naive_im2col_nchw,
-                      nchw_cols_to_nhwc_cols, out_hw, pads, pair, random_array, to_nchw,
-                      to_nhwc)
+from conftest import (
+    FLOAT_DTYPES,
+    INTEGER_DTYPES,
+    naive_col2im_nchw,
+    naive_im2col_nchw,
+    nchw_cols_to_nhwc_cols,
+    out_hw,
+    pads,
+    pair,
+    random_array,
+    to_nchw,
+    to_nhwc,
+)
 
 LAYOUTS = ["NCHW", "NHWC"]
 

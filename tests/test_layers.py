@@ -1,5 +1,6 @@
-"""fastconv.Conv2D (docs/spec.md §2): initialisation, forward/backward against fastconv.reference and
-the functional API, gradient accumulation, workspace reuse and caps, thread safety."""
+"""fastconv.Conv2D (docs/spec.md §2): initialisation, forward/backward against
+fastconv.reference and the functional API, gradient accumulation, workspace reuse and caps,
+thread safety."""
 from __future__ import annotations
 
 import concurrent.futures

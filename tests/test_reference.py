@@ -253,7 +253,8 @@ def test_reference_conv2d_backward_matches_finite_differences(stride, padding, d
     G = rng.standard_normal(reference.conv2d_strided(Z, W, stride, padding, dilation, groups).shape)
 
     def loss(Z_, W_):
-        return float(np.sum(reference.conv2d_strided(Z_, W_, stride, padding, dilation, groups) * G))
+        result = reference.conv2d_strided(Z_, W_, stride, padding, dilation, groups)
+        return float(np.sum(result * G))
 
     grad_Z, grad_W, grad_b = reference.conv2d_backward(G, Z, W, stride, padding, dilation, groups)
     eps = 1e-6

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 import fastconv
 from fastconv import reference
+
 from conftest import to_nhwc
 
 rmac_module = importlib.import_module("fastconv.rmac")
@@ -642,7 +643,7 @@ def cirtorch_style_rmac(torch, x, levels=3, eps=1e-6):
             continue
         half = math.floor(side / 2 - 1)
 
-        def starts(size, count):
+        def starts(size, count, side=side, half=half):
             step = 0 if count == 1 else (size - side) / (count - 1)
             return (torch.floor(half + torch.arange(count, dtype=torch.float32) * step)
                     - half).int().tolist()

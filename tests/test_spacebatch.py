@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 import fastconv
 from fastconv import reference
 
-from conftest import FLOAT_DTYPES, INTEGER_DTYPES, pads, pair, random_array, to_nchw, to_nhwc
+from conftest import INTEGER_DTYPES, pads, pair, random_array, to_nhwc
 
 LAYOUTS = ["NCHW", "NHWC"]
 

@@ -50,8 +50,17 @@ from fastconv import _engine, _memory, _tuning, conv2d, conv2d_backward, conv_tr
 
 from conftest import pair
 from planned import conv2d_by, plan_with
-from test_conv import (GEOMS, CGeom, _Exploding, assert_untouched, memory_variants,
-                       random_like_output, ref_conv2d, ref_conv2d_backward, resolve_padding)
+from test_conv import (
+    GEOMS,
+    CGeom,
+    _Exploding,
+    assert_untouched,
+    memory_variants,
+    random_like_output,
+    ref_conv2d,
+    ref_conv2d_backward,
+    resolve_padding,
+)
 
 LAYOUTS = ["NCHW", "NHWC"]
 DTYPES = [np.float32, np.float64]
