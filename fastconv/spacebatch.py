@@ -354,28 +354,13 @@ def atrous_conv2d(x, weight, rate, bias=None, padding="valid", *, layout="NCHW",
 
     Notes
     -----
-    Which route is faster: ``conv2d(dilation=rate)``, in every case measured. Both do the
-    same multiply-adds; conv2d's dilated im2col gathers with a stride of `rate` at no extra
-    cost, while this route adds two copies of the activations and runs its GEMMs on the r²
-    small phase images (17×17 at rate 4 for a 65×65 map), which BLAS runs less efficiently
-    than one wide GEMM. Measured on this project's 2-core machine (float32, DeepLab-style
-    3×3 layer, 256 → 256 channels on 65×65, "same" padding, rates 2 and 4, batch 1 and 4;
-    ``benchmarks/bench_spacebatch.py:Atrous``), time of atrous_conv2d / time of conv2d:
-
-    ==========  ===============  ===============
-    threads     NCHW             NHWC
-    ==========  ===============  ===============
-    1           1.19 – 1.24      1.03 – 1.11
-    2           1.2 – 1.8        1.1 – 1.5
-    ==========  ===============  ===============
-
-    The gap is widest for one image at two threads (too few, too small GEMMs to share)
-    and narrows with the batch. A rate so large that rounding the padded image up to a
-    multiple of it would more than double it (e.g. a rate beyond the image) is computed
-    as ``conv2d(dilation=rate)`` directly: the phase images would be mostly padding.
-    Use this function for parity with TensorFlow's
-    ``atrous_conv2d``; for speed, call ``conv2d(x, weight, bias, padding=padding,
-    dilation=rate)``.
+    ``conv2d(dilation=rate)`` does the same multiply-adds and measured faster in every case
+    (docs/performance.md#atrous_conv2d): this route adds two copies of the activations and
+    runs its GEMMs on the r² small phase images. A rate so large that rounding the padded
+    image up to a multiple of it would more than double it (e.g. a rate beyond the image)
+    is computed as ``conv2d(dilation=rate)`` directly: the phase images would be mostly
+    padding. Use this function for parity with TensorFlow's ``atrous_conv2d``; for speed,
+    call ``conv2d(x, weight, bias, padding=padding, dilation=rate)``.
     """
     fn = "atrous_conv2d"
     layout = _validate.normalize_layout(layout, fn)

@@ -13,9 +13,9 @@ whole buffer first. A row of NHWC pixels is handled like a row of NCHW elements 
 "pixel" is C elements long, so one pair of row helpers serves both layouts.
 
 The loops are scheduled "guided" rather than "static": the output does not depend on
-which thread copies what, and when another process takes a core, a static half of the
-rows waits for it (measured here: a 1 ms copy taking 12 ms), while guided chunks let the
-running thread take over the remaining rows.
+which thread copies what, and when another process takes a core, guided chunks let the
+running thread take over the remaining rows instead of a static half waiting for it
+(docs/performance.md#guided-scheduling).
 
 Every function trusts its arguments: fastconv.spacebatch validated shapes, block and
 padding, and allocated the output with the right size.

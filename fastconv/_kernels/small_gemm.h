@@ -13,9 +13,7 @@
 
    Up to 12 rows × 2 vectors of 16 accumulators stay in AVX-512 registers while k runs: per
    k, 2 vector loads and 12 broadcasts feed 24 fused multiply-adds, so the loop is bound by
-   the multiply-adds, not by loads (measured on one core: 230 GFLOP/s for 60 × 576 × 2048,
-   against 150 for the 16 × 16 block with an unpacked left operand it replaces, and about
-   200 for OpenBLAS sgemm). The sums run k = 0, 1, 2, ... for every output, whatever the
+   the multiply-adds, not by loads (docs/performance.md#panel_rows). The sums run k = 0, 1, 2, ... for every output, whatever the
    tiling, so results do not depend on how the work is cut.
 
    Only AVX-512 builds define FASTCONV_SMALL_GEMM as 1: narrower registers cannot hold the
@@ -71,7 +69,7 @@ static inline __attribute__((always_inline)) void fastconv_block(
         }
     }
     /* memcpy from the accumulators in place: storing them through fastconv_store (by
-       value) measured 2% slower on the NHWC direct path. */
+       value) measured slower on the NHWC direct path. */
     for (r = 0; r < R && r < rows; ++r) {
         for (v = 0; v < V; ++v) {
             count = cols - FASTCONV_LANES * v;
