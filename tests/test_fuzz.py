@@ -466,6 +466,34 @@ def window(problems, fn, hw, kernel, stride, padding, dilation):
     return tuple(sizes) if ok else None
 
 
+def transposed_window(problems, fn, hw, kernel, stride, padding, dilation, output_padding_arg):
+    """docs/spec.md §2 output size of conv_transpose2d and its output_padding, or None after
+    adding the problems; the conv2d it is the input gradient of must fit its window too."""
+    if None in (kernel, stride, padding, dilation):
+        return None
+    out_pad = parse_pair(output_padding_arg, minimum=0)
+    if out_pad is None:
+        problems.add(ValueError, rf"^{fn}: output_padding")
+        return None
+    sizes, ok = [], True
+    for size, k, s, d, (before, after), op in zip(hw, kernel, stride, dilation, padding,
+                                                  out_pad):
+        if op >= max(s, d):
+            problems.add(ValueError, rf"^{fn}: output_padding=.* must be smaller")
+            ok = False
+        full = (size - 1) * s + d * (k - 1) + op + 1
+        if full - before - after < 1:
+            problems.add(ValueError, rf"^{fn}: padding=.* removes the whole output")
+            ok = False
+        sizes.append(full - before - after)
+    if not ok:
+        return None
+    # The conv2d whose input gradient this is: image (C_out, OH, OW) → (C_in, H, W).
+    if window(problems, fn, sizes, kernel, stride, padding, dilation) is None:
+        return None
+    return tuple(sizes), out_pad
+
+
 def check_sizes(problems, shape, dtype, inputs=()):
     """A result that cannot exist (2**47 bytes and more, or an axis beyond int64) must fail
     with MemoryError / ValueError. Calls with a result or input between 64 MiB and that are
@@ -1158,31 +1186,22 @@ def conv_model(problems, fn, x, weight, bias, groups, stride_arg, padding_arg, d
     if padding in ("same", "valid"):
         padding = resolve_strings(problems, fn, padding, kernel, stride, dilation)
     if problems:
-        if not transposed:  # a window larger than the padded input is a fault of its own
+        # The geometry is checked beside the arrays: its faults are alternatives
+        if transposed:
+            transposed_window(problems, fn, (h, w), kernel, stride, padding, dilation,
+                              output_padding_arg)
+        else:
             window(problems, fn, (h, w), kernel, stride, padding, dilation)
         return None
     parsed = dict(layout=layout, dtype=dtypes[0], n=n, c=c, h=h, w=w, cout=cout,
                   kernel=kernel, stride=stride, padding=padding, dilation=dilation,
                   groups=groups, batched=len(xshape) == 4)
     if transposed:
-        out_pad = parse_pair(output_padding_arg, minimum=0)
-        if out_pad is None:
-            problems.add(ValueError, rf"^{fn}: output_padding")
+        geometry = transposed_window(problems, fn, (h, w), kernel, stride, padding, dilation,
+                                     output_padding_arg)
+        if geometry is None:
             return None
-        sizes = []
-        for size, k, s, d, (before, after), op in zip((h, w), kernel, stride, dilation,
-                                                      padding, out_pad):
-            if op >= max(s, d):
-                problems.add(ValueError, rf"^{fn}: output_padding=.* must be smaller")
-            full = (size - 1) * s + d * (k - 1) + op + 1
-            if full - before - after < 1:
-                problems.add(ValueError, rf"^{fn}: padding=.* removes the whole output")
-            sizes.append(full - before - after)
-        if problems:
-            return None
-        # The conv2d whose input gradient this is: image (C_out, OH, OW) → (C_in, H, W).
-        if window(problems, fn, sizes, kernel, stride, padding, dilation) is None:
-            return None
+        sizes, out_pad = geometry
         parsed.update(out_hw=tuple(sizes), out_pad=out_pad)
         blas = {cin, cout, cout_g * kh * kw, cin // groups, h * w, sizes[0] * sizes[1]}
     else:
@@ -1452,6 +1471,8 @@ def conv2d_layer_cases(draw):
     if algorithm == "winograd" and is_int(cap) and cap >= 1:
         # A capped layer runs GEMM; asking it for Winograd is an error (docs/spec.md §5).
         problems.add(ValueError, rf"^{fn}: algorithm='winograd'.*max_workspace_bytes")
+        if is_int(groups_arg) and is_int(in_arg):  # the geometry is checked first
+            problems.extend(winograd_blockers(fn, kernel, stride, dilation, groups_arg, in_arg))
     if not problems:
         # The weight (C_out, C_in/groups, kh, kw) is allocated by the constructor.
         weight_size = out_arg * (in_arg // groups_arg) * kernel[0] * kernel[1]
