@@ -239,15 +239,41 @@ def winograd_tile(geom):
     return 4
 
 
-def winograd_pays(geom, itemsize, tuning=None):
-    """Whether "auto" takes Winograd for an eligible geometry: a rule over its shapes and
-    dtype (docs/performance.md#winograd_pays)."""
-    return False
+def winograd_pays(geom, itemsize, tuning=None, weight_cached=False):
+    """Whether "auto" takes Winograd for an eligible geometry (docs/performance.md
+    #winograd_pays): its estimated time, in multiply-adds of the im2col GEMM
+    (9·positions·C_in/g·C_out), is below GEMM's by tuning.winograd_min_speedup. The
+    estimate counts the alpha²·tiles·C_in/g·C_out multiply-adds of the Winograd-domain
+    GEMMs (slower on thin blocks of tiles), the tile transforms, NCHW's transposes and,
+    unless a layer keeps it (`weight_cached`), the weight transform. A rule over shapes,
+    dtype (through the block sizes) and the CPU's caches; never the thread count."""
+    tuning = tuning or _tuning.active()
+    cin_g, cout_g = geom.in_channels // geom.groups, geom.out_channels // geom.groups
+    if min(cin_g, cout_g) < tuning.winograd_min_channels:
+        return False
+    m, block, _ = winograd_blocking(geom, itemsize, tuning)
+    points = (m + 2) ** 2
+    tiles = geom.batch * -(-geom.out_h // m) * -(-geom.out_w // m)
+    positions = geom.batch * geom.out_h * geom.out_w
+    gemm = 9 * positions * cin_g * geom.out_channels
+    winograd = (points * tiles * cin_g * geom.out_channels
+                * (block + tuning.winograd_gemm_half_tiles) / block
+                + tuning.winograd_transform_cost * points * tiles
+                * (geom.in_channels + geom.out_channels))
+    if geom.layout == "NCHW":
+        winograd += tuning.winograd_layout_cost * geom.batch * (
+            geom.height * geom.width * geom.in_channels + geom.out_h * geom.out_w
+            * geom.out_channels)
+    if not weight_cached:
+        winograd += tuning.winograd_weight_cost * points * cin_g * geom.out_channels
+    return gemm > tuning.winograd_min_speedup * winograd
 
 
-def choose_algorithm(geom, itemsize, requested="auto", *, fn="conv2d", tuning=None):
+def choose_algorithm(geom, itemsize, requested="auto", *, fn="conv2d", tuning=None,
+                     weight_cached=False):
     """GEMM or WINOGRAD for the forward pass of `geom` (the input gradient asks the same of
-    its flipped convolution). Requesting WINOGRAD where it cannot serve is a ValueError."""
+    its flipped convolution); `weight_cached`: a layer that keeps the transformed weight.
+    Requesting WINOGRAD where it cannot serve is a ValueError."""
     if requested == GEMM:
         return GEMM
     blocker = geo.winograd_blocker(geom)
@@ -255,7 +281,9 @@ def choose_algorithm(geom, itemsize, requested="auto", *, fn="conv2d", tuning=No
         if blocker is not None:
             raise ValueError(f"{fn}: algorithm='winograd' {blocker}")
         return WINOGRAD
-    return WINOGRAD if blocker is None and winograd_pays(geom, itemsize, tuning) else GEMM
+    if blocker is None and winograd_pays(geom, itemsize, tuning, weight_cached):
+        return WINOGRAD
+    return GEMM
 
 
 def _winograd_struct(geom, m, block_tiles, shared):
@@ -266,6 +294,19 @@ def _winograd_struct(geom, m, block_tiles, shared):
             "nhwc": geom.layout == "NHWC", "shared": shared}
 
 
+def winograd_blocking(geom, itemsize, tuning):
+    """(m, tiles per block, shared) of plan_winograd before any workspace cap."""
+    m = winograd_tile(geom)
+    tiles = geom.batch * -(-geom.out_h // m) * -(-geom.out_w // m)
+    per_tile = (m + 2) ** 2 * (geom.in_channels + geom.out_channels) * itemsize
+    weight_bytes = ((m + 2) ** 2 * geom.out_channels * geom.in_channels // geom.groups
+                    * itemsize)
+    shared = weight_bytes > tuning.winograd_block_bytes
+    budget = tuning.winograd_shared_block_bytes if shared else tuning.winograd_block_bytes
+    block = max(1, min(tiles, max(tuning.winograd_min_block_tiles, budget // per_tile)))
+    return m, block, shared
+
+
 def plan_winograd(request):
     """WINOGRAD: the forward pass when the algorithm chosen is Winograd. A transformed
     weight that fits tuning.winograd_block_bytes (a core's L2) is read by every thread for
@@ -273,17 +314,10 @@ def plan_winograd(request):
     least winograd_min_block_tiles tiles); a larger one is read once per block of
     winograd_shared_block_bytes, which the threads work on together. Under a cap, blocks
     shrink to fit it, and a cap below one tile's needs leaves the convolution to GEMM."""
-    geom, tuning = request.geometry, request.tuning
+    geom = request.geometry
     if request.pass_ != FORWARD or request.algorithm != WINOGRAD:
         return None
-    m = winograd_tile(geom)
-    tiles = geom.batch * -(-geom.out_h // m) * -(-geom.out_w // m)
-    per_tile = (m + 2) ** 2 * (geom.in_channels + geom.out_channels) * request.itemsize
-    weight_bytes = ((m + 2) ** 2 * geom.out_channels * geom.in_channels // geom.groups
-                    * request.itemsize)
-    shared = weight_bytes > tuning.winograd_block_bytes
-    budget = tuning.winograd_shared_block_bytes if shared else tuning.winograd_block_bytes
-    block = max(1, min(tiles, max(tuning.winograd_min_block_tiles, budget // per_tile)))
+    m, block, shared = winograd_blocking(geom, request.itemsize, request.tuning)
     threads = request.num_threads
     transformed = _winograd.transformed_weight_size(_winograd_struct(geom, m, block, shared))
     while True:
@@ -496,17 +530,19 @@ def flipped_geometry(geom):
     return flipped, tuple(crops)
 
 
-def input_grad_plan(geom, itemsize, requested=GEMM):
+def input_grad_plan(geom, itemsize, requested=GEMM, weight_cached=False):
     """The FlippedConv that computes the input gradient of `geom`, or None (then GEMM +
     col2im): WINOGRAD where `requested` is "winograd" (the caller checked `geom`) or "auto"
-    picks it for the flipped convolution; else DIRECT where that path serves it
+    picks it for the flipped convolution (`weight_cached`: a layer keeps its transformed
+    flipped weight); else DIRECT where that path serves it
     (docs/performance.md#input_grad_as_conv), without cropping."""
     found = flipped_geometry(geom)
     if found is None:
         return None
     flipped, crops = found
-    algorithm = WINOGRAD if requested == WINOGRAD else choose_algorithm(flipped, itemsize,
-                                                                        requested)
+    algorithm = (WINOGRAD if requested == WINOGRAD
+                 else choose_algorithm(flipped, itemsize, requested,
+                                       weight_cached=weight_cached))
     if algorithm == WINOGRAD:
         plan = plan_winograd(plan_request(flipped, itemsize, FORWARD, algorithm=WINOGRAD))
     elif any(sum(axis) for axis in crops):

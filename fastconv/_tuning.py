@@ -64,6 +64,21 @@ class Tuning:
     # by block, each block as large as this (half the L3 cache), so each transformed weight
     # is read once per block of many tiles (docs/performance.md#winograd_shared_block_bytes).
     winograd_shared_block_bytes: int = cpu.l3_cache_bytes() // 2
+    # "auto"'s Winograd rule (docs/performance.md#winograd_pays): costs in multiply-adds of
+    # the im2col GEMM. Per transformed input or output element (both tile transforms)...
+    winograd_transform_cost: float = 24.0
+    # ... per element of an NCHW image transposed to channels-last and back ...
+    winograd_layout_cost: float = 60.0
+    # ... per element of the transformed weight, made on each functional call ...
+    winograd_weight_cost: float = 80.0
+    # ... and the Winograd-domain GEMMs of a block of b tiles run at b / (b + this) of the
+    # im2col GEMM's speed.
+    winograd_gemm_half_tiles: int = 32
+    # Fewest channels per group on either side: the transforms run 64 bytes of channels
+    # at a time, and below this their cost is not repaid.
+    winograd_min_channels: int = 32
+    # "auto" takes Winograd when it is estimated this many times faster than GEMM.
+    winograd_min_speedup: float = 1.2
 
 
 DEFAULT = Tuning()

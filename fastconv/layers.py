@@ -174,7 +174,9 @@ class Conv2D:
             cap = self.max_workspace_bytes
             # A capped layer keeps to GEMM: its transformed weights would sit beside the cap.
             requested = _engine.GEMM if cap is not None else self.requested_algorithm
-            algorithm = _engine.choose_algorithm(geom, itemsize, requested, fn="Conv2D")
+            # The layer keeps its transformed weights: "auto" does not count making them.
+            algorithm = _engine.choose_algorithm(geom, itemsize, requested, fn="Conv2D",
+                                                 weight_cached=True)
             # The backward plan is sized first, with room for the weight-gradient
             # accumulators; the forward one within what the cap leaves beside them, so the
             # workspace held (the larger column space plus the accumulators) stays under it.
@@ -186,7 +188,7 @@ class Conv2D:
                                           algorithm=algorithm)
             # The input gradient as a convolution: within the cap only in the workspace
             # held (run_backward checks), else sized into it here.
-            flipped = _engine.input_grad_plan(geom, itemsize, requested)
+            flipped = _engine.input_grad_plan(geom, itemsize, requested, weight_cached=True)
             cached = _LayerPlans(geom, forward, backward, requested, flipped)
             if len(self._plans) >= 8:  # a bounded cache of recent shapes
                 self._plans.pop(next(iter(self._plans)))

@@ -37,10 +37,14 @@ gradient stay within 0.2 (float32) and 0.003 (float64) of it.
 from __future__ import annotations
 
 import importlib.resources
+import importlib.util
 import itertools
 import json
+import pathlib
 import pickle
 import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -1157,6 +1161,27 @@ def test_layer_cap_refuses_winograd(no_kernels, asked):
     assert layer.algorithm == "auto"
 
 
+def test_generated_transforms_are_current(tmp_path):
+    """winograd_transforms.h is what scripts/gen_winograd.py writes (no hand edits), and
+    the check fails on a header that differs."""
+    script = pathlib.Path(__file__).resolve().parents[1] / "scripts" / "gen_winograd.py"
+    if not script.exists():
+        pytest.skip("not a source checkout")
+    check = subprocess.run([sys.executable, str(script), "--check"], capture_output=True,
+                           text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+    spec = importlib.util.spec_from_file_location("gen_winograd", script)
+    generator = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(generator)
+    edited = tmp_path / "winograd_transforms.h"
+    text = pathlib.Path(generator.HEADER).read_text()
+    edited.write_text(text.replace("- d2_0;", "+ d2_0;", 1))
+    generator.HEADER = str(edited)
+    assert generator.main(["--check"]) == 1
+    edited.write_text(text)
+    assert generator.main(["--check"]) == 0
+
+
 def test_no_kernels_fixture_bites_winograd():
     """The fixture above would catch a Winograd kernel: without it the call runs, with
     _winograd exploding it fails."""
@@ -1179,7 +1204,12 @@ ALGORITHM_GEOMS = [  # (input shape, C_out, kwargs)
     ((1, 32, 16, 16), 32, dict(padding=1, groups=32)),   # depthwise
     ((1, 16, 16, 16), 16, dict(padding=2, kernel_size=5)),
     ((1, 16, 16, 16), 16, dict(padding=1, stride=2)),
+    ((1, 48, 48, 64), 64, dict(padding=1, layout="NHWC")),  # "auto" takes Winograd
 ]
+
+# The caches of the machine the rule's constants were measured on (AMD EPYC Zen 4: 1 MiB
+# L2 per core, 32 MiB L3), so the rule's answers below do not depend on the test machine.
+ZEN4_CACHES = dict(winograd_block_bytes=1 << 20, winograd_shared_block_bytes=16 << 20)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
@@ -1187,6 +1217,12 @@ def test_geometry_algorithm_is_what_conv2d_runs(rng, ran, dtype):
     """ConvGeometry.algorithm(dtype, requested) names what conv2d(..., algorithm=requested)
     runs, for 'auto' (whatever the rule picks), 'gemm' and 'winograd' (where eligible),
     and does not depend on the thread count."""
+    auto_answers = []
+    with _tuning.tuned(**ZEN4_CACHES):
+        check_algorithms_run(rng, ran, dtype, auto_answers)
+
+
+def check_algorithms_run(rng, ran, dtype, auto_answers):
     for shape, c_out, kwargs in ALGORITHM_GEOMS:
         kwargs = dict(kwargs)
         kernel = kwargs.pop("kernel_size", 3)
@@ -1215,10 +1251,83 @@ def test_geometry_algorithm_is_what_conv2d_runs(rng, ran, dtype):
                 assert answer == "winograd"
             if not eligible:
                 assert answer == "gemm"
+            if requested == "auto":
+                auto_answers.append(answer)
             ran.clear()
             conv2d(x, w, **kwargs, algorithm=requested)
             assert ran and (ran[0] == WINOGRAD) == (answer == "winograd"), (shape, requested)
         assert geom.algorithm() == geom.algorithm(np.float32, "auto")
+    assert "winograd" in auto_answers and "gemm" in auto_answers  # both branches were seen
+
+
+# What "auto" picks on the 3×3 stride-1 layers of the suite (docs/performance.md
+# #winograd_pays): (layer, batch) → (conv2d, Conv2D) for float32, in both layouts.
+# Conv2D keeps its transformed weight, so it takes Winograd on more layers.
+AUTO_PICKS = {
+    ("resnet50.res2.3x3", 1): ("gemm/winograd", "winograd"),  # NCHW's transposes tip it
+    ("resnet50.res2.3x3", 8): ("winograd", "winograd"),
+    ("resnet50.res4.3x3", 1): ("gemm", "gemm"),
+    ("resnet50.res4.3x3", 8): ("winograd", "winograd"),
+    ("resnet50.res5.3x3", 1): ("gemm", "gemm"),
+    ("resnet50.res5.3x3", 8): ("gemm", "winograd"),
+    ("vgg16.conv1_1", 1): ("gemm", "gemm"),  # 3 input channels
+    ("vgg16.conv1_1", 8): ("gemm", "gemm"),
+    ("vgg16.conv1_2", 1): ("winograd", "winograd"),
+    ("vgg16.conv4_2", 1): ("gemm", "winograd"),
+    ("vgg16.conv4_2", 8): ("winograd", "winograd"),
+    ("small.16ch", 1): ("gemm", "gemm"),  # 16 channels: the transforms are not repaid
+    ("small.16ch", 8): ("gemm", "gemm"),
+    ("lecture.8to16", 100): ("gemm", "gemm"),
+}
+
+
+def suite_geometry(name, batch, layout):
+    layer = next(layer for layer in suite_layers() if layer["name"] == name)
+    size, cin = layer["size"], layer["in_channels"]
+    shape = (batch, cin, size, size) if layout == "NCHW" else (batch, size, size, cin)
+    return fastconv.ConvGeometry(shape, layer["out_channels"], layer["kernel"],
+                                 padding=layer["padding"], layout=layout)
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+def test_auto_rule_on_the_suite(layout):
+    """The rule's answers on the suite's layers (with the caches it was measured with):
+    Winograd where it measured ≥ 1.2× GEMM, GEMM where it measured slower."""
+    assert {name for name, _ in AUTO_PICKS} == {layer["name"] for layer in suite_layers()}
+    with _tuning.tuned(**ZEN4_CACHES):
+        for (name, batch), (functional, layer) in AUTO_PICKS.items():
+            if "/" in functional:
+                functional = functional.split("/")[layout == "NHWC"]
+            geom = suite_geometry(name, batch, layout)
+            assert geom.algorithm(np.float32) == functional, (name, batch, layout)
+            assert _engine.choose_algorithm(geom, 4, weight_cached=True) == layer, (
+                name, batch, layout)
+
+
+def test_auto_rule_grows_with_the_batch():
+    """More images never turn Winograd back into GEMM: the weight transform and thin
+    blocks are what small batches fail to repay."""
+    with _tuning.tuned(**ZEN4_CACHES):
+        for name in {name for name, _ in AUTO_PICKS}:
+            for layout in ("NCHW", "NHWC"):
+                picks = [suite_geometry(name, n, layout).algorithm() for n in (1, 2, 4, 8, 16)]
+                first = picks.index("winograd") if "winograd" in picks else len(picks)
+                assert all(p == "winograd" for p in picks[first:]), (name, layout, picks)
+
+
+def test_auto_rule_needs_channels():
+    """Fewer than winograd_min_channels per group on either side: GEMM, however large."""
+    with _tuning.tuned(**ZEN4_CACHES):
+        wide = fastconv.ConvGeometry((16, 64, 64, 64), 64, 3, padding=1)
+        assert wide.algorithm() == "winograd"
+        for c_in, c_out, groups in [(16, 64, 1), (64, 16, 1), (64, 64, 4)]:
+            geom = fastconv.ConvGeometry((16, c_in, 64, 64), c_out, 3, padding=1,
+                                         groups=groups)
+            assert geom.algorithm() == "gemm", (c_in, c_out, groups)
+        with _tuning.tuned(winograd_min_channels=16):
+            geom = fastconv.ConvGeometry((16, 64, 64, 64), 64, 3, padding=1, groups=4)
+            assert _engine.winograd_pays(geom, 4) == (
+                geom.algorithm() == "winograd")  # the cost estimate decides then
 
 
 def test_geometry_algorithm_accepts_dtype_spellings():
