@@ -113,6 +113,7 @@ class PlanRequest:
     row_elems: int     # column elements of one output row (0: the strategy needs none)
     weight_elems: int  # elements of one weight-gradient accumulator (BACKWARD)
     algorithm: str = GEMM  # GEMM or WINOGRAD (never "auto": choose_algorithm resolved it)
+    weight_cached: bool = False  # a Conv2D keeps the transformed weight (WINOGRAD)
 
     @property
     def out_h(self):
@@ -158,7 +159,7 @@ def uses_direct_path(geom, itemsize, tuning=None):
 
 
 def plan_request(geom, itemsize, pass_, *, max_workspace_bytes=None, tuning=None,
-                 fn="conv2d", algorithm=GEMM):
+                 fn="conv2d", algorithm=GEMM, weight_cached=False):
     """Cut the convolution into (image, row tile) items and fit them to the cap.
 
     A tile's columns aim at tuning.tile_bytes (cache-sized); with few images, tiles shrink
@@ -195,7 +196,7 @@ def plan_request(geom, itemsize, pass_, *, max_workspace_bytes=None, tuning=None
                     f"workspace of one thread and one output row ({per_thread * itemsize} "
                     f"bytes)")
     return PlanRequest(geom, itemsize, pass_, max_workspace_bytes, tuning, threads, tile_rows,
-                       row_elems, weight_elems, algorithm)
+                       row_elems, weight_elems, algorithm, weight_cached)
 
 
 def _plan(request, strategy, *, col_size, workspace, partials=0, tile_rows=None,
@@ -233,40 +234,52 @@ def plan_depthwise(request):
     return _row_tiled(request, DEPTHWISE)
 
 
-def winograd_tile(geom):
-    """m of F(m×m, 3×3) for this geometry (docs/performance.md#winograd_tile): 4, whose
-    float32 error stays within the bound of docs/spec.md §5 (F(6×6) does not)."""
-    return 4
+def winograd_tile(geom, itemsize, tuning=None, weight_cached=False):
+    """m of F(m×m, 3×3) for this geometry: of tuning.winograd_tiles, the one with the
+    lowest winograd_cost (docs/performance.md#winograd_tile). Small images take F(2×2):
+    its GEMMs have 4× the tiles of F(4×4) to run on, its weight 16 points instead of 36."""
+    tuning = tuning or _tuning.active()
+    return min(tuning.winograd_tiles,
+               key=lambda m: winograd_cost(geom, itemsize, m, tuning, weight_cached))
+
+
+def winograd_cost(geom, itemsize, m, tuning, weight_cached=False):
+    """Estimated time of F(m×m, 3×3) on `geom`, in multiply-adds of the im2col GEMM
+    (docs/performance.md#winograd_pays): the alpha²·tiles·C_in/g·C_out multiply-adds of the
+    Winograd-domain GEMMs (slower on thin blocks of tiles), the tile transforms, NCHW's
+    transposes and, unless a layer keeps it (`weight_cached`), the weight transform."""
+    block, _ = winograd_blocking(geom, itemsize, m, tuning)
+    points = (m + 2) ** 2
+    tiles = geom.batch * -(-geom.out_h // m) * -(-geom.out_w // m)
+    transform_cost = {2: tuning.winograd_f2_transform_cost,
+                      4: tuning.winograd_f4_transform_cost}[m]
+    cost = (points * tiles * geom.in_channels // geom.groups * geom.out_channels
+            * (block + tuning.winograd_gemm_half_tiles) / block
+            + transform_cost * points * tiles * (geom.in_channels + geom.out_channels))
+    if geom.layout == "NCHW":
+        cost += tuning.winograd_layout_cost * geom.batch * (
+            geom.height * geom.width * geom.in_channels + geom.out_h * geom.out_w
+            * geom.out_channels)
+    if not weight_cached:
+        cost += (tuning.winograd_weight_cost * points * geom.in_channels // geom.groups
+                 * geom.out_channels)
+    return cost
 
 
 def winograd_pays(geom, itemsize, tuning=None, weight_cached=False):
     """Whether "auto" takes Winograd for an eligible geometry (docs/performance.md
-    #winograd_pays): its estimated time, in multiply-adds of the im2col GEMM
-    (9·positions·C_in/g·C_out), is below GEMM's by tuning.winograd_min_speedup. The
-    estimate counts the alpha²·tiles·C_in/g·C_out multiply-adds of the Winograd-domain
-    GEMMs (slower on thin blocks of tiles), the tile transforms, NCHW's transposes and,
-    unless a layer keeps it (`weight_cached`), the weight transform. A rule over shapes,
-    dtype (through the block sizes) and the CPU's caches; never the thread count."""
+    #winograd_pays): at least tuning.winograd_min_channels per group on both sides, and
+    the winograd_cost of its tile below the im2col GEMM's 9·positions·C_in/g·C_out by
+    tuning.winograd_min_speedup. A rule over shapes, dtype (through the block sizes) and
+    the CPU's caches; never the thread count."""
     tuning = tuning or _tuning.active()
     cin_g, cout_g = geom.in_channels // geom.groups, geom.out_channels // geom.groups
     if min(cin_g, cout_g) < tuning.winograd_min_channels:
         return False
-    m, block, _ = winograd_blocking(geom, itemsize, tuning)
-    points = (m + 2) ** 2
-    tiles = geom.batch * -(-geom.out_h // m) * -(-geom.out_w // m)
-    positions = geom.batch * geom.out_h * geom.out_w
-    gemm = 9 * positions * cin_g * geom.out_channels
-    winograd = (points * tiles * cin_g * geom.out_channels
-                * (block + tuning.winograd_gemm_half_tiles) / block
-                + tuning.winograd_transform_cost * points * tiles
-                * (geom.in_channels + geom.out_channels))
-    if geom.layout == "NCHW":
-        winograd += tuning.winograd_layout_cost * geom.batch * (
-            geom.height * geom.width * geom.in_channels + geom.out_h * geom.out_w
-            * geom.out_channels)
-    if not weight_cached:
-        winograd += tuning.winograd_weight_cost * points * cin_g * geom.out_channels
-    return gemm > tuning.winograd_min_speedup * winograd
+    m = winograd_tile(geom, itemsize, tuning, weight_cached)
+    gemm = 9 * geom.batch * geom.out_h * geom.out_w * cin_g * geom.out_channels
+    return gemm > tuning.winograd_min_speedup * winograd_cost(geom, itemsize, m, tuning,
+                                                              weight_cached)
 
 
 def choose_algorithm(geom, itemsize, requested="auto", *, fn="conv2d", tuning=None,
@@ -294,9 +307,9 @@ def _winograd_struct(geom, m, block_tiles, shared):
             "nhwc": geom.layout == "NHWC", "shared": shared}
 
 
-def winograd_blocking(geom, itemsize, tuning):
-    """(m, tiles per block, shared) of plan_winograd before any workspace cap."""
-    m = winograd_tile(geom)
+def winograd_blocking(geom, itemsize, m, tuning):
+    """(tiles per block, shared) of plan_winograd for F(m×m, 3×3) before any workspace
+    cap."""
     tiles = geom.batch * -(-geom.out_h // m) * -(-geom.out_w // m)
     per_tile = (m + 2) ** 2 * (geom.in_channels + geom.out_channels) * itemsize
     weight_bytes = ((m + 2) ** 2 * geom.out_channels * geom.in_channels // geom.groups
@@ -304,7 +317,7 @@ def winograd_blocking(geom, itemsize, tuning):
     shared = weight_bytes > tuning.winograd_block_bytes
     budget = tuning.winograd_shared_block_bytes if shared else tuning.winograd_block_bytes
     block = max(1, min(tiles, max(tuning.winograd_min_block_tiles, budget // per_tile)))
-    return m, block, shared
+    return block, shared
 
 
 def plan_winograd(request):
@@ -317,7 +330,8 @@ def plan_winograd(request):
     geom = request.geometry
     if request.pass_ != FORWARD or request.algorithm != WINOGRAD:
         return None
-    m, block, shared = winograd_blocking(geom, request.itemsize, request.tuning)
+    m = winograd_tile(geom, request.itemsize, request.tuning, request.weight_cached)
+    block, shared = winograd_blocking(geom, request.itemsize, m, request.tuning)
     threads = request.num_threads
     transformed = _winograd.transformed_weight_size(_winograd_struct(geom, m, block, shared))
     while True:
@@ -422,11 +436,13 @@ PLANNERS = (plan_depthwise, plan_winograd, plan_direct, plan_grouped_images,
 
 
 def choose_plan(geom, itemsize, pass_, *, max_workspace_bytes=None, tuning=None,
-                fn="conv2d", algorithm=GEMM):
+                fn="conv2d", algorithm=GEMM, weight_cached=False):
     """The plan of the first strategy in PLANNERS that serves this pass; `algorithm` is
-    choose_algorithm's answer (GEMM or WINOGRAD)."""
+    choose_algorithm's answer (GEMM or WINOGRAD); `weight_cached`: for a Conv2D, which
+    keeps its transformed weight."""
     request = plan_request(geom, itemsize, pass_, max_workspace_bytes=max_workspace_bytes,
-                           tuning=tuning, fn=fn, algorithm=algorithm)
+                           tuning=tuning, fn=fn, algorithm=algorithm,
+                           weight_cached=weight_cached)
     for planner in PLANNERS:
         plan = planner(request)
         if plan is not None:
@@ -544,7 +560,8 @@ def input_grad_plan(geom, itemsize, requested=GEMM, weight_cached=False):
                  else choose_algorithm(flipped, itemsize, requested,
                                        weight_cached=weight_cached))
     if algorithm == WINOGRAD:
-        plan = plan_winograd(plan_request(flipped, itemsize, FORWARD, algorithm=WINOGRAD))
+        plan = plan_winograd(plan_request(flipped, itemsize, FORWARD, algorithm=WINOGRAD,
+                                          weight_cached=weight_cached))
     elif any(sum(axis) for axis in crops):
         return None
     else:

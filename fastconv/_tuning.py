@@ -64,9 +64,14 @@ class Tuning:
     # by block, each block as large as this (half the L3 cache), so each transformed weight
     # is read once per block of many tiles (docs/performance.md#winograd_shared_block_bytes).
     winograd_shared_block_bytes: int = cpu.l3_cache_bytes() // 2
+    # The output tiles m of F(m×m, 3×3) a layer may run: the one estimated fastest
+    # (docs/performance.md#winograd_tile).
+    winograd_tiles: tuple = (2, 4)
     # "auto"'s Winograd rule (docs/performance.md#winograd_pays): costs in multiply-adds of
-    # the im2col GEMM. Per transformed input or output element (both tile transforms)...
-    winograd_transform_cost: float = 24.0
+    # the im2col GEMM. Per transformed input or output element (both tile transforms) of
+    # F(2×2) and F(4×4)...
+    winograd_f2_transform_cost: float = 8.0
+    winograd_f4_transform_cost: float = 24.0
     # ... per element of an NCHW image transposed to channels-last and back ...
     winograd_layout_cost: float = 60.0
     # ... per element of the transformed weight, made on each functional call ...

@@ -185,7 +185,7 @@ class Conv2D:
             forward_cap = None if cap is None else cap - backward.partials * itemsize
             forward = _engine.choose_plan(geom, itemsize, _engine.FORWARD,
                                           max_workspace_bytes=forward_cap, fn="Conv2D",
-                                          algorithm=algorithm)
+                                          algorithm=algorithm, weight_cached=True)
             # The input gradient as a convolution: within the cap only in the workspace
             # held (run_backward checks), else sized into it here.
             flipped = _engine.input_grad_plan(geom, itemsize, requested, weight_cached=True)

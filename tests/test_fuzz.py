@@ -665,23 +665,27 @@ def may_run_winograd(algorithm, kernel, stride, dilation, groups, in_channels):
             and not winograd_blockers("", kernel, stride, dilation, groups, in_channels))
 
 
-def winograd_bound(x4, weight, padding, out_hw, groups, layout):
+def winograd_bound(x4, weight, padding, out_hw, groups, layout, m=None):
     """docs/spec.md §5's S of a 3×3 stride-1 conv2d (x4 batched, weight OIHW / HWIO, in
     `layout`), per output element in the output's layout: Σ_c of the largest |x_c| in the
-    6×6 input patch of the element's 4×4 tile (tiles from (0, 0); tile (ty, tx) reads rows
-    4·ty − top … 4·ty − top + 5, columns likewise, zero outside the image) times
-    Σ_taps |w[o, c]|, c over the group of o."""
+    (m+2)×(m+2) input patch of the element's m×m tile (tiles from (0, 0); tile (ty, tx)
+    reads rows m·ty − top … m·ty − top + m + 1, columns likewise, zero outside the image)
+    times Σ_taps |w[o, c]|, c over the group of o. m None: the larger S of F(2×2)'s and
+    F(4×4)'s tiles, either of which the engine may choose."""
+    if m is None:
+        return np.maximum(winograd_bound(x4, weight, padding, out_hw, groups, layout, 2),
+                          winograd_bound(x4, weight, padding, out_hw, groups, layout, 4))
     x = np.abs(np.asarray(x4, np.float64))
     w = np.abs(np.asarray(weight, np.float64))
     if layout == "NHWC":
         x, w = x.transpose(0, 3, 1, 2), w.transpose(3, 2, 0, 1)
     (top, _), (left, _) = padding
     out_h, out_w = out_hw
-    tiles_h, tiles_w = -(-out_h // 4), -(-out_w // 4)
+    tiles_h, tiles_w = -(-out_h // m), -(-out_w // m)
     maxima = np.zeros(x.shape[:2] + (tiles_h, tiles_w))
     for ty, tx in np.ndindex(tiles_h, tiles_w):
-        rows = slice(max(4 * ty - top, 0), max(4 * ty - top + 6, 0))
-        cols = slice(max(4 * tx - left, 0), max(4 * tx - left + 6, 0))
+        rows = slice(max(m * ty - top, 0), max(m * ty - top + m + 2, 0))
+        cols = slice(max(m * tx - left, 0), max(m * tx - left + m + 2, 0))
         maxima[:, :, ty, tx] = x[:, :, rows, cols].max(axis=(2, 3), initial=0)
     taps = w.sum(axis=(2, 3))                                   # (C_out, C_in/g)
     mg, cin_g = taps.shape[0] // groups, taps.shape[1]
@@ -689,7 +693,7 @@ def winograd_bound(x4, weight, padding, out_hw, groups, layout):
     for g in range(groups):
         bound[:, g * mg:(g + 1) * mg] = np.einsum(
             "nctu,oc->notu", maxima[:, g * cin_g:(g + 1) * cin_g], taps[g * mg:(g + 1) * mg])
-    bound = bound.repeat(4, axis=2).repeat(4, axis=3)[:, :, :out_h, :out_w]
+    bound = bound.repeat(m, axis=2).repeat(m, axis=3)[:, :, :out_h, :out_w]
     return bound if layout == "NCHW" else bound.transpose(0, 2, 3, 1)
 
 

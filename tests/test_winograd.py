@@ -68,7 +68,8 @@ from test_conv import (
 
 LAYOUTS = ["NCHW", "NHWC"]
 DTYPES = [np.float32, np.float64]
-M = 4  # fastconv's output tile: F(4×4, 3×3)
+M = 4  # F(4×4, 3×3), the larger of fastconv's output tiles
+TILES = (2, 4)  # the tiles "auto" chooses between (Tuning.winograd_tiles)
 REL = {np.dtype(np.float32): 1e-5, np.dtype(np.float64): 1e-12}
 WINOGRAD = _engine.WINOGRAD
 
@@ -112,10 +113,15 @@ def tile_maxima(x, top, left, out_h, out_w, m=M):
     return maxima
 
 
-def patch_bound(x, w, padding, out_hw, groups=1, bias=None, m=M):
+def patch_bound(x, w, padding, out_hw, groups=1, bias=None, m=None):
     """S of docs/spec.md §5 for conv2d(x, w) at stride 1 (NCHW x, OIHW w, padding
     ((top, bottom), (left, right))), one value per output element (N, C_out, OH, OW);
-    plus |bias[o]| when a bias is given."""
+    plus |bias[o]| when a bias is given. Tiles of m×m outputs; m None: the larger S of the
+    tiles in TILES, either of which the engine may choose (test_each_tile_within_its_bound
+    holds each to its own)."""
+    if m is None:
+        return np.maximum.reduce([patch_bound(x, w, padding, out_hw, groups, bias, tile)
+                                  for tile in TILES])
     (top, _), (left, _) = padding
     out_h, out_w = out_hw
     maxima = tile_maxima(np.asarray(x, np.float64), top, left, out_h, out_w, m)
@@ -170,8 +176,9 @@ def where_worst(y, exact, bound):
             f"S {bound[index]!r}")
 
 
-def assert_forward_within(y, x, w, b, padding, groups, layout, what=""):
-    """y is conv2d(x, w, b) within the §5 bound; returns the ratio to the bound."""
+def assert_forward_within(y, x, w, b, padding, groups, layout, what="", m=None):
+    """y is conv2d(x, w, b) within the §5 bound (of m×m tiles; None: either tile's);
+    returns the ratio to the bound."""
     pad = resolve_padding(padding, (3, 3), 1)
     exact = as_nchw(ref_conv2d(x, w, b, padding=pad, groups=groups, layout=layout), layout)
     y4, exact4 = as_nchw(y, layout), exact
@@ -179,14 +186,14 @@ def assert_forward_within(y, x, w, b, padding, groups, layout, what=""):
     if x4.ndim == 3:
         y4, exact4, x4 = y4[None], exact4[None], x4[None]
     assert y4.shape == exact4.shape, (y4.shape, exact4.shape)
-    bound = patch_bound(x4, as_oihw(w, layout), pad, y4.shape[2:], groups, b)
+    bound = patch_bound(x4, as_oihw(w, layout), pad, y4.shape[2:], groups, b, m)
     ratio = bound_ratio(y4, exact4, bound, np.asarray(y).dtype)
     assert ratio <= 1, f"{what}: {ratio:.3g} × the bound; {where_worst(y4, exact4, bound)}"
     return ratio
 
 
 def assert_input_grad_within(grad_x, g, w, x_shape, padding, groups, layout, bias=None,
-                             what=""):
+                             what="", m=None):
     """grad_x is conv2d's input gradient for output gradient g (+ bias, for
     conv_transpose2d) within the §5 bound of the flipped convolution; returns the ratio."""
     pad = resolve_padding(padding, (3, 3), 1)
@@ -198,7 +205,7 @@ def assert_input_grad_within(grad_x, g, w, x_shape, padding, groups, layout, bia
     if bias is not None:
         exact4 = exact4 + np.asarray(bias, np.float64)[None, :, None, None]
     g_c, w_f, pads = flipped_problem(g4, as_oihw(w, layout), pad, groups)
-    bound = patch_bound(g_c, w_f, pads, exact4.shape[2:], groups, bias)
+    bound = patch_bound(g_c, w_f, pads, exact4.shape[2:], groups, bias, m)
     assert got4.shape == exact4.shape, (got4.shape, exact4.shape)
     ratio = bound_ratio(got4, exact4, bound, np.asarray(grad_x).dtype)
     assert ratio <= 1, f"{what}: {ratio:.3g} × the bound; {where_worst(got4, exact4, bound)}"
@@ -332,6 +339,33 @@ def test_winograd_within_bound(rng, ran, name, layout, dtype):
     assert t.shape == x.shape
     assert_input_grad_within(t, g, w, x.shape, pad, geom.groups, layout, tbias,
                              "conv_transpose2d")
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("m", TILES)
+@pytest.mark.parametrize("name", list(CASES))
+def test_each_tile_within_its_bound(rng, name, m, layout):
+    """With the tile pinned (Tuning.winograd_tiles), forward and input gradient of F(m×m)
+    within the bound of its own m×m tiles, float32; the plan used that tile."""
+    geom = CASES[name]
+    x, w, b = geom.arrays(rng, np.float32, layout)
+    g = random_like_output(rng, geom, layout, np.float32)
+    tiles = []
+    real = _engine.run_forward
+
+    def spy(x4, weight, bias, out4, plan, *args, **kwargs):
+        tiles.append(plan.winograd_m)
+        return real(x4, weight, bias, out4, plan, *args, **kwargs)
+
+    with _tuning.tuned(winograd_tiles=(m,)), pytest.MonkeyPatch.context() as patch:
+        patch.setattr(_engine, "run_forward", spy)
+        y = conv2d(x, w, b, **geom.kwargs, layout=layout, algorithm="winograd")
+        grad = conv2d_backward(g, x, w, **geom.kwargs, layout=layout, algorithm="winograd",
+                               needs_weight_grad=False, needs_bias_grad=False).grad_input
+    assert set(tiles) == {m}
+    assert_forward_within(y, x, w, b, geom.padding, geom.groups, layout, "conv2d", m)
+    assert_input_grad_within(grad, g, w, x.shape, geom.padding, geom.groups, layout,
+                             what="conv2d_backward", m=m)
 
 
 @pytest.mark.parametrize("padding", [0, 1, 2, 3, ((4, 0), (1, 5)), ((0, 3), (2, 1))])
@@ -733,14 +767,15 @@ def blockings(geom, itemsize):
     last block); a budget just above the transformed weight with a fifth of the tiles per
     block (blocks each thread runs alone, where there are enough tiles)."""
     tiles = geom.n * (-(-geom.h // M)) * (-(-geom.w // M))
-    tiny = dict(winograd_block_bytes=1)
+    tiny = dict(winograd_block_bytes=1, winograd_tiles=(M,))
     if hasattr(_tuning.DEFAULT, SHARED_FIELD):
         tiny[SHARED_FIELD] = 1
     weight_bytes = 36 * geom.c_out * geom.c // geom.groups * itemsize
     per_tile = 36 * (geom.c + geom.c_out) * itemsize
-    return [{}, dict(tiny, winograd_min_block_tiles=tiles // 2 + 1),
-            dict(winograd_min_block_tiles=1,
-                 winograd_block_bytes=weight_bytes + (tiles // 5 + 1) * per_tile)]
+    return [dict(winograd_tiles=(M,)), dict(tiny, winograd_min_block_tiles=tiles // 2 + 1),
+            dict(winograd_min_block_tiles=1, winograd_tiles=(M,),
+                 winograd_block_bytes=weight_bytes + (tiles // 5 + 1) * per_tile),
+            dict(winograd_tiles=(2,))]
 
 
 def needs_threads():
@@ -762,7 +797,6 @@ def test_bit_identical_for_1_2_3_threads(rng, case, layout, dtype):
     x, w, b = geom.arrays(rng, dtype, layout)
     g = random_like_output(rng, geom, layout, dtype)
     cgeom = fastconv.ConvGeometry(x.shape, geom.c_out, 3, padding=1, layout=layout)
-    tiles = geom.n * (-(-geom.h // M)) * (-(-geom.w // M))
     seen = set()
     for blocking in blockings(geom, itemsize):
         results, grads = [], []
@@ -771,6 +805,7 @@ def test_bit_identical_for_1_2_3_threads(rng, case, layout, dtype):
                 plan = plan_with(cgeom, itemsize, _engine.FORWARD, _engine.plan_winograd,
                                  algorithm=WINOGRAD, parallel_min_flops=0, **blocking)
                 assert plan.strategy == WINOGRAD and plan.num_threads == n
+                tiles = geom.n * (-(-geom.h // plan.winograd_m)) * (-(-geom.w // plan.winograd_m))
                 blocks = -(-tiles // plan.block_tiles)
                 shared = getattr(plan, "winograd_shared", False) or blocks < n
                 seen.add(("shared" if shared else "own", tiles % plan.block_tiles != 0))
@@ -952,10 +987,11 @@ def test_layer_workspace_counts_transformed_weights(rng):
     layer = fastconv.Conv2D(64, 64, 3, padding=1, algorithm="winograd")
     transformed = 36 * 64 * 64 * 4
     assert layer.workspace_bytes == 0
-    y = layer(x)
-    after_forward = layer.workspace_bytes
-    assert after_forward >= transformed
-    layer.backward(np.ones_like(y))
+    with _tuning.tuned(winograd_tiles=(4,)):
+        y = layer(x)
+        after_forward = layer.workspace_bytes
+        assert after_forward >= transformed
+        layer.backward(np.ones_like(y))
     assert layer.workspace_bytes >= max(after_forward, 2 * transformed)
     gemm = fastconv.Conv2D(64, 64, 3, padding=1, algorithm="gemm")
     gemm(x)
@@ -1266,14 +1302,14 @@ def check_algorithms_run(rng, ran, dtype, auto_answers):
 AUTO_PICKS = {
     ("resnet50.res2.3x3", 1): ("gemm/winograd", "winograd"),  # NCHW's transposes tip it
     ("resnet50.res2.3x3", 8): ("winograd", "winograd"),
-    ("resnet50.res4.3x3", 1): ("gemm", "gemm"),
+    ("resnet50.res4.3x3", 1): ("gemm", "winograd"),
     ("resnet50.res4.3x3", 8): ("winograd", "winograd"),
     ("resnet50.res5.3x3", 1): ("gemm", "gemm"),
     ("resnet50.res5.3x3", 8): ("gemm", "winograd"),
     ("vgg16.conv1_1", 1): ("gemm", "gemm"),  # 3 input channels
     ("vgg16.conv1_1", 8): ("gemm", "gemm"),
     ("vgg16.conv1_2", 1): ("winograd", "winograd"),
-    ("vgg16.conv4_2", 1): ("gemm", "winograd"),
+    ("vgg16.conv4_2", 1): ("winograd", "winograd"),
     ("vgg16.conv4_2", 8): ("winograd", "winograd"),
     ("small.16ch", 1): ("gemm", "gemm"),  # 16 channels: the transforms are not repaid
     ("small.16ch", 8): ("gemm", "gemm"),
@@ -1302,6 +1338,23 @@ def test_auto_rule_on_the_suite(layout):
             assert geom.algorithm(np.float32) == functional, (name, batch, layout)
             assert _engine.choose_algorithm(geom, 4, weight_cached=True) == layer, (
                 name, batch, layout)
+
+
+def test_auto_rule_tiles():
+    """F(2×2) where tiles are few (small images: its GEMMs get 4× the tiles, its weight
+    16 points instead of 36), F(4×4) on large images."""
+    with _tuning.tuned(**ZEN4_CACHES):
+        for name, batch, cached, m in [("resnet50.res4.3x3", 1, True, 2),
+                                       ("resnet50.res5.3x3", 8, False, 2),
+                                       ("vgg16.conv4_2", 1, False, 2),
+                                       ("vgg16.conv4_2", 1, True, 4),
+                                       ("vgg16.conv1_2", 1, False, 4),
+                                       ("resnet50.res2.3x3", 8, False, 4)]:
+            geom = suite_geometry(name, batch, "NHWC")
+            assert _engine.winograd_tile(geom, 4, weight_cached=cached) == m, (name, batch)
+            plan = _engine.choose_plan(geom, 4, _engine.FORWARD, algorithm=WINOGRAD,
+                                       weight_cached=cached)
+            assert plan.winograd_m == m
 
 
 def test_auto_rule_grows_with_the_batch():
