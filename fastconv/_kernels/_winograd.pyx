@@ -34,6 +34,12 @@ from fastconv._kernels._openmp cimport omp_get_thread_num
 cdef extern from "winograd.h" nogil:
     const double* fastconv_winograd_g(long m)
 
+cdef extern from "transpose.h" nogil:
+    void fastconv_transpose_f32(const float* src, long src_stride, float* dst,
+                                long dst_stride, long rows, long cols)
+    void fastconv_transpose_f64(const double* src, long src_stride, double* dst,
+                                long dst_stride, long rows, long cols)
+
 cdef extern from "winograd_transforms.h" nogil:
     void fastconv_wino2_input_f32(const float* const* pixels, float* out, long point_stride,
                                   long channels)
@@ -193,6 +199,16 @@ cdef void weight_chunk(const floating* weight, floating* transformed, Py_ssize_t
 
 
 # ---------------------------------------------------------------- layouts
+cdef inline void transpose(const floating* src, Py_ssize_t src_stride, floating* dst,
+                           Py_ssize_t dst_stride, Py_ssize_t rows,
+                           Py_ssize_t cols) noexcept nogil:
+    """dst[j·dst_stride + i] = src[i·src_stride + j] for i < rows, j < cols."""
+    if floating is float:
+        fastconv_transpose_f32(src, src_stride, dst, dst_stride, rows, cols)
+    else:
+        fastconv_transpose_f64(src, src_stride, dst, dst_stride, rows, cols)
+
+
 cdef void to_channels_last(const floating* x, floating* y, Py_ssize_t batch,
                            Py_ssize_t channels, Py_ssize_t pixels,
                            int num_threads) noexcept nogil:
@@ -200,31 +216,25 @@ cdef void to_channels_last(const floating* x, floating* y, Py_ssize_t batch,
     # By runs of 64 positions: a run's channels-last block (64·C values) stays in cache
     # while its C rows of 64 are read
     cdef Py_ssize_t runs = (pixels + 63) // 64
-    cdef Py_ssize_t row, n, q, c, q0, q1
+    cdef Py_ssize_t row, n, q0
     for row in prange(batch * runs, num_threads=num_threads, schedule="static"):
         n = row // runs
         q0 = row % runs * 64
-        q1 = min(q0 + 64, pixels)
-        for c in range(channels):
-            for q in range(q0, q1):
-                y[(n * pixels + q) * channels + c] = x[(n * channels + c) * pixels + q]
+        transpose(x + n * channels * pixels + q0, pixels, y + (n * pixels + q0) * channels,
+                  channels, channels, min(64, pixels - q0))
 
 
 cdef void to_channels_first(const floating* y, floating* x, Py_ssize_t batch,
                             Py_ssize_t channels, Py_ssize_t pixels,
                             int num_threads) noexcept nogil:
     """x[n, c, q] = y[n, q, c] for the `pixels` positions q of each image."""
-    # By runs of 64 positions, as to_channels_last: each run's channels-last block is read
-    # from cache C times instead of from memory once per few channels
     cdef Py_ssize_t runs = (pixels + 63) // 64
-    cdef Py_ssize_t row, n, q, c, q0, q1
+    cdef Py_ssize_t row, n, q0
     for row in prange(batch * runs, num_threads=num_threads, schedule="static"):
         n = row // runs
         q0 = row % runs * 64
-        q1 = min(q0 + 64, pixels)
-        for c in range(channels):
-            for q in range(q0, q1):
-                x[(n * channels + c) * pixels + q] = y[(n * pixels + q) * channels + c]
+        transpose(y + (n * pixels + q0) * channels, channels, x + n * channels * pixels + q0,
+                  pixels, min(64, pixels - q0), channels)
 
 
 # ---------------------------------------------------------------- tile transforms
