@@ -31,9 +31,6 @@ from fastconv._kernels._blas cimport gemm
 from fastconv._kernels._openmp cimport omp_get_thread_num
 
 
-cdef extern from "winograd.h" nogil:
-    const double* fastconv_winograd_g(long m)
-
 cdef extern from "transpose.h" nogil:
     void fastconv_transpose_f32(const float* src, long src_stride, float* dst,
                                 long dst_stride, long rows, long cols)
@@ -41,6 +38,7 @@ cdef extern from "transpose.h" nogil:
                                 long dst_stride, long rows, long cols)
 
 cdef extern from "winograd_transforms.h" nogil:
+    const double* fastconv_winograd_g(long m)
     void fastconv_wino2_input_f32(const float* const* pixels, float* out, long point_stride,
                                   long channels)
     void fastconv_wino4_input_f32(const float* const* pixels, float* out, long point_stride,

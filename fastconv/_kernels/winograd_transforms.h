@@ -21,6 +21,13 @@ static inline fastconv_wino_f64v fastconv_wino_f64v_load(const double* p) {
 static inline void fastconv_wino_f64v_store(double* p, fastconv_wino_f64v v) { memcpy(p, &v, sizeof v); }
 static inline fastconv_wino_f64v fastconv_wino_f64v_zero(void) { fastconv_wino_f64v v = {0}; return v; }
 
+/* G of F(m×m, 3×3), row-major (m + 2) × 3: U = G g Gᵀ. */
+static const double fastconv_winograd_g2[12] = {1.0, 0.0, 0.0, 0.5, 0.5, 0.5, 0.5, -0.5, 0.5, 0.0, 0.0, 1.0};
+static const double fastconv_winograd_g4[18] = {0.25, 0.0, 0.0, -0.16666666666666666, -0.16666666666666666, -0.16666666666666666, -0.16666666666666666, 0.16666666666666666, -0.16666666666666666, 0.041666666666666664, 0.08333333333333333, 0.16666666666666666, 0.041666666666666664, -0.08333333333333333, 0.16666666666666666, 0.0, 0.0, 1.0};
+static inline const double* fastconv_winograd_g(long m) {
+    return m == 2 ? fastconv_winograd_g2 : m == 4 ? fastconv_winograd_g4 : 0;
+}
+
 /* (Bᵀ d B) of one 4×4 input tile of F(2×2, 3×3), channel by channel (see the file's comment). */
 static inline void fastconv_wino2_input_f32(const float* const* pixels, float* out,
         long point_stride, long channels) {
