@@ -46,10 +46,10 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, l
     out : ndarray, optional
         C-contiguous buffer of the result's shape and dtype, not overlapping an input.
     algorithm : {"auto", "gemm", "winograd"}
-        "winograd": Winograd's F(4×4, 3×3) (3×3 kernels, stride 1, dilation 1, not
-        depthwise); "gemm": im2col or direct loops and GEMMs; "auto" (default): Winograd
-        where a rule over shapes, dtype and CPU says it is faster
-        (:meth:`ConvGeometry.algorithm` tells before any work).
+        "winograd": Winograd's F(2×2, 3×3) or F(4×4, 3×3), the tile chosen per geometry
+        (3×3 kernels, stride 1, dilation 1, not depthwise); "gemm": im2col or direct
+        loops and GEMMs; "auto" (default): Winograd where a rule over shapes, dtype and
+        CPU says it is faster (:meth:`ConvGeometry.algorithm` tells before any work).
 
     Returns
     -------

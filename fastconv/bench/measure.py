@@ -5,7 +5,9 @@ seconds) are timed once, by their first call, instead of sampled. In the convolu
 sections NumPy's matmuls and the GEMM ceiling run multithreaded BLAS, whose idle workers
 spin for ~0.1 s after each call and would steal cores from the next timing: there fastconv
 and torch are sampled round-robin first, then NumPy, then the ceiling, each phase once the
-previous one's threads are idle.
+previous one's threads are idle. On Winograd-eligible layers the conv sections also pass
+fastconv with each ``algorithm=`` forced (:mod:`fastconv.bench.algorithms`): those calls
+join fastconv and torch's round-robin and are checked against NumPy like fastconv.
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from fastconv.bench.algorithms import ALGORITHMS
 from fastconv.bench.timing import best_times, settle, timed_call
 
 __all__ = ["Row", "close_result", "measure_row"]
@@ -23,7 +26,9 @@ class Row:
     """One line of the table: one operator on one case, times in seconds (None: not run).
 
     A row's rate is GFLOP/s when it has `flops` (the convolution sections), else GB/s of
-    `nbytes` (the data-movement sections); the other rate is None.
+    `nbytes` (the data-movement sections); the other rate is None. `fastconv_s` is
+    fastconv as users call it (``algorithm="auto"`` in the convolution sections);
+    `algorithm_s` holds its times with each algorithm forced, on Winograd-eligible layers.
     """
 
     op: str
@@ -38,6 +43,10 @@ class Row:
     flops: int | None = None       # floating-point operations of one call (GFLOP/s)
     gemm_s: float | None = None    # the bare-GEMM ceiling of the same work
     extra: dict = field(default_factory=dict)  # section-specific JSON fields
+    # {"gemm": s, "winograd": s}: algorithm= forced (empty: not Winograd-eligible, or not a
+    # convolution); not to be confused with gemm_s, the bare-GEMM ceiling
+    algorithm_s: dict = field(default_factory=dict)
+    auto_algorithm: str | None = None  # what fastconv_s ran, "gemm" or "winograd"
 
     @property
     def unit(self):
@@ -65,10 +74,26 @@ class Row:
     def speedup_torch(self):
         return None if self.torch_s is None else self.torch_s / self.fastconv_s
 
+    def algorithm_speedup_torch(self, algorithm):
+        """Torch time / fastconv's time with `algorithm` forced (None: not measured)."""
+        seconds = self.algorithm_s.get(algorithm)
+        return None if self.torch_s is None or seconds is None else self.torch_s / seconds
+
+    @property
+    def winograd_vs_gemm(self):
+        """``algorithm="gemm"`` time / ``algorithm="winograd"`` time (> 1: Winograd faster;
+        None: not Winograd-eligible)."""
+        gemm, winograd = self.algorithm_s.get("gemm"), self.algorithm_s.get("winograd")
+        return None if gemm is None or winograd is None else gemm / winograd
+
     def as_dict(self):
         """JSON-ready: times in milliseconds, None where an implementation did not run."""
         def ms(seconds):
             return None if seconds is None else seconds * 1e3
+        forced = {}
+        for name in ALGORITHMS:
+            forced[f"algorithm_{name}_ms"] = ms(self.algorithm_s.get(name))
+            forced[f"algorithm_{name}_speedup_torch"] = self.algorithm_speedup_torch(name)
         return {
             "op": self.op, "layer": self.layer, "batch": self.batch, "shape": list(self.shape),
             "column_bytes": self.nbytes, "fastconv_ms": ms(self.fastconv_s), "gbps": self.gbps,
@@ -76,7 +101,8 @@ class Row:
             "numpy_ms": ms(self.numpy_s), "torch_ms": ms(self.torch_s),
             "gemm_ms": ms(self.gemm_s), "gemm_efficiency": self.gemm_efficiency,
             "speedup_numpy": self.speedup_numpy, "speedup_torch": self.speedup_torch,
-            "matches_numpy": self.matches_numpy, **self.extra,
+            "matches_numpy": self.matches_numpy, "auto_algorithm": self.auto_algorithm,
+            **forced, "winograd_vs_gemm": self.winograd_vs_gemm, **self.extra,
         }
 
 
@@ -110,7 +136,7 @@ def _copy(result):
 
 
 def measure_row(op, case, config, nbytes, fastconv_fn, numpy_fn, torch_fn, exact=False, *,
-                same=None, flops=None, gemm_fn=None, blas=False):
+                same=None, flops=None, gemm_fn=None, blas=False, algorithm_fns=None):
     """Time the implementations of one case and check fastconv against NumPy once.
 
     The checking calls are the warm-up calls of fastconv and NumPy. `same(result, expected)`
@@ -123,12 +149,20 @@ def measure_row(op, case, config, nbytes, fastconv_fn, numpy_fn, torch_fn, exact
     for ~0.1 s) they are timed in phases: fastconv and torch round-robin, then NumPy, then
     the ceiling, each phase once the threads of the previous one are idle
     (:func:`~fastconv.bench.timing.settle`).
+
+    `algorithm_fns` ({"gemm": fn, "winograd": fn} on Winograd-eligible layers) are fastconv
+    with each algorithm forced: sampled round-robin with fastconv and torch, each first
+    call checked against NumPy too (``matches_numpy`` holds only if every fastconv call
+    matched), their times in the row's ``algorithm_s``.
     """
     timing = config.timing
     fns = {"fastconv": fastconv_fn, "numpy": numpy_fn}
     for name, fn in (("torch", torch_fn), ("gemm", gemm_fn)):
         if fn is not None:
             fns[name] = fn
+    # Keyed apart from "gemm", the ceiling.
+    forced = {f"algorithm={name}": fn for name, fn in (algorithm_fns or {}).items()}
+    fns.update(forced)
     first, seconds = {}, {}
 
     def warm_up(names):
@@ -145,17 +179,22 @@ def measure_row(op, case, config, nbytes, fastconv_fn, numpy_fn, torch_fn, exact
             seconds.update(zip(rest, best_times([fns[name] for name in rest], timing,
                                                 [first[name] for name in rest])))
 
-    own = [name for name in ("fastconv", "torch") if name in fns]
+    own = [name for name in ("fastconv", "torch", *forced) if name in fns]
     result, first["fastconv"] = timed_call(fastconv_fn)
     if blas:
         result = _copy(result)  # the samples reuse fastconv's out= buffer
+    results = [result]
+    for name in forced:  # their checking calls, kept until NumPy's result is there
+        forced_result, first[name] = timed_call(fns[name])
+        results.append(_copy(forced_result))
+    if blas:
         warm_up(own)
         settle(blas)  # the previous case's BLAS threads, spinning through the warm-ups
         sample(own)
     expected, first["numpy"] = timed_call(numpy_fn)
-    matches = (same(result, expected) if same is not None
-               else _same_result(result, expected, exact))
-    del result, expected
+    matches = all(same(got, expected) if same is not None
+                  else _same_result(got, expected, exact) for got in results)
+    del result, results, expected
     if not blas:
         names = ["fastconv", "numpy"] + own[1:]
         warm_up(names)
@@ -171,4 +210,5 @@ def measure_row(op, case, config, nbytes, fastconv_fn, numpy_fn, torch_fn, exact
         op=op, layer=case.layer.name, batch=case.batch, shape=case.image_shape(config.layout),
         nbytes=nbytes, fastconv_s=seconds["fastconv"], numpy_s=seconds.get("numpy"),
         torch_s=seconds.get("torch"), matches_numpy=matches, flops=flops,
-        gemm_s=seconds.get("gemm"))
+        gemm_s=seconds.get("gemm"),
+        algorithm_s={name: seconds[f"algorithm={name}"] for name in algorithm_fns or {}})

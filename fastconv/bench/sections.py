@@ -8,16 +8,21 @@ table, so adding a section is writing two functions and one entry in :data:`SECT
 For each case fastconv (with a preallocated ``out=`` where it has one) is timed against
 its NumPy baseline and, when torch is installed, against torch
 (:mod:`fastconv.bench.baselines`); the ``conv2d`` section also times the GEMM ceiling
-(:mod:`fastconv.bench.ceiling`).
+(:mod:`fastconv.bench.ceiling`). fastconv is called as users call it, ``algorithm="auto"``;
+on Winograd-eligible layers the ``conv2d``, ``conv2d_backward`` and ``layer`` sections also
+time it with ``algorithm="gemm"`` and ``algorithm="winograd"`` forced
+(:mod:`fastconv.bench.algorithms`), in the same round-robin as fastconv and torch.
 """
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 
 import fastconv
+from fastconv.bench.algorithms import eligible_algorithms, forward_algorithm, input_grad_algorithm
 from fastconv.bench.baselines import (
     as_nchw,
     numpy_col2im,
@@ -102,7 +107,8 @@ def conv_inputs(config, geom):
 
 def bench_conv2d(case, config):
     """fastconv.conv2d (out=, with bias) vs :func:`numpy_conv2d` vs
-    torch.nn.functional.conv2d, plus the :func:`gemm_ceiling` of the same GEMMs."""
+    torch.nn.functional.conv2d, plus the :func:`gemm_ceiling` of the same GEMMs; on
+    Winograd-eligible layers also conv2d with algorithm="gemm" and "winograd" forced."""
     layout, args = config.layout, case.conv_args()
     geom = case.geometry(layout)
     x, weight, bias, tensors = conv_inputs(config, geom)
@@ -112,18 +118,28 @@ def bench_conv2d(case, config):
         conv2d = config.torch.nn.functional.conv2d
         x_t, weight_t, bias_t = tensors
         torch_fn = lambda: conv2d(x_t, weight_t, bias_t, **args)  # noqa: E731
-    return measure_row(
+    # Each forced algorithm writes its own buffer: its first result is checked after the
+    # others ran.
+    forced = {name: partial(fastconv.conv2d, x, weight, bias, layout=layout,
+                            out=np.empty_like(out), algorithm=name, **args)
+              for name in eligible_algorithms(geom)}
+    row = measure_row(
         "conv2d", case, config, geom.column_bytes(config.dtype),
         lambda: fastconv.conv2d(x, weight, bias, layout=layout, out=out, **args),
         lambda: numpy_conv2d(x, weight, bias, layout=layout, **args),
         torch_fn, same=close_result, flops=geom.flops, blas=True,
-        gemm_fn=gemm_ceiling(geom, config.dtype, config.threads, config.seed))
+        gemm_fn=gemm_ceiling(geom, config.dtype, config.threads, config.seed),
+        algorithm_fns=forced)
+    row.auto_algorithm = forward_algorithm(geom, config.dtype)
+    return row
 
 
 def bench_conv2d_backward(case, config):
     """fastconv.conv2d_backward (all three gradients) vs :func:`numpy_conv2d_backward` vs
     torch's convolution_backward. FLOPs: twice the forward's (input and weight gradients;
-    the bias gradient's sum is not counted)."""
+    the bias gradient's sum is not counted). On Winograd-eligible layers also with
+    algorithm="gemm" and "winograd" forced (it chooses how the input gradient runs; the
+    weight gradient is GEMM either way)."""
     layout, args = config.layout, case.conv_args()
     geom = case.geometry(layout)
     x, weight, bias, tensors = conv_inputs(config, geom)
@@ -132,22 +148,41 @@ def bench_conv2d_backward(case, config):
     if tensors is not None:
         grad_t = config.torch.from_numpy(as_nchw(grad, layout))
         torch_fn = torch_conv2d_backward(config.torch, grad_t, *tensors, args)
-    return measure_row(
+    forced = {name: partial(fastconv.conv2d_backward, grad, x, weight, layout=layout,
+                            algorithm=name, **args)
+              for name in eligible_algorithms(geom)}
+    row = measure_row(
         "conv2d_backward", case, config, geom.column_bytes(config.dtype),
         lambda: fastconv.conv2d_backward(grad, x, weight, layout=layout, **args),
         lambda: numpy_conv2d_backward(grad, x, weight, layout=layout, **args),
-        torch_fn, same=close_result, flops=2 * geom.flops, blas=True)
+        torch_fn, same=close_result, flops=2 * geom.flops, blas=True, algorithm_fns=forced)
+    row.auto_algorithm = input_grad_algorithm(geom, config.dtype)
+    return row
 
 
 def bench_layer(case, config):
     """fastconv.Conv2D steady-state forward (out=; the checking call is the warm-up that
     plans and allocates the workspace) vs :func:`numpy_conv2d` with the layer's weights vs
-    torch.nn.Conv2d under torch.no_grad()."""
+    torch.nn.Conv2d under torch.no_grad(). On Winograd-eligible layers also Conv2D layers
+    made with algorithm="gemm" and "winograd" (same weights; a Winograd layer keeps its
+    transformed weight between calls)."""
     layout, layer = config.layout, case.layer
     geom = case.geometry(layout)
-    conv = fastconv.Conv2D(layer.in_channels, layer.out_channels, layer.kernel,
-                           stride=layer.stride, padding=layer.padding, groups=layer.groups,
-                           layout=layout, dtype=config.dtype, seed=config.seed)
+
+    def make_layer(algorithm):
+        return fastconv.Conv2D(layer.in_channels, layer.out_channels, layer.kernel,
+                               stride=layer.stride, padding=layer.padding,
+                               groups=layer.groups, layout=layout, dtype=config.dtype,
+                               seed=config.seed, algorithm=algorithm)
+
+    conv = make_layer("auto")
+    forced = {}
+    for name in eligible_algorithms(geom):
+        forced_conv = make_layer(name)
+        np.copyto(forced_conv.weight, conv.weight)
+        np.copyto(forced_conv.bias, conv.bias)
+        forced[name] = partial(forced_conv.forward, out=np.empty(geom.output_shape,
+                                                                 dtype=config.dtype))
     x = config.random(geom.input_shape)
     out = np.empty(geom.output_shape, dtype=config.dtype)
     torch_fn = None
@@ -166,11 +201,14 @@ def bench_layer(case, config):
             with torch.no_grad():
                 return module(x_t)
     args = case.conv_args()
-    return measure_row(
+    row = measure_row(
         "layer", case, config, geom.column_bytes(config.dtype),
         lambda: conv.forward(x, out=out),
         lambda: numpy_conv2d(x, conv.weight, conv.bias, layout=layout, **args),
-        torch_fn, same=close_result, flops=geom.flops, blas=True)
+        torch_fn, same=close_result, flops=geom.flops, blas=True,
+        algorithm_fns={name: partial(forward, x) for name, forward in forced.items()})
+    row.auto_algorithm = conv.algorithm  # what its last forward ran
+    return row
 
 
 def rmac_cases(config):
@@ -257,13 +295,15 @@ SECTIONS = {section.name: section for section in (
             "fastconv.col2im vs NumPy strided adds vs torch fold", "fold"),
     Section("conv2d", suite_cases, bench_conv2d,
             "fastconv.conv2d vs NumPy as_strided im2col + matmul vs torch conv2d, "
-            "and the bare-GEMM ceiling", "conv2d"),
+            "and the bare-GEMM ceiling; algorithm='gemm' and 'winograd' on 3x3 stride-1 "
+            "layers", "conv2d"),
     Section("conv2d_backward", suite_cases, bench_conv2d_backward,
             "fastconv.conv2d_backward vs NumPy matmuls + col2im vs torch "
-            "convolution_backward", "convolution_backward"),
+            "convolution_backward; algorithm='gemm' and 'winograd' on 3x3 stride-1 layers",
+            "convolution_backward"),
     Section("layer", suite_cases, bench_layer,
-            "fastconv.Conv2D forward (steady state) vs torch.nn.Conv2d (no_grad)",
-            "nn.Conv2d"),
+            "fastconv.Conv2D forward (steady state) vs torch.nn.Conv2d (no_grad); "
+            "algorithm='gemm' and 'winograd' on 3x3 stride-1 layers", "nn.Conv2d"),
     Section("space_to_batch", space_to_batch_cases, bench_space_to_batch,
             "fastconv.space_to_batch (block 2) of each layer's input vs NumPy pad + transpose "
             "vs torch pad + permute, and numpy.copyto of the same bytes", "pad+permute"),
