@@ -4,6 +4,9 @@ Shapes come from the layer suite ``fastconv/data/layers.json`` (ResNet-50, VGG-1
 MobileNet layers) or the user's ``--conv`` layers. For each case fastconv (with a
 preallocated ``out=`` where it has one) is timed against a plain NumPy baseline and, when
 torch is installed, against torch; ``--compare`` instead checks the performance targets.
+fastconv runs with ``algorithm="auto"``; on Winograd-eligible layers (3×3, stride 1,
+dilation 1, not depthwise) the convolutions are also timed with ``algorithm="gemm"`` and
+``algorithm="winograd"`` forced, shown side by side in a second table.
 
 Modules, from the bottom up:
 
@@ -12,6 +15,7 @@ Modules, from the bottom up:
   threads, the thread limits of a run;
 * :mod:`~fastconv.bench.baselines` — the NumPy and torch peers;
   :mod:`~fastconv.bench.ceiling` — the bare-GEMM ceiling;
+  :mod:`~fastconv.bench.algorithms` — which ``algorithm=`` values a layer is timed with;
 * :mod:`~fastconv.bench.measure` — one case timed and checked, as a table row;
 * :mod:`~fastconv.bench.sections` — the sections and the run over them;
   :mod:`~fastconv.bench.config` — what a run measures;

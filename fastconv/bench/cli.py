@@ -40,8 +40,18 @@ def _conv_argument(text):
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
+# What ``bench --help`` says below the options about the algorithm= tables.
+EPILOG = ("fastconv's columns are algorithm='auto', what users get. On Winograd-eligible "
+          "layers (3x3, stride 1, dilation 1, not depthwise) the conv2d, conv2d_backward "
+          "and layer sections, and --compare, also time algorithm='gemm' and 'winograd', "
+          "round-robin with 'auto' and torch, and print them side by side with their "
+          "ratios in a second table (JSON: the algorithm_* and winograd_vs_gemm keys).")
+
+
 def add_arguments(parser):
-    """Add the ``bench`` options to an argparse parser."""
+    """Add the ``bench`` options to an argparse parser, and its epilog on the algorithm=
+    tables."""
+    parser.epilog = EPILOG
     parser.add_argument("--layers", nargs="+", metavar="NAME",
                         help="layers of fastconv/data/layers.json to run (names or globs "
                              "such as 'resnet50.*'; default: all)")
@@ -78,7 +88,8 @@ def add_arguments(parser):
                         help="the performance targets instead of the sections: conv2d "
                              "forward and backward vs torch (NumPy without torch), GEMM "
                              "efficiency and 1->N thread speed-up per layer, batches 1 and "
-                             "8, both layouts, then each target checked")
+                             "8, both layouts, algorithm='gemm' and 'winograd' side by side "
+                             "on the Winograd-eligible layers, then each target checked")
 
 
 def check_output_targets(args, parser):

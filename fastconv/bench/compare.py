@@ -10,6 +10,12 @@ process run:
   ``convolution_backward`` (the kernel autograd runs);
 * ``1→N thr``: fastconv's forward time on one thread ÷ its time on the configured threads.
 
+fastconv runs as users call it, ``algorithm="auto"``. On the Winograd-eligible rows (3×3,
+stride 1, dilation 1, not depthwise; :mod:`fastconv.bench.algorithms`) the forward and the
+backward pass are also timed with ``algorithm="gemm"`` and ``algorithm="winograd"`` forced,
+in the same round-robin, and shown in a second table: each against the peer, and Winograd
+against the GEMM path. They are information; the targets judge ``"auto"``.
+
 Without torch the peer is the NumPy baseline of :mod:`fastconv.bench.baselines`
 (``as_strided`` im2col + matmul; it is slow, so a call over a second is timed once) and the
 ratios say ``vs NumPy``. Below the table, each target of the performance issue is checked:
@@ -29,11 +35,18 @@ Used from Python::
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 
 import fastconv
+from fastconv.bench.algorithms import (
+    ALGORITHMS,
+    eligible_algorithms,
+    forward_algorithm,
+    input_grad_algorithm,
+)
 from fastconv.bench.baselines import (
     as_nchw,
     numpy_conv2d,
@@ -48,7 +61,10 @@ from fastconv.bench.sections import conv_inputs
 from fastconv.bench.timing import best_time, best_times, settle, thread_limits, timed_call
 
 __all__ = ["CompareRow", "TARGETS", "make_compare_config", "measure_case", "measure", "run",
-           "check_targets", "format_report", "to_json"]
+           "check_targets", "algorithm_summary", "format_report", "to_json"]
+
+# The two passes of a row, as the algorithm= table and the JSON name them.
+PASSES = ("forward", "backward")
 
 
 @dataclass(frozen=True)
@@ -81,6 +97,29 @@ class CompareRow:
     peer_forward_s: float | None
     peer_backward_s: float | None
     gemm_s: float | None
+    # algorithm= forced on Winograd-eligible rows, {"gemm": s, "winograd": s} (else empty);
+    # gemm_s above is the bare-GEMM ceiling, not algorithm="gemm"
+    algorithm_forward_s: dict = field(default_factory=dict)
+    algorithm_backward_s: dict = field(default_factory=dict)
+    auto_forward: str | None = None   # what forward_s ran, "gemm" or "winograd"
+    auto_backward: str | None = None  # what backward_s ran the input gradient on
+
+    def pass_times(self, pass_):
+        """(fastconv "auto", peer, {algorithm: forced}) seconds of "forward" or "backward"."""
+        if pass_ == "forward":
+            return self.forward_s, self.peer_forward_s, self.algorithm_forward_s
+        return self.backward_s, self.peer_backward_s, self.algorithm_backward_s
+
+    def algorithm_ratio(self, algorithm, pass_="forward"):
+        """Peer time ÷ fastconv's time with `algorithm` forced (None: not measured)."""
+        _, peer, forced = self.pass_times(pass_)
+        return _ratio(peer, forced.get(algorithm))
+
+    def winograd_vs_gemm(self, pass_="forward"):
+        """``algorithm="gemm"`` time ÷ ``algorithm="winograd"`` time (> 1: Winograd
+        faster; None: not Winograd-eligible)."""
+        _, _, forced = self.pass_times(pass_)
+        return _ratio(forced.get("gemm"), forced.get("winograd"))
 
     @property
     def forward_ratio(self):
@@ -115,7 +154,21 @@ class CompareRow:
                 "peer_backward_ms": ms(self.peer_backward_s), "gemm_ms": ms(self.gemm_s),
                 "forward_ratio": self.forward_ratio, "backward_ratio": self.backward_ratio,
                 "gemm_efficiency": self.gemm_efficiency,
-                "thread_speedup": self.thread_speedup}
+                "thread_speedup": self.thread_speedup,
+                "auto_forward_algorithm": self.auto_forward,
+                "auto_backward_algorithm": self.auto_backward,
+                **self._algorithm_dict(ms)}
+
+    def _algorithm_dict(self, ms):
+        """The algorithm= keys of :meth:`as_dict` (None where not Winograd-eligible)."""
+        result = {}
+        for pass_ in PASSES:
+            _, _, forced = self.pass_times(pass_)
+            for name in ALGORITHMS:
+                result[f"algorithm_{name}_{pass_}_ms"] = ms(forced.get(name))
+                result[f"algorithm_{name}_{pass_}_ratio"] = self.algorithm_ratio(name, pass_)
+            result[f"winograd_vs_gemm_{pass_}"] = self.winograd_vs_gemm(pass_)
+        return result
 
 
 def _ratio(numerator, denominator):
@@ -167,12 +220,18 @@ def measure_case(case, config):
 
     peer_forward, peer_backward = _peer_functions(case, config, x, weight, bias, grad,
                                                   tensors)
+    # algorithm= forced, each forward into its own buffer (Winograd-eligible rows only).
+    algorithms = eligible_algorithms(geom)
+    forced = ([partial(fastconv.conv2d, x, weight, bias, layout=layout,
+                       out=np.empty_like(out), algorithm=name, **args) for name in algorithms]
+              + [partial(fastconv.conv2d_backward, grad, x, weight, layout=layout,
+                         algorithm=name, **args) for name in algorithms])
     if tensors is not None:
         # fastconv and torch round-robin: a burst of load hits both alike.
-        forward_s, peer_forward_s, backward_s, peer_backward_s = best_times(
-            [forward, peer_forward, backward, peer_backward], timing)
+        forward_s, peer_forward_s, backward_s, peer_backward_s, *forced_s = best_times(
+            [forward, peer_forward, backward, peer_backward, *forced], timing)
     else:
-        forward_s, backward_s = best_times([forward, backward], timing)
+        forward_s, backward_s, *forced_s = best_times([forward, backward, *forced], timing)
         peer_forward_s = _time_numpy(peer_forward, timing)
         peer_backward_s = _time_numpy(peer_backward, timing)
     forward_1thread_s = best_time(forward_1thread, timing)
@@ -183,7 +242,11 @@ def measure_case(case, config):
                       groups=case.layer.groups, flops=geom.flops, forward_s=forward_s,
                       backward_s=backward_s, forward_1thread_s=forward_1thread_s,
                       peer_forward_s=peer_forward_s, peer_backward_s=peer_backward_s,
-                      gemm_s=gemm_s)
+                      gemm_s=gemm_s,
+                      algorithm_forward_s=dict(zip(algorithms, forced_s[:len(algorithms)])),
+                      algorithm_backward_s=dict(zip(algorithms, forced_s[len(algorithms):])),
+                      auto_forward=forward_algorithm(geom, config.dtype),
+                      auto_backward=input_grad_algorithm(geom, config.dtype))
 
 
 def _time_numpy(fn, timing):
@@ -282,8 +345,65 @@ def _cells(row):
             ratio(row.backward_ratio), ms(row.forward_1thread_s), ratio(row.thread_speedup))
 
 
+# The algorithm= table: two lines (fwd, bwd) per Winograd-eligible row, indented so that
+# the lines of the table above stay the only ones that start with a layer name.
+ALGORITHM_COLUMNS = ("layer", "batch", "layout", "pass", "auto", "auto ms", "gemm ms",
+                     "winograd ms", "peer ms", "gemm ratio", "winograd ratio",
+                     "winograd vs gemm")
+_PASS_LABELS = {"forward": "fwd", "backward": "bwd"}
+
+
+def _algorithm_cells(row, pass_):
+    ms, ratio = format_ms, format_ratio
+    auto_s, peer_s, forced = row.pass_times(pass_)
+    auto = row.auto_forward if pass_ == "forward" else row.auto_backward
+    return (row.layer, str(row.batch), row.layout, _PASS_LABELS[pass_], auto or "-",
+            ms(auto_s), ms(forced.get("gemm")), ms(forced.get("winograd")), ms(peer_s),
+            ratio(row.algorithm_ratio("gemm", pass_)),
+            ratio(row.algorithm_ratio("winograd", pass_)), ratio(row.winograd_vs_gemm(pass_)))
+
+
+def algorithm_summary(rows):
+    """Geometric means over the Winograd-eligible rows, per pass:
+    {"forward": {"gemm_ratio": x, "winograd_ratio": x, "winograd_vs_gemm": x},
+    "backward": {...}}; None when no row is eligible."""
+    eligible = [row for row in rows if row.algorithm_forward_s]
+    if not eligible:
+        return None
+    return {pass_: {**{f"{name}_ratio": geometric_mean([row.algorithm_ratio(name, pass_)
+                                                         for row in eligible])
+                       for name in ALGORITHMS},
+                    "winograd_vs_gemm": geometric_mean([row.winograd_vs_gemm(pass_)
+                                                        for row in eligible])}
+            for pass_ in PASSES}
+
+
+def _algorithm_lines(rows):
+    """The algorithm= table and its geometric means (none without eligible rows)."""
+    means = algorithm_summary(rows)
+    if means is None:
+        return []
+    lines = ["", "algorithm= on the Winograd-eligible rows (3x3, stride 1, dilation 1, not "
+             "depthwise), timed round-robin with the rows above: auto = what fwd ms / bwd ms "
+             "(algorithm='auto') ran, for bwd its input gradient; gemm / winograd = that "
+             "algorithm forced; ratios = peer ms / its ms; winograd vs gemm = gemm ms / "
+             "winograd ms."]
+    cells = [_algorithm_cells(row, pass_) for row in rows if row.algorithm_forward_s
+             for pass_ in PASSES]
+    lines += ["  " + line for line in table_lines(ALGORITHM_COLUMNS, cells,
+                                                   {"layer", "pass", "auto"})]
+    lines.append("")
+    lines.append("algorithm= geometric means: " + "; ".join(
+        f"{_PASS_LABELS[pass_]} gemm ratio {format_ratio(pass_means['gemm_ratio'])}, winograd "
+        f"ratio {format_ratio(pass_means['winograd_ratio'])}, winograd vs gemm "
+        f"{format_ratio(pass_means['winograd_vs_gemm'])}"
+        for pass_, pass_means in means.items()))
+    return lines
+
+
 def format_report(rows, configs):
-    """The table, then one line per target with its measured value and ok / MISS."""
+    """The table, the algorithm= table of the Winograd-eligible rows, then one line per
+    target with its measured value and ok / MISS."""
     config = configs[0]
     torch = config.torch
     peer = (f"torch {torch.__version__} conv2d / convolution_backward, NCHW"
@@ -296,6 +416,7 @@ def format_report(rows, configs):
         "1 thread / on N.",
     ]
     lines = header + [""] + table_lines(COLUMNS, [_cells(row) for row in rows], {"layer"})
+    lines += _algorithm_lines(rows)
     lines += ["", "targets:"]
     for check in check_targets(rows, config.threads):
         value = "-" if check.value is None else f"{check.value:.2f}"
@@ -307,12 +428,15 @@ def format_report(rows, configs):
 
 
 def to_json(rows, configs):
+    """The ``--json`` document: settings, rows, the algorithm= geometric means (None
+    without Winograd-eligible rows) and the targets."""
     config = configs[0]
     return {
         "threads": config.threads, "dtype": str(config.dtype),
         "layouts": [c.layout for c in configs],
         "torch": None if config.torch is None else config.torch.__version__,
         "rows": [row.as_dict() for row in rows],
+        "algorithm_summary": algorithm_summary(rows),
         "targets": [{"name": c.name, "value": c.value, "threshold": c.threshold,
                      "holds": c.holds, "detail": c.detail}
                     for c in check_targets(rows, config.threads)],

@@ -5,6 +5,11 @@ Rates: the data-movement sections (im2col, col2im) report GB/s of the column mat
 convolution sections report GFLOP/s (``ConvGeometry.flops``, twice that for the backward
 pass, which computes the input and the weight gradients). ``GEMM eff`` = ceiling time /
 fastconv time (:mod:`fastconv.bench.ceiling`).
+
+fastconv's column is ``algorithm="auto"``. Below the table, the Winograd-eligible rows of
+the convolution sections get a second, indented table: ``auto`` (what it ran),
+``algorithm="gemm"``, ``algorithm="winograd"`` and torch side by side, with their ratios
+(:mod:`fastconv.bench.algorithms`).
 """
 from __future__ import annotations
 
@@ -13,11 +18,13 @@ import math
 import numpy as np
 
 import fastconv
+from fastconv.bench.algorithms import ALGORITHMS
 from fastconv.bench.sections import SECTIONS
 from fastconv.bench.timing import load_average
 
 __all__ = ["geometric_mean", "summary", "format_ms", "format_ratio", "plural",
-           "table_lines", "COLUMNS", "format_table", "to_json"]
+           "table_lines", "COLUMNS", "ALGORITHM_COLUMNS", "algorithm_lines", "format_table",
+           "to_json"]
 
 
 def geometric_mean(values):
@@ -30,13 +37,19 @@ def geometric_mean(values):
 
 def summary(rows):
     """Geometric means per operator:
-    {op: {"vs_numpy": x, "vs_torch": x, "gemm_efficiency": x}} (None where not measured)."""
+    {op: {"vs_numpy": x, "vs_torch": x, "gemm_efficiency": x, "winograd_vs_gemm": x,
+    "algorithm_gemm_vs_torch": x, "algorithm_winograd_vs_torch": x}} (None where not
+    measured; the last three over the Winograd-eligible rows)."""
     result = {}
     for op in dict.fromkeys(row.op for row in rows):
         mine = [row for row in rows if row.op == op]
         result[op] = {"vs_numpy": geometric_mean([r.speedup_numpy for r in mine]),
                       "vs_torch": geometric_mean([r.speedup_torch for r in mine]),
-                      "gemm_efficiency": geometric_mean([r.gemm_efficiency for r in mine])}
+                      "gemm_efficiency": geometric_mean([r.gemm_efficiency for r in mine]),
+                      "winograd_vs_gemm": geometric_mean([r.winograd_vs_gemm for r in mine])}
+        for name in ALGORITHMS:
+            result[op][f"algorithm_{name}_vs_torch"] = geometric_mean(
+                [r.algorithm_speedup_torch(name) for r in mine])
     return result
 
 
@@ -95,6 +108,45 @@ def _cells(row):
 
 _CONV_SECTIONS = ("conv2d", "conv2d_backward", "layer")
 
+# The algorithm= table below the main one, one line per Winograd-eligible row.
+ALGORITHM_COLUMNS = ("operator", "layer", "batch", "auto", "auto ms", "gemm ms",
+                     "winograd ms", "torch ms", "gemm vs torch", "winograd vs torch",
+                     "winograd vs gemm")
+# Indented, so the lines of the table above stay the only ones that start with an operator.
+_INDENT = "  "
+
+
+def _algorithm_cells(row):
+    return (row.op, row.layer, str(row.batch), row.auto_algorithm or "-",
+            format_ms(row.fastconv_s), format_ms(row.algorithm_s.get("gemm")),
+            format_ms(row.algorithm_s.get("winograd")), format_ms(row.torch_s),
+            _times(row.algorithm_speedup_torch("gemm")),
+            _times(row.algorithm_speedup_torch("winograd")), _times(row.winograd_vs_gemm))
+
+
+def algorithm_lines(rows):
+    """The ``algorithm=`` table of the Winograd-eligible rows and its geometric means (no
+    lines when no row has forced-algorithm times)."""
+    eligible = [row for row in rows if row.algorithm_s]
+    if not eligible:
+        return []
+    lines = [
+        "algorithm= on the Winograd-eligible layers (3x3, stride 1, dilation 1, not "
+        "depthwise), timed round-robin with fastconv and torch above:",
+        "auto = what algorithm='auto' (the fastconv column above) ran, for conv2d_backward "
+        "its input gradient; gemm / winograd = that algorithm forced (layer: a Conv2D made "
+        "with it); vs torch = torch ms / its ms; winograd vs gemm = gemm ms / winograd ms.",
+    ]
+    lines += [_INDENT + line for line in table_lines(
+        ALGORITHM_COLUMNS, [_algorithm_cells(row) for row in eligible],
+        {"operator", "layer", "auto"})]
+    lines.append("")
+    for op, means in summary(eligible).items():
+        lines.append(f"geometric mean winograd vs gemm {op}: {_times(means['winograd_vs_gemm'])}"
+                     f"; vs torch: gemm {_times(means['algorithm_gemm_vs_torch'])}, winograd "
+                     f"{_times(means['algorithm_winograd_vs_torch'])}")
+    return lines
+
 
 def _header(config):
     """The lines above the table: versions, threads, and what the columns measure."""
@@ -116,8 +168,9 @@ def _header(config):
             "(backward: + col2im by strided adds).",
             "GEMM ms: bare scipy " + blas + ", ConvGeometry.gemm_shape (M, K, N) per image and "
             f"group, BLAS at {threads}, cache-warm operands; GEMM eff = GEMM ms / fastconv ms.",
-            "Conv timing: fastconv and torch round-robin, then NumPy, then the GEMM ceiling, "
-            "each once the previous BLAS threads idle"
+            "Conv timing: fastconv (algorithm='auto'; on 3x3 stride-1 layers also 'gemm' and "
+            "'winograd', table below) and torch round-robin, then NumPy, then the GEMM "
+            "ceiling, each once the previous BLAS threads idle"
             + (f"; a call over {once:g} s is timed once." if once is not None else "."),
         ]
     if "rmac" in config.ops:
@@ -148,8 +201,12 @@ def format_table(rows, config):
         lines.append(f"space_to_batch bandwidth / numpy.copyto bandwidth of the same bytes "
                      f"(geometric mean): {format_ratio(geometric_mean(copy_ratios))}, from "
                      f"{format_ratio(min(copy_ratios))} to {format_ratio(max(copy_ratios))}")
+    algorithms = algorithm_lines(rows)
+    if algorithms:
+        lines += [""] + algorithms
     if any(row.matches_numpy is False for row in rows):
-        lines.append("! fastconv's result differs from the NumPy baseline on these rows")
+        lines.append("! fastconv's result (algorithm='auto' or, on 3x3 stride-1 layers, one "
+                     "forced) differs from the NumPy baseline on these rows")
     return "\n".join(lines)
 
 
