@@ -73,7 +73,7 @@ class Tuning:
     winograd_f2_transform_cost: float = 8.0
     winograd_f4_transform_cost: float = 24.0
     # ... per element of an NCHW image transposed to channels-last and back ...
-    winograd_layout_cost: float = 60.0
+    winograd_layout_cost: float = 20.0
     # ... per element of the transformed weight, made on each functional call ...
     winograd_weight_cost: float = 80.0
     # ... and the Winograd-domain GEMMs of a block of b tiles run at b / (b + this) of the
