@@ -75,7 +75,7 @@ class Tuning:
     # ... per element of an NCHW image transposed to channels-last and back ...
     winograd_layout_cost: float = 20.0
     # ... per element of the transformed weight, made on each functional call ...
-    winograd_weight_cost: float = 80.0
+    winograd_weight_cost: float = 30.0
     # ... and the Winograd-domain GEMMs of a block of b tiles run at b / (b + this) of the
     # im2col GEMM's speed.
     winograd_gemm_half_tiles: int = 32

@@ -38,7 +38,14 @@ cdef extern from "transpose.h" nogil:
                                 long dst_stride, long rows, long cols)
 
 cdef extern from "winograd_transforms.h" nogil:
-    const double* fastconv_winograd_g(long m)
+    void fastconv_wino2_weight_f32(const float* taps, long tap_stride, float* out,
+                                   long point_stride, long filters)
+    void fastconv_wino4_weight_f32(const float* taps, long tap_stride, float* out,
+                                   long point_stride, long filters)
+    void fastconv_wino2_weight_f64(const double* taps, long tap_stride, double* out,
+                                   long point_stride, long filters)
+    void fastconv_wino4_weight_f64(const double* taps, long tap_stride, double* out,
+                                   long point_stride, long filters)
     void fastconv_wino2_input_f32(const float* const* pixels, float* out, long point_stride,
                                   long channels)
     void fastconv_wino4_input_f32(const float* const* pixels, float* out, long point_stride,
@@ -147,53 +154,40 @@ def weight_transform(const floating[::1] weight, floating[::1] transformed, Wino
     """U[p·F + f] = (G g_f Gᵀ)[p] for each of the F = C_in/groups·C_out 3×3 filters g_f,
     f = c·C_out + o (the channels-last GEMM's order), from an OIHW weight (plan.nhwc
     false) or an HWIO one."""
-    cdef Tiling t = tiling_of(&plan)
     cdef Py_ssize_t filters = plan.out_channels * (plan.channels // plan.groups)
     cdef Py_ssize_t chunks = (filters + FILTER_CHUNK - 1) // FILTER_CHUNK
     cdef Py_ssize_t chunk
     for chunk in prange(chunks, nogil=True, num_threads=num_threads, schedule="static"):
         weight_chunk(&weight[0], &transformed[0], filters, plan.out_channels,
                      chunk * FILTER_CHUNK, min(filters, (chunk + 1) * FILTER_CHUNK), plan.m,
-                     t.alpha, plan.nhwc)
+                     plan.nhwc)
 
 
 cdef void weight_chunk(const floating* weight, floating* transformed, Py_ssize_t filters,
                        Py_ssize_t out_channels, Py_ssize_t f0, Py_ssize_t f1, Py_ssize_t m,
-                       Py_ssize_t alpha, bint hwio) noexcept nogil:
-    """Filters [f0, f1): taps gathered filter-innermost, then G·g and (G·g)·Gᵀ across them."""
+                       bint hwio) noexcept nogil:
+    """Filters [f0, f1): their taps gathered filter-innermost into a small buffer, then the
+    unrolled G g Gᵀ across them. (An HWIO weight is gathered too: read in place, its nine
+    tap rows lie C_in/g·C_out elements apart and fight over the same cache sets.)"""
     cdef floating taps[9 * FILTER_CHUNK]
-    cdef floating half[6 * 3 * FILTER_CHUNK]  # (G·g)[xi][j] per filter
-    cdef const double* g = fastconv_winograd_g(m)
     cdef Py_ssize_t cin_g = filters // out_channels
-    cdef Py_ssize_t count = f1 - f0, f, k, xi, nu, i, j, o, c
-    cdef floating coef
-    cdef floating* out
+    cdef Py_ssize_t count = f1 - f0, f, k, o, c
     for f in range(count):
         c = (f0 + f) // out_channels
         o = (f0 + f) % out_channels
         for k in range(9):
             taps[k * FILTER_CHUNK + f] = (weight[k * filters + f0 + f] if hwio
                                           else weight[(o * cin_g + c) * 9 + k])
-    for xi in range(alpha):
-        for j in range(3):
-            out = half + (xi * 3 + j) * FILTER_CHUNK
-            for f in range(count):
-                out[f] = 0
-            for i in range(3):
-                coef = <floating> g[xi * 3 + i]
-                if coef != 0:
-                    for f in range(count):
-                        out[f] += coef * taps[(i * 3 + j) * FILTER_CHUNK + f]
-    for xi in range(alpha):
-        for nu in range(alpha):
-            out = transformed + (xi * alpha + nu) * filters + f0
-            for f in range(count):
-                out[f] = 0
-            for j in range(3):
-                coef = <floating> g[nu * 3 + j]
-                if coef != 0:
-                    for f in range(count):
-                        out[f] += coef * half[(xi * 3 + j) * FILTER_CHUNK + f]
+    if floating is float:
+        if m == 2:
+            fastconv_wino2_weight_f32(taps, FILTER_CHUNK, transformed + f0, filters, count)
+        else:
+            fastconv_wino4_weight_f32(taps, FILTER_CHUNK, transformed + f0, filters, count)
+    else:
+        if m == 2:
+            fastconv_wino2_weight_f64(taps, FILTER_CHUNK, transformed + f0, filters, count)
+        else:
+            fastconv_wino4_weight_f64(taps, FILTER_CHUNK, transformed + f0, filters, count)
 
 
 # ---------------------------------------------------------------- layouts
