@@ -78,7 +78,7 @@ class Tuning:
     winograd_weight_cost: float = 30.0
     # ... and the Winograd-domain GEMMs of a block of b tiles run at b / (b + this) of the
     # im2col GEMM's speed.
-    winograd_gemm_half_tiles: int = 32
+    winograd_gemm_half_tiles: int = 16
     # Fewest channels per group on either side: the transforms run 64 bytes of channels
     # at a time, and below this their cost is not repaid.
     winograd_min_channels: int = 32

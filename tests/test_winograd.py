@@ -1305,7 +1305,7 @@ AUTO_PICKS = {
     ("resnet50.res4.3x3", 1): ("gemm", "winograd"),
     ("resnet50.res4.3x3", 8): ("winograd", "winograd"),
     ("resnet50.res5.3x3", 1): ("gemm", "gemm"),
-    ("resnet50.res5.3x3", 8): ("gemm", "winograd"),
+    ("resnet50.res5.3x3", 8): ("winograd", "winograd"),
     ("vgg16.conv1_1", 1): ("gemm", "gemm"),  # 3 input channels
     ("vgg16.conv1_1", 8): ("gemm", "gemm"),
     ("vgg16.conv1_2", 1): ("winograd", "winograd"),
@@ -1344,7 +1344,7 @@ def test_auto_rule_tiles():
     with _tuning.tuned(**ZEN4_CACHES):
         for name, batch, cached, m in [("resnet50.res4.3x3", 1, True, 2),
                                        ("resnet50.res5.3x3", 8, False, 2),
-                                       ("resnet50.res4.3x3", 8, False, 2),
+                                       ("resnet50.res4.3x3", 8, False, 4),
                                        ("vgg16.conv4_2", 1, True, 4),
                                        ("vgg16.conv1_2", 1, False, 4),
                                        ("resnet50.res2.3x3", 8, False, 4)]:
