@@ -1,7 +1,8 @@
 """Command line: ``python -m fastconv info`` and ``python -m fastconv bench [options]``.
 
 Every command is routed here: ``info`` to :mod:`fastconv.info`, ``bench`` to the sections'
-table and ``bench --compare`` to the performance targets (:mod:`fastconv.bench.cli`).
+table, ``bench --compare`` to the performance targets and ``bench --network NAME`` to the
+whole networks (:mod:`fastconv.bench.cli`).
 Bad options end with argparse's usage line, a one-line message and exit code 2.
 """
 from __future__ import annotations
@@ -29,7 +30,9 @@ def build_parser():
     bench_parser = commands.add_parser(
         "bench", help="time fastconv against NumPy and torch",
         description="Time fastconv against a NumPy baseline and torch (when installed) on "
-                    "the ResNet/VGG/MobileNet layers of fastconv/data/layers.json.")
+                    "the ResNet/VGG/MobileNet layers of fastconv/data/layers.json; with "
+                    "--network, every convolution of whole networks "
+                    "(fastconv/data/networks.json) against torch.")
     cli.add_arguments(bench_parser)
     bench_parser.set_defaults(command_parser=bench_parser)  # for its error messages
     return parser
@@ -45,12 +48,14 @@ def run_info(args):
 
 
 def run_bench(args):
-    """``python -m fastconv bench [--compare]``; bad requests end via the bench parser's
-    ``error`` (exit 2)."""
+    """``python -m fastconv bench [--compare | --network NAME]``; bad requests end via the
+    bench parser's ``error`` (exit 2)."""
     from fastconv.bench import cli
 
     parser = args.command_parser
     cli.check_output_targets(args, parser)  # before any timing
+    if args.network:
+        return cli.run_network(args, parser)
     if args.compare:
         return cli.run_compare(args, parser)
     return cli.run_sections(args, parser)

@@ -6,7 +6,9 @@ preallocated ``out=`` where it has one) is timed against a plain NumPy baseline 
 torch is installed, against torch; ``--compare`` instead checks the performance targets.
 fastconv runs with ``algorithm="auto"``; on Winograd-eligible layers (3×3, stride 1,
 dilation 1, not depthwise) the convolutions are also timed with ``algorithm="gemm"`` and
-``algorithm="winograd"`` forced, shown side by side in a second table.
+``algorithm="winograd"`` forced, shown side by side in a second table. ``--network NAME``
+instead times every convolution of ResNet-50, VGG-16 or MobileNetV2 against torch and sums
+them over the network.
 
 Modules, from the bottom up:
 
@@ -22,6 +24,8 @@ Modules, from the bottom up:
 * :mod:`~fastconv.bench.report` — the table and the JSON document;
   :mod:`~fastconv.bench.plot` — the ``--plot`` chart;
 * :mod:`~fastconv.bench.compare` — ``--compare``'s targets;
+  :mod:`~fastconv.bench.network` — ``--network``'s whole networks
+  (``fastconv/data/networks.json``) against torch;
   :mod:`~fastconv.bench.cli` — the ``bench`` options and runs.
 
 Used from Python::

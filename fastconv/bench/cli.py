@@ -1,5 +1,6 @@
-"""The ``bench`` command line: its options, and the two runs they ask for (the sections'
-table, or ``--compare``'s targets). ``fastconv/__main__.py`` routes to them.
+"""The ``bench`` command line: its options, and the three runs they ask for (the sections'
+table, ``--compare``'s targets, or ``--network``'s whole networks). ``fastconv/__main__.py``
+routes to them.
 
 Bad requests end via ``parser.error``: argparse's usage line, a one-line message and exit
 code 2.
@@ -10,7 +11,7 @@ import argparse
 import json
 import os
 
-from fastconv.bench import compare
+from fastconv.bench import compare, network
 from fastconv.bench.config import DTYPES, LAYOUTS, make_config
 from fastconv.bench.plot import check_plot_target, plot_rows
 from fastconv.bench.report import format_table, to_json
@@ -18,7 +19,8 @@ from fastconv.bench.sections import SECTIONS, run
 from fastconv.bench.suite import BenchError, parse_conv
 from fastconv.bench.timing import warn_if_busy
 
-__all__ = ["add_arguments", "check_output_targets", "run_sections", "run_compare"]
+__all__ = ["add_arguments", "check_output_targets", "run_sections", "run_compare",
+           "run_network"]
 
 
 def _positive_int(text):
@@ -66,8 +68,9 @@ def add_arguments(parser):
                         help="threads for fastconv and torch (default: "
                              "fastconv.get_num_threads())")
     parser.add_argument("--layout", type=str.upper, choices=LAYOUTS,
-                        help="image layout (default NCHW, and both with --compare; torch "
-                             "always runs NCHW)")
+                        help="image layout (default NCHW, and both with --compare and "
+                             "--network; torch runs NCHW, with --network NHWC torch's "
+                             "channels_last)")
     parser.add_argument("--dtype", choices=DTYPES, default="float32",
                         help="element type (default float32)")
     parser.add_argument("--ops", nargs="+", choices=list(SECTIONS), metavar="OP",
@@ -90,6 +93,15 @@ def add_arguments(parser):
                              "efficiency and 1->N thread speed-up per layer, batches 1 and "
                              "8, both layouts, algorithm='gemm' and 'winograd' side by side "
                              "on the Winograd-eligible layers, then each target checked")
+    parser.add_argument("--network", nargs="+", action="extend",
+                        choices=[*network.NETWORKS, network.ALL], metavar="NAME",
+                        help="whole networks instead of the sections: every convolution "
+                             "of NAME (" + ", ".join(network.NETWORKS) + ", or all; "
+                             "repeatable) from fastconv/data/networks.json, conv2d forward "
+                             "and backward (input and weight gradients, no bias) vs torch, "
+                             "per shape and summed over the network (count x time); "
+                             "batches 1 and 8 and both layouts unless --batch / --layout "
+                             "(NHWC: torch channels_last)")
 
 
 def check_output_targets(args, parser):
@@ -125,6 +137,31 @@ def run_sections(args, parser):
         plot_rows(rows, config, args.plot)
     if args.json:
         _write_json(args.json, to_json(rows, config))
+    return 0
+
+
+def run_network(args, parser):
+    """``bench --network NAME``: the per-shape and whole-network tables of
+    :mod:`fastconv.bench.network`; returns the exit code."""
+    for option, given in (("--compare", args.compare), ("--ops", args.ops),
+                          ("--layers", args.layers), ("--conv", args.conv),
+                          ("--plot", args.plot)):
+        if given:
+            parser.error(f"--network times the networks' convolutions, forward and "
+                         f"backward; it takes no {option}")
+    try:
+        config = network.make_network_config(
+            networks=args.network, batches=args.batch,
+            layouts=(args.layout,) if args.layout else LAYOUTS, dtype=args.dtype,
+            threads=args.threads, full=args.full, use_torch=not args.no_torch,
+            repeats=args.repeats)
+    except BenchError as error:
+        parser.error(str(error))
+    warn_if_busy()
+    rows = network.run(config, progress=not args.quiet)
+    print(network.format_report(rows, config))
+    if args.json:
+        _write_json(args.json, network.to_json(rows, config))
     return 0
 
 
