@@ -607,8 +607,10 @@ def flipped_weight(weight, geom):
         grouped = weight.reshape(g, cout // g, cin_g, kh, kw).transpose(0, 2, 1, 3, 4)
         return np.ascontiguousarray(grouped.reshape(g * cin_g, cout // g, kh, kw)[:, :, ::-1, ::-1])
     kh, kw, cin_g, cout = weight.shape  # (kh, kw, C_in/g, C_out) → (kh, kw, C_out/g, C_in)
-    grouped = weight.reshape(kh, kw, cin_g, g, cout // g).transpose(0, 1, 4, 3, 2)
-    return np.ascontiguousarray(grouped.reshape(kh, kw, cout // g, g * cin_g)[::-1, ::-1])
+    flipped = _memory.empty((kh, kw, cout // g, g * cin_g), weight.dtype)
+    _winograd.flip_hwio(np.ascontiguousarray(weight).reshape(-1), flipped.reshape(-1), kh, kw,
+                        g, cin_g, cout // g)
+    return flipped
 
 
 def run_backward(grad_out4, x4, weight, grad_x4, grad_weight, plan, workspace, partials,

@@ -433,6 +433,23 @@ def winograd_forward(const floating[::1] x, const floating[::1] weight,
                               num_threads)
 
 
+def flip_hwio(const floating[::1] weight, floating[::1] flipped, Py_ssize_t kh,
+              Py_ssize_t kw, Py_ssize_t groups, Py_ssize_t cin_g, Py_ssize_t cout_g):
+    """flipped[kh−1−i, kw−1−j, o, k·cin_g + c] = weight[i, j, c, k·cout_g + o]: an HWIO
+    weight (kh, kw, C_in/g, C_out) with both spatial axes reversed and, per group k, its
+    channel axes swapped, (kh, kw, C_out/g, C_in); a blocked transpose per tap and group
+    (numpy's strided copy of the same runs several times slower)."""
+    cdef Py_ssize_t i, j, k, taps_in = cin_g * cout_g * groups
+    with nogil:
+        for i in range(kh):
+            for j in range(kw):
+                for k in range(groups):
+                    transpose(&weight[0] + (i * kw + j) * taps_in + k * cout_g,
+                              cout_g * groups,
+                              &flipped[0] + ((kh - 1 - i) * kw + kw - 1 - j) * taps_in
+                              + k * cin_g, cin_g * groups, cin_g, cout_g)
+
+
 def same_bytes(const unsigned char[::1] a, const unsigned char[::1] b):
     """Whether two byte buffers are equally long and hold the same bytes (memcmp)."""
     cdef int differ = 0
