@@ -266,27 +266,29 @@ def winograd_cost(geom, itemsize, m, tuning, weight_cached=False):
     return cost
 
 
-def winograd_pays(geom, itemsize, tuning=None, weight_cached=False):
+def winograd_pays(geom, itemsize, tuning=None, weight_cached=False, input_grad=False):
     """Whether "auto" takes Winograd for an eligible geometry (docs/performance.md
     #winograd_pays): at least tuning.winograd_min_channels per group on both sides, and
     the winograd_cost of its tile below the im2col GEMM's 9·positions·C_in/g·C_out by
-    tuning.winograd_min_speedup. A rule over shapes, dtype (through the block sizes) and
-    the CPU's caches; never the thread count."""
+    tuning.winograd_min_speedup (tuning.winograd_input_grad_min_speedup for the flipped
+    convolution of an input gradient, `input_grad`). A rule over shapes, dtype (through the
+    block sizes) and the CPU's caches; never the thread count."""
     tuning = tuning or _tuning.active()
     cin_g, cout_g = geom.in_channels // geom.groups, geom.out_channels // geom.groups
     if min(cin_g, cout_g) < tuning.winograd_min_channels:
         return False
     m = winograd_tile(geom, itemsize, tuning, weight_cached)
     gemm = 9 * geom.batch * geom.out_h * geom.out_w * cin_g * geom.out_channels
-    return gemm > tuning.winograd_min_speedup * winograd_cost(geom, itemsize, m, tuning,
-                                                              weight_cached)
+    speedup = (tuning.winograd_input_grad_min_speedup if input_grad
+               else tuning.winograd_min_speedup)
+    return gemm > speedup * winograd_cost(geom, itemsize, m, tuning, weight_cached)
 
 
 def choose_algorithm(geom, itemsize, requested="auto", *, fn="conv2d", tuning=None,
-                     weight_cached=False):
+                     weight_cached=False, input_grad=False):
     """GEMM or WINOGRAD for the forward pass of `geom` (the input gradient asks the same of
-    its flipped convolution); `weight_cached`: a layer that keeps the transformed weight.
-    Requesting WINOGRAD where it cannot serve is a ValueError."""
+    its flipped convolution, `input_grad`); `weight_cached`: a layer that keeps the
+    transformed weight. Requesting WINOGRAD where it cannot serve is a ValueError."""
     if requested == GEMM:
         return GEMM
     blocker = geo.winograd_blocker(geom)
@@ -294,7 +296,7 @@ def choose_algorithm(geom, itemsize, requested="auto", *, fn="conv2d", tuning=No
         if blocker is not None:
             raise ValueError(f"{fn}: algorithm='winograd' {blocker}")
         return WINOGRAD
-    if blocker is None and winograd_pays(geom, itemsize, tuning, weight_cached):
+    if blocker is None and winograd_pays(geom, itemsize, tuning, weight_cached, input_grad):
         return WINOGRAD
     return GEMM
 
@@ -558,7 +560,7 @@ def input_grad_plan(geom, itemsize, requested=GEMM, weight_cached=False):
     flipped, crops = found
     algorithm = (WINOGRAD if requested == WINOGRAD
                  else choose_algorithm(flipped, itemsize, requested,
-                                       weight_cached=weight_cached))
+                                       weight_cached=weight_cached, input_grad=True))
     if algorithm == WINOGRAD:
         plan = plan_winograd(plan_request(flipped, itemsize, FORWARD, algorithm=WINOGRAD,
                                           weight_cached=weight_cached))

@@ -84,6 +84,9 @@ class Tuning:
     winograd_min_channels: int = 32
     # "auto" takes Winograd when it is estimated this many times faster than GEMM.
     winograd_min_speedup: float = 1.2
+    # ... and for an input gradient (the flipped convolution), this many: measured, it
+    # gains less than the forward pass of the same shape (docs/performance.md#winograd_pays).
+    winograd_input_grad_min_speedup: float = 1.5
 
 
 DEFAULT = Tuning()

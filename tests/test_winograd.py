@@ -72,6 +72,7 @@ M = 4  # F(4×4, 3×3), the larger of fastconv's output tiles
 TILES = (2, 4)  # the tiles "auto" chooses between (Tuning.winograd_tiles)
 REL = {np.dtype(np.float32): 1e-5, np.dtype(np.float64): 1e-12}
 WINOGRAD = _engine.WINOGRAD
+GEMM = _engine.GEMM
 
 
 # ================================================================== the bound
@@ -1353,6 +1354,23 @@ def test_auto_rule_tiles():
             plan = _engine.choose_plan(geom, 4, _engine.FORWARD, algorithm=WINOGRAD,
                                        weight_cached=cached)
             assert plan.winograd_m == m
+
+
+def test_auto_rule_asks_more_of_an_input_gradient():
+    """The flipped convolution of an input gradient takes Winograd only where it is
+    estimated winograd_input_grad_min_speedup (1.5×) faster: ResNet's 7×7 layer at batch 8
+    runs its forward pass on Winograd and its input gradient on GEMM; VGG's 28×28 layer
+    both on Winograd."""
+    with _tuning.tuned(**ZEN4_CACHES):
+        for name, batch, forward, input_grad in [("resnet50.res5.3x3", 8, WINOGRAD, GEMM),
+                                                 ("vgg16.conv4_2", 8, WINOGRAD, WINOGRAD)]:
+            geom = suite_geometry(name, batch, "NHWC")
+            assert _engine.choose_algorithm(geom, 4) == forward
+            flipped = _engine.input_grad_plan(geom, 4, "auto")
+            strategy = flipped.plan.strategy if flipped is not None else GEMM
+            assert (strategy == WINOGRAD) == (input_grad == WINOGRAD), name
+            with _tuning.tuned(winograd_input_grad_min_speedup=1.2):
+                assert _engine.input_grad_plan(geom, 4, "auto").plan.strategy == WINOGRAD
 
 
 def test_auto_rule_grows_with_the_batch():
