@@ -124,33 +124,40 @@ def weight_body(m, kind, indent, literal):
     return lines
 
 
+def lane_loops(index, count, lanes, statements):
+    """The body of a function that runs over `count` elements by whole vectors of `lanes`,
+    then one by one: statements(True) and statements(False) (vector and scalar code, the
+    same computation) inside the two loops."""
+    return ([f"    long {index} = 0;",
+             f"    for (; {index} + {lanes} <= {count}; {index} += {lanes}) {{"]
+            + statements(True) + ["    }", f"    for (; {index} < {count}; ++{index}) {{"]
+            + statements(False) + ["    }", "}", ""])
+
+
 def weight_function(m, suffix):
     ctype, lanes = TYPES[suffix]
     alpha = m + 2
     vec = f"fastconv_wino_{suffix}v"
     name = f"fastconv_wino{m}_weight_{suffix}"
-    lines = [f"/* (G g Gᵀ) of 3×3 filters for F({m}×{m}, 3×3), filter by filter (see the "
+
+    def statements(vector):
+        lines = []
+        for i in range(3):
+            for j in range(3):
+                lines.append(f"        {vec} g{i}_{j} = {vec}_load(taps + {i * 3 + j} * "
+                             "tap_stride + f);" if vector else
+                             f"        {ctype} g{i}_{j} = taps[{i * 3 + j} * tap_stride + f];")
+        lines += weight_body(m, vec if vector else ctype, "        ", LITERALS[suffix])
+        for p in range(alpha * alpha):
+            lines.append(f"        {vec}_store(out + {p} * point_stride + f, u{p});" if vector
+                         else f"        out[{p} * point_stride + f] = u{p};")
+        return lines
+
+    return ([f"/* (G g Gᵀ) of 3×3 filters for F({m}×{m}, 3×3), filter by filter (see the "
              "file's comment). */",
              f"static inline void {name}(const {ctype}* taps, long tap_stride, {ctype}* out,",
-             "        long point_stride, long filters) {",
-             "    long f = 0;",
-             f"    for (; f + {lanes} <= filters; f += {lanes}) {{"]
-    for i in range(3):
-        for j in range(3):
-            lines.append(f"        {vec} g{i}_{j} = {vec}_load(taps + {i * 3 + j} * tap_stride"
-                         " + f);")
-    lines += weight_body(m, vec, "        ", LITERALS[suffix])
-    for p in range(alpha * alpha):
-        lines.append(f"        {vec}_store(out + {p} * point_stride + f, u{p});")
-    lines += ["    }", "    for (; f < filters; ++f) {"]
-    for i in range(3):
-        for j in range(3):
-            lines.append(f"        {ctype} g{i}_{j} = taps[{i * 3 + j} * tap_stride + f];")
-    lines += weight_body(m, ctype, "        ", LITERALS[suffix])
-    for p in range(alpha * alpha):
-        lines.append(f"        out[{p} * point_stride + f] = u{p};")
-    lines += ["    }", "}", ""]
-    return lines
+             "        long point_stride, long filters) {"]
+            + lane_loops("f", "filters", lanes, statements))
 
 
 def input_function(m, suffix):
@@ -158,30 +165,26 @@ def input_function(m, suffix):
     alpha = m + 2
     vec = f"fastconv_wino_{suffix}v"
     name = f"fastconv_wino{m}_input_{suffix}"
-    lines = [f"/* (Bᵀ d B) of one {alpha}×{alpha} input tile of F({m}×{m}, 3×3), channel by "
+
+    def statements(vector):
+        lines = []
+        for i in range(alpha):
+            for j in range(alpha):
+                k = i * alpha + j
+                lines.append(f"        {vec} d{i}_{j} = pixels[{k}] ? {vec}_load(pixels[{k}] "
+                             f"+ c) : {vec}_zero();" if vector else
+                             f"        {ctype} d{i}_{j} = pixels[{k}] ? pixels[{k}][c] : 0;")
+        lines += input_body(m, vec if vector else ctype, "        ", LITERALS[suffix])
+        for p in range(alpha * alpha):
+            lines.append(f"        {vec}_store(out + {p} * point_stride + c, t{p});" if vector
+                         else f"        out[{p} * point_stride + c] = t{p};")
+        return lines
+
+    return ([f"/* (Bᵀ d B) of one {alpha}×{alpha} input tile of F({m}×{m}, 3×3), channel by "
              "channel (see the file's comment). */",
              f"static inline void {name}(const {ctype}* const* pixels, {ctype}* out,",
-             "        long point_stride, long channels) {",
-             "    long c = 0;",
-             f"    for (; c + {lanes} <= channels; c += {lanes}) {{"]
-    for i in range(alpha):
-        for j in range(alpha):
-            k = i * alpha + j
-            lines.append(f"        {vec} d{i}_{j} = pixels[{k}] ? {vec}_load(pixels[{k}] + c) "
-                         f": {vec}_zero();")
-    lines += input_body(m, vec, "        ", LITERALS[suffix])
-    for p in range(alpha * alpha):
-        lines.append(f"        {vec}_store(out + {p} * point_stride + c, t{p});")
-    lines += ["    }", "    for (; c < channels; ++c) {"]
-    for i in range(alpha):
-        for j in range(alpha):
-            k = i * alpha + j
-            lines.append(f"        {ctype} d{i}_{j} = pixels[{k}] ? pixels[{k}][c] : 0;")
-    lines += input_body(m, ctype, "        ", LITERALS[suffix])
-    for p in range(alpha * alpha):
-        lines.append(f"        out[{p} * point_stride + c] = t{p};")
-    lines += ["    }", "}", ""]
-    return lines
+             "        long point_stride, long channels) {"]
+            + lane_loops("c", "channels", lanes, statements))
 
 
 def output_function(m, suffix):
@@ -189,31 +192,28 @@ def output_function(m, suffix):
     alpha = m + 2
     vec = f"fastconv_wino_{suffix}v"
     name = f"fastconv_wino{m}_output_{suffix}"
-    lines = [f"/* bias + (Aᵀ M A) of one {m}×{m} output tile of F({m}×{m}, 3×3), channel by "
+
+    def statements(vector):
+        lines = []
+        for p in range(alpha * alpha):
+            lines.append(f"        {vec} s{p} = {vec}_load(src + {p} * point_stride + c);"
+                         if vector else f"        {ctype} s{p} = src[{p} * point_stride + c];")
+        lines.append(f"        {vec} b = bias ? {vec}_load(bias + c) : {vec}_zero();" if vector
+                     else f"        {ctype} b = bias ? bias[c] : 0;")
+        lines += output_body(m, vec if vector else ctype, "        ", LITERALS[suffix])
+        for i in range(m):
+            for j in range(m):
+                k = i * m + j
+                lines.append(f"        if (outputs[{k}]) {vec}_store(outputs[{k}] + c, "
+                             f"b + y{i}_{j});" if vector else
+                             f"        if (outputs[{k}]) outputs[{k}][c] = b + y{i}_{j};")
+        return lines
+
+    return ([f"/* bias + (Aᵀ M A) of one {m}×{m} output tile of F({m}×{m}, 3×3), channel by "
              "channel (see the file's comment). */",
              f"static inline void {name}(const {ctype}* src, long point_stride,",
-             f"        {ctype}* const* outputs, const {ctype}* bias, long channels) {{",
-             "    long c = 0;",
-             f"    for (; c + {lanes} <= channels; c += {lanes}) {{"]
-    for p in range(alpha * alpha):
-        lines.append(f"        {vec} s{p} = {vec}_load(src + {p} * point_stride + c);")
-    lines.append(f"        {vec} b = bias ? {vec}_load(bias + c) : {vec}_zero();")
-    lines += output_body(m, vec, "        ", LITERALS[suffix])
-    for i in range(m):
-        for j in range(m):
-            k = i * m + j
-            lines.append(f"        if (outputs[{k}]) {vec}_store(outputs[{k}] + c, b + y{i}_{j});")
-    lines += ["    }", "    for (; c < channels; ++c) {"]
-    for p in range(alpha * alpha):
-        lines.append(f"        {ctype} s{p} = src[{p} * point_stride + c];")
-    lines.append(f"        {ctype} b = bias ? bias[c] : 0;")
-    lines += output_body(m, ctype, "        ", LITERALS[suffix])
-    for i in range(m):
-        for j in range(m):
-            k = i * m + j
-            lines.append(f"        if (outputs[{k}]) outputs[{k}][c] = b + y{i}_{j};")
-    lines += ["    }", "}", ""]
-    return lines
+             f"        {ctype}* const* outputs, const {ctype}* bias, long channels) {{"]
+            + lane_loops("c", "channels", lanes, statements))
 
 
 def header():
