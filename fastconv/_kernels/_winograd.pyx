@@ -201,32 +201,26 @@ cdef inline void transpose(const floating* src, Py_ssize_t src_stride, floating*
         fastconv_transpose_f64(src, src_stride, dst, dst_stride, rows, cols)
 
 
-cdef void to_channels_last(const floating* x, floating* y, Py_ssize_t batch,
-                           Py_ssize_t channels, Py_ssize_t pixels,
-                           int num_threads) noexcept nogil:
-    """y[n, q, c] = x[n, c, q] for the `pixels` positions q of each image."""
+cdef void change_layout(const floating* src, floating* dst, Py_ssize_t batch,
+                        Py_ssize_t channels, Py_ssize_t pixels, bint to_channels_last,
+                        int num_threads) noexcept nogil:
+    """dst[n, q, c] = src[n, c, q] (to_channels_last) or dst[n, c, q] = src[n, q, c], for
+    the `pixels` positions q of each image."""
     # By runs of 64 positions: a run's channels-last block (64·C values) stays in cache
-    # while its C rows of 64 are read
+    # while its C rows of 64 are read or written
     cdef Py_ssize_t runs = (pixels + 63) // 64
-    cdef Py_ssize_t row, n, q0
+    cdef Py_ssize_t row, n, q0, first, last
     for row in prange(batch * runs, num_threads=num_threads, schedule="static"):
         n = row // runs
         q0 = row % runs * 64
-        transpose(x + n * channels * pixels + q0, pixels, y + (n * pixels + q0) * channels,
-                  channels, channels, min(64, pixels - q0))
-
-
-cdef void to_channels_first(const floating* y, floating* x, Py_ssize_t batch,
-                            Py_ssize_t channels, Py_ssize_t pixels,
-                            int num_threads) noexcept nogil:
-    """x[n, c, q] = y[n, q, c] for the `pixels` positions q of each image."""
-    cdef Py_ssize_t runs = (pixels + 63) // 64
-    cdef Py_ssize_t row, n, q0
-    for row in prange(batch * runs, num_threads=num_threads, schedule="static"):
-        n = row // runs
-        q0 = row % runs * 64
-        transpose(y + (n * pixels + q0) * channels, channels, x + n * channels * pixels + q0,
-                  pixels, min(64, pixels - q0), channels)
+        first = n * channels * pixels + q0      # the run in the channels-first image
+        last = (n * pixels + q0) * channels     # the run in the channels-last image
+        if to_channels_last:
+            transpose(src + first, pixels, dst + last, channels, channels,
+                      min(64, pixels - q0))
+        else:
+            transpose(src + last, channels, dst + first, pixels, min(64, pixels - q0),
+                      channels)
 
 
 # ---------------------------------------------------------------- tile transforms
@@ -405,7 +399,7 @@ def winograd_forward(const floating[::1] x, const floating[::1] weight,
     cdef floating* mm
     if not plan.nhwc:  # run channels-last on copies at the front of the workspace
         with nogil:
-            to_channels_last(xp, ws, plan.batch, plan.channels, in_pixels, num_threads)
+            change_layout(xp, ws, plan.batch, plan.channels, in_pixels, True, num_threads)
         xp = ws
         result = ws + plan.batch * in_pixels * plan.channels
         ws = ws + layout_size(&plan)
@@ -429,8 +423,8 @@ def winograd_forward(const floating[::1] x, const floating[::1] weight,
                     output_tiles(mm, result, bias_ptr, xp, wp, &plan, &t, t0, task, task + 1)
     if not plan.nhwc:
         with nogil:
-            to_channels_first(result, outp, plan.batch, plan.out_channels, out_pixels,
-                              num_threads)
+            change_layout(result, outp, plan.batch, plan.out_channels, out_pixels, False,
+                          num_threads)
 
 
 def flip_hwio(const floating[::1] weight, floating[::1] flipped, Py_ssize_t kh,
