@@ -140,49 +140,46 @@ def run_sections(args, parser):
     return 0
 
 
-def run_network(args, parser):
-    """``bench --network NAME``: the per-shape and whole-network tables of
-    :mod:`fastconv.bench.network`; returns the exit code."""
-    for option, given in (("--compare", args.compare), ("--ops", args.ops),
-                          ("--layers", args.layers), ("--conv", args.conv),
-                          ("--plot", args.plot)):
+def _run_report(args, parser, module, make_config, refused, purpose, **selection):
+    """The shared course of ``--network`` and ``--compare``: refuse the options `refused`
+    (pairs of name and value) with `purpose` in the message, make the config by
+    `make_config` from `selection` and the common options, run `module`, print its report,
+    write --json; returns the exit code."""
+    for option, given in refused:
         if given:
-            parser.error(f"--network times the networks' convolutions, forward and "
-                         f"backward; it takes no {option}")
+            parser.error(f"{purpose}; it takes no {option}")
     try:
-        config = network.make_network_config(
-            networks=args.network, batches=args.batch,
+        config = make_config(
+            **selection, batches=args.batch,
             layouts=(args.layout,) if args.layout else LAYOUTS, dtype=args.dtype,
             threads=args.threads, full=args.full, use_torch=not args.no_torch,
             repeats=args.repeats)
     except BenchError as error:
         parser.error(str(error))
     warn_if_busy()
-    rows = network.run(config, progress=not args.quiet)
-    print(network.format_report(rows, config))
+    rows = module.run(config, progress=not args.quiet)
+    print(module.format_report(rows, config))
     if args.json:
-        _write_json(args.json, network.to_json(rows, config))
+        _write_json(args.json, module.to_json(rows, config))
     return 0
+
+
+def run_network(args, parser):
+    """``bench --network NAME``: the per-shape and whole-network tables of
+    :mod:`fastconv.bench.network`; returns the exit code."""
+    return _run_report(
+        args, parser, network, network.make_network_config,
+        (("--compare", args.compare), ("--ops", args.ops), ("--layers", args.layers),
+         ("--conv", args.conv), ("--plot", args.plot)),
+        "--network times the networks' convolutions, forward and backward",
+        networks=args.network)
 
 
 def run_compare(args, parser):
     """``bench --compare``: the table of :mod:`fastconv.bench.compare`; returns the exit
     code."""
-    for option, given in (("--ops", args.ops), ("--conv", args.conv), ("--plot", args.plot)):
-        if given:
-            parser.error(f"--compare runs conv2d forward and backward on the suite's layers; "
-                         f"it takes no {option}")
-    try:
-        configs = compare.make_compare_config(
-            layers=args.layers, batches=args.batch,
-            layouts=(args.layout,) if args.layout else LAYOUTS, dtype=args.dtype,
-            threads=args.threads, full=args.full, use_torch=not args.no_torch,
-            repeats=args.repeats)
-    except BenchError as error:
-        parser.error(str(error))
-    warn_if_busy()
-    rows = compare.run(configs, progress=not args.quiet)
-    print(compare.format_report(rows, configs))
-    if args.json:
-        _write_json(args.json, compare.to_json(rows, configs))
-    return 0
+    return _run_report(
+        args, parser, compare, compare.make_compare_config,
+        (("--ops", args.ops), ("--conv", args.conv), ("--plot", args.plot)),
+        "--compare runs conv2d forward and backward on the suite's layers",
+        layers=args.layers)
