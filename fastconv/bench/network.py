@@ -193,8 +193,28 @@ def _ms(seconds):
     return None if seconds is None else seconds * 1e3
 
 
+class _Times:
+    """What NetworkRow and NetworkSum share: fastconv and torch forward and backward
+    seconds (None where not measured), their ratios and their JSON fields."""
+
+    @property
+    def forward_ratio(self):
+        """torch forward time / fastconv forward time (> 1: fastconv is faster)."""
+        return _ratio(self.torch_forward_s, self.forward_s)
+
+    @property
+    def backward_ratio(self):
+        return _ratio(self.torch_backward_s, self.backward_s)
+
+    def _times_dict(self):
+        return {"forward_ms": _ms(self.forward_s), "backward_ms": _ms(self.backward_s),
+                "torch_forward_ms": _ms(self.torch_forward_s),
+                "torch_backward_ms": _ms(self.torch_backward_s),
+                "forward_ratio": self.forward_ratio, "backward_ratio": self.backward_ratio}
+
+
 @dataclass
-class NetworkRow:
+class NetworkRow(_Times):
     """One shape of one network at one batch and layout: seconds of one call (None: not
     measured)."""
 
@@ -209,28 +229,15 @@ class NetworkRow:
     torch_backward_s: float | None = None
     matches_torch: bool | None = None  # None: torch not run
 
-    @property
-    def forward_ratio(self):
-        """torch forward time / fastconv forward time (> 1: fastconv is faster)."""
-        return _ratio(self.torch_forward_s, self.forward_s)
-
-    @property
-    def backward_ratio(self):
-        return _ratio(self.torch_backward_s, self.backward_s)
-
     def as_dict(self):
         return {"network": self.network, "batch": self.batch, "layout": self.layout,
                 "conv": self.conv.label, **vars(self.conv),
-                "auto_algorithm": self.auto_algorithm,
-                "forward_ms": _ms(self.forward_s), "backward_ms": _ms(self.backward_s),
-                "torch_forward_ms": _ms(self.torch_forward_s),
-                "torch_backward_ms": _ms(self.torch_backward_s),
-                "forward_ratio": self.forward_ratio, "backward_ratio": self.backward_ratio,
+                "auto_algorithm": self.auto_algorithm, **self._times_dict(),
                 "matches_torch": self.matches_torch}
 
 
 @dataclass
-class NetworkSum:
+class NetworkSum(_Times):
     """A whole network at one batch and layout: sum over its shapes of count x seconds of
     one call (None when a shape lacks that time)."""
 
@@ -244,22 +251,9 @@ class NetworkSum:
     torch_forward_s: float | None
     torch_backward_s: float | None
 
-    @property
-    def forward_ratio(self):
-        """torch's whole-network forward time / fastconv's."""
-        return _ratio(self.torch_forward_s, self.forward_s)
-
-    @property
-    def backward_ratio(self):
-        return _ratio(self.torch_backward_s, self.backward_s)
-
     def as_dict(self):
         return {"network": self.network, "batch": self.batch, "layout": self.layout,
-                "shapes": self.shapes, "convs": self.convs,
-                "forward_ms": _ms(self.forward_s), "backward_ms": _ms(self.backward_s),
-                "torch_forward_ms": _ms(self.torch_forward_s),
-                "torch_backward_ms": _ms(self.torch_backward_s),
-                "forward_ratio": self.forward_ratio, "backward_ratio": self.backward_ratio}
+                "shapes": self.shapes, "convs": self.convs, **self._times_dict()}
 
 
 def _torch_backward(torch, grad_t, x_t, weight_t, args):
