@@ -1232,19 +1232,13 @@ def four_d(array, batched):
     return array if batched else array[None]
 
 
-@st.composite
-def conv2d_cases(draw):
-    clean = draw(st.integers(0, 3)) > 0  # 3 in 4 calls draw no deliberately bad argument
-    fn = "conv2d"
-    algorithm_arg = draw(algorithm_args(clean))
-    aim = draw(winograd_aim(algorithm_arg))
-    layout_arg, x, weight, bias, groups = draw(conv_arrays(clean, kernel3=aim))
-    stride_arg = draw(UNIT_PAIRS if aim else pair_value(1, 3, clean=clean))
-    dilation_arg = draw(UNIT_PAIRS if aim else pair_value(1, 2, clean=clean))
-    padding_arg = draw(padding_value(strings=True, clean=clean))
-    problems = Problems()
-    parsed = conv_model(problems, fn, x, weight, bias, groups, stride_arg, padding_arg,
-                        dilation_arg, layout_arg)
+def out_and_comparison(draw, problems, fn, parsed, x, weight, bias, groups, stride_arg,
+                       dilation_arg, layout_arg, algorithm_arg, clean, bound):
+    """For conv2d and conv_transpose2d: the out= buffer drawn (None: none), the result's
+    shape and how the result is compared: within docs/spec.md §5's bound, `bound(x4,
+    weight, padding, out_hw, groups, layout)` (winograd_bound or its input-gradient twin),
+    where Winograd may run, else written into out= when given. Adds the problems of the
+    result size, out= and algorithm=."""
     out, shape = None, None
     if parsed is not None:
         shape = output_shape(parsed, parsed["cout"])
@@ -1259,9 +1253,28 @@ def conv2d_cases(draw):
     if parsed is not None and may_run_winograd(algorithm, *known):
         p = parsed
         compare = winograd_check(
-            lambda: winograd_bound(four_d(x, p["batched"]), weight, p["padding"], p["out_hw"],
-                                   p["groups"], p["layout"]),
+            lambda: bound(four_d(x, p["batched"]), weight, p["padding"], p["out_hw"],
+                          p["groups"], p["layout"]),
             p["dtype"], bias, p["layout"], p["batched"], out)
+    return out, shape, compare
+
+
+@st.composite
+def conv2d_cases(draw):
+    clean = draw(st.integers(0, 3)) > 0  # 3 in 4 calls draw no deliberately bad argument
+    fn = "conv2d"
+    algorithm_arg = draw(algorithm_args(clean))
+    aim = draw(winograd_aim(algorithm_arg))
+    layout_arg, x, weight, bias, groups = draw(conv_arrays(clean, kernel3=aim))
+    stride_arg = draw(UNIT_PAIRS if aim else pair_value(1, 3, clean=clean))
+    dilation_arg = draw(UNIT_PAIRS if aim else pair_value(1, 2, clean=clean))
+    padding_arg = draw(padding_value(strings=True, clean=clean))
+    problems = Problems()
+    parsed = conv_model(problems, fn, x, weight, bias, groups, stride_arg, padding_arg,
+                        dilation_arg, layout_arg)
+    out, shape, compare = out_and_comparison(
+        draw, problems, fn, parsed, x, weight, bias, groups, stride_arg, dilation_arg,
+        layout_arg, algorithm_arg, clean, winograd_bound)
 
     def expected():
         p = parsed
@@ -1384,23 +1397,9 @@ def conv_transpose2d_cases(draw):
     parsed = conv_model(problems, fn, x, weight, bias, groups, stride_arg, padding_arg,
                         dilation_arg, layout_arg, transposed=True,
                         output_padding_arg=output_padding_arg)
-    out, shape = None, None
-    if parsed is not None:
-        shape = output_shape(parsed, parsed["cout"])
-        if check_sizes(problems, shape, parsed["dtype"], [x, weight]):
-            out = draw(out_buffer(shape, parsed["dtype"], [x, weight, bias], clean=clean))
-            check_out(problems, fn, out, shape, parsed["dtype"], [x, weight, bias])
-    algorithm = check_algorithm(problems, fn, algorithm_arg)
-    known = conv2d_known(x, weight, groups, stride_arg, dilation_arg, layout_arg)
-    if algorithm == "winograd":
-        problems.extend(winograd_blockers(fn, *known))
-    compare = assert_into(out) if out is not None else None
-    if parsed is not None and may_run_winograd(algorithm, *known):
-        p = parsed
-        compare = winograd_check(
-            lambda: winograd_input_grad_bound(four_d(x, p["batched"]), weight, p["padding"],
-                                              p["out_hw"], p["groups"], p["layout"]),
-            p["dtype"], bias, p["layout"], p["batched"], out)
+    out, shape, compare = out_and_comparison(
+        draw, problems, fn, parsed, x, weight, bias, groups, stride_arg, dilation_arg,
+        layout_arg, algorithm_arg, clean, winograd_input_grad_bound)
 
     def expected():
         # The input gradient of the conv2d from (C_out, OH, OW) images to x's shape, plus bias.
