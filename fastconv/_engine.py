@@ -238,9 +238,15 @@ def winograd_tile(geom, itemsize, tuning=None, weight_cached=False):
     """m of F(m×m, 3×3) for this geometry: of tuning.winograd_tiles, the one with the
     lowest winograd_cost (docs/performance.md#winograd_tile). Small images take F(2×2):
     its GEMMs have 4× the tiles of F(4×4) to run on, its weight 16 points instead of 36."""
-    tuning = tuning or _tuning.active()
-    return min(tuning.winograd_tiles,
-               key=lambda m: winograd_cost(geom, itemsize, m, tuning, weight_cached))
+    return cheapest_winograd_tile(geom, itemsize, tuning or _tuning.active(),
+                                  weight_cached)[0]
+
+
+def cheapest_winograd_tile(geom, itemsize, tuning, weight_cached=False):
+    """(m, winograd_cost) of the tile winograd_tile picks (the first of the cheapest)."""
+    costs = [(m, winograd_cost(geom, itemsize, m, tuning, weight_cached))
+             for m in tuning.winograd_tiles]
+    return min(costs, key=lambda tile: tile[1])
 
 
 def winograd_cost(geom, itemsize, m, tuning, weight_cached=False):
@@ -277,11 +283,11 @@ def winograd_pays(geom, itemsize, tuning=None, weight_cached=False, input_grad=F
     cin_g, cout_g = geom.in_channels // geom.groups, geom.out_channels // geom.groups
     if min(cin_g, cout_g) < tuning.winograd_min_channels:
         return False
-    m = winograd_tile(geom, itemsize, tuning, weight_cached)
+    _, cost = cheapest_winograd_tile(geom, itemsize, tuning, weight_cached)
     gemm = 9 * geom.batch * geom.out_h * geom.out_w * cin_g * geom.out_channels
     speedup = (tuning.winograd_input_grad_min_speedup if input_grad
                else tuning.winograd_min_speedup)
-    return gemm > speedup * winograd_cost(geom, itemsize, m, tuning, weight_cached)
+    return gemm > speedup * cost
 
 
 def choose_algorithm(geom, itemsize, requested="auto", *, fn="conv2d", tuning=None,
