@@ -9,6 +9,9 @@ Adding a strategy is one planning function, one kernel entry in :func:`run_forwa
 
 Strategies:
 
+- DEPTHWISE_BLOCKS: groups == C_in, NCHW, small planes or a stride: the _depthwise
+  kernels on channels-last, zero-padded copies of 16 channels at a time, vectorised across
+  the channels (the plane loops of DEPTHWISE are scalar on rows shorter than a vector).
 - DEPTHWISE: groups == C_in; direct loops (the _depthwise kernels), no GEMM.
 - WINOGRAD: the forward pass of a 3×3 stride-1 convolution by Winograd's minimal filtering
   F(m×m, 3×3) (the _winograd kernels), when the algorithm chosen is "winograd".
@@ -55,6 +58,7 @@ BACKWARD = "backward"      # the weight gradient, and the input gradient if aske
 
 # Strategies (see the module docstring).
 DEPTHWISE = "depthwise"
+DEPTHWISE_BLOCKS = "depthwise_blocks"
 # WINOGRAD (above) is also the strategy that serves the algorithm
 DIRECT = "direct"
 GROUPED_IMAGES = "grouped_images"
@@ -225,6 +229,28 @@ def _channel_blocks(request):
     wanted = -(-tuning.work_items // request.geometry.groups)
     blocks = max(1, min(wanted, request.m_group // tuning.min_channel_block))
     return blocks, _round_up(-(-request.m_group // blocks), 16)
+
+
+def plan_depthwise_blocks(request):
+    """DEPTHWISE_BLOCKS: an NCHW depthwise convolution with a stride, or whose block
+    workspace (a thread's channels-last tiles of 16 channels) fits
+    tuning.depthwise_block_bytes (docs/performance.md#depthwise-channel-blocks). Under a
+    workspace cap fewer threads run; below one thread's tiles, DEPTHWISE (no workspace)."""
+    geom = request.geometry
+    if not is_depthwise(geom) or geom.layout != "NCHW":
+        return None
+    per_thread = _depthwise.block_workspace(geom.window.kernel_struct(),
+                                            geom.out_channels // geom.in_channels)
+    strided = geom.window.stride != (1, 1)
+    if not strided and per_thread * request.itemsize > request.tuning.depthwise_block_bytes:
+        return None
+    threads = request.num_threads
+    if request.max_workspace_bytes is not None:
+        threads = min(threads, request.max_workspace_bytes // (per_thread * request.itemsize))
+        if threads < 1:
+            return None
+    return ConvPlan(geom, DEPTHWISE_BLOCKS, threads, request.out_h, request.m_group,
+                    request.k_group, 1, per_thread, threads * per_thread, 0)
 
 
 def plan_depthwise(request):
@@ -439,7 +465,7 @@ def plan_row_tiles(request):
 
 
 # The chooser's order: the first strategy that returns a plan runs.
-PLANNERS = (plan_depthwise, plan_winograd, plan_direct, plan_grouped_images,
+PLANNERS = (plan_depthwise_blocks, plan_depthwise, plan_winograd, plan_direct, plan_grouped_images,
             plan_channel_blocks, plan_pointwise, plan_row_tiles)
 
 
@@ -501,6 +527,12 @@ def run_forward(x4, weight, bias, out4, plan, workspace, transformed=None):
             _winograd.winograd_forward(x4.reshape(-1), weight.reshape(-1), transformed, bias,
                                        out4.reshape(-1), workspace[:plan.workspace],
                                        plan.winograd_struct(), plan.num_threads)
+        return
+    if plan.strategy == DEPTHWISE_BLOCKS:
+        _depthwise.depthwise_blocks_forward(x4.reshape(-1), weight.reshape(-1), bias,
+                                            out4.reshape(-1), workspace[:plan.workspace],
+                                            geom.window.kernel_struct(), geom.batch,
+                                            geom.out_channels, plan.num_threads)
         return
     if plan.strategy == DEPTHWISE:
         _depthwise.depthwise_forward(x4.reshape(-1), weight.reshape(-1), bias, out4.reshape(-1),
@@ -621,6 +653,12 @@ def flipped_weight(weight, geom):
     return flipped
 
 
+def input_grad_by_conv(plan):
+    """Whether run_backward may compute the input gradient of `plan` as a convolution
+    (input_grad_as_conv): every strategy but the depthwise kernels, which have their own."""
+    return plan.strategy not in (DEPTHWISE, DEPTHWISE_BLOCKS)
+
+
 def run_backward(grad_out4, x4, weight, grad_x4, grad_weight, plan, workspace, partials,
                  capped=False, algorithm=GEMM, transformed=None, flipped=False):
     """The input gradient into grad_x4 and the weight gradient added into grad_weight by
@@ -637,7 +675,7 @@ def run_backward(grad_out4, x4, weight, grad_x4, grad_weight, plan, workspace, p
         grad_weight = None  # no output or no pixels: nothing to add
     if grad_x4 is not None and grad_x4.size == 0:
         grad_x4 = None
-    if (grad_x4 is not None and plan.strategy != DEPTHWISE
+    if (grad_x4 is not None and input_grad_by_conv(plan)
             and input_grad_as_conv(grad_out4, weight, grad_x4, geom, workspace, capped,
                                    algorithm, transformed, flipped)):
         grad_x4 = None  # done
@@ -645,6 +683,18 @@ def run_backward(grad_out4, x4, weight, grad_x4, grad_weight, plan, workspace, p
     if grad_weight is not None:
         acc = partials[:plan.partials]
         acc.fill(0)
+    if plan.strategy == DEPTHWISE_BLOCKS:
+        ws = workspace[:plan.workspace]
+        if grad_weight is not None:
+            _depthwise.depthwise_blocks_weight_grad(grad_out4.reshape(-1), x4.reshape(-1),
+                                                    grad_weight.reshape(-1), ws, struct,
+                                                    geom.batch, geom.out_channels,
+                                                    plan.num_threads)
+        if grad_x4 is not None:
+            _depthwise.depthwise_blocks_input_grad(grad_out4.reshape(-1), weight.reshape(-1),
+                                                   grad_x4.reshape(-1), ws, struct, geom.batch,
+                                                   geom.out_channels, plan.num_threads)
+        return
     if plan.strategy == DEPTHWISE:
         nhwc = geom.layout == "NHWC"
         if grad_weight is not None:

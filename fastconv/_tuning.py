@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
 import os
 
 from fastconv import cpu
@@ -54,6 +55,10 @@ class Tuning:
     # space_to_batch, R-MAC pooling) runs on one thread
     # (docs/performance.md#parallel_min_elements).
     parallel_min_elements: int = 1 << 15
+    # An NCHW depthwise convolution at stride 1 runs by channel blocks while one thread's
+    # channels-last tiles fit this CPU's L2; with a stride, always
+    # (docs/performance.md#depthwise-channel-blocks).
+    depthwise_block_bytes: int = cpu.l2_cache_bytes()
     # Winograd: bytes of one block's transformed input and products, sized to this CPU's
     # L2 so a thread's block stays in its cache (docs/performance.md#winograd_block_bytes).
     winograd_block_bytes: int = cpu.l2_cache_bytes()
@@ -91,6 +96,13 @@ class Tuning:
 
 DEFAULT = Tuning()
 _active = DEFAULT
+_generations = itertools.count(1)
+_generation = 0  # changes whenever _active does: plans cached under one stay with it
+
+
+def generation():
+    """A number that differs for every Tuning made active (fastconv._plan_cache keys)."""
+    return _generation
 
 
 def active():
@@ -103,13 +115,14 @@ def tuned(tuning=None, **changes):
     """Within the block, plan with `tuning` (default: the active one) with `changes` made,
     e.g. ``with tuned(parallel_min_flops=0):``. Process-wide (every thread plans with it):
     meant for tests and experiments, not for use while other threads run convolutions."""
-    global _active
-    previous = _active
+    global _active, _generation
+    previous, previous_generation = _active, _generation
     _active = dataclasses.replace(tuning or previous, **changes)
+    _generation = next(_generations)
     try:
         yield _active
     finally:
-        _active = previous
+        _active, _generation = previous, previous_generation
 
 
 def threads_for_flops(flops, tuning=None):

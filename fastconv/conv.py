@@ -11,11 +11,12 @@ Layouts: NCHW input with OIHW weight (PyTorch), or NHWC input with HWIO weight
 """
 from __future__ import annotations
 
+import math
 from collections import namedtuple
 
 import numpy as np
 
-from fastconv import _engine, _memory, _validate
+from fastconv import _engine, _memory, _plan_cache, _validate
 from fastconv import geometry as geo
 
 __all__ = ["conv2d", "conv2d_backward", "conv_transpose2d", "Gradients"]
@@ -68,17 +69,25 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, l
     algorithm = _validate.normalize_algorithm(algorithm, fn)
     x, weight, bias = _validate.check_conv_arrays(fn, x, weight, bias)
     x4, batched = _validate.split_batch(x, "input", fn, layout)
-    geom = geo.conv2d_geometry(fn, x4, weight, stride, padding, dilation, groups, layout,
-                               x.shape)
+    key = _plan_cache.signature((fn, x.shape, weight.shape, x.dtype.char), stride, padding,
+                                dilation, groups, layout, algorithm)
+    cached = _plan_cache.get(key)
+    if cached is None:
+        geom = geo.conv2d_geometry(fn, x4, weight, stride, padding, dilation, groups, layout,
+                                   x.shape)
+    else:
+        geom, plan = cached
     _validate.check_bias(fn, bias, geom.out_channels)
-    _validate.check_blas_range(fn, geom)
+    if cached is None:
+        _validate.check_blas_range(fn, geom)
     out = _validate.check_out(out, geom.output_shape if batched else geom.output_shape[1:],
                               x.dtype, [x, weight, bias], fn)
-    itemsize = x.dtype.itemsize
-    algorithm = _engine.choose_algorithm(geom, itemsize, algorithm, fn=fn)
+    if cached is None:
+        chosen = _engine.choose_algorithm(geom, x.dtype.itemsize, algorithm, fn=fn)
+        plan = _engine.choose_plan(geom, x.dtype.itemsize, _engine.FORWARD, algorithm=chosen)
+        _plan_cache.put(key, (geom, plan))
     shape4 = geom.output_shape  # geom was made from the 4-D (batched) view of x
     out4 = _memory.result(out, shape4, x.dtype)
-    plan = _engine.choose_plan(geom, itemsize, _engine.FORWARD, algorithm=algorithm)
     workspace = _memory.empty(plan.workspace, x.dtype)
     _engine.run_forward(np.ascontiguousarray(x4), np.ascontiguousarray(weight),
                         None if bias is None else np.ascontiguousarray(bias), out4, plan,
@@ -120,10 +129,17 @@ def conv2d_backward(grad_output, x, weight, *, stride=1, padding=0, dilation=1, 
     _validate.check_float_dtype(grad_output, "grad_output", fn)
     _validate.check_same_dtype(fn, input=x, grad_output=grad_output)
     x4, batched = _validate.split_batch(x, "input", fn, layout)
-    geom = geo.conv2d_geometry(fn, x4, weight, stride, padding, dilation, groups, layout,
-                               x.shape)
-    _validate.check_blas_range(fn, geom)
-    _engine.choose_algorithm(geom, x.dtype.itemsize, algorithm, fn=fn)  # checks 'winograd'
+    key = _plan_cache.signature((fn, x.shape, weight.shape, x.dtype.char,
+                                 bool(needs_input_grad), bool(needs_weight_grad)),
+                                stride, padding, dilation, groups, layout, algorithm)
+    cached = _plan_cache.get(key)
+    if cached is None:
+        geom = geo.conv2d_geometry(fn, x4, weight, stride, padding, dilation, groups, layout,
+                                   x.shape)
+        _validate.check_blas_range(fn, geom)
+        _engine.choose_algorithm(geom, x.dtype.itemsize, algorithm, fn=fn)  # checks 'winograd'
+    else:
+        geom, plan, flipped = cached
     expected = geom.output_shape if batched else geom.output_shape[1:]
     if grad_output.shape != expected:
         raise ValueError(f"{fn}: expected grad_output of shape {expected} (the conv2d output "
@@ -132,12 +148,17 @@ def conv2d_backward(grad_output, x, weight, *, stride=1, padding=0, dilation=1, 
     grad_out4 = np.ascontiguousarray(grad_output if batched else grad_output[np.newaxis])
     grad_x4 = _memory.empty(x4.shape, x.dtype) if needs_input_grad else None
     grad_w = np.zeros(weight.shape, dtype=x.dtype) if needs_weight_grad else None
-    plan = _engine.choose_plan(geom, x.dtype.itemsize,
-                               _engine.BACKWARD if needs_weight_grad else _engine.INPUT_GRAD)
+    if cached is None:
+        plan = _engine.choose_plan(geom, x.dtype.itemsize,
+                                   _engine.BACKWARD if needs_weight_grad else _engine.INPUT_GRAD)
+        flipped = (_engine.input_grad_plan(geom, x.dtype.itemsize, algorithm)
+                   if needs_input_grad and _engine.input_grad_by_conv(plan) else None)
+        _plan_cache.put(key, (geom, plan, flipped))
     workspace = _memory.empty(plan.workspace, x.dtype)
     partials = _memory.empty(plan.partials, x.dtype)
     _engine.run_backward(grad_out4, np.ascontiguousarray(x4), np.ascontiguousarray(weight),
-                         grad_x4, grad_w, plan, workspace, partials, algorithm=algorithm)
+                         grad_x4, grad_w, plan, workspace, partials, algorithm=algorithm,
+                         flipped=flipped)
     grad_b = _engine.bias_grad(grad_out4, layout) if needs_bias_grad else None
     if grad_x4 is not None and not batched:
         grad_x4 = grad_x4[0]
@@ -176,22 +197,33 @@ def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0
     algorithm = _validate.normalize_algorithm(algorithm, fn)
     x, weight, bias = _validate.check_conv_arrays(fn, x, weight, bias)
     x4, batched = _validate.split_batch(x, "input", fn, layout)
-    # The conv2d whose input gradient this is: image (C_out, OH, OW) → (C_in, H, W).
-    geom = geo.transposed_conv_geometry(fn, x4, weight, stride, padding, output_padding,
-                                        groups, dilation, layout, x.shape)
+    key = _plan_cache.signature((fn, x.shape, weight.shape, x.dtype.char), stride, padding,
+                                output_padding, groups, dilation, layout, algorithm)
+    cached = _plan_cache.get(key)
+    if cached is None:
+        # The conv2d whose input gradient this is: image (C_out, OH, OW) → (C_in, H, W).
+        geom = geo.transposed_conv_geometry(fn, x4, weight, stride, padding, output_padding,
+                                            groups, dilation, layout, x.shape)
+    else:
+        geom, plan, flipped = cached
     shape4 = geom.input_shape
     _validate.check_bias(fn, bias, geom.in_channels)
-    _validate.check_blas_range(fn, geom)
-    _engine.choose_algorithm(geom, x.dtype.itemsize, algorithm, fn=fn)  # checks 'winograd'
+    if cached is None:
+        _validate.check_blas_range(fn, geom)
+        _engine.choose_algorithm(geom, x.dtype.itemsize, algorithm, fn=fn)  # checks 'winograd'
     out = _validate.check_out(out, shape4 if batched else shape4[1:], x.dtype,
                               [x, weight, bias], fn)
+    if cached is None and math.prod(shape4):  # an empty result needs no plan
+        plan = _engine.choose_plan(geom, x.dtype.itemsize, _engine.INPUT_GRAD, fn=fn)
+        flipped = (_engine.input_grad_plan(geom, x.dtype.itemsize, algorithm)
+                   if _engine.input_grad_by_conv(plan) else None)
+        _plan_cache.put(key, (geom, plan, flipped))
     out4 = _memory.result(out, shape4, x.dtype)
     if out4.size:
-        plan = _engine.choose_plan(geom, x.dtype.itemsize, _engine.INPUT_GRAD, fn=fn)
         workspace = _memory.empty(plan.workspace, x.dtype)
         _engine.run_backward(np.ascontiguousarray(x4), None, np.ascontiguousarray(weight),
                              out4, None, plan, workspace, _memory.empty(0, x.dtype),
-                             algorithm=algorithm)
+                             algorithm=algorithm, flipped=flipped)
         if bias is not None:
             out4 += bias[:, None, None] if layout == "NCHW" else bias
     if out is not None:

@@ -12,7 +12,9 @@ setting comes back when the last one closes.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import functools
+import itertools
 import operator
 import threading
 
@@ -102,35 +104,54 @@ _blas_regions = []     # the open blas_limit regions, oldest first
 _blas_original = None  # threadpoolctl's limiter holding the user's setting while any is open
 
 
-def _set_blas_threads(apply):
-    """Run `apply()` (a threadpoolctl limit or restore) under fastconv's BLAS lock, whichever
-    Python thread calls it. threadpoolctl >= 3.8 lets only one "controlling" thread change a
-    process-wide OpenBLAS pool and silently ignores the others; fastconv serialises its own
-    changes, so it releases that claim around each one."""
-    release = _release_openblas_control()
-    release()
-    try:
-        return apply()
-    finally:
-        release()
+@functools.cache
+def _blas_switches():
+    """(get, set) of the thread count of every loaded BLAS library, found once. OpenBLAS
+    through its own C functions (about 0.3 µs a call; threadpoolctl's `limit` re-reads
+    every library's info, about 25 µs, and fastconv limits BLAS on every GEMM-path call);
+    any other BLAS through threadpoolctl's controller."""
+    return tuple(_openblas_switch(lib) or (lib.get_num_threads, lib.set_num_threads)
+                 for lib in _blas_controller().lib_controllers if lib.user_api == "blas")
+
+
+def _openblas_switch(lib):
+    """(openblas_get_num_threads, openblas_set_num_threads) of an OpenBLAS library, with the
+    symbol prefix and suffix its build uses (scipy's: scipy_ … 64_), or None."""
+    if lib.internal_api != "openblas":
+        return None
+    dynlib = ctypes.CDLL(lib.filepath)
+    for prefix, suffix in itertools.product(("", "scipy_"), ("", "64_", "_64")):
+        get = getattr(dynlib, f"{prefix}openblas_get_num_threads{suffix}", None)
+        set_ = getattr(dynlib, f"{prefix}openblas_set_num_threads{suffix}", None)
+        if get is not None and set_ is not None:
+            get.restype = ctypes.c_int
+            set_.argtypes = [ctypes.c_int]
+            return get, set_
+    return None
+
+
+class _BlasSetting:
+    """The thread counts the BLAS libraries had before a limit: restore_original_limits
+    sets them back."""
+
+    def __init__(self, counts):
+        self.counts = counts
+
+    def restore_original_limits(self):
+        for (get, set_), count in zip(_blas_switches(), self.counts):
+            if count is not None and get() != count:
+                set_(count)
 
 
 def _limit_blas(n):
-    """Set every BLAS to `n` threads; the limiter returned restores what was set before."""
-    return _set_blas_threads(lambda: _blas_controller().limit(limits=n, user_api="blas"))
-
-
-@functools.cache
-def _release_openblas_control():
-    """A function releasing threadpoolctl's OpenBLAS controlling-thread claim (a no-op
-    before threadpoolctl 3.8, where any thread may set the limit); looked up once."""
-    import threadpoolctl
-
-    controller = getattr(threadpoolctl, "OpenBLASController", None)
-    clear = getattr(controller, "clear_controlling_thread", None)
-    if clear is None:
-        return lambda: None
-    return lambda: clear(force=True)
+    """Set every BLAS to `n` threads (skipping one already there); the setting returned
+    restores what was set before."""
+    counts = []
+    for get, set_ in _blas_switches():
+        counts.append(get())
+        if counts[-1] != n:
+            set_(n)
+    return _BlasSetting(counts)
 
 
 class blas_limit:
@@ -168,7 +189,7 @@ class blas_limit:
             newest = _blas_regions[-1] is self
             _blas_regions.remove(self)
             if not _blas_regions:
-                _set_blas_threads(_blas_original.restore_original_limits)
+                _blas_original.restore_original_limits()
                 _blas_original = None
             elif newest and _blas_regions[-1].n != self.n:
                 _limit_blas(_blas_regions[-1].n)

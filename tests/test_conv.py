@@ -1207,6 +1207,72 @@ def test_depthwise_3x3_register_loops(rng, case, channels, layout):
     with fastconv.threads(3):
         three = conv2d(x, w, b, **kwargs)
     assert np.array_equal(one, y) and np.array_equal(three, y)
+    if layout == "NCHW":  # small planes run by channel blocks: the plane loops too
+        geom = fastconv.ConvGeometry(x.shape, channels, 3, stride, padding, dilation,
+                                     groups=channels)
+        planes = (conv2d_by(plan_with(geom, 4, _engine.FORWARD, _engine.plan_depthwise),
+                            x, w, b),)
+        planes += backward_by(plan_with(geom, 4, _engine.BACKWARD, _engine.plan_depthwise),
+                              g, x, w)
+        for got, want in zip(planes, (y,) + tuple(grads[:2])):
+            np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-3)
+
+
+DEPTHWISE_BLOCK_CASES = [
+    # (N, C, H, W, multiplier, kernel, stride, padding, dilation): NCHW depthwise by
+    # channel blocks of 16 (DEPTHWISE_BLOCKS)
+    (2, 16, 7, 7, 1, 3, 1, 1, 1),                  # one full block: registers, edges too
+    (1, 33, 14, 14, 1, 3, 2, 1, 1),                # a last block of one channel; stride 2
+    (3, 17, 5, 9, 2, 5, 1, 2, 1),                  # multiplier 2 (input gradient by rows)
+    (2, 20, 9, 8, 1, (1, 7), 1, ((0, 0), (3, 3)), 1),
+    (2, 20, 9, 8, 1, (7, 1), (2, 1), ((3, 3), (0, 0)), 1),
+    (1, 16, 1, 1, 1, 3, 1, 1, 1),                  # a 1×1 image
+    (2, 16, 6, 6, 1, 3, 1, 4, 1),                  # padding beyond the kernel's reach
+    (2, 32, 8, 8, 1, 3, 1, ((2, 0), (0, 2)), 2),   # asymmetric padding, dilation
+    (1, 16, 4, 4, 3, 6, 1, 1, 1),                  # kernel as large as the padded input
+    (2, 48, 10, 11, 1, 3, 4, 0, 1),                # stride > kernel: rows never read
+    (0, 16, 5, 5, 1, 3, 1, 1, 1),                  # batch 0
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("case", DEPTHWISE_BLOCK_CASES)
+def test_depthwise_nchw_channel_blocks(rng, case, dtype):
+    """NCHW depthwise by channel blocks (channels-last, zero-padded tiles of 16 channels)
+    and by the plane loops: forward, input and weight gradients against the float64
+    oracle; the blocks' results bit-identical for 1, 2 and 3 threads."""
+    n, c, h, w_, multiplier, k, stride, padding, dilation = case
+    geom = fastconv.ConvGeometry((n, c, h, w_), c * multiplier, k, stride, padding,
+                                 dilation, groups=c)
+    x = rng.standard_normal(geom.input_shape).astype(dtype)
+    w = rng.standard_normal(geom.weight_shape).astype(dtype)
+    b = rng.standard_normal(c * multiplier).astype(dtype)
+    kwargs = dict(stride=stride, padding=padding, dilation=dilation, groups=c)
+    wide = {k: v.astype(np.float64) for k, v in dict(x=x, w=w, b=b).items()}
+    expected = ref_conv2d(wide["x"], wide["w"], wide["b"], **kwargs)
+    g = rng.standard_normal(expected.shape).astype(dtype)
+    exp_gx, exp_gw = ref_conv2d_backward(g.astype(np.float64), wide["x"], wide["w"],
+                                         **kwargs)[:2]
+    itemsize = np.dtype(dtype).itemsize
+    runs = []
+    for planner, threads in [(_engine.plan_depthwise, 2), (_engine.plan_depthwise_blocks, 1),
+                             (_engine.plan_depthwise_blocks, 2),
+                             (_engine.plan_depthwise_blocks, 3)]:
+        with fastconv.threads(threads):
+            forward = plan_with(geom, itemsize, _engine.FORWARD, planner,
+                                parallel_min_flops=0)
+            backward = plan_with(geom, itemsize, _engine.BACKWARD, planner,
+                                 parallel_min_flops=0)
+            results = (conv2d_by(forward, x, w, b),) + backward_by(backward, g, x, w)
+        assert forward.num_threads == threads or planner is _engine.plan_depthwise
+        for got, want in zip(results, (expected, exp_gx, exp_gw)):
+            np.testing.assert_allclose(got, want, **tol(dtype), err_msg=planner.__name__)
+        if planner is _engine.plan_depthwise_blocks:
+            runs.append(results)
+    for results in runs[1:]:
+        for got, first in zip(results, runs[0]):
+            assert np.array_equal(got, first)
+    assert conv2d(x, w, b, **kwargs).shape == expected.shape
 
 
 BATCHED_CASES = [

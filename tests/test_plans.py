@@ -18,8 +18,10 @@ SMALL_GEMM = bool(_engine._conv.SMALL_GEMM)
 # (input shape, C_out, kernel, stride, padding, groups, layout, dtype, pass, strategy) with
 # the default tuning and two threads.
 CHOICES = [
-    ((1, 32, 112, 112), 32, 3, 1, 1, 32, "NCHW", np.float32, E.FORWARD, E.DEPTHWISE),
     ((8, 112, 112, 32), 32, 3, 2, 1, 32, "NHWC", np.float32, E.BACKWARD, E.DEPTHWISE),
+    ((8, 576, 14, 14), 576, 3, 1, 1, 576, "NCHW", np.float32, E.FORWARD, E.DEPTHWISE_BLOCKS),
+    ((1, 96, 112, 112), 96, 3, 2, 1, 96, "NCHW", np.float32, E.BACKWARD, E.DEPTHWISE_BLOCKS),
+    ((2, 960, 7, 7), 960, 5, 1, 2, 960, "NCHW", np.float64, E.INPUT_GRAD, E.DEPTHWISE_BLOCKS),
     ((1, 64, 56, 56), 64, 3, 1, 1, 1, "NCHW", np.float32, E.FORWARD,
      E.DIRECT if SMALL_GEMM else E.ROW_TILES),
     ((1, 64, 56, 56), 64, 3, 1, 1, 1, "NCHW", np.float64, E.FORWARD, E.ROW_TILES),
@@ -45,9 +47,34 @@ def test_chooser_picks_the_strategy(case):
     assert plan.num_threads == 2
 
 
+def test_nchw_depthwise_runs_by_channel_blocks_while_their_tiles_fit_the_cache():
+    """DEPTHWISE_BLOCKS at stride 1 while one thread's block workspace fits
+    depthwise_block_bytes, with a stride always; never NHWC; under a workspace cap, fewer
+    threads, and DEPTHWISE (no workspace) below one thread's tiles."""
+    def plan(shape, stride=1, layout="NCHW", cap=None, **tuning):
+        geom = fastconv.ConvGeometry(shape, 32, 3, stride, 1, groups=32, layout=layout)
+        with fastconv.threads(2):
+            return _engine.choose_plan(geom, 4, E.FORWARD, max_workspace_bytes=cap,
+                                       tuning=dataclasses.replace(DEFAULT, **tuning))
+
+    per_thread = plan((1, 32, 112, 112), depthwise_block_bytes=1 << 40).col_size * 4
+    assert per_thread > 0
+    assert plan((1, 32, 112, 112), depthwise_block_bytes=per_thread - 4).strategy == (
+        E.DEPTHWISE)
+    fits = plan((1, 32, 112, 112), depthwise_block_bytes=per_thread)
+    assert (fits.strategy, fits.num_threads, fits.workspace) == (E.DEPTHWISE_BLOCKS, 2,
+                                                                  2 * fits.col_size)
+    assert plan((1, 32, 112, 112), 2, depthwise_block_bytes=0).strategy == E.DEPTHWISE_BLOCKS
+    assert plan((1, 112, 112, 32), 2, "NHWC").strategy == E.DEPTHWISE
+    small = plan((1, 32, 14, 14))
+    capped = plan((1, 32, 14, 14), cap=small.col_size * 4)
+    assert (capped.strategy, capped.num_threads) == (E.DEPTHWISE_BLOCKS, 1)
+    assert plan((1, 32, 14, 14), cap=small.col_size * 4 - 1).strategy == E.DEPTHWISE
+
+
 def test_every_strategy_has_a_planner_and_row_tiles_serve_last():
-    strategies = {E.DEPTHWISE, E.WINOGRAD, E.DIRECT, E.GROUPED_IMAGES, E.CHANNEL_BLOCKS,
-                  E.POINTWISE, E.ROW_TILES}
+    strategies = {E.DEPTHWISE_BLOCKS, E.DEPTHWISE, E.WINOGRAD, E.DIRECT, E.GROUPED_IMAGES,
+                  E.CHANNEL_BLOCKS, E.POINTWISE, E.ROW_TILES}
     assert {planner.__name__.removeprefix("plan_") for planner in E.PLANNERS} == strategies
     assert E.PLANNERS[-1] is E.plan_row_tiles
     geom = fastconv.ConvGeometry((2, 3, 9, 9), 4, 3, 2, 1)
@@ -59,6 +86,7 @@ def test_a_strategy_that_does_not_apply_returns_none():
     geom = fastconv.ConvGeometry((2, 3, 9, 9), 4, 3, padding=1)
     request = E.plan_request(geom, 8, E.FORWARD)
     assert E.plan_depthwise(request) is None
+    assert E.plan_depthwise_blocks(request) is None
     assert E.plan_direct(request) is None          # float64
     assert E.plan_pointwise(request) is None
     assert E.plan_grouped_images(request) is None  # NCHW

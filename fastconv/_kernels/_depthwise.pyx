@@ -9,11 +9,12 @@ fastconv.conv, which validated shapes and geometry.
 """
 from cython cimport floating
 from cython.parallel cimport prange
-from libc.string cimport memset
+from libc.string cimport memcpy, memset
 
 from fastconv._kernels._geometry cimport (
     Geometry, input_col, input_row, output_col, output_row)
 from fastconv._kernels._im2col_helpers cimport inside_cols, inside_rows, valid_range
+from fastconv._kernels._layout cimport transpose
 from fastconv._kernels._openmp cimport omp_get_thread_num
 from fastconv._kernels._simd cimport FASTCONV_LANES
 
@@ -578,17 +579,36 @@ cdef void input_grad_row_nhwc(const floating* grad_out, const floating* weight,
                             dst[c] += taps[c * multiplier + m] * src[c * multiplier + m]
 
 
+cdef inline void tap_sums_nhwc(floating* acc, const floating* grad_row,
+                               const floating* src_row, const Geometry* g, Py_ssize_t w_offset,
+                               Py_ssize_t ow_begin, Py_ssize_t ow_end, Py_ssize_t multiplier,
+                               Py_ssize_t out_channels) noexcept nogil:
+    """acc[o] += Σ_ow grad_row[ow, o]·src_row[ow·sw + w_offset, o // multiplier] over
+    [ow_begin, ow_end), output columns ascending (one tap of one output row)."""
+    cdef Py_ssize_t ow, c, m
+    cdef const floating* src
+    cdef const floating* grad
+    for ow in range(ow_begin, ow_end):
+        src = src_row + (ow * g.stride_w + w_offset) * g.channels
+        grad = grad_row + ow * out_channels
+        if multiplier == 1:
+            for c in range(g.channels):
+                acc[c] += grad[c] * src[c]
+        else:
+            for c in range(g.channels):
+                for m in range(multiplier):
+                    acc[c * multiplier + m] += grad[c * multiplier + m] * src[c]
+
+
 cdef void weight_grad_row_nhwc(const floating* grad_out, const floating* image, floating* taps_acc,
                                const Geometry* g, Py_ssize_t oh, Py_ssize_t multiplier,
                                Py_ssize_t out_channels) noexcept nogil:
     """taps_acc[i, j, o] += Σ_ow grad_out[oh, ow, o]·image[h_im, w_im, o // multiplier]:
     tap by tap along the output row (output columns ascending), so each tap's accumulators
     stay in L1 and no per-pixel bookkeeping runs."""
-    cdef Py_ssize_t i, j, ow, c, m, h_im, ow_lo, ow_hi, w_offset, lo = 0, hi = 0
+    cdef Py_ssize_t i, j, h_im, ow_lo, ow_hi, w_offset, lo = 0, hi = 0
     cdef const floating* grad_row = grad_out + oh * g.out_w * out_channels
     cdef const floating* src_row
-    cdef const floating* src
-    cdef const floating* grad
     cdef floating* acc
     cdef bint registers = False
     cdef const float* rows[3]
@@ -607,18 +627,14 @@ cdef void weight_grad_row_nhwc(const floating* grad_out, const floating* image, 
             acc = taps_acc + (i * g.kernel_w + j) * out_channels
             w_offset = j * g.dilation_w - g.pad_left
             valid_range(w_offset, g.stride_w, g.width, g.out_w, &ow_lo, &ow_hi)
-            for ow in range(ow_lo, ow_hi):
-                if registers and lo <= ow < hi:
-                    continue
-                src = src_row + (ow * g.stride_w + w_offset) * g.channels
-                grad = grad_row + ow * out_channels
-                if multiplier == 1:
-                    for c in range(g.channels):
-                        acc[c] += grad[c] * src[c]
-                else:
-                    for c in range(g.channels):
-                        for m in range(multiplier):
-                            acc[c * multiplier + m] += grad[c * multiplier + m] * src[c]
+            if registers and hi > lo:  # [lo, hi) summed above: the columns either side
+                tap_sums_nhwc(acc, grad_row, src_row, g, w_offset, ow_lo,
+                              ow_hi if ow_hi < lo else lo, multiplier, out_channels)
+                tap_sums_nhwc(acc, grad_row, src_row, g, w_offset, ow_lo if ow_lo > hi else hi,
+                              ow_hi, multiplier, out_channels)
+            else:
+                tap_sums_nhwc(acc, grad_row, src_row, g, w_offset, ow_lo, ow_hi, multiplier,
+                              out_channels)
 
 
 # ---------------------------------------------------------------- whole batch
@@ -707,3 +723,262 @@ def depthwise_weight_grad(const floating[::1] grad_out, const floating[::1] x,
                                       &x[0] + n * image_size
                                       + (o // multiplier) * g.height * g.width,
                                       gw + o * taps, &g)
+
+
+# ---------------------------------------------------------------- NCHW by channel blocks
+# Small NCHW planes leave the plane loops above mostly scalar (a 7×7 row is shorter than
+# one vector) and pay their per-row bookkeeping per channel. Instead BLOCK_CHANNELS
+# channels of one image are transposed into a channels-last tile in the thread's workspace,
+# zero-padded so that every window is inside it, run through the NHWC row loops (across the
+# block's channels; for a full float32 block of a 3×3 kernel, entirely the registers of
+# depthwise_3x3.h, edges included) and transposed back, all within L1/L2. The zeros make a
+# NaN or Inf weight reach the border outputs (0·NaN), as PyTorch's do (docs/spec.md §0).
+cdef enum:
+    BLOCK_CHANNELS = 16
+
+
+cdef inline Py_ssize_t padded_extent(Py_ssize_t size, Py_ssize_t before, Py_ssize_t outputs,
+                                     Py_ssize_t stride, Py_ssize_t kernel,
+                                     Py_ssize_t dilation) noexcept nogil:
+    """before + max(size, the end of the last window in image coordinates)."""
+    cdef Py_ssize_t end = (outputs - 1) * stride - before + (kernel - 1) * dilation + 1
+    return before + (end if end > size else size)
+
+
+cdef inline Geometry padded(const Geometry* g, Py_ssize_t channels) noexcept nogil:
+    """The geometry of g's image with `channels` channels and its padding made part of the
+    image: every window inside, pad_top = pad_left = 0, the same outputs."""
+    cdef Geometry result = g[0]
+    result.channels = channels
+    result.height = padded_extent(g.height, g.pad_top, g.out_h, g.stride_h, g.kernel_h,
+                                  g.dilation_h)
+    result.width = padded_extent(g.width, g.pad_left, g.out_w, g.stride_w, g.kernel_w,
+                                 g.dilation_w)
+    result.pad_top = 0
+    result.pad_left = 0
+    return result
+
+
+cdef inline Geometry flipped(const Geometry* g) noexcept nogil:
+    """The stride-1 geometry whose forward pass over the output gradient (and the kernel
+    turned by 180°) is g's input gradient: grad_x[h, w] = Σ_ij w[i, j]·grad[h + top − i·dh,
+    w + left − j·dw]. Valid while the padding is at most the dilated kernel's reach."""
+    cdef Geometry result = g[0]
+    result.height = g.out_h
+    result.width = g.out_w
+    result.out_h = g.height
+    result.out_w = g.width
+    result.pad_top = (g.kernel_h - 1) * g.dilation_h - g.pad_top
+    result.pad_left = (g.kernel_w - 1) * g.dilation_w - g.pad_left
+    return result
+
+
+cdef inline bint input_grad_by_flip(const Geometry* g, Py_ssize_t multiplier) noexcept nogil:
+    """The input gradient runs as the forward pass of flipped(g): stride 1, multiplier 1
+    (a multiplier > 1 sums over several output channels per input channel) and padding
+    within the kernel's reach."""
+    return (g.stride_h == 1 and g.stride_w == 1 and multiplier == 1
+            and g.pad_top <= (g.kernel_h - 1) * g.dilation_h
+            and g.pad_left <= (g.kernel_w - 1) * g.dilation_w)
+
+
+cdef inline Py_ssize_t tile_pixels(const Geometry* g) noexcept nogil:
+    """Pixels of g's zero-padded image."""
+    cdef Geometry p = padded(g, 1)
+    return p.height * p.width
+
+
+def block_workspace(Geometry g, Py_ssize_t multiplier):
+    """Workspace elements one thread needs for the channel-block kernels: a padded tile
+    (of the image or, for the input gradient, of the output gradient), an unpadded
+    transpose, a result tile and the block's taps."""
+    cdef Geometry back = flipped(&g)
+    cdef Py_ssize_t image = g.height * g.width
+    cdef Py_ssize_t outputs = multiplier * g.out_h * g.out_w
+    cdef Py_ssize_t tile = max(tile_pixels(&g), tile_pixels(&back) if
+                               input_grad_by_flip(&g, multiplier) else 0)
+    return BLOCK_CHANNELS * (tile + 2 * max(image, outputs)
+                             + multiplier * g.kernel_h * g.kernel_w)
+
+
+cdef struct BlockBuffers:
+    void* tile      # zero-padded channels-last tile
+    void* plain     # an unpadded channels-last copy
+    void* result    # channels-last result
+    void* taps      # the block's weights or weight-gradient sums, (kh·kw, block channels)
+
+
+cdef inline BlockBuffers block_buffers(floating* ws, const Geometry* g,
+                                       Py_ssize_t multiplier) noexcept nogil:
+    """One thread's workspace (block_workspace elements) cut into its parts."""
+    cdef BlockBuffers b
+    cdef Py_ssize_t plain = BLOCK_CHANNELS * max(g.height * g.width,
+                                                 multiplier * g.out_h * g.out_w)
+    cdef Geometry back = flipped(g)
+    cdef Py_ssize_t tile = BLOCK_CHANNELS * max(tile_pixels(g), tile_pixels(&back) if
+                                                input_grad_by_flip(g, multiplier) else 0)
+    b.tile = ws
+    b.plain = ws + tile
+    b.result = ws + tile + plain
+    b.taps = ws + tile + 2 * plain
+    return b
+
+
+cdef inline Py_ssize_t block_size(const Geometry* g, Py_ssize_t c0) noexcept nogil:
+    """Input channels of the block starting at c0 (BLOCK_CHANNELS, fewer in the last)."""
+    return BLOCK_CHANNELS if c0 + BLOCK_CHANNELS <= g.channels else g.channels - c0
+
+
+cdef void to_padded_tile(const floating* planes, floating* plain, floating* tile,
+                         const Geometry* g, const Geometry* tiled) noexcept nogil:
+    """tile = `tiled.channels` planes of g's image, channels-last and zero-padded to
+    `tiled`'s size (through the unpadded copy `plain`)."""
+    cdef Py_ssize_t h, channels = tiled.channels
+    cdef Py_ssize_t row = g.width * channels
+    transpose(planes, g.height * g.width, plain, channels, channels, g.height * g.width)
+    memset(tile, 0, tiled.height * tiled.width * channels * sizeof(floating))
+    for h in range(g.height):
+        memcpy(tile + ((g.pad_top + h) * tiled.width + g.pad_left) * channels,
+               plain + h * row, row * sizeof(floating))
+
+
+cdef void forward_block(const floating* planes, const floating* taps_first,
+                        Py_ssize_t taps_stride, const floating* bias, floating* out,
+                        BlockBuffers b, const Geometry* g, Py_ssize_t channels,
+                        Py_ssize_t multiplier, bint turned) noexcept nogil:
+    """out planes (channels·mult of them) = the depthwise forward pass of `channels` input
+    planes; tap t of output channel o at taps_first[o·taps_stride + t], read backwards when
+    `turned` (the kernel turned by 180°)."""
+    cdef Geometry tiled = padded(g, channels)
+    cdef Py_ssize_t oh, o, t, taps = g.kernel_h * g.kernel_w
+    cdef Py_ssize_t width = channels * multiplier
+    cdef Py_ssize_t out_plane = g.out_h * g.out_w
+    cdef floating* tile = <floating*> b.tile
+    cdef floating* result = <floating*> b.result
+    cdef floating* block_taps = <floating*> b.taps
+    to_padded_tile(planes, <floating*> b.plain, tile, g, &tiled)
+    for o in range(width):
+        for t in range(taps):
+            block_taps[t * width + o] = taps_first[o * taps_stride
+                                                   + (taps - 1 - t if turned else t)]
+    for oh in range(g.out_h):
+        forward_row_nhwc(tile, block_taps, bias, result + oh * g.out_w * width, &tiled, oh,
+                         multiplier, width)
+    transpose(result, width, out, out_plane, out_plane, width)
+
+
+cdef void input_grad_block(const floating* grad_out, const floating* weight, floating* grad_x,
+                           BlockBuffers b, const Geometry* g, Py_ssize_t channels,
+                           Py_ssize_t multiplier) noexcept nogil:
+    """grad_x planes (`channels` of them) from their channels·mult output-gradient planes:
+    the forward pass of flipped(g) where it applies, else input_grad_row_nhwc on a
+    channels-last copy."""
+    cdef Geometry back = flipped(g)
+    cdef Geometry block = g[0]
+    cdef Py_ssize_t h, taps = g.kernel_h * g.kernel_w
+    cdef Py_ssize_t pixels = g.height * g.width, out_plane = g.out_h * g.out_w
+    cdef Py_ssize_t width = channels * multiplier
+    cdef floating* plain = <floating*> b.plain
+    cdef floating* result = <floating*> b.result
+    cdef floating* block_taps = <floating*> b.taps
+    if input_grad_by_flip(g, multiplier):
+        forward_block(grad_out, weight, taps, NULL, grad_x, b, &back, channels, 1, True)
+        return
+    block.channels = channels
+    transpose(grad_out, out_plane, plain, width, width, out_plane)
+    transpose(weight, taps, block_taps, width, width, taps)
+    for h in range(g.height):
+        input_grad_row_nhwc(plain, block_taps, result + h * g.width * channels, &block, h,
+                            multiplier, width)
+    transpose(result, channels, grad_x, pixels, pixels, channels)
+
+
+cdef void weight_grad_block(const floating* grad_out, const floating* x, floating* grad_weight,
+                            BlockBuffers b, const Geometry* g, Py_ssize_t batch,
+                            Py_ssize_t channels, Py_ssize_t multiplier) noexcept nogil:
+    """grad_weight rows (channels·mult of them) += their gradient over the whole batch
+    (images in order, rows in order), by weight_grad_row_nhwc on the zero-padded tile.
+    grad_out and x point at the block's first plane of image 0."""
+    cdef Geometry tiled = padded(g, channels)
+    cdef Py_ssize_t n, oh, o, t, taps = g.kernel_h * g.kernel_w
+    cdef Py_ssize_t pixels = g.height * g.width, out_plane = g.out_h * g.out_w
+    cdef Py_ssize_t width = channels * multiplier
+    cdef floating* tile = <floating*> b.tile
+    cdef floating* result = <floating*> b.result
+    cdef floating* block_taps = <floating*> b.taps
+    memset(block_taps, 0, taps * width * sizeof(floating))
+    for n in range(batch):
+        to_padded_tile(x + n * g.channels * pixels, <floating*> b.plain, tile, g, &tiled)
+        transpose(grad_out + n * g.channels * multiplier * out_plane, out_plane, result, width,
+                  width, out_plane)
+        for oh in range(g.out_h):
+            weight_grad_row_nhwc(result, tile, block_taps, &tiled, oh, multiplier, width)
+    for o in range(width):
+        for t in range(taps):
+            grad_weight[o * taps + t] += block_taps[t * width + o]
+
+
+def depthwise_blocks_forward(const floating[::1] x, const floating[::1] weight,
+                             const floating[::1] bias, floating[::1] out,
+                             floating[::1] workspace, Geometry g, Py_ssize_t batch,
+                             Py_ssize_t out_channels, int num_threads):
+    """depthwise_forward of an NCHW batch by channel blocks, one (image, block) per task;
+    workspace: num_threads × block_workspace elements."""
+    cdef Py_ssize_t multiplier = out_channels // g.channels
+    cdef Py_ssize_t blocks = (g.channels + BLOCK_CHANNELS - 1) // BLOCK_CHANNELS
+    cdef Py_ssize_t per_thread = block_workspace(g, multiplier)
+    cdef Py_ssize_t taps = g.kernel_h * g.kernel_w
+    cdef const floating* bias_ptr = &bias[0] if bias.shape[0] > 0 else NULL
+    cdef Py_ssize_t task, n, c0, o0
+    for task in prange(batch * blocks, nogil=True, num_threads=num_threads, schedule="static"):
+        n = task // blocks
+        c0 = task % blocks * BLOCK_CHANNELS
+        o0 = c0 * multiplier
+        forward_block(&x[0] + (n * g.channels + c0) * g.height * g.width, &weight[0] + o0 * taps,
+                      taps, bias_ptr + o0 if bias_ptr != NULL else NULL,
+                      &out[0] + (n * out_channels + o0) * g.out_h * g.out_w,
+                      block_buffers(&workspace[0] + omp_get_thread_num() * per_thread, &g,
+                                    multiplier),
+                      &g, block_size(&g, c0), multiplier, False)
+
+
+def depthwise_blocks_input_grad(const floating[::1] grad_out, const floating[::1] weight,
+                                floating[::1] grad_x, floating[::1] workspace, Geometry g,
+                                Py_ssize_t batch, Py_ssize_t out_channels, int num_threads):
+    """depthwise_input_grad of an NCHW batch by channel blocks."""
+    cdef Py_ssize_t multiplier = out_channels // g.channels
+    cdef Py_ssize_t blocks = (g.channels + BLOCK_CHANNELS - 1) // BLOCK_CHANNELS
+    cdef Py_ssize_t per_thread = block_workspace(g, multiplier)
+    cdef Py_ssize_t taps = g.kernel_h * g.kernel_w
+    cdef Py_ssize_t task, n, c0, o0
+    for task in prange(batch * blocks, nogil=True, num_threads=num_threads, schedule="static"):
+        n = task // blocks
+        c0 = task % blocks * BLOCK_CHANNELS
+        o0 = c0 * multiplier
+        input_grad_block(&grad_out[0] + (n * out_channels + o0) * g.out_h * g.out_w,
+                         &weight[0] + o0 * taps,
+                         &grad_x[0] + (n * g.channels + c0) * g.height * g.width,
+                         block_buffers(&workspace[0] + omp_get_thread_num() * per_thread, &g,
+                                       multiplier),
+                         &g, block_size(&g, c0), multiplier)
+
+
+def depthwise_blocks_weight_grad(const floating[::1] grad_out, const floating[::1] x,
+                                 floating[::1] grad_weight, floating[::1] workspace,
+                                 Geometry g, Py_ssize_t batch, Py_ssize_t out_channels,
+                                 int num_threads):
+    """grad_weight += depthwise_weight_grad of an NCHW batch by channel blocks, one block
+    (all images) per task, so each block's taps are summed by one thread in one order."""
+    cdef Py_ssize_t multiplier = out_channels // g.channels
+    cdef Py_ssize_t blocks = (g.channels + BLOCK_CHANNELS - 1) // BLOCK_CHANNELS
+    cdef Py_ssize_t per_thread = block_workspace(g, multiplier)
+    cdef Py_ssize_t taps = g.kernel_h * g.kernel_w
+    cdef Py_ssize_t b, c0
+    for b in prange(blocks, nogil=True, num_threads=num_threads, schedule="static"):
+        c0 = b * BLOCK_CHANNELS
+        weight_grad_block(&grad_out[0] + c0 * multiplier * g.out_h * g.out_w,
+                          &x[0] + c0 * g.height * g.width,
+                          &grad_weight[0] + c0 * multiplier * taps,
+                          block_buffers(&workspace[0] + omp_get_thread_num() * per_thread, &g,
+                                        multiplier),
+                          &g, batch, block_size(&g, c0), multiplier)

@@ -28,14 +28,9 @@ from cython.parallel cimport prange
 from libc.string cimport memcmp
 
 from fastconv._kernels._blas cimport gemm
+from fastconv._kernels._layout cimport transpose
 from fastconv._kernels._openmp cimport omp_get_thread_num
 
-
-cdef extern from "transpose.h" nogil:
-    void fastconv_transpose_f32(const float* src, long src_stride, float* dst,
-                                long dst_stride, long rows, long cols)
-    void fastconv_transpose_f64(const double* src, long src_stride, double* dst,
-                                long dst_stride, long rows, long cols)
 
 cdef extern from "winograd_transforms.h" nogil:
     void fastconv_wino2_weight_f32(const float* taps, long tap_stride, float* out,
@@ -191,16 +186,6 @@ cdef void weight_chunk(const floating* weight, floating* transformed, Py_ssize_t
 
 
 # ---------------------------------------------------------------- layouts
-cdef inline void transpose(const floating* src, Py_ssize_t src_stride, floating* dst,
-                           Py_ssize_t dst_stride, Py_ssize_t rows,
-                           Py_ssize_t cols) noexcept nogil:
-    """dst[j·dst_stride + i] = src[i·src_stride + j] for i < rows, j < cols."""
-    if floating is float:
-        fastconv_transpose_f32(src, src_stride, dst, dst_stride, rows, cols)
-    else:
-        fastconv_transpose_f64(src, src_stride, dst, dst_stride, rows, cols)
-
-
 cdef void change_layout(const floating* src, floating* dst, Py_ssize_t batch,
                         Py_ssize_t channels, Py_ssize_t pixels, bint to_channels_last,
                         int num_threads) noexcept nogil:
