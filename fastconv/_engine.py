@@ -33,6 +33,7 @@ so results are bit-identical for any number of threads.
 from __future__ import annotations
 
 import contextlib
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -522,7 +523,8 @@ def run_forward(x4, weight, bias, out4, plan, workspace, transformed=None):
     bias = _empty(x4.dtype) if bias is None else bias
     if plan.strategy == WINOGRAD:
         if transformed is None:
-            transformed = winograd_weight(weight, plan)
+            transformed = winograd_weight(
+                weight, plan, _memory.scratch("transformed", plan.transformed, weight.dtype))
         with blas_limit(1):  # BLAS runs inside the kernel's OpenMP loops
             _winograd.winograd_forward(x4.reshape(-1), weight.reshape(-1), transformed, bias,
                                        out4.reshape(-1), workspace[:plan.workspace],
@@ -625,7 +627,7 @@ def input_grad_as_conv(grad_out4, weight, grad_x4, geom, workspace, capped=False
     if plan.workspace > workspace.size:
         if capped:
             return False
-        workspace = _memory.empty(plan.workspace, grad_out4.dtype)
+        workspace = _memory.scratch("flipped_workspace", plan.workspace, grad_out4.dtype)
     (top, bottom), (left, right) = flipped.crops
     if top or bottom or left or right:
         h, w = (2, 3) if geom.layout == "NCHW" else (1, 2)
@@ -633,21 +635,25 @@ def input_grad_as_conv(grad_out4, weight, grad_x4, geom, workspace, capped=False
         index[h] = slice(top, grad_out4.shape[h] - bottom)
         index[w] = slice(left, grad_out4.shape[w] - right)
         grad_out4 = np.ascontiguousarray(grad_out4[tuple(index)])
-    run_forward(grad_out4, flipped_weight(weight, geom), None, grad_x4, plan, workspace,
+    run_forward(grad_out4, flipped_weight(weight, geom, scratch=True), None, grad_x4, plan,
+                workspace,
                 transformed)
     return True
 
 
-def flipped_weight(weight, geom):
+def flipped_weight(weight, geom, scratch=False):
     """The weight of the flipped convolution (see flipped_geometry), C-contiguous: per group
-    its input and output channels swapped, both spatial axes reversed."""
+    its input and output channels swapped, both spatial axes reversed (NHWC: in the
+    thread's scratch when `scratch`, for a call that does not keep it)."""
     g = geom.groups
     if geom.layout == "NCHW":  # (C_out, C_in/g, kh, kw) → (C_in, C_out/g, kh, kw)
         cout, cin_g, kh, kw = weight.shape
         grouped = weight.reshape(g, cout // g, cin_g, kh, kw).transpose(0, 2, 1, 3, 4)
         return np.ascontiguousarray(grouped.reshape(g * cin_g, cout // g, kh, kw)[:, :, ::-1, ::-1])
     kh, kw, cin_g, cout = weight.shape  # (kh, kw, C_in/g, C_out) → (kh, kw, C_out/g, C_in)
-    flipped = _memory.empty((kh, kw, cout // g, g * cin_g), weight.dtype)
+    shape = (kh, kw, cout // g, g * cin_g)
+    flipped = (_memory.scratch("flipped_weight", math.prod(shape), weight.dtype).reshape(shape)
+               if scratch else _memory.empty(shape, weight.dtype))
     _winograd.flip_hwio(np.ascontiguousarray(weight).reshape(-1), flipped.reshape(-1), kh, kw,
                         g, cin_g, cout // g)
     return flipped

@@ -11,6 +11,7 @@ oracle, and always invisible to AddressSanitizer.
 from __future__ import annotations
 
 import os
+import threading
 
 import numpy as np
 
@@ -34,6 +35,29 @@ def empty(shape, dtype):
     if POISON:
         poison(array)
     return array
+
+
+_scratch = threading.local()  # per Python thread: {(slot, dtype): its buffer}
+
+
+def scratch(slot, size, dtype):
+    """A flat buffer of `size` elements for one call's scratch work (workspaces, partial
+    sums, transformed weights), reused by the next call in this Python thread that asks for
+    the same `slot`: a fresh allocation of megabytes costs its page faults on every call
+    (docs/performance.md#scratch-reuse). Each slot grows to the largest size asked for and is
+    kept until the thread ends; results are never scratch. Poisoned in the test mode, on
+    every call."""
+    buffers = getattr(_scratch, "buffers", None)
+    if buffers is None:
+        buffers = _scratch.buffers = {}
+    key = (slot, np.dtype(dtype).char)
+    buffer = buffers.get(key)
+    if buffer is None or buffer.size < size:
+        buffer = buffers[key] = np.empty(size, dtype=dtype)
+    view = buffer[:size]
+    if POISON:
+        poison(view)
+    return view
 
 
 def result(out, shape, dtype):

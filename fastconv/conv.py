@@ -88,7 +88,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, l
         _plan_cache.put(key, (geom, plan))
     shape4 = geom.output_shape  # geom was made from the 4-D (batched) view of x
     out4 = _memory.result(out, shape4, x.dtype)
-    workspace = _memory.empty(plan.workspace, x.dtype)
+    workspace = _memory.scratch("workspace", plan.workspace, x.dtype)
     _engine.run_forward(np.ascontiguousarray(x4), np.ascontiguousarray(weight),
                         None if bias is None else np.ascontiguousarray(bias), out4, plan,
                         workspace)
@@ -154,8 +154,8 @@ def conv2d_backward(grad_output, x, weight, *, stride=1, padding=0, dilation=1, 
         flipped = (_engine.input_grad_plan(geom, x.dtype.itemsize, algorithm)
                    if needs_input_grad and _engine.input_grad_by_conv(plan) else None)
         _plan_cache.put(key, (geom, plan, flipped))
-    workspace = _memory.empty(plan.workspace, x.dtype)
-    partials = _memory.empty(plan.partials, x.dtype)
+    workspace = _memory.scratch("workspace", plan.workspace, x.dtype)
+    partials = _memory.scratch("partials", plan.partials, x.dtype)
     _engine.run_backward(grad_out4, np.ascontiguousarray(x4), np.ascontiguousarray(weight),
                          grad_x4, grad_w, plan, workspace, partials, algorithm=algorithm,
                          flipped=flipped)
@@ -220,7 +220,7 @@ def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0
         _plan_cache.put(key, (geom, plan, flipped))
     out4 = _memory.result(out, shape4, x.dtype)
     if out4.size:
-        workspace = _memory.empty(plan.workspace, x.dtype)
+        workspace = _memory.scratch("workspace", plan.workspace, x.dtype)
         _engine.run_backward(np.ascontiguousarray(x4), None, np.ascontiguousarray(weight),
                              out4, None, plan, workspace, _memory.empty(0, x.dtype),
                              algorithm=algorithm, flipped=flipped)

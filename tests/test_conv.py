@@ -1163,6 +1163,33 @@ def test_shared_column_mode_matches_reference(rng, case, layout):
         assert np.array_equal(gx, results[0][1])
 
 
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("case", [(1, 16, 7, 7, 16, 1), (1, 32, 6, 6, 16, 2),
+                                  (2, 24, 5, 5, 12, 1)])
+def test_shared_weight_gradient_splits_column_rows(rng, case, layout):
+    """CHANNEL_BLOCKS with one block of output channels: the weight gradient's GEMMs are
+    split by blocks of column-matrix rows instead (each element one GEMM's sum), against
+    the oracle and bit-identical for any thread count."""
+    n, c, h, w_, c_out, groups = case
+    shape = (n, c, h, w_) if layout == "NCHW" else (n, h, w_, c)
+    geom = fastconv.ConvGeometry(shape, c_out, 3, 1, 1, groups=groups, layout=layout)
+    x = rng.standard_normal(shape)
+    w = rng.standard_normal(geom.weight_shape)
+    g = rng.standard_normal(geom.output_shape)
+    exp_gx, exp_gw = ref_conv2d_backward(g, x, w, padding=1, groups=groups, layout=layout)[:2]
+    results = []
+    for threads in (1, 2, 3):
+        with fastconv.threads(threads):
+            plan = plan_with(geom, 8, _engine.BACKWARD, _engine.plan_channel_blocks,
+                             min_channel_block=16)
+            assert plan.m_block >= c_out // groups and plan.k_block < geom.gemm_shape[1]
+            grad_input, grad_weight = backward_by(plan, g, x, w)
+        np.testing.assert_allclose(grad_input, exp_gx, rtol=1e-10, atol=1e-10)
+        np.testing.assert_allclose(grad_weight, exp_gw, rtol=1e-10, atol=1e-10)
+        results.append(grad_weight)
+    assert all(np.array_equal(r, results[0]) for r in results[1:])
+
+
 DEPTHWISE_WIDE = [
     # (H, W, stride, padding, dilation): 3×3, rows wide enough for interior columns
     (6, 23, 1, 1, 1),

@@ -83,3 +83,45 @@ def test_no_module_allocates_around_the_helper():
             if re.search(r"np\.empty(_like)?\((?!\(0,\)|0,|probe_shape)", line):
                 offenders.append(f"{path.relative_to(package)}:{number}: {line.strip()}")
     assert not offenders, "allocate results with fastconv._memory:\n" + "\n".join(offenders)
+
+
+def test_scratch_is_reused_per_slot_and_thread():
+    """A call's scratch (workspaces, partial sums) is the same memory on the next call in
+    this thread: no fresh pages to fault in. Slots never share memory; other threads have
+    their own."""
+    import threading
+
+    first = _memory.scratch("test-a", 1000, np.float32)
+    again = _memory.scratch("test-a", 600, np.float32)
+    assert first.shape == (1000,) and again.shape == (600,)
+    assert np.shares_memory(first, again)
+    other = _memory.scratch("test-b", 1000, np.float32)
+    wide = _memory.scratch("test-a", 1000, np.float64)
+    assert not np.shares_memory(first, other) and not np.shares_memory(first, wide)
+    grown = _memory.scratch("test-a", 5000, np.float32)
+    assert grown.shape == (5000,) and _memory.scratch("test-a", 10, np.float32).base is (
+        grown.base)
+    seen = []
+    worker = threading.Thread(target=lambda: seen.append(
+        _memory.scratch("test-a", 1000, np.float32)))
+    worker.start()
+    worker.join()
+    assert not np.shares_memory(seen[0], grown)
+
+
+def test_poisoned_scratch_is_filled_on_every_call(poisoned):
+    buffer = _memory.scratch("test-poison", 16, np.float64)
+    buffer[:] = 1.0
+    assert np.isnan(_memory.scratch("test-poison", 16, np.float64)).all()
+
+
+def test_results_are_never_scratch(rng):
+    x = rng.standard_normal((2, 3, 9, 9)).astype(np.float32)
+    w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+    y = fastconv.conv2d(x, w, padding=1)
+    grads = fastconv.conv2d_backward(y, x, w, padding=1)
+    z = fastconv.conv_transpose2d(y, w, padding=1)
+    buffers = list(_memory._scratch.buffers.values())
+    assert buffers
+    for result in (y, z, *grads):
+        assert not any(np.shares_memory(result, buffer) for buffer in buffers)

@@ -507,28 +507,34 @@ cdef void weight_grad_shared_columns(const floating* grad_out, const floating* i
                                      floating* grad_weight, floating* col, const Geometry* g,
                                      const Plan* plan, int num_threads) noexcept nogil:
     """One image in shared mode: grad_weight += grad_out ⋆ columnsᵀ, each thread adding
-    into its own block of m_block output channels (no accumulators to reduce)."""
+    into its own block of m_block output channels, or, when that is all of them, of k_block
+    column-matrix rows (no accumulators to reduce; every element is one GEMM's sum over the
+    positions)."""
     cdef Dims d = dims_of(g, plan)
-    cdef Py_ssize_t blocks = (d.Mg + plan.m_block - 1) // plan.m_block
-    cdef Py_ssize_t task, grp, m0, first
-    cdef int channels
+    cdef Py_ssize_t m_blocks = (d.Mg + plan.m_block - 1) // plan.m_block
+    cdef Py_ssize_t k_blocks = 1 if m_blocks > 1 else (d.Kg + plan.k_block - 1) // plan.k_block
+    cdef Py_ssize_t task, grp, m0, k0, first
+    cdef int channels, rows
     cdef const floating* cols
     cdef int ld
     if not plan.pointwise:
         image_columns_parallel(image, col, g, plan, 1, num_threads)
-    for task in prange(plan.groups * blocks, num_threads=num_threads, schedule="static"):
-        grp = task // blocks
-        m0 = (task % blocks) * plan.m_block
+    for task in prange(plan.groups * m_blocks * k_blocks, num_threads=num_threads,
+                       schedule="static"):
+        grp = task // (m_blocks * k_blocks)
+        m0 = (task // k_blocks % m_blocks) * plan.m_block
+        k0 = (task % k_blocks) * plan.k_block
         channels = <int> (block_end(m0, plan.m_block, d.Mg) - m0)
+        rows = <int> (d.Kg - k0 if k_blocks == 1 else block_end(k0, plan.k_block, d.Kg) - k0)
         first = grp * d.Mg + m0
         cols = group_columns(image, col, &d, plan, grp, d.P)
         ld = group_columns_ld(&d, plan, d.P)
         if plan.nhwc:
-            gemm(True, False, d.Kg, channels, d.P, 1, cols, ld, grad_out + first, d.out_channels,
-                 1, grad_weight + first, d.out_channels)
+            gemm(True, False, rows, channels, d.P, 1, cols + k0, ld, grad_out + first,
+                 d.out_channels, 1, grad_weight + k0 * d.out_channels + first, d.out_channels)
         else:
-            gemm(False, True, channels, d.Kg, d.P, 1, grad_out + first * d.P, d.P, cols, ld,
-                 1, grad_weight + first * d.Kg, d.Kg)
+            gemm(False, True, channels, rows, d.P, 1, grad_out + first * d.P, d.P,
+                 cols + k0 * ld, ld, 1, grad_weight + first * d.Kg + k0, d.Kg)
 
 
 cdef void input_grad_shared_columns(const floating* grad_out, const floating* weight,
