@@ -9,9 +9,10 @@ Adding a strategy is one planning function, one kernel entry in :func:`run_forwa
 
 Strategies:
 
-- DEPTHWISE_BLOCKS: groups == C_in, NCHW, small planes or a stride: the _depthwise
-  kernels on channels-last, zero-padded copies of 16 channels at a time, vectorised across
-  the channels (the plane loops of DEPTHWISE are scalar on rows shorter than a vector).
+- DEPTHWISE_BLOCKS: groups == C_in; kernels larger than 3×3, and in NCHW small planes or
+  a stride: the _depthwise kernels on channels-last, zero-padded copies of 16 channels at
+  a time, vectorised across the channels with no edge code (the plane loops of DEPTHWISE
+  are scalar on rows shorter than a vector, and per pixel for large kernels).
 - DEPTHWISE: groups == C_in; direct loops (the _depthwise kernels), no GEMM.
 - WINOGRAD: the forward pass of a 3×3 stride-1 convolution by Winograd's minimal filtering
   F(m×m, 3×3) (the _winograd kernels), when the algorithm chosen is "winograd".
@@ -233,17 +234,23 @@ def _channel_blocks(request):
 
 
 def plan_depthwise_blocks(request):
-    """DEPTHWISE_BLOCKS: an NCHW depthwise convolution with a stride, or whose block
-    workspace (a thread's channels-last tiles of 16 channels) fits
-    tuning.depthwise_block_bytes (docs/performance.md#depthwise-channel-blocks). Under a
+    """DEPTHWISE_BLOCKS (docs/performance.md#depthwise-channel-blocks): a depthwise
+    convolution whose kernel has more than tuning.depthwise_row_max_taps taps, in either
+    layout; in NCHW also any with a stride, or whose block workspace (a thread's
+    channels-last tiles of 16 channels) fits tuning.depthwise_block_bytes. Under a
     workspace cap fewer threads run; below one thread's tiles, DEPTHWISE (no workspace)."""
     geom = request.geometry
-    if not is_depthwise(geom) or geom.layout != "NCHW":
+    if not is_depthwise(geom):
         return None
+    kh, kw = geom.kernel_size
     per_thread = _depthwise.block_workspace(geom.window.kernel_struct(),
                                             geom.out_channels // geom.in_channels)
-    strided = geom.window.stride != (1, 1)
-    if not strided and per_thread * request.itemsize > request.tuning.depthwise_block_bytes:
+    tuning = request.tuning
+    wide = kh * kw > tuning.depthwise_row_max_taps
+    if geom.layout == "NHWC" and not wide:
+        return None
+    if not (wide or geom.window.stride != (1, 1)
+            or per_thread * request.itemsize <= tuning.depthwise_block_bytes):
         return None
     threads = request.num_threads
     if request.max_workspace_bytes is not None:
@@ -534,7 +541,8 @@ def run_forward(x4, weight, bias, out4, plan, workspace, transformed=None):
         _depthwise.depthwise_blocks_forward(x4.reshape(-1), weight.reshape(-1), bias,
                                             out4.reshape(-1), workspace[:plan.workspace],
                                             geom.window.kernel_struct(), geom.batch,
-                                            geom.out_channels, plan.num_threads)
+                                            geom.out_channels, geom.layout == "NHWC",
+                                            plan.num_threads)
         return
     if plan.strategy == DEPTHWISE:
         _depthwise.depthwise_forward(x4.reshape(-1), weight.reshape(-1), bias, out4.reshape(-1),
@@ -695,11 +703,12 @@ def run_backward(grad_out4, x4, weight, grad_x4, grad_weight, plan, workspace, p
             _depthwise.depthwise_blocks_weight_grad(grad_out4.reshape(-1), x4.reshape(-1),
                                                     grad_weight.reshape(-1), ws, struct,
                                                     geom.batch, geom.out_channels,
-                                                    plan.num_threads)
+                                                    geom.layout == "NHWC", plan.num_threads)
         if grad_x4 is not None:
             _depthwise.depthwise_blocks_input_grad(grad_out4.reshape(-1), weight.reshape(-1),
                                                    grad_x4.reshape(-1), ws, struct, geom.batch,
-                                                   geom.out_channels, plan.num_threads)
+                                                   geom.out_channels, geom.layout == "NHWC",
+                                                   plan.num_threads)
         return
     if plan.strategy == DEPTHWISE:
         nhwc = geom.layout == "NHWC"

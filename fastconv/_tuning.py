@@ -55,9 +55,10 @@ class Tuning:
     # space_to_batch, R-MAC pooling) runs on one thread
     # (docs/performance.md#parallel_min_elements).
     parallel_min_elements: int = 1 << 15
-    # An NCHW depthwise convolution at stride 1 runs by channel blocks while one thread's
-    # channels-last tiles fit this CPU's L2; with a stride, always
-    # (docs/performance.md#depthwise-channel-blocks).
+    # A depthwise convolution runs by channel blocks when its kernel has more taps than
+    # this (either layout); in NCHW also with a stride, or while one thread's channels-last
+    # tiles fit this CPU's L2 (docs/performance.md#depthwise-channel-blocks).
+    depthwise_row_max_taps: int = 9
     depthwise_block_bytes: int = cpu.l2_cache_bytes()
     # Winograd: bytes of one block's transformed input and products, sized to this CPU's
     # L2 so a thread's block stays in its cache (docs/performance.md#winograd_block_bytes).

@@ -1246,8 +1246,8 @@ def test_depthwise_3x3_register_loops(rng, case, channels, layout):
 
 
 DEPTHWISE_BLOCK_CASES = [
-    # (N, C, H, W, multiplier, kernel, stride, padding, dilation): NCHW depthwise by
-    # channel blocks of 16 (DEPTHWISE_BLOCKS)
+    # (N, C, H, W, multiplier, kernel, stride, padding, dilation): depthwise by channel
+    # blocks of 16 (DEPTHWISE_BLOCKS)
     (2, 16, 7, 7, 1, 3, 1, 1, 1),                  # one full block: registers, edges too
     (1, 33, 14, 14, 1, 3, 2, 1, 1),                # a last block of one channel; stride 2
     (3, 17, 5, 9, 2, 5, 1, 2, 1),                  # multiplier 2 (input gradient by rows)
@@ -1258,23 +1258,28 @@ DEPTHWISE_BLOCK_CASES = [
     (2, 32, 8, 8, 1, 3, 1, ((2, 0), (0, 2)), 2),   # asymmetric padding, dilation
     (1, 16, 4, 4, 3, 6, 1, 1, 1),                  # kernel as large as the padded input
     (2, 48, 10, 11, 1, 3, 4, 0, 1),                # stride > kernel: rows never read
+    (2, 32, 9, 9, 1, 5, 2, 2, 1),                  # 5×5, stride 2, two full blocks
+    (1, 16, 10, 12, 1, (7, 7), 1, 3, 1),           # 49 taps: the tap loop in groups
     (0, 16, 5, 5, 1, 3, 1, 1, 1),                  # batch 0
 ]
 
 
+@pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
 @pytest.mark.parametrize("case", DEPTHWISE_BLOCK_CASES)
-def test_depthwise_nchw_channel_blocks(rng, case, dtype):
-    """NCHW depthwise by channel blocks (channels-last, zero-padded tiles of 16 channels)
-    and by the plane loops: forward, input and weight gradients against the float64
-    oracle; the blocks' results bit-identical for 1, 2 and 3 threads."""
+def test_depthwise_channel_blocks(rng, case, dtype, layout):
+    """Depthwise by channel blocks (channels-last, zero-padded tiles of 16 channels; float32
+    full blocks through depthwise_tile.h) and by the row / plane loops: forward, input and
+    weight gradients against the float64 oracle; the blocks' results bit-identical for 1,
+    2 and 3 threads."""
     n, c, h, w_, multiplier, k, stride, padding, dilation = case
-    geom = fastconv.ConvGeometry((n, c, h, w_), c * multiplier, k, stride, padding,
-                                 dilation, groups=c)
+    shape = (n, c, h, w_) if layout == "NCHW" else (n, h, w_, c)
+    geom = fastconv.ConvGeometry(shape, c * multiplier, k, stride, padding, dilation,
+                                 groups=c, layout=layout)
     x = rng.standard_normal(geom.input_shape).astype(dtype)
     w = rng.standard_normal(geom.weight_shape).astype(dtype)
     b = rng.standard_normal(c * multiplier).astype(dtype)
-    kwargs = dict(stride=stride, padding=padding, dilation=dilation, groups=c)
+    kwargs = dict(stride=stride, padding=padding, dilation=dilation, groups=c, layout=layout)
     wide = {k: v.astype(np.float64) for k, v in dict(x=x, w=w, b=b).items()}
     expected = ref_conv2d(wide["x"], wide["w"], wide["b"], **kwargs)
     g = rng.standard_normal(expected.shape).astype(dtype)
@@ -1286,12 +1291,11 @@ def test_depthwise_nchw_channel_blocks(rng, case, dtype):
                              (_engine.plan_depthwise_blocks, 2),
                              (_engine.plan_depthwise_blocks, 3)]:
         with fastconv.threads(threads):
-            forward = plan_with(geom, itemsize, _engine.FORWARD, planner,
-                                parallel_min_flops=0)
-            backward = plan_with(geom, itemsize, _engine.BACKWARD, planner,
-                                 parallel_min_flops=0)
-            results = (conv2d_by(forward, x, w, b),) + backward_by(backward, g, x, w)
-        assert forward.num_threads == threads or planner is _engine.plan_depthwise
+            plans = [plan_with(geom, itemsize, pass_, planner, parallel_min_flops=0,
+                               depthwise_row_max_taps=0)
+                     for pass_ in (_engine.FORWARD, _engine.BACKWARD)]
+            results = (conv2d_by(plans[0], x, w, b),) + backward_by(plans[1], g, x, w)
+        assert plans[0].num_threads == threads or planner is _engine.plan_depthwise
         for got, want in zip(results, (expected, exp_gx, exp_gw)):
             np.testing.assert_allclose(got, want, **tol(dtype), err_msg=planner.__name__)
         if planner is _engine.plan_depthwise_blocks:

@@ -66,10 +66,25 @@ def test_nchw_depthwise_runs_by_channel_blocks_while_their_tiles_fit_the_cache()
                                                                   2 * fits.col_size)
     assert plan((1, 32, 112, 112), 2, depthwise_block_bytes=0).strategy == E.DEPTHWISE_BLOCKS
     assert plan((1, 112, 112, 32), 2, "NHWC").strategy == E.DEPTHWISE
+    assert plan((1, 112, 112, 32), layout="NHWC").strategy == E.DEPTHWISE
     small = plan((1, 32, 14, 14))
     capped = plan((1, 32, 14, 14), cap=small.col_size * 4)
     assert (capped.strategy, capped.num_threads) == (E.DEPTHWISE_BLOCKS, 1)
     assert plan((1, 32, 14, 14), cap=small.col_size * 4 - 1).strategy == E.DEPTHWISE
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+def test_depthwise_kernels_beyond_3x3_run_by_channel_blocks(layout):
+    """More taps than depthwise_row_max_taps (9): channel blocks in either layout, whatever
+    the plane size; 3×3 and narrower kernels keep the NHWC row loops."""
+    def strategy(kernel, size=112):
+        shape = (1, 32, size, size) if layout == "NCHW" else (1, size, size, 32)
+        geom = fastconv.ConvGeometry(shape, 32, kernel, 1, "same", groups=32, layout=layout)
+        return _engine.choose_plan(geom, 4, E.FORWARD,
+                                   tuning=dataclasses.replace(DEFAULT,
+                                                              depthwise_block_bytes=0)).strategy
+    assert strategy(5) == strategy((7, 7)) == strategy((2, 5)) == E.DEPTHWISE_BLOCKS
+    assert strategy(3) == strategy((1, 7)) == strategy((3, 2)) == E.DEPTHWISE
 
 
 def test_every_strategy_has_a_planner_and_row_tiles_serve_last():

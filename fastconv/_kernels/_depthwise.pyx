@@ -36,6 +36,18 @@ cdef extern from "depthwise_3x3.h" nogil:
                                          long left, long dilation_h, long dilation_w)
 
 
+cdef extern from "depthwise_tile.h" nogil:
+    int FASTCONV_DEPTHWISE_TILE  # 1 where the any-size tile rows are compiled (AVX-512)
+    void fastconv_dw_tile_forward_row(const float* tile, long tile_width, const float* taps,
+                                      long kernel_h, long kernel_w, const float* bias,
+                                      float* out, long out_w, long h_first, long stride_w,
+                                      long dilation_h, long dilation_w)
+    void fastconv_dw_tile_weight_grad_row(const float* tile, long tile_width,
+                                          const float* grad, float* taps, long kernel_h,
+                                          long kernel_w, long out_w, long h_first,
+                                          long stride_w, long dilation_h, long dilation_w)
+
+
 cdef inline bint register_rows_nhwc(const Geometry* g, Py_ssize_t oh, Py_ssize_t multiplier,
                                     Py_ssize_t* lo, Py_ssize_t* hi) noexcept nogil:
     """Whether output row oh runs the register-blocked 3×3 loops of depthwise_3x3.h
@@ -725,14 +737,15 @@ def depthwise_weight_grad(const floating[::1] grad_out, const floating[::1] x,
                                       gw + o * taps, &g)
 
 
-# ---------------------------------------------------------------- NCHW by channel blocks
+# ---------------------------------------------------------------- by channel blocks
 # Small NCHW planes leave the plane loops above mostly scalar (a 7×7 row is shorter than
-# one vector) and pay their per-row bookkeeping per channel. Instead BLOCK_CHANNELS
-# channels of one image are transposed into a channels-last tile in the thread's workspace,
-# zero-padded so that every window is inside it, run through the NHWC row loops (across the
-# block's channels; for a full float32 block of a 3×3 kernel, entirely the registers of
-# depthwise_3x3.h, edges included) and transposed back, all within L1/L2. The zeros make a
-# NaN or Inf weight reach the border outputs (0·NaN), as PyTorch's do (docs/spec.md §0).
+# one vector) and pay their per-row bookkeeping per channel; kernels other than 3×3 run
+# the loops' generic per-pixel code in both layouts. Instead BLOCK_CHANNELS channels of one
+# image are copied (NCHW: transposed) into a channels-last tile in the thread's workspace,
+# zero-padded so that every window is inside it, run row by row (a full float32 block: the
+# vector loops of depthwise_tile.h, any kernel size, no edge code; else the NHWC row loops
+# above) and copied back, all within L1/L2. The zeros make a NaN or Inf weight reach the
+# border outputs (0·NaN), as PyTorch's do (docs/spec.md §0).
 cdef enum:
     BLOCK_CHANNELS = 16
 
@@ -824,161 +837,264 @@ cdef inline BlockBuffers block_buffers(floating* ws, const Geometry* g,
     return b
 
 
+cdef inline bint tile_rows(const Geometry* tiled, Py_ssize_t multiplier) noexcept nogil:
+    """Whether a zero-padded tile's rows run depthwise_tile.h's vector loops: float32 in an
+    AVX-512 build, a full block of channels, multiplier 1 (the caller checks the type)."""
+    return (FASTCONV_DEPTHWISE_TILE and tiled.channels == BLOCK_CHANNELS and multiplier == 1)
+
+
 cdef inline Py_ssize_t block_size(const Geometry* g, Py_ssize_t c0) noexcept nogil:
     """Input channels of the block starting at c0 (BLOCK_CHANNELS, fewer in the last)."""
     return BLOCK_CHANNELS if c0 + BLOCK_CHANNELS <= g.channels else g.channels - c0
 
 
-cdef void to_padded_tile(const floating* planes, floating* plain, floating* tile,
-                         const Geometry* g, const Geometry* tiled) noexcept nogil:
-    """tile = `tiled.channels` planes of g's image, channels-last and zero-padded to
-    `tiled`'s size (through the unpadded copy `plain`)."""
-    cdef Py_ssize_t h, channels = tiled.channels
+cdef void gather_block(const floating* src, Py_ssize_t stride, bint nhwc, floating* dst,
+                       Py_ssize_t channels, Py_ssize_t pixels) noexcept nogil:
+    """dst[p, c] = the block's channel c at pixel p, c < channels, p < pixels: NCHW planes
+    `stride` apart (a transpose), or NHWC pixels `stride` apart (a run per pixel)."""
+    cdef Py_ssize_t p
+    if not nhwc:
+        transpose(src, stride, dst, channels, channels, pixels)
+        return
+    for p in range(pixels):
+        memcpy(dst + p * channels, src + p * stride, channels * sizeof(floating))
+
+
+cdef void scatter_block(const floating* src, floating* dst, Py_ssize_t stride, bint nhwc,
+                        Py_ssize_t channels, Py_ssize_t pixels) noexcept nogil:
+    """The inverse of gather_block: the block's channels-last values back into the image."""
+    cdef Py_ssize_t p
+    if not nhwc:
+        transpose(src, channels, dst, stride, pixels, channels)
+        return
+    for p in range(pixels):
+        memcpy(dst + p * stride, src + p * channels, channels * sizeof(floating))
+
+
+cdef void to_padded_tile(const floating* src, Py_ssize_t stride, bint nhwc, floating* plain,
+                         floating* tile, const Geometry* g, const Geometry* tiled) noexcept nogil:
+    """tile = the block (`tiled.channels` channels of g's image, see gather_block),
+    channels-last and zero-padded to `tiled`'s size (NCHW through the unpadded copy
+    `plain`)."""
+    cdef Py_ssize_t h, w, channels = tiled.channels
     cdef Py_ssize_t row = g.width * channels
-    transpose(planes, g.height * g.width, plain, channels, channels, g.height * g.width)
+    cdef floating* dst
     memset(tile, 0, tiled.height * tiled.width * channels * sizeof(floating))
+    if nhwc:
+        for h in range(g.height):
+            dst = tile + ((g.pad_top + h) * tiled.width + g.pad_left) * channels
+            for w in range(g.width):
+                memcpy(dst + w * channels, src + (h * g.width + w) * stride,
+                       channels * sizeof(floating))
+        return
+    gather_block(src, stride, False, plain, channels, g.height * g.width)
     for h in range(g.height):
         memcpy(tile + ((g.pad_top + h) * tiled.width + g.pad_left) * channels,
                plain + h * row, row * sizeof(floating))
 
 
-cdef void forward_block(const floating* planes, const floating* taps_first,
-                        Py_ssize_t taps_stride, const floating* bias, floating* out,
-                        BlockBuffers b, const Geometry* g, Py_ssize_t channels,
-                        Py_ssize_t multiplier, bint turned) noexcept nogil:
-    """out planes (channels·mult of them) = the depthwise forward pass of `channels` input
-    planes; tap t of output channel o at taps_first[o·taps_stride + t], read backwards when
-    `turned` (the kernel turned by 180°)."""
-    cdef Geometry tiled = padded(g, channels)
-    cdef Py_ssize_t oh, o, t, taps = g.kernel_h * g.kernel_w
-    cdef Py_ssize_t width = channels * multiplier
-    cdef Py_ssize_t out_plane = g.out_h * g.out_w
+cdef void block_taps_of(const floating* weight, bint nhwc, Py_ssize_t o0, Py_ssize_t width,
+                        Py_ssize_t taps, Py_ssize_t out_channels, bint turned,
+                        floating* block_taps) noexcept nogil:
+    """block_taps[t, o] = tap t (t_turned = taps − 1 − t when `turned`: the kernel turned by
+    180°) of output channel o0 + o: NCHW weight (O, 1, kh, kw), NHWC (kh, kw, 1, O)."""
+    cdef Py_ssize_t o, t, source
+    for t in range(taps):
+        source = taps - 1 - t if turned else t
+        if nhwc:
+            memcpy(block_taps + t * width, weight + source * out_channels + o0,
+                   width * sizeof(floating))
+        else:
+            for o in range(width):
+                block_taps[t * width + o] = weight[(o0 + o) * taps + source]
+
+
+cdef void forward_block(const floating* src, Py_ssize_t src_stride, const floating* weight,
+                        bint turned, const floating* bias, floating* dst,
+                        Py_ssize_t dst_stride, bint nhwc, BlockBuffers b, const Geometry* g,
+                        Py_ssize_t c0, Py_ssize_t multiplier) noexcept nogil:
+    """The depthwise forward pass of one block: input channels [c0, c0 + cb) of one image
+    at `src` into output channels [c0·mult, (c0 + cb)·mult) at `dst` (strides as in
+    gather_block), the kernel turned by 180° when `turned`."""
+    cdef Py_ssize_t cb = block_size(g, c0)
+    cdef Geometry tiled = padded(g, cb)
+    cdef Py_ssize_t oh, taps = g.kernel_h * g.kernel_w
+    cdef Py_ssize_t width = cb * multiplier
     cdef floating* tile = <floating*> b.tile
     cdef floating* result = <floating*> b.result
     cdef floating* block_taps = <floating*> b.taps
-    to_padded_tile(planes, <floating*> b.plain, tile, g, &tiled)
-    for o in range(width):
-        for t in range(taps):
-            block_taps[t * width + o] = taps_first[o * taps_stride
-                                                   + (taps - 1 - t if turned else t)]
+    cdef const floating* block_bias = bias + c0 * multiplier if bias != NULL else NULL
+    to_padded_tile(src, src_stride, nhwc, <floating*> b.plain, tile, g, &tiled)
+    block_taps_of(weight, nhwc, c0 * multiplier, width, taps, g.channels * multiplier, turned,
+                  block_taps)
     for oh in range(g.out_h):
-        forward_row_nhwc(tile, block_taps, bias, result + oh * g.out_w * width, &tiled, oh,
-                         multiplier, width)
-    transpose(result, width, out, out_plane, out_plane, width)
+        if floating is float:
+            if tile_rows(&tiled, multiplier):
+                fastconv_dw_tile_forward_row(tile, tiled.width, block_taps, g.kernel_h,
+                                             g.kernel_w, block_bias,
+                                             result + oh * g.out_w * width, g.out_w,
+                                             oh * g.stride_h, g.stride_w, g.dilation_h,
+                                             g.dilation_w)
+                continue
+        forward_row_nhwc(tile, block_taps, block_bias, result + oh * g.out_w * width, &tiled,
+                         oh, multiplier, width)
+    scatter_block(result, dst, dst_stride, nhwc, width, g.out_h * g.out_w)
 
 
-cdef void input_grad_block(const floating* grad_out, const floating* weight, floating* grad_x,
-                           BlockBuffers b, const Geometry* g, Py_ssize_t channels,
+cdef void input_grad_block(const floating* grad_out, Py_ssize_t grad_stride,
+                           const floating* weight, floating* grad_x, Py_ssize_t x_stride,
+                           bint nhwc, BlockBuffers b, const Geometry* g, Py_ssize_t c0,
                            Py_ssize_t multiplier) noexcept nogil:
-    """grad_x planes (`channels` of them) from their channels·mult output-gradient planes:
-    the forward pass of flipped(g) where it applies, else input_grad_row_nhwc on a
-    channels-last copy."""
+    """The input gradient of one block: input channels [c0, c0 + cb) at `grad_x` from
+    output-gradient channels [c0·mult, (c0 + cb)·mult) at `grad_out`: the forward pass of
+    flipped(g) where it applies, else input_grad_row_nhwc on a channels-last copy."""
     cdef Geometry back = flipped(g)
     cdef Geometry block = g[0]
     cdef Py_ssize_t h, taps = g.kernel_h * g.kernel_w
-    cdef Py_ssize_t pixels = g.height * g.width, out_plane = g.out_h * g.out_w
-    cdef Py_ssize_t width = channels * multiplier
+    cdef Py_ssize_t cb = block_size(g, c0)
+    cdef Py_ssize_t width = cb * multiplier
     cdef floating* plain = <floating*> b.plain
     cdef floating* result = <floating*> b.result
     cdef floating* block_taps = <floating*> b.taps
     if input_grad_by_flip(g, multiplier):
-        forward_block(grad_out, weight, taps, NULL, grad_x, b, &back, channels, 1, True)
+        forward_block(grad_out, grad_stride, weight, True, NULL, grad_x, x_stride, nhwc, b,
+                      &back, c0, 1)
         return
-    block.channels = channels
-    transpose(grad_out, out_plane, plain, width, width, out_plane)
-    transpose(weight, taps, block_taps, width, width, taps)
+    block.channels = cb
+    gather_block(grad_out, grad_stride, nhwc, plain, width, g.out_h * g.out_w)
+    block_taps_of(weight, nhwc, c0 * multiplier, width, taps, g.channels * multiplier, False,
+                  block_taps)
     for h in range(g.height):
-        input_grad_row_nhwc(plain, block_taps, result + h * g.width * channels, &block, h,
+        input_grad_row_nhwc(plain, block_taps, result + h * g.width * cb, &block, h,
                             multiplier, width)
-    transpose(result, channels, grad_x, pixels, pixels, channels)
+    scatter_block(result, grad_x, x_stride, nhwc, cb, g.height * g.width)
 
 
-cdef void weight_grad_block(const floating* grad_out, const floating* x, floating* grad_weight,
+cdef void weight_grad_block(const floating* grad_out, Py_ssize_t grad_stride,
+                            Py_ssize_t grad_image, const floating* x, Py_ssize_t x_stride,
+                            Py_ssize_t x_image, floating* grad_weight, bint nhwc,
                             BlockBuffers b, const Geometry* g, Py_ssize_t batch,
-                            Py_ssize_t channels, Py_ssize_t multiplier) noexcept nogil:
-    """grad_weight rows (channels·mult of them) += their gradient over the whole batch
-    (images in order, rows in order), by weight_grad_row_nhwc on the zero-padded tile.
-    grad_out and x point at the block's first plane of image 0."""
-    cdef Geometry tiled = padded(g, channels)
+                            Py_ssize_t c0, Py_ssize_t multiplier) noexcept nogil:
+    """The weight gradient of one block summed over the whole batch (images in order, rows
+    in order) and added into grad_weight; grad_out and x point at the block in image 0,
+    images grad_image and x_image elements apart."""
+    cdef Py_ssize_t cb = block_size(g, c0)
+    cdef Geometry tiled = padded(g, cb)
     cdef Py_ssize_t n, oh, o, t, taps = g.kernel_h * g.kernel_w
-    cdef Py_ssize_t pixels = g.height * g.width, out_plane = g.out_h * g.out_w
-    cdef Py_ssize_t width = channels * multiplier
+    cdef Py_ssize_t width = cb * multiplier, o0 = c0 * multiplier
+    cdef Py_ssize_t out_channels = g.channels * multiplier
     cdef floating* tile = <floating*> b.tile
     cdef floating* result = <floating*> b.result
     cdef floating* block_taps = <floating*> b.taps
     memset(block_taps, 0, taps * width * sizeof(floating))
     for n in range(batch):
-        to_padded_tile(x + n * g.channels * pixels, <floating*> b.plain, tile, g, &tiled)
-        transpose(grad_out + n * g.channels * multiplier * out_plane, out_plane, result, width,
-                  width, out_plane)
+        to_padded_tile(x + n * x_image, x_stride, nhwc, <floating*> b.plain, tile, g, &tiled)
+        gather_block(grad_out + n * grad_image, grad_stride, nhwc, result, width,
+                     g.out_h * g.out_w)
         for oh in range(g.out_h):
+            if floating is float:
+                if tile_rows(&tiled, multiplier):
+                    fastconv_dw_tile_weight_grad_row(tile, tiled.width,
+                                                     result + oh * g.out_w * width, block_taps,
+                                                     g.kernel_h, g.kernel_w, g.out_w,
+                                                     oh * g.stride_h, g.stride_w,
+                                                     g.dilation_h, g.dilation_w)
+                    continue
             weight_grad_row_nhwc(result, tile, block_taps, &tiled, oh, multiplier, width)
-    for o in range(width):
-        for t in range(taps):
-            grad_weight[o * taps + t] += block_taps[t * width + o]
+    for t in range(taps):
+        for o in range(width):
+            if nhwc:
+                grad_weight[t * out_channels + o0 + o] += block_taps[t * width + o]
+            else:
+                grad_weight[(o0 + o) * taps + t] += block_taps[t * width + o]
+
+
+cdef inline Py_ssize_t channel_offset(Py_ssize_t channel, Py_ssize_t pixels,
+                                      bint nhwc) noexcept nogil:
+    """Where channel `channel` starts within an image of `pixels` pixels per channel."""
+    return channel if nhwc else channel * pixels
+
+
+cdef inline Py_ssize_t channel_stride(Py_ssize_t channels, Py_ssize_t pixels,
+                                      bint nhwc) noexcept nogil:
+    """gather_block's stride for an image of `channels` channels and `pixels` pixels each."""
+    return channels if nhwc else pixels
 
 
 def depthwise_blocks_forward(const floating[::1] x, const floating[::1] weight,
                              const floating[::1] bias, floating[::1] out,
                              floating[::1] workspace, Geometry g, Py_ssize_t batch,
-                             Py_ssize_t out_channels, int num_threads):
-    """depthwise_forward of an NCHW batch by channel blocks, one (image, block) per task;
-    workspace: num_threads × block_workspace elements."""
+                             Py_ssize_t out_channels, bint nhwc, int num_threads):
+    """depthwise_forward by channel blocks, one (image, block) per task; workspace:
+    num_threads × block_workspace elements."""
     cdef Py_ssize_t multiplier = out_channels // g.channels
     cdef Py_ssize_t blocks = (g.channels + BLOCK_CHANNELS - 1) // BLOCK_CHANNELS
     cdef Py_ssize_t per_thread = block_workspace(g, multiplier)
-    cdef Py_ssize_t taps = g.kernel_h * g.kernel_w
+    cdef Py_ssize_t image = g.channels * g.height * g.width
+    cdef Py_ssize_t out_image = out_channels * g.out_h * g.out_w
+    cdef Py_ssize_t pixels = g.height * g.width, out_pixels = g.out_h * g.out_w
+    cdef Py_ssize_t x_stride = channel_stride(g.channels, pixels, nhwc)
+    cdef Py_ssize_t out_stride = channel_stride(out_channels, out_pixels, nhwc)
     cdef const floating* bias_ptr = &bias[0] if bias.shape[0] > 0 else NULL
-    cdef Py_ssize_t task, n, c0, o0
+    cdef Py_ssize_t task, n, c0
     for task in prange(batch * blocks, nogil=True, num_threads=num_threads, schedule="static"):
         n = task // blocks
         c0 = task % blocks * BLOCK_CHANNELS
-        o0 = c0 * multiplier
-        forward_block(&x[0] + (n * g.channels + c0) * g.height * g.width, &weight[0] + o0 * taps,
-                      taps, bias_ptr + o0 if bias_ptr != NULL else NULL,
-                      &out[0] + (n * out_channels + o0) * g.out_h * g.out_w,
+        forward_block(&x[0] + n * image + channel_offset(c0, pixels, nhwc), x_stride,
+                      &weight[0], False, bias_ptr,
+                      &out[0] + n * out_image + channel_offset(c0 * multiplier, out_pixels, nhwc),
+                      out_stride, nhwc,
                       block_buffers(&workspace[0] + omp_get_thread_num() * per_thread, &g,
                                     multiplier),
-                      &g, block_size(&g, c0), multiplier, False)
+                      &g, c0, multiplier)
 
 
 def depthwise_blocks_input_grad(const floating[::1] grad_out, const floating[::1] weight,
                                 floating[::1] grad_x, floating[::1] workspace, Geometry g,
-                                Py_ssize_t batch, Py_ssize_t out_channels, int num_threads):
-    """depthwise_input_grad of an NCHW batch by channel blocks."""
+                                Py_ssize_t batch, Py_ssize_t out_channels, bint nhwc,
+                                int num_threads):
+    """depthwise_input_grad by channel blocks, one (image, block) per task."""
     cdef Py_ssize_t multiplier = out_channels // g.channels
     cdef Py_ssize_t blocks = (g.channels + BLOCK_CHANNELS - 1) // BLOCK_CHANNELS
     cdef Py_ssize_t per_thread = block_workspace(g, multiplier)
-    cdef Py_ssize_t taps = g.kernel_h * g.kernel_w
-    cdef Py_ssize_t task, n, c0, o0
+    cdef Py_ssize_t image = g.channels * g.height * g.width
+    cdef Py_ssize_t out_image = out_channels * g.out_h * g.out_w
+    cdef Py_ssize_t pixels = g.height * g.width, out_pixels = g.out_h * g.out_w
+    cdef Py_ssize_t x_stride = channel_stride(g.channels, pixels, nhwc)
+    cdef Py_ssize_t out_stride = channel_stride(out_channels, out_pixels, nhwc)
+    cdef Py_ssize_t task, n, c0
     for task in prange(batch * blocks, nogil=True, num_threads=num_threads, schedule="static"):
         n = task // blocks
         c0 = task % blocks * BLOCK_CHANNELS
-        o0 = c0 * multiplier
-        input_grad_block(&grad_out[0] + (n * out_channels + o0) * g.out_h * g.out_w,
-                         &weight[0] + o0 * taps,
-                         &grad_x[0] + (n * g.channels + c0) * g.height * g.width,
+        input_grad_block(&grad_out[0] + n * out_image
+                         + channel_offset(c0 * multiplier, out_pixels, nhwc), out_stride,
+                         &weight[0], &grad_x[0] + n * image + channel_offset(c0, pixels, nhwc),
+                         x_stride, nhwc,
                          block_buffers(&workspace[0] + omp_get_thread_num() * per_thread, &g,
                                        multiplier),
-                         &g, block_size(&g, c0), multiplier)
+                         &g, c0, multiplier)
 
 
 def depthwise_blocks_weight_grad(const floating[::1] grad_out, const floating[::1] x,
                                  floating[::1] grad_weight, floating[::1] workspace,
                                  Geometry g, Py_ssize_t batch, Py_ssize_t out_channels,
-                                 int num_threads):
-    """grad_weight += depthwise_weight_grad of an NCHW batch by channel blocks, one block
-    (all images) per task, so each block's taps are summed by one thread in one order."""
+                                 bint nhwc, int num_threads):
+    """grad_weight += depthwise_weight_grad by channel blocks, one block (all images) per
+    task, so each block's taps are summed by one thread in one order."""
     cdef Py_ssize_t multiplier = out_channels // g.channels
     cdef Py_ssize_t blocks = (g.channels + BLOCK_CHANNELS - 1) // BLOCK_CHANNELS
     cdef Py_ssize_t per_thread = block_workspace(g, multiplier)
-    cdef Py_ssize_t taps = g.kernel_h * g.kernel_w
-    cdef Py_ssize_t b, c0
-    for b in prange(blocks, nogil=True, num_threads=num_threads, schedule="static"):
-        c0 = b * BLOCK_CHANNELS
-        weight_grad_block(&grad_out[0] + c0 * multiplier * g.out_h * g.out_w,
-                          &x[0] + c0 * g.height * g.width,
-                          &grad_weight[0] + c0 * multiplier * taps,
+    cdef Py_ssize_t image = g.channels * g.height * g.width
+    cdef Py_ssize_t out_image = out_channels * g.out_h * g.out_w
+    cdef Py_ssize_t pixels = g.height * g.width, out_pixels = g.out_h * g.out_w
+    cdef Py_ssize_t x_stride = channel_stride(g.channels, pixels, nhwc)
+    cdef Py_ssize_t out_stride = channel_stride(out_channels, out_pixels, nhwc)
+    cdef Py_ssize_t blk, c0
+    for blk in prange(blocks, nogil=True, num_threads=num_threads, schedule="static"):
+        c0 = blk * BLOCK_CHANNELS
+        weight_grad_block(&grad_out[0] + channel_offset(c0 * multiplier, out_pixels, nhwc),
+                          out_stride, out_image, &x[0] + channel_offset(c0, pixels, nhwc),
+                          x_stride, image, &grad_weight[0], nhwc,
                           block_buffers(&workspace[0] + omp_get_thread_num() * per_thread, &g,
                                         multiplier),
-                          &g, batch, block_size(&g, c0), multiplier)
+                          &g, batch, c0, multiplier)
