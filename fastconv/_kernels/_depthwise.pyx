@@ -848,6 +848,16 @@ cdef inline Py_ssize_t block_size(const Geometry* g, Py_ssize_t c0) noexcept nog
     return BLOCK_CHANNELS if c0 + BLOCK_CHANNELS <= g.channels else g.channels - c0
 
 
+cdef inline void copy_run(floating* dst, const floating* src,
+                          Py_ssize_t count) noexcept nogil:
+    """dst[:count] = src[:count]; a full block's run with a constant size, which the
+    compiler turns into vector moves instead of a call per pixel."""
+    if count == BLOCK_CHANNELS:
+        memcpy(dst, src, BLOCK_CHANNELS * sizeof(floating))
+    else:
+        memcpy(dst, src, count * sizeof(floating))
+
+
 cdef void gather_block(const floating* src, Py_ssize_t stride, bint nhwc, floating* dst,
                        Py_ssize_t channels, Py_ssize_t pixels) noexcept nogil:
     """dst[p, c] = the block's channel c at pixel p, c < channels, p < pixels: NCHW planes
@@ -857,7 +867,7 @@ cdef void gather_block(const floating* src, Py_ssize_t stride, bint nhwc, floati
         transpose(src, stride, dst, channels, channels, pixels)
         return
     for p in range(pixels):
-        memcpy(dst + p * channels, src + p * stride, channels * sizeof(floating))
+        copy_run(dst + p * channels, src + p * stride, channels)
 
 
 cdef void scatter_block(const floating* src, floating* dst, Py_ssize_t stride, bint nhwc,
@@ -868,7 +878,7 @@ cdef void scatter_block(const floating* src, floating* dst, Py_ssize_t stride, b
         transpose(src, channels, dst, stride, pixels, channels)
         return
     for p in range(pixels):
-        memcpy(dst + p * stride, src + p * channels, channels * sizeof(floating))
+        copy_run(dst + p * stride, src + p * channels, channels)
 
 
 cdef void to_padded_tile(const floating* src, Py_ssize_t stride, bint nhwc, floating* plain,
@@ -884,8 +894,7 @@ cdef void to_padded_tile(const floating* src, Py_ssize_t stride, bint nhwc, floa
         for h in range(g.height):
             dst = tile + ((g.pad_top + h) * tiled.width + g.pad_left) * channels
             for w in range(g.width):
-                memcpy(dst + w * channels, src + (h * g.width + w) * stride,
-                       channels * sizeof(floating))
+                copy_run(dst + w * channels, src + (h * g.width + w) * stride, channels)
         return
     gather_block(src, stride, False, plain, channels, g.height * g.width)
     for h in range(g.height):
