@@ -15,7 +15,7 @@ import os
 from fastconv import cpu
 from fastconv.threads import get_num_threads
 
-__all__ = ["Tuning", "DEFAULT", "active", "tuned", "threads_for_flops",
+__all__ = ["Tuning", "DEFAULT", "DERIVED", "active", "tuned", "threads_for_flops",
            "threads_for_elements"]
 
 
@@ -95,6 +95,15 @@ class Tuning:
     # docs/performance.md#winograd_pays).
     winograd_input_grad_min_speedup: float = 1.2
 
+
+# The fields DEFAULT derives from the machine at import, and from what (`python -m
+# fastconv info` prints them); the others are constants measured on the project's machines.
+DERIVED = {
+    "work_items": "max(8, 2 × os.cpu_count())",
+    "depthwise_block_bytes": "L2 per core",
+    "winograd_block_bytes": "L2 per core",
+    "winograd_shared_block_bytes": "L3 / 2",
+}
 
 DEFAULT = Tuning()
 _active = DEFAULT

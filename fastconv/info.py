@@ -90,7 +90,8 @@ def build_info():
     ``blas`` (list of dicts from threadpoolctl), ``blas_error`` (None unless threadpoolctl
     failed), ``build`` (compiler flags, None when fastconv/_build_info.py is missing) and
     ``simd`` (the wider instruction sets the CPU has, and the build of each dispatched
-    kernel module, see :mod:`fastconv.cpu`).
+    kernel module, see :mod:`fastconv.cpu`) and ``tuning`` (the cache sizes read and the
+    tuning constants derived from them and the core count).
     """
     import fastconv
 
@@ -112,7 +113,18 @@ def build_info():
     info["blas_error"] = blas_error
     info["build"] = _compile_info()
     info["simd"] = _simd_info()
+    info["tuning"] = _tuning_info()
     return info
+
+
+def _tuning_info():
+    """The caches fastconv read and the tuning constants derived from the machine."""
+    from fastconv import _tuning, cpu
+
+    tuning = _tuning.active()
+    return {"l2_cache_bytes": cpu.l2_cache_bytes(), "l3_cache_bytes": cpu.l3_cache_bytes(),
+            "derived": {name: {"value": getattr(tuning, name), "from": source}
+                        for name, source in _tuning.DERIVED.items()}}
 
 
 def _simd_info():
@@ -174,7 +186,16 @@ def format_build_info(info):
     ]
     lines += _format_build(info["build"])
     lines += _format_blas(info["blas"], info["blas_error"])
+    lines += _format_tuning(info["tuning"])
     return "\n".join(lines)
+
+
+def _format_tuning(tuning):
+    lines = [f"Tuning derived from this machine (L2 {tuning['l2_cache_bytes'] >> 10} KiB per "
+             f"core, L3 {tuning['l3_cache_bytes'] >> 10} KiB; docs/performance.md)"]
+    for name, entry in tuning["derived"].items():
+        lines.append(f"  {name:<28} {entry['value']} ({entry['from']})")
+    return lines
 
 
 def print_build_info(file=None):

@@ -242,3 +242,44 @@ def test_asv_skips_without_torch(bench_network, monkeypatch):
     hide_torch(monkeypatch)
     with pytest.raises(NotImplementedError, match="torch"):
         bench_network.NetworkForward().setup("vgg16", 1, "NCHW")
+
+
+@pytest.fixture
+def bench_depthwise(monkeypatch):
+    """benchmarks/bench_depthwise.py, imported from the checkout."""
+    if not (ROOT / "benchmarks" / "bench_depthwise.py").is_file():
+        pytest.skip("no benchmarks/ next to the tests")
+    monkeypatch.syspath_prepend(str(ROOT))
+    return importlib.import_module("benchmarks.bench_depthwise")
+
+
+def test_asv_depthwise_kernel_sizes(bench_depthwise, torch):
+    """The depthwise benchmarks of issue 16: every kernel size and layout runs, the ratios
+    against torch are positive, and without torch the ratio is skipped."""
+    module = bench_depthwise
+    assert {case.split()[1] for case in module.CASES} >= {"3x3", "5x5", "1x7", "7x1"}
+    for case in ("576@14 1x7 s1", "240@28 5x5 s2"):
+        for layout in module.LAYOUTS:
+            for cls, timer, tracker in ((module.DepthwiseForward, "time_forward",
+                                         "track_forward_ratio"),
+                                        (module.DepthwiseBackward, "time_backward",
+                                         "track_backward_ratio")):
+                benchmark = cls()
+                benchmark.setup(case, layout, 1)
+                try:
+                    getattr(benchmark, timer)(case, layout, 1)
+                    assert getattr(benchmark, tracker)(case, layout, 1) > 0
+                finally:
+                    benchmark.teardown()
+
+
+def test_asv_depthwise_skips_ratios_without_torch(bench_depthwise, monkeypatch):
+    hide_torch(monkeypatch)
+    benchmark = bench_depthwise.DepthwiseForward()
+    benchmark.setup("576@14 3x3 s1", "NCHW", 1)
+    try:
+        benchmark.time_forward()
+        with pytest.raises(NotImplementedError, match="torch"):
+            benchmark.track_forward_ratio()
+    finally:
+        benchmark.teardown()

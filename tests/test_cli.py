@@ -52,6 +52,24 @@ def test_info_json():
     assert isinstance(info["openmp"], bool)
 
 
+def test_info_prints_the_tuning_derived_from_the_machine():
+    """`info` says which caches it read and every constant derived from them, with the
+    values planning uses (fastconv._tuning.DERIVED)."""
+    from fastconv import _tuning, cpu
+
+    info = build_info()["tuning"]
+    assert info["l2_cache_bytes"] == cpu.l2_cache_bytes()
+    assert info["l3_cache_bytes"] == cpu.l3_cache_bytes()
+    assert set(info["derived"]) == set(_tuning.DERIVED)
+    for name, entry in info["derived"].items():
+        assert entry["value"] == getattr(_tuning.DEFAULT, name)
+    text = run_cli("info").stdout
+    assert "Tuning derived from this machine" in text
+    assert f"depthwise_block_bytes        {_tuning.DEFAULT.depthwise_block_bytes}" in text
+    assert _tuning.DEFAULT.depthwise_block_bytes == cpu.l2_cache_bytes()
+    assert _tuning.DEFAULT.winograd_shared_block_bytes == cpu.l3_cache_bytes() // 2
+
+
 def test_build_info_keys():
     info = build_info()
     for key in ("fastconv", "python", "numpy", "scipy", "torch", "openmp", "num_threads",
