@@ -287,7 +287,8 @@ def winograd_cost(geom, itemsize, m, tuning, weight_cached=False):
     """Estimated time of F(m×m, 3×3) on `geom`, in multiply-adds of the im2col GEMM
     (docs/performance.md#winograd_pays): the alpha²·tiles·C_in/g·C_out multiply-adds of the
     Winograd-domain GEMMs (slower on thin blocks of tiles), the tile transforms, NCHW's
-    transposes and, unless a layer keeps it (`weight_cached`), the weight transform."""
+    transposes and, unless a layer keeps it (`weight_cached`), the weight transform
+    (dearer for a transformed weight of winograd_shared_block_bytes or more)."""
     block, _ = winograd_blocking(geom, itemsize, m, tuning)
     points = (m + 2) ** 2
     tiles = geom.batch * -(-geom.out_h // m) * -(-geom.out_w // m)
@@ -301,8 +302,13 @@ def winograd_cost(geom, itemsize, m, tuning, weight_cached=False):
             geom.height * geom.width * geom.in_channels + geom.out_h * geom.out_w
             * geom.out_channels)
     if not weight_cached:
-        cost += (tuning.winograd_weight_cost * points * geom.in_channels // geom.groups
-                 * geom.out_channels)
+        elements = points * geom.in_channels // geom.groups * geom.out_channels
+        # A transformed weight beyond the threads' shared L3 blocks goes out to memory and
+        # is read back by the GEMMs: dearer per element (docs/performance.md#winograd_pays)
+        per_element = (tuning.winograd_weight_cost
+                       if elements * itemsize < tuning.winograd_shared_block_bytes
+                       else tuning.winograd_large_weight_cost)
+        cost += per_element * elements
     return cost
 
 

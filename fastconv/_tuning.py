@@ -80,8 +80,11 @@ class Tuning:
     winograd_f4_transform_cost: float = 24.0
     # ... per element of an NCHW image transposed to channels-last and back ...
     winograd_layout_cost: float = 20.0
-    # ... per element of the transformed weight, made on each functional call ...
-    winograd_weight_cost: float = 30.0
+    # ... per element of the transformed weight, made on each functional call (one as large
+    # as winograd_shared_block_bytes or more: winograd_large_weight_cost, it goes out to memory
+    # and comes back for the GEMMs) ...
+    winograd_weight_cost: float = 20.0
+    winograd_large_weight_cost: float = 30.0
     # ... and the Winograd-domain GEMMs of a block of b tiles run at b / (b + this) of the
     # im2col GEMM's speed.
     winograd_gemm_half_tiles: int = 16

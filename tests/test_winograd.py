@@ -36,6 +36,7 @@ gradient stay within 0.2 (float32) and 0.003 (float64) of it.
 """
 from __future__ import annotations
 
+import dataclasses
 import importlib.resources
 import importlib.util
 import itertools
@@ -1303,7 +1304,7 @@ def check_algorithms_run(rng, ran, dtype, auto_answers):
 AUTO_PICKS = {
     ("resnet50.res2.3x3", 1): ("winograd", "winograd"),
     ("resnet50.res2.3x3", 8): ("winograd", "winograd"),
-    ("resnet50.res4.3x3", 1): ("gemm", "winograd"),
+    ("resnet50.res4.3x3", 1): ("winograd", "winograd"),
     ("resnet50.res4.3x3", 8): ("winograd", "winograd"),
     ("resnet50.res5.3x3", 1): ("gemm", "gemm"),
     ("resnet50.res5.3x3", 8): ("winograd", "winograd"),
@@ -1375,6 +1376,23 @@ def test_auto_rule_for_an_input_gradient_has_its_own_threshold():
                     flipped = _engine.input_grad_plan(geom, 4, "auto")
                 strategy = flipped.plan.strategy if flipped is not None else GEMM
                 assert (strategy == WINOGRAD) == (expected == WINOGRAD), (name, threshold)
+
+
+def test_a_transformed_weight_beyond_the_shared_block_costs_more():
+    """winograd_large_weight_cost prices a transformed weight of winograd_shared_block_bytes
+    or more (out to memory and back): 512→512 F(2×2) (16 MiB) at
+    14×14, batch 1, stays on GEMM (measured 0.98–1.04× there) while 256→256 (4.2 MB) takes
+    Winograd (1.26× measured)."""
+    with _tuning.tuned(**ZEN4_CACHES) as tuning:
+        small = fastconv.ConvGeometry((1, 256, 14, 14), 256, 3, padding=1)
+        large = fastconv.ConvGeometry((1, 512, 14, 14), 512, 3, padding=1)
+        for geom, affected in ((small, False), (large, True)):
+            base = _engine.winograd_cost(geom, 4, 2, tuning)
+            dearer = _engine.winograd_cost(
+                geom, 4, 2, dataclasses.replace(tuning, winograd_large_weight_cost=1e3))
+            assert (dearer > base) == affected
+            assert _engine.winograd_cost(geom, 4, 2, tuning, weight_cached=True) < base
+        assert small.algorithm() == WINOGRAD and large.algorithm() == GEMM
 
 
 def test_auto_rule_grows_with_the_batch():
