@@ -226,10 +226,13 @@ def _row_tiled(request, strategy):
 
 def _channel_blocks(request):
     """(blocks, block size) of the output channels when one image's GEMMs are split:
-    at most work_items / groups blocks of at least min_channel_block channels, 16-aligned."""
+    at most work_items / groups blocks of at least min_channel_block channels, 16-aligned,
+    a power of two of them (docs/performance.md#min_channel_block: 3 blocks on 2 threads
+    ran as 2 + 1)."""
     tuning = request.tuning
     wanted = -(-tuning.work_items // request.geometry.groups)
     blocks = max(1, min(wanted, request.m_group // tuning.min_channel_block))
+    blocks = 1 << (blocks.bit_length() - 1)
     return blocks, _round_up(-(-request.m_group // blocks), 16)
 
 

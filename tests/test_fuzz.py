@@ -1481,6 +1481,9 @@ def conv2d_layer_cases(draw):
         weight_size = out_arg * (in_arg // groups_arg) * kernel[0] * kernel[1]
         if weight_size * dtype.itemsize >= HUGE_BYTES:
             problems.extend(HUGE_ERRORS)
+            if algorithm == "winograd":  # refused before the weight is allocated
+                problems.extend(winograd_blockers(fn, kernel, stride, dilation, groups_arg,
+                                                  in_arg))
         elif weight_size * dtype.itemsize >= SMALL_BYTES:
             reject()
     kwargs = with_algorithm(dict(stride=stride_arg, padding=padding_arg, dilation=dilation_arg,
