@@ -228,10 +228,16 @@ def _channel_blocks(request):
     """(blocks, block size) of the output channels when one image's GEMMs are split:
     at most work_items / groups blocks of at least min_channel_block channels, 16-aligned,
     a power of two of them (docs/performance.md#min_channel_block: 3 blocks on 2 threads
-    ran as 2 + 1)."""
+    ran as 2 + 1); when the convolution is one work item (one image, one row tile), two
+    blocks of at least min_split_channel_block rather than one
+    (docs/performance.md#min_split_channel_block)."""
     tuning = request.tuning
     wanted = -(-tuning.work_items // request.geometry.groups)
     blocks = max(1, min(wanted, request.m_group // tuning.min_channel_block))
+    alone = request.geometry.batch * -(-request.out_h // request.tile_rows) == 1
+    if (blocks == 1 and alone and wanted > 1
+            and request.m_group >= 2 * tuning.min_split_channel_block):
+        blocks = 2  # one work item: two thinner GEMMs beat one on one thread
     blocks = 1 << (blocks.bit_length() - 1)
     return blocks, _round_up(-(-request.m_group // blocks), 16)
 

@@ -45,6 +45,10 @@ class Tuning:
     # Fewest output channels per GEMM when one image's channels are split between threads
     # (docs/performance.md#min_channel_block).
     min_channel_block: int = 128
+    # ... but a convolution that is one work item splits fewer than 2 · min_channel_block
+    # channels in two blocks of at least this many rather than run on one thread
+    # (docs/performance.md#min_split_channel_block).
+    min_split_channel_block: int = 32
     # The direct small-GEMM forward path re-reads the packed weight for every block of
     # positions: it wins while the weight stays in L2
     # (docs/performance.md#direct_max_weight_bytes).

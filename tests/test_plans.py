@@ -87,6 +87,23 @@ def test_depthwise_kernels_beyond_3x3_run_by_channel_blocks(layout):
     assert strategy(3) == strategy((1, 7)) == strategy((3, 2)) == E.DEPTHWISE
 
 
+def test_one_work_item_splits_its_channels_in_two():
+    """A convolution that is one work item (one image, one row tile) with fewer than
+    2 · min_channel_block output channels runs as two channel blocks of at least
+    min_split_channel_block (not on one thread); more items, or too few channels, do not;
+    block counts are powers of two."""
+    def plan(shape, c_out, k=1):
+        geom = fastconv.ConvGeometry(shape, c_out, k, padding=k // 2)
+        return _engine.choose_plan(geom, 4, E.FORWARD, tuning=DEFAULT)
+
+    alone = plan((1, 576, 14, 14), 96)
+    assert (alone.strategy, alone.m_block) == (E.CHANNEL_BLOCKS, 48)
+    assert plan((1, 576, 14, 14), 48).strategy == E.POINTWISE      # 48 < 2 · 32
+    assert plan((2, 576, 14, 14), 96).strategy == E.POINTWISE      # two items already
+    assert plan((1, 64, 14, 14), 384).m_block == 192               # 3 blocks → 2
+    assert plan((1, 160, 7, 7), 960).m_block == 240                # 7 blocks → 4
+
+
 def test_every_strategy_has_a_planner_and_row_tiles_serve_last():
     strategies = {E.DEPTHWISE_BLOCKS, E.DEPTHWISE, E.WINOGRAD, E.DIRECT, E.GROUPED_IMAGES,
                   E.CHANNEL_BLOCKS, E.POINTWISE, E.ROW_TILES}
