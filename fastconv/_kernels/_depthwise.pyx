@@ -1018,16 +1018,45 @@ cdef void weight_grad_block(const floating* grad_out, Py_ssize_t grad_stride,
                 grad_weight[(o0 + o) * taps + t] += block_taps[t * width + o]
 
 
-cdef inline Py_ssize_t channel_offset(Py_ssize_t channel, Py_ssize_t pixels,
-                                      bint nhwc) noexcept nogil:
-    """Where channel `channel` starts within an image of `pixels` pixels per channel."""
-    return channel if nhwc else channel * pixels
+cdef struct BlockLayout:
+    Py_ssize_t multiplier   # output channels per input channel
+    Py_ssize_t blocks       # blocks of BLOCK_CHANNELS input channels
+    Py_ssize_t per_thread   # block_workspace elements
+    Py_ssize_t image        # elements of one input image
+    Py_ssize_t out_image    # elements of one output image
+    Py_ssize_t pixels       # input pixels of one image
+    Py_ssize_t out_pixels   # output pixels of one image
+    Py_ssize_t x_stride     # gather_block's stride in the input (or its gradient)
+    Py_ssize_t out_stride   # gather_block's stride in the output (or its gradient)
+    bint nhwc
 
 
-cdef inline Py_ssize_t channel_stride(Py_ssize_t channels, Py_ssize_t pixels,
-                                      bint nhwc) noexcept nogil:
-    """gather_block's stride for an image of `channels` channels and `pixels` pixels each."""
-    return channels if nhwc else pixels
+cdef BlockLayout block_layout(Geometry g, Py_ssize_t out_channels, bint nhwc):
+    """How the channel-block entry points find their blocks in a batch."""
+    cdef BlockLayout b
+    b.multiplier = out_channels // g.channels
+    b.blocks = (g.channels + BLOCK_CHANNELS - 1) // BLOCK_CHANNELS
+    b.per_thread = block_workspace(g, b.multiplier)
+    b.pixels = g.height * g.width
+    b.out_pixels = g.out_h * g.out_w
+    b.image = g.channels * b.pixels
+    b.out_image = out_channels * b.out_pixels
+    b.x_stride = g.channels if nhwc else b.pixels
+    b.out_stride = out_channels if nhwc else b.out_pixels
+    b.nhwc = nhwc
+    return b
+
+
+cdef inline Py_ssize_t x_at(const BlockLayout* b, Py_ssize_t n, Py_ssize_t c0) noexcept nogil:
+    """Where input channel c0 of image n starts."""
+    return n * b.image + (c0 if b.nhwc else c0 * b.pixels)
+
+
+cdef inline Py_ssize_t out_at(const BlockLayout* b, Py_ssize_t n,
+                              Py_ssize_t c0) noexcept nogil:
+    """Where output channel c0·multiplier of image n starts."""
+    return n * b.out_image + (c0 * b.multiplier if b.nhwc
+                              else c0 * b.multiplier * b.out_pixels)
 
 
 def depthwise_blocks_forward(const floating[::1] x, const floating[::1] weight,
@@ -1036,26 +1065,18 @@ def depthwise_blocks_forward(const floating[::1] x, const floating[::1] weight,
                              Py_ssize_t out_channels, bint nhwc, int num_threads):
     """depthwise_forward by channel blocks, one (image, block) per task; workspace:
     num_threads × block_workspace elements."""
-    cdef Py_ssize_t multiplier = out_channels // g.channels
-    cdef Py_ssize_t blocks = (g.channels + BLOCK_CHANNELS - 1) // BLOCK_CHANNELS
-    cdef Py_ssize_t per_thread = block_workspace(g, multiplier)
-    cdef Py_ssize_t image = g.channels * g.height * g.width
-    cdef Py_ssize_t out_image = out_channels * g.out_h * g.out_w
-    cdef Py_ssize_t pixels = g.height * g.width, out_pixels = g.out_h * g.out_w
-    cdef Py_ssize_t x_stride = channel_stride(g.channels, pixels, nhwc)
-    cdef Py_ssize_t out_stride = channel_stride(out_channels, out_pixels, nhwc)
+    cdef BlockLayout b = block_layout(g, out_channels, nhwc)
     cdef const floating* bias_ptr = &bias[0] if bias.shape[0] > 0 else NULL
     cdef Py_ssize_t task, n, c0
-    for task in prange(batch * blocks, nogil=True, num_threads=num_threads, schedule="static"):
-        n = task // blocks
-        c0 = task % blocks * BLOCK_CHANNELS
-        forward_block(&x[0] + n * image + channel_offset(c0, pixels, nhwc), x_stride,
-                      &weight[0], False, bias_ptr,
-                      &out[0] + n * out_image + channel_offset(c0 * multiplier, out_pixels, nhwc),
-                      out_stride, nhwc,
-                      block_buffers(&workspace[0] + omp_get_thread_num() * per_thread, &g,
-                                    multiplier),
-                      &g, c0, multiplier)
+    for task in prange(batch * b.blocks, nogil=True, num_threads=num_threads,
+                       schedule="static"):
+        n = task // b.blocks
+        c0 = task % b.blocks * BLOCK_CHANNELS
+        forward_block(&x[0] + x_at(&b, n, c0), b.x_stride, &weight[0], False, bias_ptr,
+                      &out[0] + out_at(&b, n, c0), b.out_stride, nhwc,
+                      block_buffers(&workspace[0] + omp_get_thread_num() * b.per_thread, &g,
+                                    b.multiplier),
+                      &g, c0, b.multiplier)
 
 
 def depthwise_blocks_input_grad(const floating[::1] grad_out, const floating[::1] weight,
@@ -1063,25 +1084,17 @@ def depthwise_blocks_input_grad(const floating[::1] grad_out, const floating[::1
                                 Py_ssize_t batch, Py_ssize_t out_channels, bint nhwc,
                                 int num_threads):
     """depthwise_input_grad by channel blocks, one (image, block) per task."""
-    cdef Py_ssize_t multiplier = out_channels // g.channels
-    cdef Py_ssize_t blocks = (g.channels + BLOCK_CHANNELS - 1) // BLOCK_CHANNELS
-    cdef Py_ssize_t per_thread = block_workspace(g, multiplier)
-    cdef Py_ssize_t image = g.channels * g.height * g.width
-    cdef Py_ssize_t out_image = out_channels * g.out_h * g.out_w
-    cdef Py_ssize_t pixels = g.height * g.width, out_pixels = g.out_h * g.out_w
-    cdef Py_ssize_t x_stride = channel_stride(g.channels, pixels, nhwc)
-    cdef Py_ssize_t out_stride = channel_stride(out_channels, out_pixels, nhwc)
+    cdef BlockLayout b = block_layout(g, out_channels, nhwc)
     cdef Py_ssize_t task, n, c0
-    for task in prange(batch * blocks, nogil=True, num_threads=num_threads, schedule="static"):
-        n = task // blocks
-        c0 = task % blocks * BLOCK_CHANNELS
-        input_grad_block(&grad_out[0] + n * out_image
-                         + channel_offset(c0 * multiplier, out_pixels, nhwc), out_stride,
-                         &weight[0], &grad_x[0] + n * image + channel_offset(c0, pixels, nhwc),
-                         x_stride, nhwc,
-                         block_buffers(&workspace[0] + omp_get_thread_num() * per_thread, &g,
-                                       multiplier),
-                         &g, c0, multiplier)
+    for task in prange(batch * b.blocks, nogil=True, num_threads=num_threads,
+                       schedule="static"):
+        n = task // b.blocks
+        c0 = task % b.blocks * BLOCK_CHANNELS
+        input_grad_block(&grad_out[0] + out_at(&b, n, c0), b.out_stride, &weight[0],
+                         &grad_x[0] + x_at(&b, n, c0), b.x_stride, nhwc,
+                         block_buffers(&workspace[0] + omp_get_thread_num() * b.per_thread,
+                                       &g, b.multiplier),
+                         &g, c0, b.multiplier)
 
 
 def depthwise_blocks_weight_grad(const floating[::1] grad_out, const floating[::1] x,
@@ -1090,20 +1103,12 @@ def depthwise_blocks_weight_grad(const floating[::1] grad_out, const floating[::
                                  bint nhwc, int num_threads):
     """grad_weight += depthwise_weight_grad by channel blocks, one block (all images) per
     task, so each block's taps are summed by one thread in one order."""
-    cdef Py_ssize_t multiplier = out_channels // g.channels
-    cdef Py_ssize_t blocks = (g.channels + BLOCK_CHANNELS - 1) // BLOCK_CHANNELS
-    cdef Py_ssize_t per_thread = block_workspace(g, multiplier)
-    cdef Py_ssize_t image = g.channels * g.height * g.width
-    cdef Py_ssize_t out_image = out_channels * g.out_h * g.out_w
-    cdef Py_ssize_t pixels = g.height * g.width, out_pixels = g.out_h * g.out_w
-    cdef Py_ssize_t x_stride = channel_stride(g.channels, pixels, nhwc)
-    cdef Py_ssize_t out_stride = channel_stride(out_channels, out_pixels, nhwc)
+    cdef BlockLayout b = block_layout(g, out_channels, nhwc)
     cdef Py_ssize_t blk, c0
-    for blk in prange(blocks, nogil=True, num_threads=num_threads, schedule="static"):
+    for blk in prange(b.blocks, nogil=True, num_threads=num_threads, schedule="static"):
         c0 = blk * BLOCK_CHANNELS
-        weight_grad_block(&grad_out[0] + channel_offset(c0 * multiplier, out_pixels, nhwc),
-                          out_stride, out_image, &x[0] + channel_offset(c0, pixels, nhwc),
-                          x_stride, image, &grad_weight[0], nhwc,
-                          block_buffers(&workspace[0] + omp_get_thread_num() * per_thread, &g,
-                                        multiplier),
-                          &g, batch, c0, multiplier)
+        weight_grad_block(&grad_out[0] + out_at(&b, 0, c0), b.out_stride, b.out_image,
+                          &x[0] + x_at(&b, 0, c0), b.x_stride, b.image, &grad_weight[0], nhwc,
+                          block_buffers(&workspace[0] + omp_get_thread_num() * b.per_thread,
+                                        &g, b.multiplier),
+                          &g, batch, c0, b.multiplier)
