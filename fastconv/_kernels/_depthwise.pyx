@@ -597,19 +597,11 @@ cdef inline void tap_sums_nhwc(floating* acc, const floating* grad_row,
                                Py_ssize_t out_channels) noexcept nogil:
     """acc[o] += Σ_ow grad_row[ow, o]·src_row[ow·sw + w_offset, o // multiplier] over
     [ow_begin, ow_end), output columns ascending (one tap of one output row)."""
-    cdef Py_ssize_t ow, c, m
-    cdef const floating* src
-    cdef const floating* grad
+    cdef Py_ssize_t ow
     for ow in range(ow_begin, ow_end):
-        src = src_row + (ow * g.stride_w + w_offset) * g.channels
-        grad = grad_row + ow * out_channels
-        if multiplier == 1:
-            for c in range(g.channels):
-                acc[c] += grad[c] * src[c]
-        else:
-            for c in range(g.channels):
-                for m in range(multiplier):
-                    acc[c * multiplier + m] += grad[c * multiplier + m] * src[c]
+        multiply_add_pixel(acc, grad_row + ow * out_channels,
+                           src_row + (ow * g.stride_w + w_offset) * g.channels, g.channels,
+                           multiplier)
 
 
 cdef void weight_grad_row_nhwc(const floating* grad_out, const floating* image, floating* taps_acc,
