@@ -793,17 +793,32 @@ cdef inline Py_ssize_t tile_pixels(const Geometry* g) noexcept nogil:
     return p.height * p.width
 
 
+cdef struct BlockSizes:
+    Py_ssize_t tile    # a zero-padded tile (image, or output gradient for the input's)
+    Py_ssize_t plain   # an unpadded channels-last copy, also the result tile
+    Py_ssize_t taps    # the block's taps (weights or weight-gradient sums)
+
+
+cdef BlockSizes block_sizes(const Geometry* g, Py_ssize_t multiplier) noexcept nogil:
+    """Elements of each part of one thread's channel-block workspace."""
+    cdef BlockSizes sizes
+    cdef Geometry back = flipped(g)
+    sizes.tile = BLOCK_CHANNELS * max(tile_pixels(g), tile_pixels(&back) if
+                                      input_grad_by_flip(g, multiplier) else 0)
+    sizes.plain = BLOCK_CHANNELS * max(g.height * g.width, multiplier * g.out_h * g.out_w)
+    sizes.taps = BLOCK_CHANNELS * multiplier * g.kernel_h * g.kernel_w
+    return sizes
+
+
+cdef inline Py_ssize_t workspace_elements(BlockSizes sizes) noexcept nogil:
+    """One thread's workspace: a tile, two plain copies (one the result) and the taps."""
+    return sizes.tile + 2 * sizes.plain + sizes.taps
+
+
 def block_workspace(Geometry g, Py_ssize_t multiplier):
-    """Workspace elements one thread needs for the channel-block kernels: a padded tile
-    (of the image or, for the input gradient, of the output gradient), an unpadded
-    transpose, a result tile and the block's taps."""
-    cdef Geometry back = flipped(&g)
-    cdef Py_ssize_t image = g.height * g.width
-    cdef Py_ssize_t outputs = multiplier * g.out_h * g.out_w
-    cdef Py_ssize_t tile = max(tile_pixels(&g), tile_pixels(&back) if
-                               input_grad_by_flip(&g, multiplier) else 0)
-    return BLOCK_CHANNELS * (tile + 2 * max(image, outputs)
-                             + multiplier * g.kernel_h * g.kernel_w)
+    """Workspace elements one thread needs for the channel-block kernels: a padded tile,
+    an unpadded copy, a result tile and the block's taps."""
+    return workspace_elements(block_sizes(&g, multiplier))
 
 
 cdef struct BlockBuffers:
@@ -813,19 +828,13 @@ cdef struct BlockBuffers:
     void* taps      # the block's weights or weight-gradient sums, (kh·kw, block channels)
 
 
-cdef inline BlockBuffers block_buffers(floating* ws, const Geometry* g,
-                                       Py_ssize_t multiplier) noexcept nogil:
-    """One thread's workspace (block_workspace elements) cut into its parts."""
+cdef inline BlockBuffers block_buffers(floating* ws, BlockSizes sizes) noexcept nogil:
+    """One thread's workspace (workspace_elements of `sizes`) cut into its parts."""
     cdef BlockBuffers b
-    cdef Py_ssize_t plain = BLOCK_CHANNELS * max(g.height * g.width,
-                                                 multiplier * g.out_h * g.out_w)
-    cdef Geometry back = flipped(g)
-    cdef Py_ssize_t tile = BLOCK_CHANNELS * max(tile_pixels(g), tile_pixels(&back) if
-                                                input_grad_by_flip(g, multiplier) else 0)
     b.tile = ws
-    b.plain = ws + tile
-    b.result = ws + tile + plain
-    b.taps = ws + tile + 2 * plain
+    b.plain = ws + sizes.tile
+    b.result = ws + sizes.tile + sizes.plain
+    b.taps = ws + sizes.tile + 2 * sizes.plain
     return b
 
 
@@ -1013,7 +1022,8 @@ cdef void weight_grad_block(const floating* grad_out, Py_ssize_t grad_stride,
 cdef struct BlockLayout:
     Py_ssize_t multiplier   # output channels per input channel
     Py_ssize_t blocks       # blocks of BLOCK_CHANNELS input channels
-    Py_ssize_t per_thread   # block_workspace elements
+    BlockSizes sizes        # of one thread's workspace
+    Py_ssize_t per_thread   # its elements
     Py_ssize_t image        # elements of one input image
     Py_ssize_t out_image    # elements of one output image
     Py_ssize_t pixels       # input pixels of one image
@@ -1028,7 +1038,8 @@ cdef BlockLayout block_layout(Geometry g, Py_ssize_t out_channels, bint nhwc):
     cdef BlockLayout b
     b.multiplier = out_channels // g.channels
     b.blocks = (g.channels + BLOCK_CHANNELS - 1) // BLOCK_CHANNELS
-    b.per_thread = block_workspace(g, b.multiplier)
+    b.sizes = block_sizes(&g, b.multiplier)
+    b.per_thread = workspace_elements(b.sizes)
     b.pixels = g.height * g.width
     b.out_pixels = g.out_h * g.out_w
     b.image = g.channels * b.pixels
@@ -1066,8 +1077,8 @@ def depthwise_blocks_forward(const floating[::1] x, const floating[::1] weight,
         c0 = task % b.blocks * BLOCK_CHANNELS
         forward_block(&x[0] + x_at(&b, n, c0), b.x_stride, &weight[0], False, bias_ptr,
                       &out[0] + out_at(&b, n, c0), b.out_stride, nhwc,
-                      block_buffers(&workspace[0] + omp_get_thread_num() * b.per_thread, &g,
-                                    b.multiplier),
+                      block_buffers(&workspace[0] + omp_get_thread_num() * b.per_thread,
+                                    b.sizes),
                       &g, c0, b.multiplier)
 
 
@@ -1085,7 +1096,7 @@ def depthwise_blocks_input_grad(const floating[::1] grad_out, const floating[::1
         input_grad_block(&grad_out[0] + out_at(&b, n, c0), b.out_stride, &weight[0],
                          &grad_x[0] + x_at(&b, n, c0), b.x_stride, nhwc,
                          block_buffers(&workspace[0] + omp_get_thread_num() * b.per_thread,
-                                       &g, b.multiplier),
+                                       b.sizes),
                          &g, c0, b.multiplier)
 
 
@@ -1102,5 +1113,5 @@ def depthwise_blocks_weight_grad(const floating[::1] grad_out, const floating[::
         weight_grad_block(&grad_out[0] + out_at(&b, 0, c0), b.out_stride, b.out_image,
                           &x[0] + x_at(&b, 0, c0), b.x_stride, b.image, &grad_weight[0], nhwc,
                           block_buffers(&workspace[0] + omp_get_thread_num() * b.per_thread,
-                                        &g, b.multiplier),
+                                        b.sizes),
                           &g, batch, c0, b.multiplier)
