@@ -1,7 +1,8 @@
 """Thread control (docs/spec.md §0): fastconv's OpenMP team size and BLAS thread limits.
 
 fastconv never oversubscribes the cores: where its own OpenMP loop calls BLAS, BLAS is held
-at one thread (threadpoolctl) and the user's setting is restored afterwards.
+at one thread (through OpenBLAS's own thread-count calls, threadpoolctl's controller for
+other BLAS libraries) and the user's setting is restored afterwards.
 
 `set_num_threads` sets the process-wide count; a `threads(n)` block overrides it for the
 Python thread that opened it only, so blocks in a user's thread pool do not undo each
@@ -101,7 +102,7 @@ def _blas_controller():
 
 _blas_lock = threading.Lock()
 _blas_regions = []     # the open blas_limit regions, oldest first
-_blas_original = None  # threadpoolctl's limiter holding the user's setting while any is open
+_blas_original = None  # the BLAS thread counts from before the first open region
 
 
 @functools.cache
@@ -130,28 +131,22 @@ def _openblas_switch(lib):
     return None
 
 
-class _BlasSetting:
-    """The thread counts the BLAS libraries had before a limit: restore_original_limits
-    sets them back."""
-
-    def __init__(self, counts):
-        self.counts = counts
-
-    def restore_original_limits(self):
-        for (get, set_), count in zip(_blas_switches(), self.counts):
-            if count is not None and get() != count:
-                set_(count)
-
-
 def _limit_blas(n):
-    """Set every BLAS to `n` threads (skipping one already there); the setting returned
-    restores what was set before."""
+    """Set every BLAS to `n` threads (skipping one already there); returns the counts they
+    had, for _restore_blas."""
     counts = []
     for get, set_ in _blas_switches():
         counts.append(get())
         if counts[-1] != n:
             set_(n)
-    return _BlasSetting(counts)
+    return counts
+
+
+def _restore_blas(counts):
+    """Set every BLAS back to the counts _limit_blas returned (None: unknown, left as is)."""
+    for (get, set_), count in zip(_blas_switches(), counts):
+        if count is not None and get() != count:
+            set_(count)
 
 
 class blas_limit:
@@ -189,7 +184,7 @@ class blas_limit:
             newest = _blas_regions[-1] is self
             _blas_regions.remove(self)
             if not _blas_regions:
-                _blas_original.restore_original_limits()
+                _restore_blas(_blas_original)
                 _blas_original = None
             elif newest and _blas_regions[-1].n != self.n:
                 _limit_blas(_blas_regions[-1].n)
