@@ -252,12 +252,12 @@ def plan_depthwise_blocks(request):
     if not is_depthwise(geom):
         return None
     kh, kw = geom.kernel_size
-    per_thread = _depthwise.block_workspace(geom.window.kernel_struct(),
-                                            geom.out_channels // geom.in_channels)
     tuning = request.tuning
     wide = kh * kw > tuning.depthwise_row_max_taps
     if geom.layout == "NHWC" and not wide:
         return None
+    per_thread = _depthwise.block_workspace(geom.window.kernel_struct(),
+                                            geom.out_channels // geom.in_channels)
     if not (wide or geom.window.stride != (1, 1)
             or per_thread * request.itemsize <= tuning.depthwise_block_bytes):
         return None
@@ -488,8 +488,8 @@ def plan_row_tiles(request):
 
 
 # The chooser's order: the first strategy that returns a plan runs.
-PLANNERS = (plan_depthwise_blocks, plan_depthwise, plan_winograd, plan_direct, plan_grouped_images,
-            plan_channel_blocks, plan_pointwise, plan_row_tiles)
+PLANNERS = (plan_depthwise_blocks, plan_depthwise, plan_winograd, plan_direct,
+            plan_grouped_images, plan_channel_blocks, plan_pointwise, plan_row_tiles)
 
 
 def choose_plan(geom, itemsize, pass_, *, max_workspace_bytes=None, tuning=None,
@@ -659,8 +659,7 @@ def input_grad_as_conv(grad_out4, weight, grad_x4, geom, workspace, capped=False
         index[w] = slice(left, grad_out4.shape[w] - right)
         grad_out4 = np.ascontiguousarray(grad_out4[tuple(index)])
     run_forward(grad_out4, flipped_weight(weight, geom, scratch=True), None, grad_x4, plan,
-                workspace,
-                transformed)
+                workspace, transformed)
     return True
 
 
