@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib
 import itertools
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -53,6 +54,16 @@ def _restore_fastconv_threads():
 
 
 # --------------------------------------------------------------------------- helpers
+
+def asv_benchmark(monkeypatch, name):
+    """benchmarks/NAME.py, imported from the checkout (the test skips where benchmarks/ is
+    not next to the tests, e.g. an installed package)."""
+    root = Path(__file__).resolve().parents[1]
+    if not (root / "benchmarks" / f"{name}.py").is_file():
+        pytest.skip("no benchmarks/ next to the tests")
+    monkeypatch.syspath_prepend(str(root))
+    return importlib.import_module(f"benchmarks.{name}")
+
 
 def to_nhwc(x):
     """(N, C, H, W) → (N, H, W, C), or (C, H, W) → (H, W, C); a C-contiguous copy."""

@@ -4,7 +4,6 @@ benchmarks/bench_network.py.
 
 The runs here replace :func:`fastconv.bench.network.load_networks` with two tiny layers
 under a real network's name, so they take a fraction of a second."""
-import importlib
 import importlib.util
 import json
 import os
@@ -17,7 +16,8 @@ import pytest
 import fastconv
 from fastconv.bench import network
 
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import asv_benchmark
+
 PACKAGE_PARENT = str(Path(fastconv.__file__).resolve().parents[1])
 SHARED = Path("/work/shared/networks.json")
 
@@ -221,10 +221,7 @@ def test_sums_are_none_where_a_time_is_missing():
 @pytest.fixture
 def bench_network(monkeypatch):
     """benchmarks/bench_network.py, imported from the checkout."""
-    if not (ROOT / "benchmarks" / "bench_network.py").is_file():
-        pytest.skip("no benchmarks/ next to the tests")
-    monkeypatch.syspath_prepend(str(ROOT))
-    return importlib.import_module("benchmarks.bench_network")
+    return asv_benchmark(monkeypatch, "bench_network")
 
 
 def test_asv_tracks_whole_network_ratios(bench_network, tiny_networks, torch):
@@ -247,10 +244,7 @@ def test_asv_skips_without_torch(bench_network, monkeypatch):
 @pytest.fixture
 def bench_depthwise(monkeypatch):
     """benchmarks/bench_depthwise.py, imported from the checkout."""
-    if not (ROOT / "benchmarks" / "bench_depthwise.py").is_file():
-        pytest.skip("no benchmarks/ next to the tests")
-    monkeypatch.syspath_prepend(str(ROOT))
-    return importlib.import_module("benchmarks.bench_depthwise")
+    return asv_benchmark(monkeypatch, "bench_depthwise")
 
 
 def test_asv_depthwise_kernel_sizes(bench_depthwise, torch):

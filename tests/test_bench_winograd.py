@@ -1,7 +1,6 @@
 """The bench's algorithm= comparison: "gemm", "winograd" and torch beside "auto" on the
 Winograd-eligible layers, in the default bench, ``--compare``, their JSON and the asv
 benchmarks of benchmarks/bench_algorithm.py."""
-import importlib
 import json
 import os
 import subprocess
@@ -16,7 +15,8 @@ from fastconv.bench import algorithms, compare, measure, report
 from fastconv.bench.config import make_config
 from fastconv.bench.suite import Case, Layer, load_layers
 
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import asv_benchmark
+
 PACKAGE_PARENT = str(Path(fastconv.__file__).resolve().parents[1])
 
 CONV_OPS = ["conv2d", "conv2d_backward", "layer"]
@@ -231,10 +231,7 @@ def test_compare_report_without_eligible_rows():
 @pytest.fixture
 def bench_algorithm(monkeypatch):
     """benchmarks/bench_algorithm.py, imported from the checkout."""
-    if not (ROOT / "benchmarks" / "bench_algorithm.py").is_file():
-        pytest.skip("no benchmarks/ next to the tests")
-    monkeypatch.syspath_prepend(str(ROOT))
-    return importlib.import_module("benchmarks.bench_algorithm")
+    return asv_benchmark(monkeypatch, "bench_algorithm")
 
 
 def test_asv_benchmarks_run_both_algorithms_on_eligible_layers(bench_algorithm):
