@@ -134,6 +134,14 @@ def lane_loops(index, count, lanes, statements):
             + statements(False) + ["    }", "}", ""])
 
 
+def point_stores(vector, vec, value, index, points):
+    """Statements storing values {value}0 .. {value}{points-1} to out[p·point_stride +
+    index]: vector stores, or the scalar tail's element stores."""
+    return [f"        {vec}_store(out + {p} * point_stride + {index}, {value}{p});" if vector
+            else f"        out[{p} * point_stride + {index}] = {value}{p};"
+            for p in range(points)]
+
+
 def weight_function(m, suffix):
     ctype, lanes = TYPES[suffix]
     alpha = m + 2
@@ -148,10 +156,7 @@ def weight_function(m, suffix):
                              "tap_stride + f);" if vector else
                              f"        {ctype} g{i}_{j} = taps[{i * 3 + j} * tap_stride + f];")
         lines += weight_body(m, vec if vector else ctype, "        ", LITERALS[suffix])
-        for p in range(alpha * alpha):
-            lines.append(f"        {vec}_store(out + {p} * point_stride + f, u{p});" if vector
-                         else f"        out[{p} * point_stride + f] = u{p};")
-        return lines
+        return lines + point_stores(vector, vec, "u", "f", alpha * alpha)
 
     return ([f"/* (G g Gᵀ) of 3×3 filters for F({m}×{m}, 3×3), filter by filter (see the "
              "file's comment). */",
@@ -175,10 +180,7 @@ def input_function(m, suffix):
                              f"+ c) : {vec}_zero();" if vector else
                              f"        {ctype} d{i}_{j} = pixels[{k}] ? pixels[{k}][c] : 0;")
         lines += input_body(m, vec if vector else ctype, "        ", LITERALS[suffix])
-        for p in range(alpha * alpha):
-            lines.append(f"        {vec}_store(out + {p} * point_stride + c, t{p});" if vector
-                         else f"        out[{p} * point_stride + c] = t{p};")
-        return lines
+        return lines + point_stores(vector, vec, "t", "c", alpha * alpha)
 
     return ([f"/* (Bᵀ d B) of one {alpha}×{alpha} input tile of F({m}×{m}, 3×3), channel by "
              "channel (see the file's comment). */",
