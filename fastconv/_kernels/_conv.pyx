@@ -22,7 +22,8 @@ from cython cimport floating
 from cython.parallel cimport prange
 from libc.string cimport memset
 
-from fastconv._kernels._blas cimport gemm
+from fastconv._kernels._blas cimport (
+    fastconv_f32_gemm, fastconv_f32_gemm_nt, fastconv_f32_gemm_pays, gemm)
 from fastconv._kernels._geometry cimport Geometry, input_col, input_row
 from fastconv._kernels._im2col_helpers cimport (
     col2im_nchw_row, col2im_nhwc_row, im2col_nchw_rows, im2col_nhwc_row, inside_cols)
@@ -31,6 +32,12 @@ from fastconv._kernels._simd cimport FASTCONV_LANES
 from fastconv._kernels._small_gemm cimport (
     FASTCONV_PANEL_ROWS, FASTCONV_SMALL_GEMM, FASTCONV_SMALL_GEMM_COLS,
     fastconv_small_gemm_block, fastconv_small_gemm_block_rows)
+
+cdef extern from "f32_gemm_12x32_avx512.h":
+    int FASTCONV_F32_GEMM
+
+# Whether this build has fastconv's own float32 GEMM (used where fastconv_f32_gemm_pays).
+OWN_GEMM = bool(FASTCONV_F32_GEMM)
 
 # Whether this build has the direct small-GEMM forward path (plan.direct), and its block:
 # packed panels of PANEL_ROWS rows, up to SMALL_GEMM_COLS columns, columns at most
@@ -868,3 +875,26 @@ def bias_grad(const floating[::1] grad_out, floating[::1] grad_bias, floating[::
         for block in range(BIAS_ROW_BLOCKS):
             total = total + acc[block * channels + o]
         grad_bias[o] = total
+
+
+# ---------------------------------------------------------------- GEMM, for the tests
+def gemm_f32(bint trans_a, bint trans_b, int m, int n, int k, const float[:, ::1] a,
+             const float[:, ::1] b, float[:, ::1] c, float beta, bint own):
+    """c[:m, :n] = op(a)·op(b) + beta·c[:m, :n] (beta 0 or 1; op(a) m×k, op(b) k×n, read
+    from the top-left of a and b; every leading dimension is its buffer's width) by the
+    `gemm` every kernel uses (own: 0), or by fastconv's own GEMM whatever
+    fastconv_f32_gemm_pays says (own: 1; OWN_GEMM builds). The tests check the sizes."""
+    cdef int lda = <int> a.shape[1], ldb = <int> b.shape[1], ldc = <int> c.shape[1]
+    if not own:
+        gemm(trans_a, trans_b, m, n, k, 1, &a[0, 0], lda, &b[0, 0], ldb, beta, &c[0, 0], ldc)
+    elif trans_b:
+        fastconv_f32_gemm_nt(m, n, k, &a[0, 0], 1 if trans_a else lda, lda if trans_a else 1,
+                             &b[0, 0], ldb, &c[0, 0], ldc, beta == 1)
+    else:
+        fastconv_f32_gemm(m, n, k, &a[0, 0], 1 if trans_a else lda, lda if trans_a else 1,
+                          &b[0, 0], ldb, &c[0, 0], ldc, beta == 1)
+
+
+def own_gemm_pays(int m, int n, bint trans_b):
+    """fastconv_f32_gemm_pays: whether `gemm` takes fastconv's own GEMM for an m×n product."""
+    return bool(fastconv_f32_gemm_pays(m, n, trans_b))
