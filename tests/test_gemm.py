@@ -100,11 +100,13 @@ def test_own_gemm_sums_depth_in_order():
 @needs_own
 def test_own_gemm_rule():
     """Where `gemm` takes fastconv's own GEMM (docs/performance.md#own-gemm): columns a
-    multiple of 16 or at least 256; not a tall B streamed by few rows; A·Bᵀ from 256 rows."""
+    multiple of 16 or at least 256; not a deep, wide B streamed by few rows; A·Bᵀ from 256
+    rows."""
     pays = _conv.own_gemm_pays
-    assert pays(64, 128, False) and pays(392, 256, False)
-    assert not pays(64, 100, False)           # a narrow tile, few columns
-    assert pays(300, 300, False)              # narrow, but many columns
-    assert not pays(64, 3136, False)          # few rows over several column blocks
-    assert pays(64, 392, False)               # ... one block: fine
-    assert pays(256, 576, True) and not pays(128, 576, True)
+    assert pays(64, 128, 64, False) and pays(392, 256, 576, False)
+    assert not pays(64, 100, 64, False)        # a narrow tile, few columns
+    assert pays(300, 300, 64, False)           # narrow, but many columns
+    assert not pays(64, 3136, 256, False)      # few rows, deep, several column blocks
+    assert pays(64, 392, 256, False)           # ... one block: fine
+    assert pays(64, 3136, 128, False)          # ... shallow: fine
+    assert pays(256, 576, 64, True) and not pays(128, 576, 64, True)

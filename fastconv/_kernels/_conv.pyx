@@ -895,6 +895,7 @@ def gemm_f32(bint trans_a, bint trans_b, int m, int n, int k, const float[:, ::1
                           &b[0, 0], ldb, &c[0, 0], ldc, beta == 1)
 
 
-def own_gemm_pays(int m, int n, bint trans_b):
-    """fastconv_f32_gemm_pays: whether `gemm` takes fastconv's own GEMM for an m×n product."""
-    return bool(fastconv_f32_gemm_pays(m, n, trans_b))
+def own_gemm_pays(int m, int n, int k, bint trans_b):
+    """fastconv_f32_gemm_pays: whether `gemm` takes fastconv's own GEMM for an m×n product
+    of depth k."""
+    return bool(fastconv_f32_gemm_pays(m, n, k, trans_b))

@@ -32,10 +32,12 @@
 #define FASTCONV_GEMM_MIN_N 256
 /* An A sliver serving at least this many tiles of a block is copied into a panel first. */
 #define FASTCONV_GEMM_PACK_TILES 8
-/* ... and with fewer rows than this and more columns than one block: sgemm. Its B may
-   come from memory, and B's rows, ldb apart, defeat the hardware prefetcher on the first
-   sliver's pass; too few slivers follow to amortise it (sgemm streams B as it packs it). */
+/* ... and with fewer rows than MIN_M_WIDE, more columns than one block and a depth of
+   MAX_DEPTH_WIDE or more: sgemm. B may come from memory, and that many rows of B, ldb
+   apart, defeat the hardware prefetcher on the first sliver's pass, which too few slivers
+   follow to amortise it (sgemm streams B as it packs it). */
 #define FASTCONV_GEMM_MIN_M_WIDE 128
+#define FASTCONV_GEMM_MAX_DEPTH_WIDE 256
 /* ... and, for A·Bᵀ, with fewer rows than this: sgemm (each tile's transposed copy of B is
    then shared by too few slivers). */
 #define FASTCONV_GEMM_MIN_M_NT 256
@@ -170,12 +172,13 @@ static inline void fastconv_f32_gemm_narrow_tile(int depth, const float* a, long
 
 /* Whether fastconv_f32_gemm (fastconv_f32_gemm_nt when trans_b) measured faster than sgemm
    for an m×n product (see the constants above; docs/performance.md#own-gemm). */
-static inline int fastconv_f32_gemm_pays(int m, int n, int trans_b) {
+static inline int fastconv_f32_gemm_pays(int m, int n, int depth, int trans_b) {
     if (n % 16 != 0 && n < FASTCONV_GEMM_MIN_N)
         return 0;
     if (trans_b)
         return m >= FASTCONV_GEMM_MIN_M_NT;
-    return m >= FASTCONV_GEMM_MIN_M_WIDE || n <= FASTCONV_GEMM_NC;
+    return m >= FASTCONV_GEMM_MIN_M_WIDE || n <= FASTCONV_GEMM_NC
+           || depth < FASTCONV_GEMM_MAX_DEPTH_WIDE;
 }
 
 /* C(m×n) = A·B (accumulate 0) or C += A·B (accumulate 1); A(r, k) = a[r·a_row + k·a_col].
@@ -286,8 +289,8 @@ static inline FASTCONV_NO_WRAPV void fastconv_f32_gemm_nt(
 #define FASTCONV_F32_GEMM 0
 
 /* Where FASTCONV_F32_GEMM is 0, BLAS serves every product. */
-static inline int fastconv_f32_gemm_pays(int m, int n, int trans_b) {
-    (void)m; (void)n; (void)trans_b;
+static inline int fastconv_f32_gemm_pays(int m, int n, int depth, int trans_b) {
+    (void)m; (void)n; (void)depth; (void)trans_b;
     return 0;
 }
 
