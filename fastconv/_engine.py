@@ -151,13 +151,16 @@ def uses_direct_path(geom, itemsize, tuning=None):
     the image's windows read in place by the HWIO weight rows, C_out a multiple of 16):
     float32, one group, a kernel larger than 1×1 (a strided 1×1 is a GEMM on a subsampled
     image, as fast on BLAS), C_out and the weight within the tuning's limits, in a build
-    that has the block (AVX-512)."""
+    that has the block (AVX-512); NCHW at least tuning.direct_min_depth deep unless the
+    output is at most one block wide."""
     tuning = tuning or _tuning.active()
     kh, kw = geom.kernel_size
     depth = geom.in_channels * kh * kw
     return bool(_conv.SMALL_GEMM and itemsize == 4
-                and (geom.layout == "NCHW"
-                     or geom.out_channels % _conv.SMALL_GEMM_LANES == 0)
+                and (geom.out_channels % _conv.SMALL_GEMM_LANES == 0
+                     if geom.layout == "NHWC"
+                     else depth >= tuning.direct_min_depth
+                     or geom.out_w <= _conv.SMALL_GEMM_COLS)
                 and geom.groups == 1 and kh * kw > 1
                 and geom.out_channels <= tuning.direct_max_channels
                 and depth <= _conv.DIRECT_DEPTH_LIMIT

@@ -55,6 +55,9 @@ class Tuning:
     direct_max_weight_bytes: int = 256 << 10
     # Widest output of the direct path (docs/performance.md#direct_max_channels).
     direct_max_channels: int = 256
+    # Shallowest NCHW direct path (C_in·kh·kw) for outputs wider than one block: below it
+    # (the stems) im2col and the own GEMM are faster (docs/performance.md#direct_min_depth).
+    direct_min_depth: int = 32
     # Below this many elements written, a data-movement kernel (im2col, col2im,
     # space_to_batch, R-MAC pooling) runs on one thread
     # (docs/performance.md#parallel_min_elements).

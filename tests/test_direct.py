@@ -60,6 +60,18 @@ def from_geoms(name):
 CASES = {**{name: from_geoms(name) for name in DENSE}, **EXTRA}
 
 
+@pytest.fixture(autouse=True)
+def any_depth(request):
+    """The direct kernels are tested on shallow geometries too (3 channels: edges, tails),
+    which the planner sends to im2col and GEMM in NCHW (Tuning.direct_min_depth); tests
+    marked `planner_rules` plan with the real tuning."""
+    if request.node.get_closest_marker("planner_rules"):
+        yield
+        return
+    with _tuning.tuned(direct_min_depth=1):
+        yield
+
+
 def geometry_of(x, weight, kwargs):
     layout = kwargs.get("layout", "NCHW")
     c_out, kernel = ((weight.shape[0], weight.shape[2:]) if layout == "NCHW"
@@ -113,10 +125,12 @@ def test_nhwc_blocks_in_place_and_packed(rng):
     np.testing.assert_allclose(y, ref_conv2d(x, weight, bias, **kwargs), **tol(np.float32))
 
 
+@pytest.mark.planner_rules
 @pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
 def test_suite_layers_that_take_the_direct_path(layout):
     """The suite's layers with a kernel larger than 1×1 and a weight that fits L2 go direct
-    (in NHWC all of them have C_out a multiple of 16), the others do not."""
+    (in NHWC all of them have C_out a multiple of 16), the others do not; in NCHW not the
+    3-channel 3×3 stems either (depth 27 < direct_min_depth, wide outputs)."""
     from fastconv.bench import load_layers
 
     direct = set()
@@ -128,8 +142,29 @@ def test_suite_layers_that_take_the_direct_path(layout):
                             layer.padding, groups=layer.groups, layout=layout)
         if _engine.choose_plan(geom, 4, _engine.FORWARD).strategy == _engine.DIRECT:
             direct.add(layer.name)
-    assert direct == {"small.16ch", "lecture.8to16", "mobilenet.stem", "resnet50.conv1",
-                      "vgg16.conv1_1", "vgg16.conv1_2", "resnet50.res2.3x3"}
+    stems = {"mobilenet.stem", "vgg16.conv1_1"}
+    assert direct == {"small.16ch", "lecture.8to16", "resnet50.conv1", "vgg16.conv1_2",
+                      "resnet50.res2.3x3"} | (stems if layout == "NHWC" else set())
+
+
+@pytest.mark.planner_rules
+def test_direct_min_depth():
+    """NCHW: shallower than direct_min_depth goes to im2col and GEMM unless the output is
+    at most one block (32 positions) wide; NHWC has no depth rule
+    (docs/performance.md#direct_min_depth)."""
+    depth = _tuning.active().direct_min_depth
+    assert depth == 32
+
+    def direct(shape, c_out, kernel, layout="NCHW", stride=1):
+        geom = ConvGeometry(shape, c_out, kernel, stride, kernel // 2, layout=layout)
+        return _engine.choose_plan(geom, 4, _engine.FORWARD).strategy == _engine.DIRECT
+
+    assert not direct((1, 3, 224, 224), 64, 3)                # 27 deep, 224 wide
+    assert not direct((8, 3, 224, 224), 32, 3, stride=2)      # 112 wide
+    assert direct((1, 224, 224, 3), 64, 3, "NHWC")
+    assert direct((8, 3, 32, 32), 16, 3)                      # 32 wide: one block
+    assert direct((1, 4, 224, 224), 16, 3)                    # 36 deep
+    assert direct((1, 3, 224, 224), 64, 7, stride=2)          # 147 deep
 
 
 def direct_plan(geom, itemsize=4, **tuning):
