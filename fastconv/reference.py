@@ -358,7 +358,7 @@ def col2im(cols, output_size, kernel_size, stride=1, padding=0, dilation=1, layo
 
 def rmac_step(H, W, overlap=0.4):
     """Caffe2 RMACRegionsOp's extra regions along the long side, one float32 scalar at a
-    time: the step in 1..6 minimising |(m² − m·b)/m² − overlap|, b = (max − m)/step
+    time: the step in 1..6 minimising ``|(m² − m·b)/m² − overlap|``, b = (max − m)/step
     (double, stored as float), first minimum kept; 0 for a square map.
 
     Parameters

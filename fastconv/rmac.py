@@ -174,7 +174,7 @@ def rmac_regions(shape_or_x, scales=3, overlap=0.4, *, layout="NCHW"):
     """R-MAC region grid of Caffe2's ``RMACRegionsOp``, bit for bit.
 
     With m = min(H, W): if H ≠ W, ``step`` in 1..6 minimises
-    |(m² − m·b)/m² − overlap| for b = (max(H, W) − m)/step in float32 (first minimum wins).
+    ``|(m² − m·b)/m² − overlap|`` for b = (max(H, W) − m)/step in float32 (first minimum wins).
     Level l = 1..scales has square regions of side ``rs = 2m // (l+1)`` (stop at 0):
     ``l + step`` positions along the long side, ``l`` along the short one, starting at
     ``int(b·k)`` in float32 with ``b = float32((W − rs)/(count − 1))`` (0 for one position),
