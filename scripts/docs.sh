@@ -46,7 +46,12 @@ step html "$PYTHON" -m sphinx -b html -W --keep-going -q -d "$OUT/doctrees" \
     "$ROOT/docs" "$OUT/html"
 step doctest "$PYTHON" -m sphinx -b doctest -W --keep-going -q -d "$OUT/doctrees" \
     "$ROOT/docs" "$OUT/doctest"
-tail -n 4 "$OUT/doctest/output.txt"
 echo "docs: HTML in $OUT/html"
 echo "docs: time per step"
 printf '  %s\n' "${TIMES[@]}"
+# sphinx's summary ("N tests", "M failures in tests") as the plain closing line of a test run
+tests=$(awk '/^ *[0-9]+ tests?$/ { n = $1 } END { print n + 0 }' "$OUT/doctest/output.txt")
+failed=$(awk '/^ *[0-9]+ failures? in tests$/ { n = $1 } END { print n + 0 }' \
+    "$OUT/doctest/output.txt")
+[ "$tests" -gt 0 ] || { echo "docs: the doctest builder ran no example" >&2; exit 1; }
+echo "doctest: $((tests - failed)) passed, $failed failed"
