@@ -4,17 +4,22 @@ The pages are Markdown (MyST); the API reference is generated from the numpydoc
 docstrings. ``sphinx-build -b doctest`` runs every ``>>>`` example of the docstrings and
 every ``{doctest}`` block of the pages, so neither can drift from the code.
 """
+import doctest
+import glob
 import os
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)  # a checkout with an in-place build; an installed fastconv also works
+# Document this checkout when its kernels are built in place (setup.py build_ext --inplace,
+# pip install -e .); otherwise the installed fastconv.
+if glob.glob(os.path.join(ROOT, "fastconv", "_kernels", "_openmp*.so")):
+    sys.path.insert(0, ROOT)
 
 import fastconv  # noqa: E402
 
 project = "fastconv"
 author = "the fastconv developers"
-copyright = "the fastconv developers"  # noqa: A001
+copyright = "the fastconv developers"
 version = release = fastconv.__version__
 
 extensions = [
@@ -40,15 +45,13 @@ numpydoc_show_class_members = False
 numpydoc_class_members_toctree = False
 numpydoc_attributes_as_param_list = True
 
-# Doctests: every example starts from these names; float output compared as printed.
+# Doctests: every example starts from these names (as NumPy's docstrings assume np).
 doctest_global_setup = """
 import numpy as np
 import fastconv
-np.set_printoptions(legacy=False)
 """
-doctest_default_flags = (__import__("doctest").ELLIPSIS
-                         | __import__("doctest").NORMALIZE_WHITESPACE
-                         | __import__("doctest").DONT_ACCEPT_TRUE_FOR_1)
+doctest_default_flags = (doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
+                         | doctest.DONT_ACCEPT_TRUE_FOR_1)
 
 html_theme = "alabaster"
 html_title = f"fastconv {release}"
