@@ -44,6 +44,9 @@ autodoc_typehints = "none"
 numpydoc_show_class_members = False
 numpydoc_class_members_toctree = False
 numpydoc_attributes_as_param_list = True
+# With -W these fail the build: an undocumented or unknown parameter, a missing Returns
+# (Yields for generators) or Examples section in any documented function, method or class.
+numpydoc_validation_checks = {"PR01", "PR02", "RT01", "EX01"}
 
 # Doctests: every example starts from these names (as NumPy's docstrings assume np).
 doctest_global_setup = """

@@ -119,6 +119,8 @@ class ConvGeometry:
         (N, C, H, W) or (C, H, W) for NCHW; (N, H, W, C) or (H, W, C) for NHWC.
     out_channels, kernel_size, stride, padding, dilation, groups, layout
         As for :func:`fastconv.conv2d`.
+    fn : str, optional
+        The name error messages start with (fastconv's functions pass their own).
 
     Attributes
     ----------
