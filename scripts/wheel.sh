@@ -13,7 +13,7 @@
 # 4. venv:     a fresh virtual environment whose PATH holds only its own bin/, with CC/CXX
 #              pointing at nothing: no C compiler can be found (checked);
 # 5. install:  the repaired wheel and its test extra, --only-binary=:all: (nothing may be
-#              compiled);
+#              compiled), and torch==2.13.0 (CPU), the tests' optional oracle;
 # 6. test:     the sdist's tests/, benchmarks/ and examples/, copied to a directory beside
 #              no source, run against the installed wheel; fails unless `import fastconv`
 #              is the venv's site-packages copy.
@@ -103,6 +103,12 @@ EOF
 
 # 5. The repaired wheel and the test extra, binaries only.
 step install in_venv "$VENV_PY" -m pip install -q --only-binary=:all: "$WHEEL[test]"
+# PyTorch's CPU build, the optional oracle of many tests (they skip without it), as .ci/run.
+install_torch() {
+    in_venv "$VENV_PY" -m pip install -q --only-binary=:all: torch==2.13.0 \
+        || echo "wheel: torch==2.13.0 unavailable; torch tests will skip"
+}
+step torch install_torch
 
 # 6. The sdist's tests, run from a directory holding no fastconv source.
 mkdir -p "$WORK/run"
