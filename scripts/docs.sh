@@ -20,7 +20,11 @@ if ! "$PYTHON" -c "import sphinx, numpydoc, myst_parser, dask.array" 2>/dev/null
     # the `docs` extra, read from pyproject.toml (no editable reinstall, which would rebuild)
     mapfile -t requirements < <("$PYTHON" - "$ROOT/pyproject.toml" <<'PY'
 import sys
-import tomllib
+
+try:
+    import tomllib
+except ImportError:  # Python 3.10
+    import tomli as tomllib
 
 with open(sys.argv[1], "rb") as handle:
     print("\n".join(tomllib.load(handle)["project"]["optional-dependencies"]["docs"]))
