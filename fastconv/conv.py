@@ -22,7 +22,23 @@ from fastconv import geometry as geo
 __all__ = ["conv2d", "conv2d_backward", "conv_transpose2d", "Gradients"]
 
 Gradients = namedtuple("Gradients", ["grad_input", "grad_weight", "grad_bias"])
-Gradients.__doc__ = "conv2d_backward's result; a field is None when it was not asked for."
+Gradients.__doc__ = """conv2d_backward's result; a field is None when it was not asked for.
+
+Parameters
+----------
+grad_input : ndarray or None
+    Gradient w.r.t. conv2d's input, shaped like it.
+grad_weight : ndarray or None
+    Gradient w.r.t. the weight, shaped like it.
+grad_bias : ndarray or None
+    Gradient w.r.t. the bias, (C_out,).
+
+Examples
+--------
+>>> g = fastconv.Gradients(None, np.zeros((4, 3, 3, 3)), None)
+>>> g.grad_weight.shape, g.grad_input is None
+((4, 3, 3, 3), True)
+"""
 
 
 def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, layout="NCHW",
@@ -58,11 +74,41 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, l
         NCHW: (N, C_out, OH, OW); NHWC: (N, OH, OW, C_out); no N for a 3-D `x`, where
         ``OH = (H + top + bottom - dilation*(kh-1) - 1)//stride + 1`` (likewise OW).
 
+    Raises
+    ------
+    TypeError
+        For a dtype other than float32 / float64, or `x`, `weight` and `bias` of different
+        dtypes (no casting).
+    ValueError
+        Before any work, naming the argument: mismatched channels or groups, a bad
+        geometry, layout or `out`, a GEMM dimension beyond BLAS's int, or
+        ``algorithm="winograd"`` on a layer it cannot serve.
+
+    See Also
+    --------
+    conv2d_backward, conv_transpose2d, Conv2D
+    fastconv.reference.conv2d_naive : the NumPy oracle (NHWC / HWIO).
+
+    Notes
+    -----
+    PyTorch ``F.conv2d`` semantics (cross-correlation); TensorFlow ``tf.nn.conv2d``
+    results for NHWC + HWIO. Repeated calls with the same argument signature reuse the
+    geometry, the plan and the per-thread scratch memory of the first.
+
     Examples
     --------
     >>> x = np.ones((1, 3, 5, 5), np.float32); w = np.ones((8, 3, 3, 3), np.float32)
-    >>> conv2d(x, w, padding=1).shape
+    >>> fastconv.conv2d(x, w, padding=1).shape
     (1, 8, 5, 5)
+    >>> float(fastconv.conv2d(x, w, padding=1)[0, 0, 2, 2])   # 3·3·3 ones
+    27.0
+
+    Depthwise (groups == channels), NHWC with an HWIO weight:
+
+    >>> xh = np.ones((1, 16, 16, 8), np.float32)
+    >>> wd = np.ones((3, 3, 1, 8), np.float32)
+    >>> fastconv.conv2d(xh, wd, padding=1, groups=8, layout="NHWC").shape
+    (1, 16, 16, 8)
     """
     fn = "conv2d"
     layout = _validate.normalize_layout(layout, fn)
@@ -118,8 +164,26 @@ def conv2d_backward(grad_output, x, weight, *, stride=1, padding=0, dilation=1, 
     -------
     Gradients(grad_input, grad_weight, grad_bias)
         grad_input = col2im(Wᵀ · grad_output), shaped like `x`;
-        grad_weight = Σ_n grad_output · columnsᵀ, shaped like `weight`;
+        grad_weight = Σ over n of grad_output · columnsᵀ, shaped like `weight`;
         grad_bias = grad_output summed over batch and space, shape (C_out,).
+        Equal to PyTorch autograd's.
+
+    Raises
+    ------
+    TypeError
+        For a dtype other than float32 / float64, or mixed dtypes.
+    ValueError
+        For `grad_output` not of conv2d's result shape, or any argument conv2d would
+        refuse.
+
+    Examples
+    --------
+    >>> x = np.ones((2, 3, 6, 6), np.float32); w = np.ones((4, 3, 3, 3), np.float32)
+    >>> y = fastconv.conv2d(x, w, padding="same")
+    >>> g = fastconv.conv2d_backward(np.ones_like(y), x, w, padding="same")
+    >>> g.grad_input.shape, g.grad_weight.shape, g.grad_bias.shape
+    ((2, 3, 6, 6), (4, 3, 3, 3), (4,))
+    >>> fastconv.conv2d_backward(y, x, w, padding=1, needs_weight_grad=False).grad_weight
     """
     fn = "conv2d_backward"
     layout = _validate.normalize_layout(layout, fn)
@@ -187,10 +251,30 @@ def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0
         At stride 1 the result is a convolution of `x` with the flipped weight: Winograd
         serves it as in :func:`conv2d` (3×3, stride 1, dilation 1, not depthwise).
 
+    layout : {"NCHW", "NHWC"}
+    out : ndarray, optional
+        C-contiguous buffer of the result's shape and dtype, not overlapping an input.
+
     Returns
     -------
-    ndarray, NCHW (N, C_out, OH, OW) or NHWC (N, OH, OW, C_out), where
-    ``OH = (H - 1)*stride - top - bottom + dilation*(kh - 1) + output_padding + 1``.
+    ndarray
+        NCHW (N, C_out, OH, OW) or NHWC (N, OH, OW, C_out), where
+        ``OH = (H - 1)*stride - top - bottom + dilation*(kh - 1) + output_padding + 1``.
+
+    Raises
+    ------
+    TypeError
+        For a dtype other than float32 / float64, or mixed dtypes.
+    ValueError
+        For mismatched channels or groups, ``output_padding >= max(stride, dilation)``,
+        a padding that removes the whole output, a bad layout or `out`, naming it.
+
+    Examples
+    --------
+    >>> y = np.ones((2, 8, 7, 7), np.float32)
+    >>> w = np.ones((8, 4, 4, 4), np.float32)          # (C_in, C_out/groups, kh, kw)
+    >>> fastconv.conv_transpose2d(y, w, stride=2, padding=1).shape
+    (2, 4, 14, 14)
     """
     fn = "conv_transpose2d"
     layout = _validate.normalize_layout(layout, fn)

@@ -32,7 +32,23 @@ _loaded = {}
 
 def cpu_features():
     """NumPy's run-time CPU feature detection: {name: bool}; empty where it is unavailable
-    (then only the baseline builds are used)."""
+    (then only the baseline builds are used).
+
+    Returns
+    -------
+    dict of str to bool
+
+    Raises
+    ------
+    None
+        It never raises.
+
+    Examples
+    --------
+    >>> from fastconv.cpu import cpu_features
+    >>> isinstance(cpu_features().get("AVX2", False), bool)
+    True
+    """
     for module in ("numpy._core._multiarray_umath", "numpy.core._multiarray_umath"):
         try:
             return dict(importlib.import_module(module).__cpu_features__)
@@ -42,13 +58,56 @@ def cpu_features():
 
 
 def supported_isas(features=None):
-    """The ISAs of :data:`ISAS` this CPU supports, widest first."""
+    """The ISAs of ``ISAS`` this CPU supports, widest first.
+
+    Parameters
+    ----------
+    features : dict of str to bool, optional
+        CPU features as :func:`cpu_features` returns them (default: this CPU's).
+
+    Returns
+    -------
+    list of str
+        A subset of ``["avx512", "avx2"]``.
+
+    Raises
+    ------
+    None
+        It never raises.
+
+    Examples
+    --------
+    >>> from fastconv.cpu import supported_isas
+    >>> supported_isas({"AVX": True, "AVX2": True, "FMA3": True, "F16C": True})
+    ['avx2']
+    """
     features = cpu_features() if features is None else features
     return [name for name, needs in ISAS if all(features.get(flag) for flag in needs)]
 
 
 def requested_isa(environ=None):
-    """The cap from ``FASTCONV_SIMD`` ('baseline', 'avx2', 'avx512'), or None for no cap."""
+    """The cap from ``FASTCONV_SIMD`` ('baseline', 'avx2', 'avx512'), or None for no cap.
+
+    Parameters
+    ----------
+    environ : mapping, optional
+        The environment to read (default: ``os.environ``).
+
+    Returns
+    -------
+    str or None
+
+    Raises
+    ------
+    ValueError
+        For an unknown value, naming the accepted ones.
+
+    Examples
+    --------
+    >>> from fastconv.cpu import requested_isa
+    >>> requested_isa({"FASTCONV_SIMD": "AVX2"}), requested_isa({})
+    ('avx2', None)
+    """
     value = (os.environ if environ is None else environ).get("FASTCONV_SIMD", "").strip()
     if value.lower() in ("", "auto"):
         return None
@@ -60,7 +119,34 @@ def requested_isa(environ=None):
 
 def load_kernel(name, *, features=None, environ=None):
     """Import ``fastconv._kernels.<name>`` in its widest build this CPU runs (and that was
-    built, and that FASTCONV_SIMD allows); the baseline build otherwise."""
+    built, and that FASTCONV_SIMD allows); the baseline build otherwise.
+
+    Parameters
+    ----------
+    name : str
+        A kernel module, e.g. ``"_conv"``.
+    features : dict of str to bool, optional
+        CPU features (default: this CPU's).
+    environ : mapping, optional
+        The environment whose ``FASTCONV_SIMD`` caps the choice (default: ``os.environ``).
+
+    Returns
+    -------
+    module
+
+    Raises
+    ------
+    ImportError
+        When not even the baseline build of `name` exists.
+    ValueError
+        For an unknown ``FASTCONV_SIMD``.
+
+    Examples
+    --------
+    >>> from fastconv.cpu import load_kernel
+    >>> load_kernel("_conv").__name__        # e.g. 'fastconv._kernels._conv_avx512'
+    'fastconv._kernels._conv...'
+    """
     cap = requested_isa(environ)
     allowed = _ORDER[:_ORDER.index(cap) + 1] if cap else _ORDER
     for isa in supported_isas(features):
@@ -77,17 +163,73 @@ def load_kernel(name, *, features=None, environ=None):
 
 
 def loaded_kernels():
-    """{module name: the ISA of the build in use} for the modules loaded so far."""
+    """{module name: the ISA of the build in use} for the modules loaded so far.
+
+    Returns
+    -------
+    dict of str to str
+
+    Raises
+    ------
+    None
+        It never raises.
+
+    Examples
+    --------
+    >>> from fastconv.cpu import loaded_kernels
+    >>> loaded_kernels()["_conv"] in ("baseline", "avx2", "avx512")
+    True
+    """
     return dict(_loaded)
 
 
 def l2_cache_bytes(default=1 << 20):
-    """Bytes of one core's L2 cache as Linux reports it (sysfs), else `default`."""
+    """Bytes of one core's L2 cache as Linux reports it (sysfs), else `default`.
+
+    Parameters
+    ----------
+    default : int
+
+    Returns
+    -------
+    int
+
+    Raises
+    ------
+    None
+        Unreadable sysfs entries give `default`.
+
+    Examples
+    --------
+    >>> from fastconv.cpu import l2_cache_bytes
+    >>> l2_cache_bytes() > 0
+    True
+    """
     return _cache_bytes(2, default)
 
 
 def l3_cache_bytes(default=16 << 20):
-    """Bytes of the L3 cache cpu0 shares, as Linux reports it (sysfs), else `default`."""
+    """Bytes of the L3 cache cpu0 shares, as Linux reports it (sysfs), else `default`.
+
+    Parameters
+    ----------
+    default : int
+
+    Returns
+    -------
+    int
+
+    Raises
+    ------
+    None
+        Unreadable sysfs entries give `default`.
+
+    Examples
+    --------
+    >>> from fastconv.cpu import l3_cache_bytes
+    >>> l3_cache_bytes() > 0
+    True
+    """
     return _cache_bytes(3, default)
 
 

@@ -234,10 +234,21 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, l
 
     Examples
     --------
+    >>> import dask.array as da
+    >>> import fastconv.dask
     >>> x = da.zeros((1000, 3, 64, 64), dtype=np.float32, chunks=(100, 3, 64, 64))
     >>> w = np.ones((16, 3, 3, 3), np.float32)
-    >>> conv2d(x, w, padding=1).chunks[0]
-    (100, 100, 100, 100, 100, 100, 100, 100, 100, 100)
+    >>> y = fastconv.dask.conv2d(x, w, padding=1)       # lazy: nothing computed yet
+    >>> y.shape, y.chunks[0]
+    ((1000, 16, 64, 64), (100, 100, 100, 100, 100, 100, 100, 100, 100, 100))
+
+    H and W split, with 1-pixel halos borrowed from the neighbouring blocks:
+
+    >>> image = da.ones((1, 3, 64, 64), dtype=np.float32, chunks=(1, 3, 32, 32))
+    >>> edges = fastconv.dask.conv2d(image, np.ones((8, 3, 3, 3), np.float32), padding=1)
+    >>> np.allclose(edges.compute(), fastconv.conv2d(image.compute(), np.ones((8, 3, 3, 3),
+    ...                                              np.float32), padding=1))
+    True
     """
     return _conv2d(x, weight, bias, stride, padding, dilation, groups, layout,
                    "fastconv.dask.conv2d")
@@ -262,6 +273,21 @@ def layer_forward(layer, x):
     -------
     dask.array.Array
         (N, C_out, OH, OW) or (N, OH, OW, C_out).
+
+    Raises
+    ------
+    TypeError, ValueError
+        As :func:`conv2d` (the layer's geometry against `x`).
+
+    Examples
+    --------
+    >>> import dask.array as da
+    >>> import fastconv.dask
+    >>> layer = fastconv.Conv2D(8, 4, 3, padding=1, seed=0)
+    >>> x = da.ones((10, 8, 12, 12), dtype=np.float32, chunks=(5, 8, 12, 12))
+    >>> y = fastconv.dask.layer_forward(layer, x)
+    >>> y.shape, np.allclose(y.compute(), layer(x.compute()), atol=1e-6)
+    ((10, 4, 12, 12), True)
     """
     fn = "fastconv.dask.layer_forward"
     if not isinstance(layer, fastconv.Conv2D):
@@ -290,6 +316,21 @@ def im2col(x, kernel_size, *, stride=1, padding=0, dilation=1, layout="NCHW"):
     dask.array.Array
         NCHW: (N, C·kh·kw, OH·OW), row chunks ``C_chunk·kh·kw``; NHWC: (N, OH·OW, kh·kw·C).
         Equal to ``fastconv.im2col`` of the whole array.
+
+    Raises
+    ------
+    TypeError, ValueError
+        Any argument :func:`fastconv.im2col` rejects; H or W split into several chunks, or
+        C split for NHWC (the message names the axis to rechunk).
+
+    Examples
+    --------
+    >>> import dask.array as da
+    >>> import fastconv.dask
+    >>> x = da.ones((4, 6, 8, 8), dtype=np.float32, chunks=(2, 3, 8, 8))
+    >>> cols = fastconv.dask.im2col(x, 3)
+    >>> cols.shape, cols.chunks[1]
+    ((4, 54, 36), (27, 27))
     """
     fn = "fastconv.dask.im2col"
     layout = _validate.normalize_layout(layout, fn)
@@ -353,6 +394,21 @@ def space_to_batch(x, block_size, padding=0, *, layout="NCHW"):
     dask.array.Array
         (N·bh·bw, C, Hp/bh, Wp/bw) for NCHW, (N·bh·bw, Hp/bh, Wp/bw, C) for NHWC, equal to
         ``fastconv.space_to_batch`` of the whole array; bh·bw runs of x's batch chunks.
+
+    Raises
+    ------
+    TypeError, ValueError
+        Any argument :func:`fastconv.space_to_batch` rejects; H or W split into several
+        chunks.
+
+    Examples
+    --------
+    >>> import dask.array as da
+    >>> import fastconv.dask
+    >>> x = da.arange(4 * 2 * 4 * 4, chunks=32).reshape(4, 2, 4, 4).rechunk((2, 2, 4, 4))
+    >>> y = fastconv.dask.space_to_batch(x, 2)
+    >>> y.shape, np.array_equal(y.compute(), fastconv.space_to_batch(x.compute(), 2))
+    ((16, 2, 2, 2), True)
     """
     fn = "fastconv.dask.space_to_batch"
     function = getattr(fastconv, "space_to_batch", None)
@@ -409,11 +465,19 @@ def rmac(x, levels=3, overlap=0.4, eps=1e-6, *, whiten=None, normalize=True, lay
         (N, C), or (N, D) with `whiten`; dtype of `x`; x's batch chunks. Equal to
         ``fastconv.rmac`` of the whole array (each image's descriptor is computed alone).
 
+    Raises
+    ------
+    TypeError, ValueError
+        Any argument :func:`fastconv.rmac` rejects; C, H or W split into several chunks.
+
     Examples
     --------
+    >>> import dask.array as da
+    >>> import fastconv.dask
     >>> x = da.random.default_rng(0).standard_normal((2000, 512, 30, 40),
     ...     chunks=(100, -1, -1, -1), dtype=np.float32)
-    >>> rmac(x).chunks[1], len(rmac(x).chunks[0])
+    >>> desc = fastconv.dask.rmac(x)          # lazy; desc.compute() is (2000, 512)
+    >>> desc.chunks[1], len(desc.chunks[0])
     ((512,), 20)
     """
     fn = "fastconv.dask.rmac"
@@ -475,6 +539,20 @@ def rmac_regions(x, scales=3, overlap=0.4, *, layout="NCHW"):
         Rows ``[batch_index, x1, y1, x2, y2]`` with the global batch index; chunks of
         ``R·n`` rows for each batch chunk of n images. Equal to ``fastconv.rmac_regions``
         of the whole array; (0, 5) when any dimension is 0.
+
+    Raises
+    ------
+    TypeError, ValueError
+        Any argument :func:`fastconv.rmac_regions` rejects.
+
+    Examples
+    --------
+    >>> import dask.array as da
+    >>> import fastconv.dask
+    >>> x = da.zeros((6, 512, 30, 40), dtype=np.float32, chunks=(3, -1, -1, -1))
+    >>> rois = fastconv.dask.rmac_regions(x)
+    >>> rois.shape, rois.chunks[0]
+    ((120, 5), (60, 60))
     """
     fn = "fastconv.dask.rmac_regions"
     layout = _validate.normalize_layout(layout, fn)

@@ -16,7 +16,32 @@ __all__ = ["ConvGeometry", "conv_output_size"]
 
 
 def conv_output_size(size, pad_before, pad_after, kernel, stride, dilation):
-    """(size + pad_before + pad_after - dilation*(kernel-1) - 1)//stride + 1, may be < 1."""
+    """Output size of a convolution along one axis (docs/spec.md §0).
+
+    ``(size + pad_before + pad_after - dilation*(kernel-1) - 1)//stride + 1``; the result
+    may be < 1 (no check here).
+
+    Parameters
+    ----------
+    size, pad_before, pad_after : int
+        The input size and the padding on either side.
+    kernel, stride, dilation : int
+
+    Returns
+    -------
+    int
+
+    Raises
+    ------
+    ZeroDivisionError
+        For ``stride == 0``.
+
+    Examples
+    --------
+    >>> from fastconv.geometry import conv_output_size
+    >>> conv_output_size(224, 3, 3, 7, 2, 1)           # ResNet's stem
+    112
+    """
     return (size + pad_before + pad_after - dilation * (kernel - 1) - 1) // stride + 1
 
 
@@ -94,6 +119,8 @@ class ConvGeometry:
         (N, C, H, W) or (C, H, W) for NCHW; (N, H, W, C) or (H, W, C) for NHWC.
     out_channels, kernel_size, stride, padding, dilation, groups, layout
         As for :func:`fastconv.conv2d`.
+    fn : str, optional
+        The name error messages start with (fastconv's functions pass their own).
 
     Attributes
     ----------
@@ -103,8 +130,28 @@ class ConvGeometry:
         One GEMM per image and group: M = C_out/groups, K = C_in/groups·kh·kw, N = OH·OW.
     flops : int
         2 × multiply-adds over the whole batch (bias excluded).
+    weight_shape : tuple
+        The weight conv2d takes: OIHW for NCHW, HWIO for NHWC.
 
+    Raises
+    ------
+    ValueError
+        For a bad shape or geometry argument, channels not divisible by `groups`, or a
+        window larger than the padded input, naming it.
+
+    Notes
+    -----
     A ConvGeometry is immutable (assigning an attribute is an AttributeError).
+
+    Examples
+    --------
+    >>> g = fastconv.ConvGeometry((8, 64, 56, 56), 128, 3, padding=1)
+    >>> g.output_shape, g.weight_shape, g.gemm_shape
+    ((8, 128, 56, 56), (128, 64, 3, 3), (128, 576, 3136))
+    >>> g.flops, g.column_bytes(np.float32)
+    (3699376128, 57802752)
+    >>> fastconv.ConvGeometry((1, 28, 28, 16), 16, 3, stride=2, layout="NHWC").output_shape
+    (1, 13, 13, 16)
     """
 
     __slots__ = ("layout", "input_shape", "batched", "batch", "in_channels", "height",
@@ -151,6 +198,7 @@ class ConvGeometry:
 
     @property
     def output_shape(self):
+        """Shape of the convolution's result (batch axis dropped for 3-D input)."""
         if self.layout == "NCHW":
             shape = (self.batch, self.out_channels, self.out_h, self.out_w)
         else:
@@ -159,6 +207,7 @@ class ConvGeometry:
 
     @property
     def weight_shape(self):
+        """Shape of conv2d's weight: OIHW for NCHW, HWIO for NHWC."""
         kh, kw = self.kernel_size
         cin = self.in_channels // self.groups
         if self.layout == "NCHW":
@@ -167,17 +216,38 @@ class ConvGeometry:
 
     @property
     def gemm_shape(self):
+        """(M, K, N) of one GEMM per image and group."""
         kh, kw = self.kernel_size
         return (self.out_channels // self.groups, self.in_channels // self.groups * kh * kw,
                 self.out_h * self.out_w)
 
     @property
     def flops(self):
+        """2 × multiply-adds over the whole batch (bias excluded)."""
         m, k, n = self.gemm_shape
         return 2 * self.batch * self.groups * m * k * n
 
     def column_bytes(self, dtype=np.float32):
-        """Bytes of the full column buffer (im2col of the whole batch) in `dtype`."""
+        """Bytes of the full column buffer (im2col of the whole batch) in `dtype`.
+
+        Parameters
+        ----------
+        dtype : dtype, default float32
+
+        Returns
+        -------
+        int
+
+        Raises
+        ------
+        TypeError
+            For something that is not a dtype.
+
+        Examples
+        --------
+        >>> fastconv.ConvGeometry((1, 3, 8, 8), 4, 3).column_bytes(np.float64)
+        7776
+        """
         kh, kw = self.kernel_size
         return (self.batch * self.in_channels * kh * kw * self.out_h * self.out_w
                 * np.dtype(dtype).itemsize)
@@ -185,8 +255,33 @@ class ConvGeometry:
     def algorithm(self, dtype=np.float32, requested="auto"):
         """The algorithm conv2d(..., algorithm=requested) runs for this geometry and dtype:
         'gemm' or 'winograd' (docs/spec.md §5). 'auto' decides by a rule over the shapes,
-        the dtype and the CPU, never by the thread count; requesting 'winograd' where it
-        cannot serve is the ValueError conv2d would raise."""
+        the dtype and the CPU, never by the thread count.
+
+        Parameters
+        ----------
+        dtype : float32 or float64
+        requested : {"auto", "gemm", "winograd"}
+
+        Returns
+        -------
+        str
+            "gemm" or "winograd".
+
+        Raises
+        ------
+        TypeError
+            For a dtype other than float32 / float64.
+        ValueError
+            Requesting 'winograd' where it cannot serve: the ValueError conv2d would raise.
+
+        Examples
+        --------
+        >>> fastconv.ConvGeometry((1, 16, 8, 8), 16, 5).algorithm()
+        'gemm'
+        >>> fastconv.ConvGeometry((8, 64, 56, 56), 64, 3, padding=1).algorithm("float32",
+        ...                                                                  "winograd")
+        'winograd'
+        """
         from fastconv import _engine  # the engine builds on this module
 
         requested = _validate.normalize_algorithm(requested, "ConvGeometry.algorithm")

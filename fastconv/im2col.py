@@ -10,6 +10,10 @@ NHWC      (N, H, W, C)          (N, OH·OW, kh·kw·C)      [n, oh·OW + ow, (i�
 ========  ====================  =======================  ==============================
 
 Each entry is ``x[n, c, oh·sh − top + i·dh, ow·sw − left + j·dw]``, zero in the padding.
+
+:func:`col2im` is the exact adjoint of :func:`im2col` (``⟨im2col(x), y⟩ = ⟨x, col2im(y)⟩``),
+so each is the other's gradient: :func:`im2col_backward` is col2im and
+:func:`col2im_backward` is im2col (Caffe2's GetIm2ColGradient / GetCol2ImGradient).
 """
 from __future__ import annotations
 
@@ -76,7 +80,8 @@ def im2col(x, kernel_size, *, stride=1, padding=0, dilation=1, layout="NCHW", ou
     padding : int, (pad_h, pad_w) or ((top, bottom), (left, right)), >= 0
     layout : {"NCHW", "NHWC"}
     out : ndarray, optional
-        C-contiguous buffer of the result's shape and dtype, not overlapping `x`.
+        C-contiguous buffer of the result's shape and dtype, not overlapping `x`; the call
+        then allocates nothing of that size.
 
     Returns
     -------
@@ -85,14 +90,37 @@ def im2col(x, kernel_size, *, stride=1, padding=0, dilation=1, layout="NCHW", ou
         NHWC: (N, OH·OW, kh·kw·C), element ``[n, oh·OW + ow, (i·kw + j)·C + c]``.
         The batch axis is dropped for a 3-D `x`.
 
+    Raises
+    ------
+    TypeError
+        For a dtype other than float, integer or bool.
+    ValueError
+        Before any work, naming the argument: a bad shape, layout, kernel size, stride,
+        padding or dilation, a window larger than the padded image, or an unusable `out`.
+
+    See Also
+    --------
+    col2im : the adjoint (``torch.nn.functional.fold``).
+    fastconv.reference.im2col : the NumPy oracle.
+
     Examples
     --------
+    Caffe2's worked example (equal to ``torch.nn.functional.unfold``):
+
     >>> x = np.arange(9.0).reshape(1, 1, 3, 3)
-    >>> im2col(x, 2)[0]
+    >>> fastconv.im2col(x, 2)[0]
     array([[0., 1., 3., 4.],
            [1., 2., 4., 5.],
            [3., 4., 6., 7.],
            [4., 5., 7., 8.]])
+
+    Shapes for both layouts, with an asymmetric padding:
+
+    >>> x = np.zeros((2, 3, 8, 8), np.float32)                 # NCHW
+    >>> fastconv.im2col(x, 3, stride=2, padding=((1, 0), (0, 1))).shape
+    (2, 27, 16)
+    >>> fastconv.im2col(x.transpose(0, 2, 3, 1), 3, layout="NHWC").shape
+    (2, 36, 27)
     """
     return _checked_im2col(x, kernel_size, stride, padding, dilation, layout, out, "im2col", "x")
 
@@ -167,7 +195,32 @@ def col2im(cols, output_size, kernel_size, *, stride=1, padding=0, dilation=1, l
 
     Returns
     -------
-    image : ndarray, (N, C, H, W) for NCHW or (N, H, W, C) for NHWC (no N for 2-D `cols`).
+    image : ndarray, (N, C, H, W) for NCHW or (N, H, W, C) for NHWC (no N for 2-D `cols`)
+        Same dtype as `cols`.
+
+    Raises
+    ------
+    TypeError
+        For a dtype other than float or integer.
+    ValueError
+        Before any work, naming the argument: `cols` whose shape does not match the
+        geometry (rows not a multiple of kh·kw, or the wrong number of window positions),
+        a bad geometry argument, or an unusable `out`.
+
+    See Also
+    --------
+    im2col : the adjoint (``torch.nn.functional.unfold``).
+
+    Examples
+    --------
+    Overlaps are summed (``torch.nn.functional.fold``):
+
+    >>> fastconv.col2im(np.ones((1, 4, 4)), (3, 3), 2)[0, 0]
+    array([[1., 2., 1.],
+           [2., 4., 2.],
+           [1., 2., 1.]])
+    >>> fastconv.col2im(np.ones((36, 27), np.float32), (8, 8), 3, layout="NHWC").shape
+    (8, 8, 3)
     """
     return _checked_col2im(cols, output_size, kernel_size, stride, padding, dilation, layout, out,
                    "col2im", "cols")
@@ -194,7 +247,36 @@ def _checked_col2im(cols, output_size, kernel_size, stride, padding, dilation, l
 def im2col_backward(grad_cols, input_shape, kernel_size, *, stride=1, padding=0, dilation=1,
                     layout="NCHW", out=None):
     """Gradient of :func:`im2col` with respect to its input: ``col2im`` of `grad_cols`
-    (Caffe2's GetIm2ColGradient). `input_shape` is the shape of im2col's input."""
+    (Caffe2's GetIm2ColGradient).
+
+    Parameters
+    ----------
+    grad_cols : ndarray
+        Gradient with respect to im2col's result, of exactly that shape.
+    input_shape : tuple of int
+        The shape of im2col's input (3-D or 4-D).
+    kernel_size, stride, padding, dilation, layout, out
+        As for :func:`im2col`.
+
+    Returns
+    -------
+    ndarray, shaped `input_shape`
+        The sum, over every column entry, of the gradient flowing back to its pixel.
+
+    Raises
+    ------
+    TypeError
+        For a dtype other than float or integer.
+    ValueError
+        For `grad_cols` not of im2col's result shape for `input_shape`, or a bad geometry
+        argument or `out`.
+
+    Examples
+    --------
+    >>> g = fastconv.im2col_backward(np.ones((1, 4, 4)), (1, 1, 3, 3), 2)
+    >>> g.shape, float(g[0, 0, 1, 1])
+    ((1, 1, 3, 3), 4.0)
+    """
     fn = "im2col_backward"
     layout = _validate.normalize_layout(layout, fn)
     shape = _validate.normalize_shape(input_shape, "input_shape", fn)
@@ -215,6 +297,32 @@ def im2col_backward(grad_cols, input_shape, kernel_size, *, stride=1, padding=0,
 def col2im_backward(grad_image, kernel_size, *, stride=1, padding=0, dilation=1, layout="NCHW",
                     out=None):
     """Gradient of :func:`col2im` with respect to its columns: ``im2col`` of `grad_image`
-    (Caffe2's GetCol2ImGradient)."""
+    (Caffe2's GetCol2ImGradient).
+
+    Parameters
+    ----------
+    grad_image : ndarray
+        Gradient with respect to col2im's result: (N, C, H, W) / (C, H, W) for NCHW,
+        (N, H, W, C) / (H, W, C) for NHWC.
+    kernel_size, stride, padding, dilation, layout, out
+        As for :func:`col2im`.
+
+    Returns
+    -------
+    ndarray
+        The columns' gradient, shaped like col2im's `cols`.
+
+    Raises
+    ------
+    TypeError
+        For a dtype other than float, integer or bool.
+    ValueError
+        For a bad shape, geometry argument or `out`, naming it.
+
+    Examples
+    --------
+    >>> fastconv.col2im_backward(np.ones((1, 1, 3, 3)), 2).shape
+    (1, 4, 4)
+    """
     return _checked_im2col(grad_image, kernel_size, stride, padding, dilation, layout, out,
                    "col2im_backward", "grad_image")

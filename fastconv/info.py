@@ -92,6 +92,23 @@ def build_info():
     ``simd`` (the wider instruction sets the CPU has, and the build of each dispatched
     kernel module, see :mod:`fastconv.cpu`) and ``tuning`` (the cache sizes read and the
     tuning constants derived from them and the core count).
+
+    Returns
+    -------
+    dict
+        The keys above.
+
+    Raises
+    ------
+    None
+        A BLAS inspection failure is reported under ``blas_error`` instead.
+
+    Examples
+    --------
+    >>> from fastconv.info import build_info
+    >>> info = build_info()
+    >>> info["fastconv"] == fastconv.__version__, isinstance(info["openmp"], bool)
+    (True, True)
     """
     import fastconv
 
@@ -165,7 +182,29 @@ def _format_blas(blas, error):
 
 
 def format_build_info(info):
-    """The text of ``python -m fastconv info`` for a dict from :func:`build_info`."""
+    """The text of ``python -m fastconv info`` for a dict from :func:`build_info`.
+
+    Parameters
+    ----------
+    info : dict
+        As :func:`build_info` returns it.
+
+    Returns
+    -------
+    str
+        Several lines, the first ``fastconv <version>``.
+
+    Raises
+    ------
+    KeyError
+        For a dict that lacks a key of :func:`build_info`.
+
+    Examples
+    --------
+    >>> from fastconv.info import build_info, format_build_info
+    >>> format_build_info(build_info()).splitlines()[0] == f"fastconv {fastconv.__version__}"
+    True
+    """
     cpus = f"{info['cpu_count']} (os.cpu_count)"
     if info["usable_cpus"] is not None:
         cpus += f", {info['usable_cpus']} usable by this process"
@@ -199,5 +238,29 @@ def _format_tuning(tuning):
 
 
 def print_build_info(file=None):
-    """Print :func:`build_info` as text (to stdout by default)."""
+    """Print :func:`build_info` as text (to stdout by default).
+
+    Parameters
+    ----------
+    file : file-like, optional
+        Where to write; ``sys.stdout`` by default.
+
+    Returns
+    -------
+    None
+
+    Raises
+    ------
+    OSError
+        When `file` cannot be written.
+
+    Examples
+    --------
+    >>> import io
+    >>> from fastconv.info import print_build_info
+    >>> text = io.StringIO()
+    >>> print_build_info(text)
+    >>> "OpenMP" in text.getvalue()
+    True
+    """
     print(format_build_info(build_info()), file=file or sys.stdout)

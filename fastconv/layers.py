@@ -1,4 +1,9 @@
-"""A thin typed convolution layer that keeps its workspace between calls (docs/spec.md §2)."""
+"""A thin typed convolution layer that keeps its workspace between calls (docs/spec.md §2).
+
+:class:`Conv2D` holds a weight, a bias and their gradients like ``torch.nn.Conv2d``, and
+keeps its workspace (column tiles, weight-gradient accumulators, Winograd's transformed
+weights) between calls, so a repeated call allocates only its result.
+"""
 from __future__ import annotations
 
 import math
@@ -61,18 +66,35 @@ class Conv2D:
         The algorithm the last forward ran, "gemm" or "winograd" (before the first call:
         the one asked for, which may be "auto").
 
+    Raises
+    ------
+    TypeError
+        For a `dtype` other than float32 or float64.
+    ValueError
+        For a bad argument, naming it: channels not divisible by `groups`, a bad geometry
+        or layout, ``algorithm="winograd"`` on a layer it cannot serve or together with
+        `max_workspace_bytes`.
+
     Notes
     -----
     The workspace (column tiles and weight-gradient accumulators) is allocated on the first
     call and reused: a later call whose shape needs no more allocates only its result (and
     nothing with ``out=``). Calls from several Python threads are serialised by a lock;
-    each call already uses all of fastconv's threads.
+    each call already uses all of fastconv's threads. A layer pickles (parameters,
+    gradients and geometry; the workspace is rebuilt on first use).
 
     Examples
     --------
-    >>> layer = Conv2D(3, 16, 3, padding=1, seed=0)
-    >>> y = layer(np.zeros((2, 3, 32, 32), np.float32))     # (2, 16, 32, 32)
-    >>> grad_x = layer.backward(np.ones_like(y))            # (2, 3, 32, 32)
+    >>> layer = fastconv.Conv2D(3, 16, 3, padding=1, seed=0)
+    >>> y = layer(np.zeros((2, 3, 32, 32), np.float32))
+    >>> y.shape
+    (2, 16, 32, 32)
+    >>> grad_x = layer.backward(np.ones_like(y))
+    >>> grad_x.shape, layer.weight_grad.shape, layer.bias_grad.shape
+    ((2, 3, 32, 32), (16, 3, 3, 3), (16,))
+    >>> layer.zero_grad()
+    >>> layer.workspace_bytes > 0
+    True
     """
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
@@ -232,8 +254,36 @@ class Conv2D:
 
     # ------------------------------------------------------------------ API
     def forward(self, x, out=None):
-        """y = conv2d(x, weight, bias); x is (N, C, H, W) / (C, H, W) for NCHW, (N, H, W, C) /
-        (H, W, C) for NHWC. Keeps `x` for :meth:`backward`."""
+        """y = conv2d(x, weight, bias). Keeps `x` for :meth:`backward`; ``layer(x)`` is
+        ``layer.forward(x)``.
+
+        Parameters
+        ----------
+        x : ndarray
+            (N, C, H, W) / (C, H, W) for NCHW, (N, H, W, C) / (H, W, C) for NHWC, in the
+            layer's dtype.
+        out : ndarray, optional
+            C-contiguous buffer of the result's shape and dtype, not overlapping an input:
+            the call then allocates nothing.
+
+        Returns
+        -------
+        ndarray
+            NCHW: (N, C_out, OH, OW); NHWC: (N, OH, OW, C_out); no N for a 3-D `x`.
+
+        Raises
+        ------
+        TypeError
+            For an input whose dtype is not the layer's.
+        ValueError
+            For a wrong shape or channel count, or an unusable `out`.
+
+        Examples
+        --------
+        >>> layer = fastconv.Conv2D(3, 8, 3, stride=2, seed=0, layout="NHWC")
+        >>> layer.forward(np.ones((9, 9, 3), np.float32)).shape
+        (4, 4, 8)
+        """
         fn = "Conv2D.forward"
         x, x4, batched = self._check_input(x, fn)
         with self._lock:
@@ -259,7 +309,36 @@ class Conv2D:
 
     def backward(self, grad_output):
         """Gradient w.r.t. the input of the last forward made in this Python thread; adds
-        into ``weight_grad`` / ``bias_grad``."""
+        into ``weight_grad`` / ``bias_grad``.
+
+        Parameters
+        ----------
+        grad_output : ndarray
+            Gradient of the loss w.r.t. the last forward's result, of its shape and dtype.
+
+        Returns
+        -------
+        ndarray
+            The gradient w.r.t. that forward's input, of the input's shape.
+
+        Raises
+        ------
+        RuntimeError
+            When no forward was made in this Python thread.
+        TypeError
+            For a `grad_output` whose dtype is not the layer's.
+        ValueError
+            For a `grad_output` not of the forward result's shape.
+
+        Examples
+        --------
+        >>> layer = fastconv.Conv2D(2, 4, 3, padding="same", seed=0)
+        >>> y = layer(np.ones((1, 2, 5, 5), np.float32))
+        >>> layer.backward(np.ones_like(y)).shape
+        (1, 2, 5, 5)
+        >>> float(layer.bias_grad[0])                  # 1·5·5 summed
+        25.0
+        """
         fn = "Conv2D.backward"
         with self._lock:
             saved = getattr(self._saved, "input", None)
@@ -290,7 +369,25 @@ class Conv2D:
         return grad_x4 if batched else grad_x4[0]
 
     def zero_grad(self):
-        """Set ``weight_grad`` and ``bias_grad`` to zero."""
+        """Set ``weight_grad`` and ``bias_grad`` to zero (as ``torch.nn.Module.zero_grad``).
+
+        Returns
+        -------
+        None
+
+        Raises
+        ------
+        None
+            It never raises.
+
+        Examples
+        --------
+        >>> layer = fastconv.Conv2D(1, 1, 1, seed=0)
+        >>> _ = layer.backward(layer(np.ones((1, 1, 2, 2), np.float32)))
+        >>> layer.zero_grad()
+        >>> float(abs(layer.weight_grad).sum())
+        0.0
+        """
         self.weight_grad.fill(0)
         if self.bias_grad is not None:
             self.bias_grad.fill(0)

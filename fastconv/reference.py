@@ -30,7 +30,28 @@ def padding_pairs(p):
 
 
 def pad_nhwc(Z, padding):
-    """Zero-pad the H and W axes of an NHWC batch."""
+    """Zero-pad the H and W axes of an NHWC batch.
+
+    Parameters
+    ----------
+    Z : ndarray, (N, H, W, C)
+    padding : int, (pad_h, pad_w) or ((top, bottom), (left, right))
+
+    Returns
+    -------
+    ndarray, (N, top + H + bottom, left + W + right, C)
+        A new array, zeros around a copy of `Z`.
+
+    Raises
+    ------
+    ValueError
+        From ``np.pad``, for a negative padding or a `Z` that is not 4-D.
+
+    Examples
+    --------
+    >>> fastconv.reference.pad_nhwc(np.ones((1, 2, 2, 3)), ((1, 0), (0, 2))).shape
+    (1, 3, 4, 3)
+    """
     (top, bottom), (left, right) = padding_pairs(padding)
     return np.pad(Z, ((0, 0), (top, bottom), (left, right), (0, 0)))
 
@@ -41,8 +62,38 @@ def window_count(size, k, s, d):
 
 
 def conv2d_naive(Z, W, stride=1, padding=0, dilation=1, groups=1):
-    """The seven loops. Z: (N, H, W, C_in) · W: (kh, kw, C_in/groups, C_out)
-    → (N, OH, OW, C_out)."""
+    """Convolution by the seven loops of the lecture.
+
+    Parameters
+    ----------
+    Z : ndarray, (N, H, W, C_in)
+        The input batch, NHWC.
+    W : ndarray, (kh, kw, C_in/groups, C_out)
+        The weight, HWIO.
+    stride, dilation : int or (h, w)
+    padding : int, (pad_h, pad_w) or ((top, bottom), (left, right))
+    groups : int
+        Divides C_in and C_out.
+
+    Returns
+    -------
+    ndarray, (N, OH, OW, C_out)
+        In ``np.result_type(Z, W)``.
+
+    Raises
+    ------
+    IndexError, ValueError
+        From NumPy when the shapes do not fit: nothing is validated here.
+
+    Examples
+    --------
+    >>> Z, W = np.ones((1, 4, 4, 2)), np.ones((3, 3, 2, 5))
+    >>> fastconv.reference.conv2d_naive(Z, W, padding=1).shape
+    (1, 4, 4, 5)
+    >>> fastconv.reference.conv2d_naive(Z, W)[0, :, :, 0]   # 3·3·2 ones per window
+    array([[18., 18.],
+           [18., 18.]])
+    """
     sh, sw = pair(stride)
     dh, dw = pair(dilation)
     Zp = pad_nhwc(Z, padding)
@@ -65,7 +116,29 @@ def conv2d_naive(Z, W, stride=1, padding=0, dilation=1, groups=1):
 
 
 def conv2d_matmul(Z, W, stride=1, padding=0, dilation=1, groups=1):
-    """One matmul per kernel offset (i, j): out += Z[shifted window] @ W[i, j], per group."""
+    """Convolution by one matmul per kernel offset (i, j): out += Z[shifted window] @ W[i, j],
+    per group.
+
+    Parameters
+    ----------
+    Z, W, stride, padding, dilation, groups
+        As for :func:`conv2d_naive` (NHWC input, HWIO weight).
+
+    Returns
+    -------
+    ndarray, (N, OH, OW, C_out)
+
+    Raises
+    ------
+    ValueError
+        From NumPy when the shapes do not fit: nothing is validated here.
+
+    Examples
+    --------
+    >>> Z, W = np.ones((2, 5, 5, 4)), np.ones((3, 3, 2, 6))
+    >>> fastconv.reference.conv2d_matmul(Z, W, stride=2, groups=2).shape
+    (2, 2, 2, 6)
+    """
     sh, sw = pair(stride)
     dh, dw = pair(dilation)
     Zp = pad_nhwc(Z, padding)
@@ -86,7 +159,30 @@ def conv2d_matmul(Z, W, stride=1, padding=0, dilation=1, groups=1):
 
 
 def conv2d_strided(Z, W, stride=1, padding=0, dilation=1, groups=1):
-    """im2col by ``as_strided`` (a view, no copy) then one matmul per group."""
+    """Convolution by an ``as_strided`` im2col (a view, no copy), then one matmul per group.
+
+    Parameters
+    ----------
+    Z, W, stride, padding, dilation, groups
+        As for :func:`conv2d_naive` (NHWC input, HWIO weight).
+
+    Returns
+    -------
+    ndarray, (N, OH, OW, C_out)
+
+    Raises
+    ------
+    ValueError
+        From NumPy when the shapes do not fit: nothing is validated here.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> Z, W = rng.random((1, 6, 6, 3)), rng.random((3, 3, 3, 4))
+    >>> out = fastconv.reference.conv2d_strided(Z, W, dilation=2)
+    >>> out.shape, np.allclose(out, fastconv.reference.conv2d_naive(Z, W, dilation=2))
+    ((1, 2, 2, 4), True)
+    """
     sh, sw = pair(stride)
     dh, dw = pair(dilation)
     Zp = np.ascontiguousarray(pad_nhwc(Z, padding))
@@ -107,10 +203,34 @@ def conv2d_strided(Z, W, stride=1, padding=0, dilation=1, groups=1):
 
 
 def conv2d_backward(grad_out, Z, W, stride=1, padding=0, dilation=1, groups=1):
-    """Gradients of conv2d_matmul by the same per-offset matmuls, run backwards.
+    """Gradients of :func:`conv2d_matmul` by the same per-offset matmuls, run backwards.
 
-    grad_out: (N, OH, OW, C_out) · Z: (N, H, W, C_in) · W: (kh, kw, C_in/groups, C_out)
-    → (grad_Z, grad_W, grad_bias) shaped like Z, W and (C_out,).
+    Parameters
+    ----------
+    grad_out : ndarray, (N, OH, OW, C_out)
+        Gradient of the loss with respect to the convolution's output.
+    Z : ndarray, (N, H, W, C_in)
+    W : ndarray, (kh, kw, C_in/groups, C_out)
+    stride, padding, dilation, groups
+        The forward call's arguments.
+
+    Returns
+    -------
+    grad_Z : ndarray, shaped like `Z`
+    grad_W : ndarray, shaped like `W`
+    grad_bias : ndarray, (C_out,)
+
+    Raises
+    ------
+    ValueError
+        From NumPy when the shapes do not fit: nothing is validated here.
+
+    Examples
+    --------
+    >>> Z, W = np.ones((1, 4, 4, 2)), np.ones((3, 3, 2, 5))
+    >>> gZ, gW, gb = fastconv.reference.conv2d_backward(np.ones((1, 2, 2, 5)), Z, W)
+    >>> gZ.shape, gW.shape, gb.shape
+    ((1, 4, 4, 2), (3, 3, 2, 5), (5,))
     """
     sh, sw = pair(stride)
     dh, dw = pair(dilation)
@@ -140,7 +260,31 @@ def conv2d_backward(grad_out, Z, W, stride=1, padding=0, dilation=1, groups=1):
 
 
 def im2col(x, kernel_size, stride=1, padding=0, dilation=1, layout="NCHW"):
-    """fastconv.im2col by loops over kernel offsets on a padded copy (batched input)."""
+    """:func:`fastconv.im2col` by loops over kernel offsets on a padded copy.
+
+    Parameters
+    ----------
+    x : ndarray, (N, C, H, W) for NCHW or (N, H, W, C) for NHWC
+        A batched input (4-D only).
+    kernel_size, stride, padding, dilation, layout
+        As for :func:`fastconv.im2col`.
+
+    Returns
+    -------
+    ndarray
+        NCHW: (N, C·kh·kw, OH·OW); NHWC: (N, OH·OW, kh·kw·C).
+
+    Raises
+    ------
+    ValueError
+        From NumPy when the shapes do not fit: nothing is validated here.
+
+    Examples
+    --------
+    >>> x = np.arange(9.0).reshape(1, 1, 3, 3)
+    >>> np.array_equal(fastconv.reference.im2col(x, 2), fastconv.im2col(x, 2))
+    True
+    """
     kh, kw = pair(kernel_size)
     sh, sw = pair(stride)
     dh, dw = pair(dilation)
@@ -160,7 +304,33 @@ def im2col(x, kernel_size, stride=1, padding=0, dilation=1, layout="NCHW"):
 
 
 def col2im(cols, output_size, kernel_size, stride=1, padding=0, dilation=1, layout="NCHW"):
-    """fastconv.col2im: scatter-add every column entry back to its pixel, drop the padding."""
+    """:func:`fastconv.col2im` by a scatter-add of every column entry back to its pixel;
+    the padding is dropped.
+
+    Parameters
+    ----------
+    cols : ndarray
+        NCHW: (N, C·kh·kw, OH·OW); NHWC: (N, OH·OW, kh·kw·C).
+    output_size : int or (H, W)
+    kernel_size, stride, padding, dilation, layout
+        As for :func:`fastconv.col2im`.
+
+    Returns
+    -------
+    ndarray, (N, C, H, W) for NCHW or (N, H, W, C) for NHWC
+
+    Raises
+    ------
+    ValueError
+        From NumPy when the shapes do not fit: nothing is validated here.
+
+    Examples
+    --------
+    >>> fastconv.reference.col2im(np.ones((1, 4, 4)), (3, 3), 2)[0, 0]
+    array([[1., 2., 1.],
+           [2., 4., 2.],
+           [1., 2., 1.]])
+    """
     H, Wd = pair(output_size)
     kh, kw = pair(kernel_size)
     sh, sw = pair(stride)
@@ -188,8 +358,31 @@ def col2im(cols, output_size, kernel_size, stride=1, padding=0, dilation=1, layo
 
 def rmac_step(H, W, overlap=0.4):
     """Caffe2 RMACRegionsOp's extra regions along the long side, one float32 scalar at a
-    time: the step in 1..6 minimising |(m² − m·b)/m² − overlap|, b = (max − m)/step
-    (double, stored as float), first minimum kept; 0 for a square map."""
+    time: the step in 1..6 minimising ``|(m² − m·b)/m² − overlap|``, b = (max − m)/step
+    (double, stored as float), first minimum kept; 0 for a square map.
+
+    Parameters
+    ----------
+    H, W : int
+        The feature map's height and width, ≥ 1.
+    overlap : float
+        The wanted overlap of neighbouring regions.
+
+    Returns
+    -------
+    int
+        0 for a square map, else the step in 1..6.
+
+    Raises
+    ------
+    ZeroDivisionError
+        For an empty map (H or W is 0).
+
+    Examples
+    --------
+    >>> fastconv.reference.rmac_step(30, 30), fastconv.reference.rmac_step(30, 40)
+    (0, 1)
+    """
     if H == W:
         return 0
     m = min(H, W)
@@ -204,7 +397,31 @@ def rmac_step(H, W, overlap=0.4):
 
 
 def rmac_regions(H, W, scales=3, overlap=0.4):
-    """Caffe2 RMACRegionsOp for one H×W image: (x1, y1, x2, y2) tuples, x outer, y inner."""
+    """Caffe2 RMACRegionsOp for one H×W image.
+
+    Parameters
+    ----------
+    H, W : int
+        The feature map's height and width.
+    scales : int
+        Levels l = 1..scales, square regions of side ⌊2·min(H, W)/(l + 1)⌋.
+    overlap : float
+
+    Returns
+    -------
+    list of (x1, y1, x2, y2)
+        Inclusive pixel boxes, x outer, y inner, level by level.
+
+    Raises
+    ------
+    ZeroDivisionError
+        For an empty map (H or W is 0).
+
+    Examples
+    --------
+    >>> fastconv.reference.rmac_regions(30, 40, scales=1)
+    [(0, 0, 29, 29), (10, 0, 39, 29)]
+    """
     m = min(H, W)
     step = rmac_step(H, W, overlap)
     Wd = step if W > H else 0
@@ -227,9 +444,33 @@ def rmac_regions(H, W, scales=3, overlap=0.4):
 
 
 def rmac_cirtorch_regions(H, W, levels=3, overlap=0.4):
-    """cirtorch's rmac regions of one H×W image (the global one not included): (x1, y1,
-    x2, y2) tuples, rows outer. Starts are floor(wl2 + k·b) − wl2 in float32, as cirtorch
-    computes them with torch float32 tensors."""
+    """cirtorch's rmac regions of one H×W image (the global one not included).
+
+    Starts are floor(wl2 + k·b) − wl2 in float32, as cirtorch computes them with torch
+    float32 tensors.
+
+    Parameters
+    ----------
+    H, W : int
+        The feature map's height and width.
+    levels : int
+    overlap : float
+
+    Returns
+    -------
+    list of (x1, y1, x2, y2)
+        Inclusive pixel boxes, rows outer.
+
+    Raises
+    ------
+    ZeroDivisionError
+        For an empty map (H or W is 0).
+
+    Examples
+    --------
+    >>> len(fastconv.reference.rmac_cirtorch_regions(30, 40, levels=3))
+    20
+    """
     m = min(H, W)
     step = rmac_step(H, W, overlap)
     Wd = step if W > H else 0
@@ -251,7 +492,31 @@ def rmac_cirtorch_regions(H, W, levels=3, overlap=0.4):
 
 
 def roi_max_pool(x, rois):
-    """fastconv.roi_max_pool for a batched NCHW x: one slice and max per box."""
+    """:func:`fastconv.roi_max_pool` for a batched NCHW `x`: one slice and max per box.
+
+    Parameters
+    ----------
+    x : ndarray, (N, C, H, W)
+    rois : array_like, (R, 5)
+        Rows ``[batch_index, x1, y1, x2, y2]``, inclusive pixel boxes.
+
+    Returns
+    -------
+    ndarray, (R, C)
+        The per-channel maximum inside each box.
+
+    Raises
+    ------
+    ValueError
+        From NumPy for an empty box: nothing is validated here.
+
+    Examples
+    --------
+    >>> x = np.arange(16.0).reshape(1, 1, 4, 4)
+    >>> fastconv.reference.roi_max_pool(x, [[0, 0, 0, 1, 1], [0, 2, 2, 3, 3]])
+    array([[ 5.],
+           [15.]])
+    """
     pooled = np.empty((len(rois), x.shape[1]), dtype=x.dtype)
     for r, (n, x1, y1, x2, y2) in enumerate(np.asarray(rois, dtype=np.int64)):
         pooled[r] = x[n, :, y1:y2 + 1, x1:x2 + 1].max(axis=(1, 2))
@@ -259,9 +524,34 @@ def roi_max_pool(x, rois):
 
 
 def rmac(x, levels=3, overlap=0.4, eps=1e-6, whiten=None, normalize=True, layout="NCHW"):
-    """fastconv.rmac for a batched x the straightforward way (cirtorch's algorithm): for the
-    whole map and each region, slice the batch, max over H and W, L2-normalise, add up;
-    then L2-normalise the sum. whiten=(mean, P) whitens each region vector first."""
+    """:func:`fastconv.rmac` for a batched `x` the straightforward way (cirtorch's
+    algorithm): for the whole map and each region, slice the batch, max over H and W,
+    L2-normalise, add up; then L2-normalise the sum.
+
+    Parameters
+    ----------
+    x : ndarray, (N, C, H, W) for NCHW or (N, H, W, C) for NHWC
+    levels, overlap, eps, normalize, layout
+        As for :func:`fastconv.rmac`.
+    whiten : (mean, P), optional
+        Whitens each region vector first: ``l2n((v - mean) @ P.T)``.
+
+    Returns
+    -------
+    ndarray, (N, C), or (N, D) with a (D, C) whitening matrix `P`
+
+    Raises
+    ------
+    ValueError
+        From NumPy when the shapes do not fit: nothing is validated here.
+
+    Examples
+    --------
+    >>> x = np.random.default_rng(0).random((2, 8, 6, 7))
+    >>> v = fastconv.reference.rmac(x)
+    >>> v.shape, np.allclose(v, fastconv.rmac(x))
+    ((2, 8), True)
+    """
     nhwc = layout.upper() == "NHWC"
     H, W = x.shape[1:3] if nhwc else x.shape[2:4]
 
@@ -281,9 +571,30 @@ def rmac(x, levels=3, overlap=0.4, eps=1e-6, whiten=None, normalize=True, layout
         total = total + v
     return l2n(total) if normalize else total
 def space_to_batch(x, block_size, padding=0, layout="NCHW"):
-    """fastconv.space_to_batch for a 4-D batch: np.pad, then split H into (OH, bh) and W into
-    (OW, bw) and move the block offsets (bh, bw) in front of the batch axis, so that
-    y[(off_h·bw + off_w)·N + n, oh, ow, c] = x_padded[n, oh·bh + off_h, ow·bw + off_w, c]."""
+    """:func:`fastconv.space_to_batch` for a 4-D batch: np.pad, then split H into (OH, bh)
+    and W into (OW, bw) and move the block offsets (bh, bw) in front of the batch axis, so
+    that y[(off_h·bw + off_w)·N + n, oh, ow, c] = x_padded[n, oh·bh + off_h, ow·bw + off_w, c].
+
+    Parameters
+    ----------
+    x : ndarray, (N, C, H, W) for NCHW or (N, H, W, C) for NHWC
+    block_size, padding, layout
+        As for :func:`fastconv.space_to_batch`.
+
+    Returns
+    -------
+    ndarray, (bh·bw·N, C, Hp/bh, Wp/bw) for NCHW (NHWC likewise)
+
+    Raises
+    ------
+    ValueError
+        From NumPy's reshape when the padded size is not divisible by the block.
+
+    Examples
+    --------
+    >>> fastconv.reference.space_to_batch(np.zeros((2, 3, 4, 6)), 2).shape
+    (8, 3, 2, 3)
+    """
     bh, bw = pair(block_size)
     nhwc = layout.upper() == "NHWC"
     Z = x if nhwc else x.transpose(0, 2, 3, 1)
@@ -295,8 +606,31 @@ def space_to_batch(x, block_size, padding=0, layout="NCHW"):
 
 
 def batch_to_space(y, block_size, crops=0, layout="NCHW"):
-    """fastconv.batch_to_space: undo space_to_batch's reshape/transpose, then slice the crops
-    off the interleaved image."""
+    """:func:`fastconv.batch_to_space`: undo :func:`space_to_batch`'s reshape/transpose,
+    then slice the crops off the interleaved image.
+
+    Parameters
+    ----------
+    y : ndarray, (bh·bw·N, C, OH, OW) for NCHW or (bh·bw·N, OH, OW, C) for NHWC
+    block_size, crops, layout
+        As for :func:`fastconv.batch_to_space`.
+
+    Returns
+    -------
+    ndarray, (N, C, OH·bh − top − bottom, OW·bw − left − right) for NCHW (NHWC likewise)
+
+    Raises
+    ------
+    ValueError
+        From NumPy's reshape when the batch is not divisible by bh·bw.
+
+    Examples
+    --------
+    >>> x = np.arange(16).reshape(1, 1, 4, 4)
+    >>> y = fastconv.reference.space_to_batch(x, 2)
+    >>> np.array_equal(fastconv.reference.batch_to_space(y, 2), x)
+    True
+    """
     bh, bw = pair(block_size)
     (top, bottom), (left, right) = padding_pairs(crops)
     nhwc = layout.upper() == "NHWC"

@@ -174,7 +174,7 @@ def rmac_regions(shape_or_x, scales=3, overlap=0.4, *, layout="NCHW"):
     """R-MAC region grid of Caffe2's ``RMACRegionsOp``, bit for bit.
 
     With m = min(H, W): if H ≠ W, ``step`` in 1..6 minimises
-    |(m² − m·b)/m² − overlap| for b = (max(H, W) − m)/step in float32 (first minimum wins).
+    ``|(m² − m·b)/m² − overlap|`` for b = (max(H, W) − m)/step in float32 (first minimum wins).
     Level l = 1..scales has square regions of side ``rs = 2m // (l+1)`` (stop at 0):
     ``l + step`` positions along the long side, ``l`` along the short one, starting at
     ``int(b·k)`` in float32 with ``b = float32((W − rs)/(count − 1))`` (0 for one position),
@@ -201,9 +201,20 @@ def rmac_regions(shape_or_x, scales=3, overlap=0.4, *, layout="NCHW"):
         image n's R rows come n-th. Any zero dimension (like Caffe2, which checks
         ``X.size() == 0``) gives shape (0, 5).
 
+    Raises
+    ------
+    ValueError
+        For a shape that is not 2-, 3- or 4-D, ``scales < 1``, an overlap outside (0, 1)
+        or a bad layout, naming it.
+
+    See Also
+    --------
+    roi_max_pool : pools a feature map over these boxes.
+    fastconv.reference.rmac_regions : the plain Python version.
+
     Examples
     --------
-    >>> rmac_regions((9, 5), scales=2)  # H = 9, W = 5: the long side is H
+    >>> fastconv.rmac_regions((9, 5), scales=2)  # H = 9, W = 5: the long side is H
     array([[0., 0., 0., 4., 4.],
            [0., 0., 4., 4., 8.],
            [0., 0., 0., 2., 2.],
@@ -302,6 +313,15 @@ def roi_max_pool(x, rois, *, layout="NCHW"):
         y2 < y1, or a box outside the map; the message names the first offending row.
     TypeError
         `x` not float32/float64, or `rois` not a real-number array.
+
+    Examples
+    --------
+    >>> fmap = np.arange(2 * 3 * 4 * 5, dtype=np.float32).reshape(2, 3, 4, 5)
+    >>> rois = fastconv.rmac_regions(fmap, scales=2)
+    >>> rois.shape, fastconv.roi_max_pool(fmap, rois).shape
+    ((16, 5), (16, 3))
+    >>> fastconv.roi_max_pool(fmap, [[1, 0, 0, 1, 1]])   # image 1, the top-left 2×2 box
+    array([[ 66.,  86., 106.]], dtype=float32)
     """
     fn = "roi_max_pool"
     layout = _validate.normalize_layout(layout, fn)
@@ -441,6 +461,14 @@ def rmac(x, levels=3, overlap=0.4, eps=1e-6, *, whiten=None, normalize=True, lay
     descriptor : ndarray, (N, C), or (N, D) with `whiten`; dtype of `x`
         The batch axis is dropped for a 3-D `x`.
 
+    Raises
+    ------
+    TypeError
+        `x` not float32/float64, or a whitening of another dtype.
+    ValueError
+        For an empty map, ``levels < 1``, an overlap outside (0, 1), a negative `eps`, a
+        whitening of the wrong shape or a bad layout, naming it.
+
     Notes
     -----
     The region maxima come from one kernel pass: rows are cut at every region edge, each
@@ -450,8 +478,11 @@ def rmac(x, levels=3, overlap=0.4, eps=1e-6, *, whiten=None, normalize=True, lay
     Examples
     --------
     >>> x = np.random.default_rng(0).standard_normal((2, 512, 30, 40), dtype=np.float32)
-    >>> rmac(x).shape
+    >>> fastconv.rmac(x).shape
     (2, 512)
+    >>> mean, P = np.zeros(512, np.float32), np.eye(256, 512, dtype=np.float32)
+    >>> fastconv.rmac(x, whiten=(mean, P)).shape
+    (2, 256)
     """
     fn = "rmac"
     layout = _validate.normalize_layout(layout, fn)

@@ -193,14 +193,25 @@ def space_to_batch(x, block_size, padding=0, *, layout="NCHW", out=None):
         Hp = H + top + bottom, Wp = W + left + right. A 3-D `x` (one image) gives the
         4-D result with N = 1: its batch axis holds the bh·bw blocks.
 
+    Raises
+    ------
+    TypeError
+        For a dtype other than float, integer or bool.
+    ValueError
+        Before any work, naming the argument: a padded size not divisible by the block,
+        a bad block size, padding, layout, shape or `out`.
+
     See Also
     --------
     batch_to_space : the inverse, and with ``crops=padding`` the adjoint (gradient).
+    fastconv.reference.space_to_batch : the NumPy oracle (np.pad + reshape).
 
     Examples
     --------
+    Block offsets outermost (y has shape (4, 1, 2, 2)):
+
     >>> x = np.arange(16).reshape(1, 1, 4, 4)
-    >>> space_to_batch(x, 2)[:, 0]
+    >>> fastconv.space_to_batch(x, 2)[:, 0]
     array([[[ 0,  2],
             [ 8, 10]],
     <BLANKLINE>
@@ -245,10 +256,24 @@ def batch_to_space(x, block_size, crops=0, *, layout="NCHW", out=None):
     image : ndarray, same dtype as `x`
         NCHW: (N, C, OH·bh − top − bottom, OW·bw − left − right); NHWC: (N, H, W, C).
 
+    Raises
+    ------
+    TypeError
+        For a dtype other than float, integer or bool.
+    ValueError
+        Before any work, naming the argument: a batch not divisible by bh·bw, a 3-D `x`,
+        crops larger than the expanded image, a bad block size, layout or `out`.
+
+    See Also
+    --------
+    space_to_batch : the inverse.
+
     Examples
     --------
-    >>> y = space_to_batch(np.arange(16).reshape(1, 1, 4, 4), 2)
-    >>> batch_to_space(y, 2, crops=1)
+    >>> y = fastconv.space_to_batch(np.arange(16).reshape(1, 1, 4, 4), 2)
+    >>> y.shape, fastconv.batch_to_space(y, 2).shape
+    ((4, 1, 2, 2), (1, 1, 4, 4))
+    >>> fastconv.batch_to_space(y, 2, crops=1)
     array([[[[ 5,  6],
              [ 9, 10]]]])
     """
@@ -275,6 +300,20 @@ def space_to_batch_backward(grad_output, input_shape, block_size, padding=0, *,
     Returns
     -------
     grad_input : ndarray of shape `input_shape`, dtype of `grad_output`
+
+    Raises
+    ------
+    TypeError
+        For a dtype other than float, integer or bool.
+    ValueError
+        For a `grad_output` not of space_to_batch's result shape, or a bad argument.
+
+    Examples
+    --------
+    >>> g = fastconv.space_to_batch_backward(np.ones((4, 3, 3, 3)), (1, 3, 5, 5), 2,
+    ...                                      padding=((1, 0), (0, 1)))
+    >>> g.shape
+    (1, 3, 5, 5)
     """
     fn = "space_to_batch_backward"
     layout = _validate.normalize_layout(layout, fn)
@@ -308,6 +347,18 @@ def batch_to_space_backward(grad_output, block_size, crops=0, *, layout="NCHW", 
     Returns
     -------
     grad_input : ndarray, (bh·bw·N, C, OH, OW) for NCHW, (bh·bw·N, OH, OW, C) for NHWC
+
+    Raises
+    ------
+    TypeError
+        For a dtype other than float, integer or bool.
+    ValueError
+        For a bad shape, block size, crops, layout or `out`, naming it.
+
+    Examples
+    --------
+    >>> fastconv.batch_to_space_backward(np.ones((2, 6, 6, 3)), 2, layout="NHWC").shape
+    (8, 3, 3, 3)
     """
     fn = "batch_to_space_backward"
     layout = _validate.normalize_layout(layout, fn)
@@ -352,6 +403,13 @@ def atrous_conv2d(x, weight, rate, bias=None, padding="valid", *, layout="NCHW",
         NCHW: (N, C_out, OH, OW); NHWC: (N, OH, OW, C_out); no N for a 3-D `x`, with
         ``OH = H + top + bottom − rate_h·(kh − 1)`` (likewise OW).
 
+    Raises
+    ------
+    TypeError
+        For a dtype other than float32 / float64, or mixed dtypes.
+    ValueError
+        For any argument conv2d with ``dilation=rate`` would refuse, naming it.
+
     Notes
     -----
     ``conv2d(dilation=rate)`` does the same multiply-adds and measured faster in every case
@@ -361,6 +419,14 @@ def atrous_conv2d(x, weight, rate, bias=None, padding="valid", *, layout="NCHW",
     is computed as ``conv2d(dilation=rate)`` directly: the phase images would be mostly
     padding. Use this function for parity with TensorFlow's ``atrous_conv2d``; for speed,
     call ``conv2d(x, weight, bias, padding=padding, dilation=rate)``.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> x = rng.random((1, 4, 9, 9), np.float32); w = rng.random((5, 4, 3, 3), np.float32)
+    >>> y = fastconv.atrous_conv2d(x, w, rate=2, padding="same")
+    >>> y.shape, np.allclose(y, fastconv.conv2d(x, w, padding="same", dilation=2), atol=1e-5)
+    ((1, 5, 9, 9), True)
     """
     fn = "atrous_conv2d"
     layout = _validate.normalize_layout(layout, fn)

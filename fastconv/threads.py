@@ -33,7 +33,28 @@ MAX_THREADS = 4096
 
 def get_num_threads():
     """Threads fastconv's kernels use: the last `set_num_threads`, else OpenMP's default
-    (which honours ``OMP_NUM_THREADS``). Always 1 when built without OpenMP."""
+    (which honours ``OMP_NUM_THREADS``). Always 1 when built without OpenMP.
+
+    Inside a :func:`threads` block, that block's count (in the Python thread that opened it).
+
+    Returns
+    -------
+    int
+        ≥ 1.
+
+    Raises
+    ------
+    None
+        It never raises.
+
+    Examples
+    --------
+    >>> with fastconv.threads(1):
+    ...     fastconv.get_num_threads()
+    1
+    >>> fastconv.get_num_threads() >= 1
+    True
+    """
     if not _openmp.openmp_enabled():
         return 1
     override = getattr(_local, "num_threads", None)
@@ -60,7 +81,29 @@ def _check_count(n, fn):
 
 def set_num_threads(n):
     """Use `n` threads (1 to MAX_THREADS) in fastconv's kernels from now on, in every
-    Python thread; inside a :func:`threads` block, for the rest of that block only."""
+    Python thread; inside a :func:`threads` block, for the rest of that block only.
+
+    Parameters
+    ----------
+    n : int
+        1 to ``fastconv.threads.MAX_THREADS`` (4096).
+
+    Returns
+    -------
+    None
+
+    Raises
+    ------
+    ValueError
+        For `n` that is not an int (bool included) or outside 1..MAX_THREADS.
+
+    Examples
+    --------
+    >>> with fastconv.threads(2):
+    ...     fastconv.set_num_threads(1)       # changes this block only
+    ...     fastconv.get_num_threads()
+    1
+    """
     global _num_threads
     count = _check_count(n, "set_num_threads")
     if getattr(_local, "depth", 0):
@@ -76,8 +119,28 @@ def threads(n):
     the previous setting returns on exit, also on an exception. Blocks nest, and blocks
     in different Python threads are independent.
 
+    Parameters
+    ----------
+    n : int
+        1 to ``fastconv.threads.MAX_THREADS`` (4096).
+
+    Yields
+    ------
+    int
+        The count in force inside the block, `n`.
+
+    Raises
+    ------
+    ValueError
+        For `n` that is not an int (bool included) or outside 1..MAX_THREADS.
+
+    Examples
+    --------
+    >>> x = np.ones((1, 3, 8, 8), np.float32)
     >>> with fastconv.threads(1):
     ...     cols = fastconv.im2col(x, 3)
+    >>> cols.shape
+    (1, 27, 36)
     """
     count = _check_count(n, "threads")
     previous = getattr(_local, "num_threads", None)
