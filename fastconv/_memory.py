@@ -10,6 +10,7 @@ oracle, and always invisible to AddressSanitizer.
 """
 from __future__ import annotations
 
+import math
 import os
 import threading
 
@@ -18,6 +19,10 @@ import numpy as np
 # Read once at import; tests switch it with monkeypatch.setattr(_memory, "POISON", True).
 POISON = os.environ.get("FASTCONV_POISON", "").strip().lower() in ("1", "true", "yes", "on")
 POISON_BYTE = 0xA5
+# Byte alignment of every buffer allocated here: one cache line, so that the kernels' rows
+# of a multiple of 16 floats start on a line (NumPy's allocator gives 16;
+# docs/performance.md#aligned-buffers).
+ALIGNMENT = 64
 
 
 def poison(array):
@@ -29,9 +34,25 @@ def poison(array):
     return array
 
 
+def aligned_empty(shape, dtype):
+    """np.empty(shape, dtype) whose data starts at a multiple of ALIGNMENT bytes (a view of
+    a slightly larger byte buffer)."""
+    dtype = np.dtype(dtype)
+    shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(shape)
+    if any(int(size) < 0 for size in shape):
+        raise ValueError("negative dimensions are not allowed")
+    nbytes = math.prod(int(size) for size in shape) * dtype.itemsize
+    if nbytes > np.iinfo(np.intp).max - ALIGNMENT:  # as np.empty(shape, dtype) would
+        raise ValueError("array is too big; `arr.size * arr.dtype.itemsize` is larger than "
+                         "the maximum possible size.")
+    raw = np.empty(nbytes + ALIGNMENT, dtype=np.uint8)
+    start = -raw.ctypes.data % ALIGNMENT
+    return raw[start:start + nbytes].view(dtype).reshape(shape)
+
+
 def empty(shape, dtype):
-    """np.empty(shape, dtype), poisoned in the test mode."""
-    array = np.empty(shape, dtype=dtype)
+    """np.empty(shape, dtype), ALIGNMENT-aligned, poisoned in the test mode."""
+    array = aligned_empty(shape, dtype)
     if POISON:
         poison(array)
     return array
@@ -53,7 +74,7 @@ def scratch(slot, size, dtype):
     key = (slot, np.dtype(dtype).char)
     buffer = buffers.get(key)
     if buffer is None or buffer.size < size:
-        buffer = buffers[key] = np.empty(size, dtype=dtype)
+        buffer = buffers[key] = aligned_empty(size, dtype)
     view = buffer[:size]
     if POISON:
         poison(view)

@@ -125,3 +125,31 @@ def test_results_are_never_scratch(rng):
     assert buffers
     for result in (y, z, *grads):
         assert not any(np.shares_memory(result, buffer) for buffer in buffers)
+
+
+@pytest.mark.parametrize("shape", [(), (0,), (7,), (3, 5, 2), (2, 0, 4)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.uint8, np.int16])
+def test_buffers_start_on_a_cache_line(shape, dtype):
+    """Results and scratch buffers start at a multiple of _memory.ALIGNMENT bytes (a cache
+    line), with the shape and dtype asked for, C-contiguous and writeable (an empty array
+    has no data to align)."""
+    array = _memory.empty(shape, dtype)
+    assert array.size == 0 or array.ctypes.data % _memory.ALIGNMENT == 0
+    assert array.shape == shape and array.dtype == dtype
+    assert array.flags.c_contiguous and array.flags.writeable
+    flat = _memory.scratch("alignment-test", 13, dtype)
+    assert flat.ctypes.data % _memory.ALIGNMENT == 0 and flat.shape == (13,)
+
+
+def test_results_are_aligned(rng):
+    x = rng.standard_normal((2, 9, 9, 5)).astype(np.float32)
+    w = rng.standard_normal((3, 3, 5, 16)).astype(np.float32)
+    for _ in range(4):
+        y = fastconv.conv2d(x, w, layout="NHWC")
+        assert y.ctypes.data % _memory.ALIGNMENT == 0
+
+
+@pytest.mark.parametrize("shape", [(2**62, 8), (-1, 3)])
+def test_impossible_buffers_raise_value_error(shape):
+    with pytest.raises(ValueError):
+        _memory.empty(shape, np.float32)
