@@ -288,19 +288,20 @@ def winograd_tile(geom, itemsize, tuning=None, weight_cached=False):
                                   weight_cached)[0]
 
 
-def cheapest_winograd_tile(geom, itemsize, tuning, weight_cached=False):
+def cheapest_winograd_tile(geom, itemsize, tuning, weight_cached=False, input_grad=False):
     """(m, winograd_cost) of the tile winograd_tile picks (the first of the cheapest)."""
-    costs = [(m, winograd_cost(geom, itemsize, m, tuning, weight_cached))
+    costs = [(m, winograd_cost(geom, itemsize, m, tuning, weight_cached, input_grad))
              for m in tuning.winograd_tiles]
     return min(costs, key=lambda tile: tile[1])
 
 
-def winograd_cost(geom, itemsize, m, tuning, weight_cached=False):
+def winograd_cost(geom, itemsize, m, tuning, weight_cached=False, input_grad=False):
     """Estimated time of F(m×m, 3×3) on `geom`, in multiply-adds of the im2col GEMM
     (docs/performance.md#winograd_pays): the alpha²·tiles·C_in/g·C_out multiply-adds of the
     Winograd-domain GEMMs (slower on thin blocks of tiles), the tile transforms, NCHW's
     transposes and, unless a layer keeps it (`weight_cached`), the weight transform
-    (dearer for a transformed weight of winograd_shared_block_bytes or more)."""
+    (dearer for a transformed weight of winograd_large_weight_bytes or more; for an input
+    gradient, whose flipped weight is made first, of winograd_shared_block_bytes or more)."""
     block, _ = winograd_blocking(geom, itemsize, m, tuning)
     points = (m + 2) ** 2
     tiles = geom.batch * -(-geom.out_h // m) * -(-geom.out_w // m)
@@ -315,11 +316,14 @@ def winograd_cost(geom, itemsize, m, tuning, weight_cached=False):
             * geom.out_channels)
     if not weight_cached:
         elements = points * geom.in_channels // geom.groups * geom.out_channels
-        # A transformed weight beyond the threads' shared L3 blocks goes out to memory and
-        # is read back by the GEMMs: dearer per element (docs/performance.md#winograd_pays)
-        per_element = (tuning.winograd_weight_cost
-                       if elements * itemsize < tuning.winograd_shared_block_bytes
-                       else tuning.winograd_large_weight_cost)
+        # A transformed weight beyond the L3 cache (an input gradient's, whose flipped
+        # weight is made first: beyond the threads' shared L3 blocks) goes out to memory
+        # and is read back by the GEMMs: dearer per element
+        # (docs/performance.md#winograd_pays)
+        large = (tuning.winograd_shared_block_bytes if input_grad
+                 else tuning.winograd_large_weight_bytes)
+        per_element = (tuning.winograd_large_weight_cost if elements * itemsize >= large
+                       else tuning.winograd_weight_cost)
         cost += per_element * elements
     return cost
 
@@ -335,7 +339,7 @@ def winograd_pays(geom, itemsize, tuning=None, weight_cached=False, input_grad=F
     cin_g, cout_g = geom.in_channels // geom.groups, geom.out_channels // geom.groups
     if min(cin_g, cout_g) < tuning.winograd_min_channels:
         return False
-    _, cost = cheapest_winograd_tile(geom, itemsize, tuning, weight_cached)
+    _, cost = cheapest_winograd_tile(geom, itemsize, tuning, weight_cached, input_grad)
     gemm = 9 * geom.batch * geom.out_h * geom.out_w * cin_g * geom.out_channels
     speedup = (tuning.winograd_input_grad_min_speedup if input_grad
                else tuning.winograd_min_speedup)

@@ -88,10 +88,12 @@ class Tuning:
     # ... per element of an NCHW image transposed to channels-last and back ...
     winograd_layout_cost: float = 20.0
     # ... per element of the transformed weight, made on each functional call (one as large
-    # as winograd_shared_block_bytes or more: winograd_large_weight_cost, it goes out to memory
-    # and comes back for the GEMMs) ...
+    # as winograd_large_weight_bytes, the L3 cache, or more, or for an input gradient, whose
+    # flipped weight is made first, as winograd_shared_block_bytes: winograd_large_weight_cost,
+    # it goes out to memory and comes back for the GEMMs) ...
     winograd_weight_cost: float = 20.0
     winograd_large_weight_cost: float = 30.0
+    winograd_large_weight_bytes: int = cpu.l3_cache_bytes()
     # ... and the Winograd-domain GEMMs of a block of b tiles run at b / (b + this) of the
     # im2col GEMM's speed.
     winograd_gemm_half_tiles: int = 16
@@ -113,6 +115,7 @@ DERIVED = {
     "depthwise_block_bytes": "L2 per core",
     "winograd_block_bytes": "L2 per core",
     "winograd_shared_block_bytes": "L3 / 2",
+    "winograd_large_weight_bytes": "L3",
 }
 
 DEFAULT = Tuning()

@@ -1247,7 +1247,8 @@ ALGORITHM_GEOMS = [  # (input shape, C_out, kwargs)
 
 # The caches of the machine the rule's constants were measured on (AMD EPYC Zen 4: 1 MiB
 # L2 per core, 32 MiB L3), so the rule's answers below do not depend on the test machine.
-ZEN4_CACHES = dict(winograd_block_bytes=1 << 20, winograd_shared_block_bytes=16 << 20)
+ZEN4_CACHES = dict(winograd_block_bytes=1 << 20, winograd_shared_block_bytes=16 << 20,
+                   winograd_large_weight_bytes=32 << 20)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
@@ -1378,21 +1379,32 @@ def test_auto_rule_for_an_input_gradient_has_its_own_threshold():
                 assert (strategy == WINOGRAD) == (expected == WINOGRAD), (name, threshold)
 
 
-def test_a_transformed_weight_beyond_the_shared_block_costs_more():
-    """winograd_large_weight_cost prices a transformed weight of winograd_shared_block_bytes
-    or more (out to memory and back): 512→512 F(2×2) (16 MiB) at
-    14×14, batch 1, stays on GEMM (measured 0.98–1.04× there) while 256→256 (4.2 MB) takes
-    Winograd (1.26× measured)."""
+def test_a_transformed_weight_beyond_the_cache_costs_more():
+    """winograd_large_weight_cost prices a transformed weight that goes out to memory and
+    back: in the forward pass one of winograd_large_weight_bytes (L3) or more, for an input
+    gradient (its flipped weight made first) one of winograd_shared_block_bytes (L3 / 2) or
+    more. 512→512 F(2×2) at 14×14, batch 1 (16.8 MB): forward on Winograd (1.28–1.42× the
+    GEMM path measured), input gradient on GEMM (Winograd 0.86–1.03×); 256→256 (4.2 MB)
+    Winograd both (1.22–1.40× for the input gradient); 512→512 F(4×4) (37.7 MB) dearer in the
+    forward pass too, so 7×7 batch 8 keeps F(2×2) (F(4×4) measured 0.99–1.04× the GEMM path)."""
     with _tuning.tuned(**ZEN4_CACHES) as tuning:
         small = fastconv.ConvGeometry((1, 256, 14, 14), 256, 3, padding=1)
         large = fastconv.ConvGeometry((1, 512, 14, 14), 512, 3, padding=1)
-        for geom, affected in ((small, False), (large, True)):
-            base = _engine.winograd_cost(geom, 4, 2, tuning)
-            dearer = _engine.winograd_cost(
-                geom, 4, 2, dataclasses.replace(tuning, winograd_large_weight_cost=1e3))
-            assert (dearer > base) == affected
-            assert _engine.winograd_cost(geom, 4, 2, tuning, weight_cached=True) < base
-        assert small.algorithm() == WINOGRAD and large.algorithm() == GEMM
+        deep = fastconv.ConvGeometry((8, 512, 7, 7), 512, 3, padding=1)
+        dear = dataclasses.replace(tuning, winograd_large_weight_cost=1e3)
+        for geom, m, forward, input_grad in ((small, 2, False, False), (large, 2, False, True),
+                                              (deep, 4, True, True)):
+            for flag, affected in ((False, forward), (True, input_grad)):
+                base = _engine.winograd_cost(geom, 4, m, tuning, input_grad=flag)
+                dearer = _engine.winograd_cost(geom, 4, m, dear, input_grad=flag)
+                assert (dearer > base) == affected, (geom, m, flag)
+                assert _engine.winograd_cost(geom, 4, m, tuning, weight_cached=True,
+                                             input_grad=flag) < base
+        assert small.algorithm() == WINOGRAD and large.algorithm() == WINOGRAD
+        assert _engine.winograd_tile(deep, 4) == 2
+        assert _engine.input_grad_plan(small, 4, "auto").plan.strategy == WINOGRAD
+        flipped = _engine.input_grad_plan(large, 4, "auto")
+        assert flipped is None or flipped.plan.strategy != WINOGRAD
 
 
 def test_auto_rule_grows_with_the_batch():
