@@ -1385,3 +1385,25 @@ def test_small_convolutions_run_on_one_thread():
         for pass_ in (_engine.FORWARD, _engine.BACKWARD, _engine.INPUT_GRAD):
             assert _engine.choose_plan(small, 4, pass_, tuning=default).num_threads == 1
             assert _engine.choose_plan(large, 4, pass_, tuning=default).num_threads == 2
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape,c_out", [((8, 7, 7, 40), 36), ((3, 5, 5, 130), 20),
+                                         ((5, 15, 15, 24), 300), ((2, 1, 1, 3), 4)])
+def test_pointwise_nhwc_input_grad_over_the_batch(rng, dtype, shape, c_out):
+    """Batches of small NHWC images (fewer than 256 positions each) take the 1×1 input
+    gradient as one product over the whole batch, cut into fixed blocks of rows and input
+    channels (crossing image boundaries: 5·225 rows in blocks of 1024; 130 channels in
+    blocks of 128): the oracle's values, bit-identical on 1 and 2 threads."""
+    x = rng.standard_normal(shape).astype(dtype)
+    w = rng.standard_normal((1, 1, shape[3], c_out)).astype(dtype)
+    grad_out = rng.standard_normal(shape[:3] + (c_out,)).astype(dtype)
+    expected = fastconv.reference.conv2d_backward(grad_out, x, w)[0]  # NHWC / HWIO
+    grads = []
+    for n in (1, 2):
+        with fastconv.threads(n):
+            grads.append(fastconv.conv2d_backward(grad_out, x, w, layout="NHWC",
+                                                  needs_weight_grad=False,
+                                                  needs_bias_grad=False).grad_input)
+    np.testing.assert_allclose(grads[0], expected, **tol(dtype))
+    assert np.array_equal(grads[0], grads[1])

@@ -656,6 +656,39 @@ cdef void input_grad_image(const floating* grad_out, const floating* weight,
         oh0 = oh1
 
 
+cdef enum:
+    # Blocks of the batched NHWC pointwise input gradient: fixed sizes, never cut by the
+    # thread count (the GEMM a block gets, and so the bits, must not depend on it).
+    POINTWISE_GRAD_ROWS = 1024
+    POINTWISE_GRAD_COLS = 128
+    # ... used for batches of images of fewer positions than this (their own GEMMs are
+    # thin); larger images, or one, keep one GEMM per (image, tile), which measured faster.
+    POINTWISE_GRAD_MIN_POSITIONS = 256
+
+
+cdef void pointwise_nhwc_input_grad(const floating* grad_out, const floating* weight,
+                                    floating* grad_x, const Geometry* g, const Plan* plan,
+                                    int num_threads) noexcept nogil:
+    """grad_x = grad_out · Wᵀ for a 1×1, stride-1, unpadded NHWC convolution of one group:
+    the rows of consecutive images are contiguous, so the whole batch is one
+    (N·P × C_out)·(C_out × C_in) product, cut into blocks of POINTWISE_GRAD_ROWS rows and
+    POINTWISE_GRAD_COLS input channels: GEMMs of many rows even for small images
+    (docs/performance.md#pointwise-nhwc-input-grad)."""
+    cdef Dims d = dims_of(g, plan)
+    cdef Py_ssize_t rows = plan.batch * d.P
+    cdef Py_ssize_t row_blocks = (rows + POINTWISE_GRAD_ROWS - 1) // POINTWISE_GRAD_ROWS
+    cdef Py_ssize_t col_blocks = (d.C + POINTWISE_GRAD_COLS - 1) // POINTWISE_GRAD_COLS
+    cdef Py_ssize_t item, r0, r1, c0, c1
+    for item in prange(row_blocks * col_blocks, num_threads=num_threads, schedule="static"):
+        r0 = (item // col_blocks) * POINTWISE_GRAD_ROWS
+        r1 = min(r0 + POINTWISE_GRAD_ROWS, rows)
+        c0 = (item % col_blocks) * POINTWISE_GRAD_COLS
+        c1 = min(c0 + POINTWISE_GRAD_COLS, d.C)
+        gemm(False, True, <int> (r1 - r0), <int> (c1 - c0), d.out_channels, 1,
+             grad_out + r0 * d.out_channels, d.out_channels, weight + c0 * d.out_channels,
+             d.out_channels, 0, grad_x + r0 * d.C + c0, d.C)
+
+
 # ---------------------------------------------------------------- whole batch
 def conv2d_forward(const floating[::1] x, const floating[::1] weight, const floating[::1] bias,
                    floating[::1] out, floating[::1] workspace, Geometry g, Plan plan,
@@ -776,6 +809,10 @@ def conv2d_input_grad(const floating[::1] grad_out, const floating[::1] weight,
             for n in range(plan.batch):
                 input_grad_shared_columns(gop + n * out_size, wp, gxp + n * image_size, ws, &g,
                                           &plan, num_threads)
+        return
+    if (plan.pointwise and plan.nhwc and plan.groups == 1 and plan.batch > 1
+            and g.out_h * g.out_w < POINTWISE_GRAD_MIN_POSITIONS):
+        pointwise_nhwc_input_grad(gop, wp, gxp, &g, &plan, num_threads)
         return
     if plan.pointwise:  # every input pixel comes from one output pixel: tiles are independent
         for item in prange(plan.batch * tiles, nogil=True, num_threads=num_threads,
