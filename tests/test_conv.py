@@ -1387,22 +1387,30 @@ def test_small_convolutions_run_on_one_thread():
             assert _engine.choose_plan(large, 4, pass_, tuning=default).num_threads == 2
 
 
+@pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("shape,c_out", [((8, 7, 7, 40), 36), ((3, 5, 5, 130), 20),
-                                         ((5, 15, 15, 24), 300), ((2, 1, 1, 3), 4)])
-def test_pointwise_nhwc_input_grad_over_the_batch(rng, dtype, shape, c_out):
-    """Batches of small NHWC images (fewer than 256 positions each) take the 1×1 input
-    gradient as one product over the whole batch, cut into fixed blocks of rows and input
-    channels (crossing image boundaries: 5·225 rows in blocks of 1024; 130 channels in
-    blocks of 128): the oracle's values, bit-identical on 1 and 2 threads."""
+@pytest.mark.parametrize("shape,c_out", [((8, 7, 7, 256), 36), ((3, 5, 5, 512), 20),
+                                         ((30, 6, 6, 256), 40), ((2, 1, 1, 256), 4),
+                                         ((4, 3, 3, 40), 8), ((3, 9, 9, 256), 24)])
+def test_pointwise_input_grad_over_the_batch(rng, layout, dtype, shape, c_out):
+    """Batches of small images (at most 64 positions each, C_in a multiple of 256) take the
+    1×1 input gradient as one product over the whole batch, cut into fixed blocks of rows
+    and input channels that cross image boundaries (30·36 rows in blocks of 1024; 512
+    channels in blocks of 128); NCHW (float32) gathers the rows across images and writes
+    them back transposed. The others (40 channels; 81 positions) keep their per-image
+    GEMMs. The oracle's values, bit-identical on 1 and 2 threads (NHWC shapes; the NCHW
+    input is their transpose)."""
     x = rng.standard_normal(shape).astype(dtype)
     w = rng.standard_normal((1, 1, shape[3], c_out)).astype(dtype)
     grad_out = rng.standard_normal(shape[:3] + (c_out,)).astype(dtype)
     expected = fastconv.reference.conv2d_backward(grad_out, x, w)[0]  # NHWC / HWIO
+    if layout == "NCHW":
+        x, grad_out = x.transpose(0, 3, 1, 2).copy(), grad_out.transpose(0, 3, 1, 2).copy()
+        w, expected = w.transpose(3, 2, 0, 1).copy(), expected.transpose(0, 3, 1, 2)
     grads = []
     for n in (1, 2):
         with fastconv.threads(n):
-            grads.append(fastconv.conv2d_backward(grad_out, x, w, layout="NHWC",
+            grads.append(fastconv.conv2d_backward(grad_out, x, w, layout=layout,
                                                   needs_weight_grad=False,
                                                   needs_bias_grad=False).grad_input)
     np.testing.assert_allclose(grads[0], expected, **tol(dtype))

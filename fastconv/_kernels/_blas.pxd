@@ -13,6 +13,10 @@ cdef extern from "f32_gemm_12x32_avx512.h" nogil:
                            const float* b, long ldb, float* c, long ldc, int accumulate)
     void fastconv_f32_gemm_nt(int m, int n, int depth, const float* a, long a_row, long a_col,
                               const float* b, long ldb, float* c, long ldc, int accumulate)
+    # C = A·B with A's and C's rows gathered through pointers (n a multiple of 16).
+    void fastconv_f32_gemm_gathered(int m, int n, int depth, const float* const* a_rows,
+                                    long a_col, const float* b, long ldb, float* const* c_rows,
+                                    long c_col)
 
 
 cdef inline void gemm(bint trans_a, bint trans_b, int m, int n, int k, floating alpha,

@@ -285,6 +285,47 @@ static inline FASTCONV_NO_WRAPV void fastconv_f32_gemm_nt(
     }
 }
 
+/* C(r, t) = Σ_k A(r, k)·B(k, t) for rows gathered from several matrices (one per image):
+   A's row r at a_rows[r] (A(r, k) = a_rows[r][k·a_col]), C's row r at c_rows[r]
+   (C(r, t) = c_rows[r][t·c_col], e.g. a transposed NCHW image), B as stored (depth × n,
+   ldb); n a multiple of 16. Each sliver of 12 rows is gathered into a panel, each tile is
+   computed into a local 12 × 32 block and added into C per depth block of
+   GATHERED_KC. Needs 12·GATHERED_KC + 12·32 floats of stack. */
+#define FASTCONV_GEMM_GATHERED_KC 512
+#define FASTCONV_GEMM_GATHERED_NC 256
+static inline FASTCONV_NO_WRAPV void fastconv_f32_gemm_gathered(
+        int m, int n, int depth, const float* const* a_rows, long a_col, const float* b,
+        long ldb, float* const* c_rows, long c_col) {
+    float panel[FASTCONV_GEMM_GATHERED_KC * FASTCONV_GEMM_MR] __attribute__((aligned(64)));
+    float c_tile[FASTCONV_GEMM_MR * FASTCONV_GEMM_NR] __attribute__((aligned(64)));
+    long n0, k0, m0, j, k, r, t, nc, kc, rows, cols;
+    for (n0 = 0; n0 < n; n0 += FASTCONV_GEMM_GATHERED_NC) {
+        nc = n - n0 < FASTCONV_GEMM_GATHERED_NC ? n - n0 : FASTCONV_GEMM_GATHERED_NC;
+        for (k0 = 0; k0 < depth; k0 += FASTCONV_GEMM_GATHERED_KC) {
+            kc = depth - k0 < FASTCONV_GEMM_GATHERED_KC ? depth - k0 : FASTCONV_GEMM_GATHERED_KC;
+            for (m0 = 0; m0 < m; m0 += FASTCONV_GEMM_MR) {
+                rows = m - m0 < FASTCONV_GEMM_MR ? m - m0 : FASTCONV_GEMM_MR;
+                for (k = 0; k < kc; ++k)
+                    for (r = 0; r < FASTCONV_GEMM_MR; ++r)
+                        panel[k * FASTCONV_GEMM_MR + r] =
+                            r < rows ? a_rows[m0 + r][(k0 + k) * a_col] : 0.0f;
+                for (j = 0; j < nc; j += FASTCONV_GEMM_NR) {
+                    cols = nc - j < FASTCONV_GEMM_NR ? nc - j : FASTCONV_GEMM_NR;
+                    fastconv_f32_gemm_tile_rows(cols > 16 ? 2 : 1, kc, panel, 1,
+                                                FASTCONV_GEMM_MR, b + k0 * ldb + n0 + j, ldb,
+                                                c_tile, FASTCONV_GEMM_NR, (int)rows, 0);
+                    for (r = 0; r < rows; ++r) {
+                        float* c_r = c_rows[m0 + r] + (n0 + j) * c_col;
+                        for (t = 0; t < cols; ++t)
+                            c_r[t * c_col] = (k0 > 0 ? c_r[t * c_col] : 0.0f)
+                                             + c_tile[r * FASTCONV_GEMM_NR + t];
+                    }
+                }
+            }
+        }
+    }
+}
+
 #else
 #define FASTCONV_F32_GEMM 0
 
@@ -295,6 +336,14 @@ static inline int fastconv_f32_gemm_pays(int m, int n, int depth, int trans_b) {
 }
 
 /* Never called where FASTCONV_F32_GEMM is 0. */
+static inline void fastconv_f32_gemm_gathered(int m, int n, int depth,
+                                              const float* const* a_rows, long a_col,
+                                              const float* b, long ldb, float* const* c_rows,
+                                              long c_col) {
+    (void)m; (void)n; (void)depth; (void)a_rows; (void)a_col; (void)b; (void)ldb;
+    (void)c_rows; (void)c_col;
+}
+
 static inline void fastconv_f32_gemm_nt(int m, int n, int depth, const float* a, long a_row,
                                         long a_col, const float* b, long ldb, float* c,
                                         long ldc, int accumulate) {
