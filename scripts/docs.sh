@@ -33,17 +33,9 @@ PY
     "$PYTHON" -m pip install -q "${requirements[@]}"
 fi
 
-TIMES=()
-step() {  # step NAME COMMAND...: run COMMAND, record its wall time under NAME
-    local name="$1"; shift
-    echo "docs: == $name"
-    local start end
-    start=$(date +%s.%N)
-    "$@"
-    end=$(date +%s.%N)
-    TIMES+=("$(awk -v a="$start" -v b="$end" -v n="$name" \
-        'BEGIN { printf "%-8s %7.1f s", n, b - a }')")
-}
+STEP_PREFIX=docs
+# shellcheck source=scripts/_steps.sh
+. "$ROOT/scripts/_steps.sh"
 
 rm -rf "$OUT"
 step html "$PYTHON" -m sphinx -b html -W --keep-going -q -d "$OUT/doctrees" \
@@ -51,8 +43,7 @@ step html "$PYTHON" -m sphinx -b html -W --keep-going -q -d "$OUT/doctrees" \
 step doctest "$PYTHON" -m sphinx -b doctest -W --keep-going -q -d "$OUT/doctrees" \
     "$ROOT/docs" "$OUT/doctest"
 echo "docs: HTML in $OUT/html"
-echo "docs: time per step"
-printf '  %s\n' "${TIMES[@]}"
+step_times
 # sphinx's summary ("N tests", "M failures in tests") as the plain closing line of a test run
 tests=$(awk '/^ *[0-9]+ tests?$/ { n = $1 } END { print n + 0 }' "$OUT/doctest/output.txt")
 failed=$(awk '/^ *[0-9]+ failures? in tests$/ { n = $1 } END { print n + 0 }' \

