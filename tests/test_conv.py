@@ -1415,3 +1415,24 @@ def test_pointwise_input_grad_over_the_batch(rng, layout, dtype, shape, c_out):
                                                   needs_bias_grad=False).grad_input)
     np.testing.assert_allclose(grads[0], expected, **tol(dtype))
     assert np.array_equal(grads[0], grads[1])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape,c_out", [((3, 6, 7, 144), 24), ((2, 5, 5, 32), 5),
+                                         ((1, 9, 9, 48), 40)])
+def test_pointwise_nhwc_weight_grad_of_few_output_channels(rng, dtype, shape, c_out):
+    """NHWC 1×1 weight gradients whose C_out is not a multiple of 16 while C_in is: float32
+    accumulates the transposed product (C_out × C_in) per thread and adds it back
+    transposed (docs/performance.md#weight-grad-transposed). The oracle's values on 1 and
+    2 threads."""
+    x = rng.standard_normal(shape).astype(dtype)
+    w = rng.standard_normal((1, 1, shape[3], c_out)).astype(dtype)
+    grad_out = rng.standard_normal(shape[:3] + (c_out,)).astype(dtype)
+    expected = fastconv.reference.conv2d_backward(grad_out, x, w)[1]  # HWIO
+    for n in (1, 2):
+        with fastconv.threads(n):
+            got = fastconv.conv2d_backward(grad_out, x, w, layout="NHWC",
+                                           needs_input_grad=False,
+                                           needs_bias_grad=False).grad_weight
+        t = tol(dtype)
+        np.testing.assert_allclose(got, expected, rtol=t["rtol"], atol=10 * t["atol"])

@@ -608,6 +608,19 @@ cdef void weight_grad_tile(const floating* grad_out, const floating* image,
                      col + grp * d.Kg * tile, tile, 1, grad_weight + grp * d.Mg * d.Kg, d.Kg)
 
 
+cdef void pointwise_nhwc_weight_grad_transposed(const floating* grad_out,
+                                                const floating* image, floating* grad_weight_t,
+                                                const Geometry* g, const Plan* plan,
+                                                Py_ssize_t oh0, Py_ssize_t oh1) noexcept nogil:
+    """grad_weight_t (C_out × C_in) += grad_out[rows oh0..oh1)ᵀ · image rows, for one image of
+    an NHWC 1×1 convolution of one group: the transpose of weight_grad_tile's product."""
+    cdef Dims d = dims_of(g, plan)
+    cdef Py_ssize_t start = oh0 * g.out_w
+    gemm(True, False, d.out_channels, d.C, <int> ((oh1 - oh0) * g.out_w), 1,
+         grad_out + start * d.out_channels, d.out_channels, image + start * d.C, d.C, 1,
+         grad_weight_t, d.C)
+
+
 cdef void input_grad_columns(const floating* grad_out, const floating* weight, floating* col,
                              Py_ssize_t col_tile, Py_ssize_t col_offset, const Geometry* g,
                              const Plan* plan, Py_ssize_t oh0, Py_ssize_t oh1) noexcept nogil:
@@ -813,14 +826,37 @@ def conv2d_weight_grad(const floating[::1] grad_out, const floating[::1] x,
                 weight_grad_shared_columns(&grad_out[0] + n * out_size, &x[0] + n * image_size,
                                            gw, ws, &g, &plan, num_threads)
         return
+    cdef bint transposed = False
+    if floating is float:
+        # NHWC 1×1 of one group whose C_out the own GEMM cannot take as columns (not a
+        # multiple of 16) but whose C_in it can: each thread accumulates the transposed
+        # gradient, grad_outᵀ·x (C_out × C_in), added back transposed
+        # (docs/performance.md#weight-grad-transposed).
+        transposed = (plan.nhwc and plan.pointwise and plan.groups == 1
+                      and not fastconv_f32_gemm_pays(g.channels, <int> plan.out_channels,
+                                                     <int> (g.out_h * g.out_w), False)
+                      and fastconv_f32_gemm_pays(<int> plan.out_channels, g.channels,
+                                                 <int> (g.out_h * g.out_w), False))
     for item in prange(plan.batch * tiles, nogil=True, num_threads=num_threads,
                        schedule="static"):
         n = item // tiles
         oh0 = (item % tiles) * plan.tile_rows
-        weight_grad_tile(&grad_out[0] + n * out_size, &x[0] + n * image_size,
-                         acc + omp_get_thread_num() * weight_size,
-                         ws + omp_get_thread_num() * col_size if ws != NULL else NULL,
-                         &g, &plan, oh0, tile_end(oh0, &g, &plan))
+        if transposed:
+            pointwise_nhwc_weight_grad_transposed(
+                &grad_out[0] + n * out_size, &x[0] + n * image_size,
+                acc + omp_get_thread_num() * weight_size, &g, &plan, oh0,
+                tile_end(oh0, &g, &plan))
+        else:
+            weight_grad_tile(&grad_out[0] + n * out_size, &x[0] + n * image_size,
+                             acc + omp_get_thread_num() * weight_size,
+                             ws + omp_get_thread_num() * col_size if ws != NULL else NULL,
+                             &g, &plan, oh0, tile_end(oh0, &g, &plan))
+    if transposed:  # acc holds (C_out × C_in) blocks; grad_weight is (C_in × C_out)
+        for k in prange(weight_size, nogil=True, num_threads=num_threads, schedule="static"):
+            for t in range(num_threads):
+                gw[k] += acc[t * weight_size + (k % plan.out_channels) * g.channels
+                             + k // plan.out_channels]
+        return
     for k in prange(weight_size, nogil=True, num_threads=num_threads, schedule="static"):
         for t in range(num_threads):
             gw[k] += acc[t * weight_size + k]
