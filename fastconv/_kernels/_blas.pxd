@@ -5,6 +5,8 @@ from scipy.linalg.cython_blas cimport dgemm, sgemm
 
 
 cdef extern from "f32_gemm_12x32_avx512.h" nogil:
+    # 1 where the functions below are compiled (AVX-512 builds).
+    int FASTCONV_F32_GEMM
     # Whether it measured faster than sgemm for an m×n product, B as stored or transposed
     # (0 where it is not compiled, in builds without AVX-512; docs/performance.md#own-gemm).
     int fastconv_f32_gemm_pays(int m, int n, int depth, int trans_b)

@@ -23,8 +23,8 @@ from cython.parallel cimport prange
 from libc.string cimport memset
 
 from fastconv._kernels._blas cimport (
-    fastconv_f32_gemm, fastconv_f32_gemm_gathered, fastconv_f32_gemm_nt, fastconv_f32_gemm_pays,
-    gemm)
+    FASTCONV_F32_GEMM, fastconv_f32_gemm, fastconv_f32_gemm_gathered, fastconv_f32_gemm_nt,
+    fastconv_f32_gemm_pays, gemm)
 from fastconv._kernels._geometry cimport Geometry, input_col, input_row
 from fastconv._kernels._im2col_helpers cimport (
     col2im_nchw_row, col2im_nhwc_row, im2col_nchw_rows, im2col_nhwc_row, inside_cols)
@@ -33,9 +33,6 @@ from fastconv._kernels._simd cimport FASTCONV_LANES
 from fastconv._kernels._small_gemm cimport (
     FASTCONV_PANEL_ROWS, FASTCONV_SMALL_GEMM, FASTCONV_SMALL_GEMM_COLS,
     fastconv_small_gemm_block, fastconv_small_gemm_block_rows)
-
-cdef extern from "f32_gemm_12x32_avx512.h":
-    int FASTCONV_F32_GEMM
 
 # Whether this build has fastconv's own float32 GEMM (used where fastconv_f32_gemm_pays).
 OWN_GEMM = bool(FASTCONV_F32_GEMM)
@@ -671,7 +668,7 @@ cdef void input_grad_image(const floating* grad_out, const floating* weight,
 
 
 cdef enum:
-    # Blocks of the batched NHWC pointwise input gradient: fixed sizes, never cut by the
+    # Blocks of the pointwise input gradient over the batch: fixed sizes, never cut by the
     # thread count (the GEMM a block gets, and so the bits, must not depend on it).
     POINTWISE_GRAD_ROWS = 1024
     POINTWISE_GRAD_COLS = 128
@@ -681,56 +678,42 @@ cdef enum:
     POINTWISE_GRAD_MAX_POSITIONS = 64
 
 
-cdef void pointwise_nhwc_input_grad(const floating* grad_out, const floating* weight,
-                                    floating* grad_x, const Geometry* g, const Plan* plan,
-                                    int num_threads) noexcept nogil:
-    """grad_x = grad_out · Wᵀ for a 1×1, stride-1, unpadded NHWC convolution of one group:
-    the rows of consecutive images are contiguous, so the whole batch is one
-    (N·P × C_out)·(C_out × C_in) product, cut into blocks of POINTWISE_GRAD_ROWS rows and
-    POINTWISE_GRAD_COLS input channels: GEMMs of many rows even for small images
-    (docs/performance.md#pointwise-nhwc-input-grad)."""
-    cdef Dims d = dims_of(g, plan)
-    cdef Py_ssize_t rows = plan.batch * d.P
-    cdef Py_ssize_t row_blocks = (rows + POINTWISE_GRAD_ROWS - 1) // POINTWISE_GRAD_ROWS
-    cdef Py_ssize_t col_blocks = (d.C + POINTWISE_GRAD_COLS - 1) // POINTWISE_GRAD_COLS
-    cdef Py_ssize_t item, r0, r1, c0, c1
-    for item in prange(row_blocks * col_blocks, num_threads=num_threads, schedule="static"):
-        r0 = (item // col_blocks) * POINTWISE_GRAD_ROWS
-        r1 = min(r0 + POINTWISE_GRAD_ROWS, rows)
-        c0 = (item % col_blocks) * POINTWISE_GRAD_COLS
-        c1 = min(c0 + POINTWISE_GRAD_COLS, d.C)
-        gemm(False, True, <int> (r1 - r0), <int> (c1 - c0), d.out_channels, 1,
-             grad_out + r0 * d.out_channels, d.out_channels, weight + c0 * d.out_channels,
-             d.out_channels, 0, grad_x + r0 * d.C + c0, d.C)
-
-
-cdef void pointwise_nchw_block(const float* grad_out, const float* weight, float* grad_x,
-                               const Geometry* g, const Plan* plan, Py_ssize_t r0,
-                               Py_ssize_t r1, Py_ssize_t c0, Py_ssize_t c1) noexcept nogil:
-    """Rows [r0, r1) (image, position) × input channels [c0, c1) of the NCHW pointwise input
-    gradient, transposed: grad_x[n, c, p] = Σ_o grad_out[n, o, p]·W[o, c], by the own GEMM
-    with the rows gathered across images (pointers on this thread's stack)."""
+cdef void pointwise_input_grad_block(const floating* grad_out, const floating* weight,
+                                     floating* grad_x, const Geometry* g, const Plan* plan,
+                                     Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t c0,
+                                     Py_ssize_t c1) noexcept nogil:
+    """Rows [r0, r1) (image, position) × input channels [c0, c1) of a 1×1, stride-1,
+    unpadded input gradient of one group over the whole batch. NHWC: rows of consecutive
+    images are contiguous, one grad_out · Wᵀ product. NCHW (float32, own-GEMM builds): the
+    transposed product grad_xᵀ = grad_outᵀ · W, its rows gathered across images through
+    pointers on this thread's stack and written back transposed."""
     cdef Dims d = dims_of(g, plan)
     cdef const float* a_rows[POINTWISE_GRAD_ROWS]
     cdef float* c_rows[POINTWISE_GRAD_ROWS]
     cdef Py_ssize_t i, n, p
-    for i in range(r1 - r0):
-        n = (r0 + i) // d.P
-        p = (r0 + i) % d.P
-        a_rows[i] = grad_out + n * d.out_channels * d.P + p
-        c_rows[i] = grad_x + (n * d.C + c0) * d.P + p
-    fastconv_f32_gemm_gathered(<int> (r1 - r0), <int> (c1 - c0), d.out_channels, a_rows, d.P,
-                               weight + c0, d.C, c_rows, d.P)
+    if plan.nhwc:
+        gemm(False, True, <int> (r1 - r0), <int> (c1 - c0), d.out_channels, 1,
+             grad_out + r0 * d.out_channels, d.out_channels, weight + c0 * d.out_channels,
+             d.out_channels, 0, grad_x + r0 * d.C + c0, d.C)
+        return
+    if floating is float:
+        for i in range(r1 - r0):
+            n = (r0 + i) // d.P
+            p = (r0 + i) % d.P
+            a_rows[i] = grad_out + n * d.out_channels * d.P + p
+            c_rows[i] = grad_x + (n * d.C + c0) * d.P + p
+        fastconv_f32_gemm_gathered(<int> (r1 - r0), <int> (c1 - c0), d.out_channels, a_rows,
+                                   d.P, weight + c0, d.C, c_rows, d.P)
 
 
-cdef void pointwise_nchw_input_grad(const float* grad_out, const float* weight,
-                                    float* grad_x, const Geometry* g, const Plan* plan,
-                                    int num_threads) noexcept nogil:
-    """The NCHW counterpart of pointwise_nhwc_input_grad (own-GEMM builds, float32, C_in a
-    multiple of 16): each image's product has only P columns, so the batch's positions
-    become the rows of one product, grad_xᵀ = grad_outᵀ · W, whose rows are gathered across
-    images and written back transposed, in the same fixed blocks
-    (docs/performance.md#pointwise-nhwc-input-grad)."""
+cdef void pointwise_input_grad_over_batch(const floating* grad_out, const floating* weight,
+                                          floating* grad_x, const Geometry* g,
+                                          const Plan* plan, int num_threads) noexcept nogil:
+    """The input gradient of a 1×1, stride-1, unpadded convolution of one group whose
+    images are small: each image's own product would be thin, so the batch's positions
+    become the rows of one product, cut into blocks of POINTWISE_GRAD_ROWS rows and
+    POINTWISE_GRAD_COLS input channels (pointwise_input_grad_block;
+    docs/performance.md#pointwise-nhwc-input-grad)."""
     cdef Dims d = dims_of(g, plan)
     cdef Py_ssize_t rows = plan.batch * d.P
     cdef Py_ssize_t row_blocks = (rows + POINTWISE_GRAD_ROWS - 1) // POINTWISE_GRAD_ROWS
@@ -739,9 +722,9 @@ cdef void pointwise_nchw_input_grad(const float* grad_out, const float* weight,
     for item in prange(row_blocks * col_blocks, num_threads=num_threads, schedule="static"):
         r0 = (item // col_blocks) * POINTWISE_GRAD_ROWS
         c0 = (item % col_blocks) * POINTWISE_GRAD_COLS
-        pointwise_nchw_block(grad_out, weight, grad_x, g, plan, r0,
-                             min(r0 + POINTWISE_GRAD_ROWS, rows), c0,
-                             min(c0 + POINTWISE_GRAD_COLS, d.C))
+        pointwise_input_grad_block(grad_out, weight, grad_x, g, plan, r0,
+                                   min(r0 + POINTWISE_GRAD_ROWS, rows), c0,
+                                   min(c0 + POINTWISE_GRAD_COLS, d.C))
 
 
 # ---------------------------------------------------------------- whole batch
@@ -888,16 +871,14 @@ def conv2d_input_grad(const floating[::1] grad_out, const floating[::1] weight,
                 input_grad_shared_columns(gop + n * out_size, wp, gxp + n * image_size, ws, &g,
                                           &plan, num_threads)
         return
-    if (plan.pointwise and plan.groups == 1 and plan.batch > 1
+    cdef bint over_batch = plan.nhwc  # NCHW: the gathered product of the own GEMM
+    if floating is float:
+        over_batch = over_batch or FASTCONV_F32_GEMM
+    if (over_batch and plan.pointwise and plan.groups == 1 and plan.batch > 1
             and g.out_h * g.out_w <= POINTWISE_GRAD_MAX_POSITIONS
             and g.channels % (2 * POINTWISE_GRAD_COLS) == 0):
-        if plan.nhwc:
-            pointwise_nhwc_input_grad(gop, wp, gxp, &g, &plan, num_threads)
-            return
-        if floating is float:
-            if FASTCONV_F32_GEMM:
-                pointwise_nchw_input_grad(gop, wp, gxp, &g, &plan, num_threads)
-                return
+        pointwise_input_grad_over_batch(gop, wp, gxp, &g, &plan, num_threads)
+        return
     if plan.pointwise:  # every input pixel comes from one output pixel: tiles are independent
         for item in prange(plan.batch * tiles, nogil=True, num_threads=num_threads,
                            schedule="static"):
