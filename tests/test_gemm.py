@@ -100,8 +100,8 @@ def test_own_gemm_sums_depth_in_order():
 @needs_own
 def test_own_gemm_rule():
     """Where `gemm` takes fastconv's own GEMM (docs/performance.md#own-gemm): columns a
-    multiple of 16 or at least 256; not a deep, wide B streamed by few rows; A·Bᵀ from 256
-    rows."""
+    multiple of 16 or at least 256; not a deep, wide B streamed by few rows; A·Bᵀ from 64
+    rows with such columns, or from depth 1024 whatever the shape."""
     pays = _conv.own_gemm_pays
     assert pays(64, 128, 64, False) and pays(392, 256, 576, False)
     assert not pays(64, 100, 64, False)        # a narrow tile, few columns
@@ -109,4 +109,6 @@ def test_own_gemm_rule():
     assert not pays(64, 3136, 256, False)      # few rows, deep, several column blocks
     assert pays(64, 392, 256, False)           # ... one block: fine
     assert pays(64, 3136, 128, False)          # ... shallow: fine
-    assert pays(256, 576, 64, True) and not pays(128, 576, 64, True)
+    assert pays(64, 576, 64, True) and not pays(32, 576, 64, True)
+    assert not pays(64, 100, 512, True)        # A·Bᵀ: narrow columns, shallow
+    assert pays(24, 27, 1024, True)            # ... deep: any shape

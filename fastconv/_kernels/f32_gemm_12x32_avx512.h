@@ -38,9 +38,11 @@
    follow to amortise it (sgemm streams B as it packs it). */
 #define FASTCONV_GEMM_MIN_M_WIDE 128
 #define FASTCONV_GEMM_MAX_DEPTH_WIDE 256
-/* ... and, for A·Bᵀ, with fewer rows than this: sgemm (each tile's transposed copy of B is
-   then shared by too few slivers). */
-#define FASTCONV_GEMM_MIN_M_NT 256
+/* For A·Bᵀ (each tile's Bᵀ copied by 16×16 register transposes): fastconv_f32_gemm_nt from
+   this depth whatever the shape, and from this many rows when the columns are as above;
+   below, sgemm (a transposed copy of B shared by too few slivers, or a tiny product). */
+#define FASTCONV_GEMM_MIN_DEPTH_NT 1024
+#define FASTCONV_GEMM_MIN_M_NT 64
 
 #ifdef __AVX512F__
 #define FASTCONV_F32_GEMM 1
@@ -53,6 +55,7 @@
 #include <string.h>
 
 #include "simd.h"
+#include "transpose.h"
 
 /* One full tile: R rows × V vectors of accumulators (R, V constants after inlining, so the
    accumulators are registers): c[r·ldc + t] (+)= Σ_k A(r, k)·b[k·ldb + t] for r < rows,
@@ -192,10 +195,11 @@ static inline void fastconv_f32_gemm_narrow_tile(int depth, const float* a, long
 /* Whether fastconv_f32_gemm (fastconv_f32_gemm_nt when trans_b) measured faster than sgemm
    for an m×n product (see the constants above; docs/performance.md#own-gemm). */
 static inline int fastconv_f32_gemm_pays(int m, int n, int depth, int trans_b) {
+    if (trans_b)
+        return depth >= FASTCONV_GEMM_MIN_DEPTH_NT
+               || (m >= FASTCONV_GEMM_MIN_M_NT && (n % 16 == 0 || n >= FASTCONV_GEMM_MIN_N));
     if (n % 16 != 0 && n < FASTCONV_GEMM_MIN_N)
         return 0;
-    if (trans_b)
-        return m >= FASTCONV_GEMM_MIN_M_NT;
     return m >= FASTCONV_GEMM_MIN_M_WIDE || n <= FASTCONV_GEMM_NC
            || depth < FASTCONV_GEMM_MAX_DEPTH_WIDE;
 }
@@ -251,9 +255,10 @@ static inline FASTCONV_NO_WRAPV void fastconv_f32_gemm(
 
 /* C(m×n) = A·Bᵀ (accumulate 0) or C += A·Bᵀ (accumulate 1), B stored n×depth (row t of B
    is column t of the product's right operand); A(r, k) = a[r·a_row + k·a_col]. Each tile's
-   32 columns of Bᵀ are copied once per depth block into a zero-padded panel that every
-   sliver of A then reads (16 or 32 floats a row), so no tile reads past B. A is read in
-   place unless a sliver is short. Needs 12·KC + 32·KC floats of stack. */
+   32 columns of Bᵀ are copied (16×16 register transposes, transpose.h) once per depth
+   block into a zero-padded panel that every sliver of A then reads (16 or 32 floats a
+   row), so no tile reads past B. A is read in place unless a sliver is short. Needs
+   12·KC + 32·KC floats of stack. */
 static inline FASTCONV_NO_WRAPV void fastconv_f32_gemm_nt(
         int m, int n, int depth, const float* a, long a_row, long a_col, const float* b,
         long ldb, float* c, long ldc, int accumulate) {
@@ -267,15 +272,10 @@ static inline FASTCONV_NO_WRAPV void fastconv_f32_gemm_nt(
         for (k0 = 0; k0 < depth; k0 += FASTCONV_GEMM_KC) {
             kc = depth - k0 < FASTCONV_GEMM_KC ? depth - k0 : FASTCONV_GEMM_KC;
             add = accumulate || k0 > 0;
-            for (t = 0; t < width; ++t) {
-                const float* b_t = b + (j + t) * ldb + k0;
-                if (t < cols)
-                    for (k = 0; k < kc; ++k)
-                        b_panel[k * width + t] = b_t[k];
-                else
-                    for (k = 0; k < kc; ++k)
-                        b_panel[k * width + t] = 0.0f;
-            }
+            fastconv_transpose_f32(b + j * ldb + k0, ldb, b_panel, width, cols, kc);
+            for (k = 0; k < kc; ++k)
+                for (t = cols; t < width; ++t)
+                    b_panel[k * width + t] = 0.0f;
             for (m0 = 0; m0 < m; m0 += FASTCONV_GEMM_MR) {
                 long s_row, s_col;
                 rows = m - m0 < FASTCONV_GEMM_MR ? m - m0 : FASTCONV_GEMM_MR;
