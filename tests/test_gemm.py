@@ -100,12 +100,16 @@ def test_own_gemm_sums_depth_in_order():
 @needs_own
 def test_own_gemm_rule():
     """Where `gemm` takes fastconv's own GEMM (docs/performance.md#own-gemm): columns a
-    multiple of 16 or at least 256; not a deep, wide B streamed by few rows; A·Bᵀ from 64
-    rows with such columns, or from depth 1024 whatever the shape."""
+    multiple of 16 or at least 256 (from 128 with enough rows and depth); not a deep, wide B
+    streamed by few rows; A·Bᵀ from 64 rows with such columns, or from depth 1024 whatever
+    the shape."""
     pays = _conv.own_gemm_pays
     assert pays(64, 128, 64, False) and pays(392, 256, 576, False)
     assert not pays(64, 100, 64, False)        # a narrow tile, few columns
     assert pays(300, 300, 64, False)           # narrow, but many columns
+    assert pays(64, 196, 256, False) and pays(64, 169, 576, False)  # ... or enough work
+    assert not pays(32, 196, 288, False) and not pays(512, 98, 1024, False)
+    assert not pays(256, 196, 1024, False) and pays(128, 196, 1024, False)
     assert not pays(64, 3136, 256, False)      # few rows, deep, several column blocks
     assert pays(64, 392, 256, False)           # ... one block: fine
     assert pays(64, 3136, 128, False)          # ... shallow: fine

@@ -26,12 +26,23 @@
 #define FASTCONV_GEMM_NR 32   /* columns of B per tile: two 16-float vectors */
 #define FASTCONV_GEMM_KC 256  /* depth per block: the A panel (12 KB) stays in L1 */
 #define FASTCONV_GEMM_NC 512  /* columns per block: B's KC×NC block (512 KB) stays in L2 */
-/* When fastconv_f32_gemm runs instead of sgemm (fastconv_f32_gemm_pays): fewer columns than
-   this, not a multiple of 16, sgemm measured faster (the narrow tile that ends each block
-   costs as much as a full one) ... */
+/* When fastconv_f32_gemm runs instead of sgemm (fastconv_f32_gemm_pays): with fewer columns
+   than MIN_N, not a multiple of 16, the narrow tile that ends each block costs as much as a
+   full one; it still pays from MIN_N_NARROW columns (at most a ninth of the work wasted)
+   with MIN_M_NARROW rows and a depth from MIN_DEPTH_NARROW, below MAX_DEPTH_NARROW unless
+   the rows are at most MIN_M_WIDE (smaller products, and a whole NCHW image's 196 columns
+   against 256 or 512 output channels at depth 1024: sgemm, 0.95×) ... */
 #define FASTCONV_GEMM_MIN_N 256
-/* An A sliver serving at least this many tiles of a block is copied into a panel first. */
+#define FASTCONV_GEMM_MIN_N_NARROW 128
+#define FASTCONV_GEMM_MIN_M_NARROW 64
+#define FASTCONV_GEMM_MIN_DEPTH_NARROW 256
+#define FASTCONV_GEMM_MAX_DEPTH_NARROW 1024
+/* An A sliver serving at least this many tiles of a block is copied into a panel first ... */
 #define FASTCONV_GEMM_PACK_TILES 8
+/* ... and so is one whose rows are a multiple of this many floats (4 KB) apart: read in
+   place, its 12 rows would fall in one 8-way set of L1 (512×196×1024: 92 GFLOP/s in place,
+   sgemm 100). */
+#define FASTCONV_GEMM_ALIASED_ROW 1024
 /* ... and with fewer rows than MIN_M_WIDE, more columns than one block and a depth of
    MAX_DEPTH_WIDE or more: sgemm. B may come from memory, and that many rows of B, ldb
    apart, defeat the hardware prefetcher on the first sliver's pass, which too few slivers
@@ -199,7 +210,9 @@ static inline int fastconv_f32_gemm_pays(int m, int n, int depth, int trans_b) {
         return depth >= FASTCONV_GEMM_MIN_DEPTH_NT
                || (m >= FASTCONV_GEMM_MIN_M_NT && (n % 16 == 0 || n >= FASTCONV_GEMM_MIN_N));
     if (n % 16 != 0 && n < FASTCONV_GEMM_MIN_N)
-        return 0;
+        return n >= FASTCONV_GEMM_MIN_N_NARROW && m >= FASTCONV_GEMM_MIN_M_NARROW
+               && depth >= FASTCONV_GEMM_MIN_DEPTH_NARROW
+               && (depth < FASTCONV_GEMM_MAX_DEPTH_NARROW || m <= FASTCONV_GEMM_MIN_M_WIDE);
     return m >= FASTCONV_GEMM_MIN_M_WIDE || n <= FASTCONV_GEMM_NC
            || depth < FASTCONV_GEMM_MAX_DEPTH_WIDE;
 }
@@ -215,7 +228,8 @@ static inline FASTCONV_NO_WRAPV void fastconv_f32_gemm(
     int pack, add;
     for (n0 = 0; n0 < n; n0 += FASTCONV_GEMM_NC) {
         nc = n - n0 < FASTCONV_GEMM_NC ? n - n0 : FASTCONV_GEMM_NC;
-        pack = (nc + FASTCONV_GEMM_NR - 1) / FASTCONV_GEMM_NR >= FASTCONV_GEMM_PACK_TILES;
+        pack = (nc + FASTCONV_GEMM_NR - 1) / FASTCONV_GEMM_NR >= FASTCONV_GEMM_PACK_TILES
+               || (a_col == 1 && a_row % FASTCONV_GEMM_ALIASED_ROW == 0);
         /* the block's columns: full tiles of 32, then one of 16, then `narrow` left over */
         full = nc / FASTCONV_GEMM_NR * FASTCONV_GEMM_NR;
         if (nc - full >= 16)
