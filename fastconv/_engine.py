@@ -20,6 +20,10 @@ Strategies:
   read the image in place (no im2col, no BLAS).
 - GROUPED_IMAGES: forward, NHWC, small images: the columns of several images side by side,
   one GEMM per block of output channels across them, straight into the output.
+- WEIGHT_GRAD_IMAGES: backward, NCHW, one group, images of few output positions: the
+  weight gradient over the columns and output gradients of several images side by side,
+  one product per block of column-matrix rows straight into the gradient (no per-thread
+  accumulators); the input gradient as ROW_TILES / POINTWISE.
 - CHANNEL_BLOCKS: too few work items for the threads: each image's whole column matrix is
   built once and the GEMMs are split between threads by blocks of output channels
   (forward, weight gradient) or of column rows (input gradient).
@@ -64,6 +68,7 @@ DEPTHWISE_BLOCKS = "depthwise_blocks"
 # WINOGRAD (above) is also the strategy that serves the algorithm
 DIRECT = "direct"
 GROUPED_IMAGES = "grouped_images"
+WEIGHT_GRAD_IMAGES = "weight_grad_images"
 CHANNEL_BLOCKS = "channel_blocks"
 POINTWISE = "pointwise"
 ROW_TILES = "row_tiles"
@@ -79,10 +84,12 @@ class ConvPlan:
     tile_rows: int   # output rows per work item (the whole image in the shared strategies)
     m_block: int     # output channels per GEMM block (CHANNEL_BLOCKS, GROUPED_IMAGES)
     k_block: int     # column-matrix rows per input-gradient block (CHANNEL_BLOCKS)
-    images: int      # images whose columns one GEMM spans (GROUPED_IMAGES)
+    images: int      # images whose columns one GEMM spans (GROUPED_IMAGES,
+                     # WEIGHT_GRAD_IMAGES)
     col_size: int    # workspace elements per thread
     workspace: int   # workspace elements in all (DIRECT: with the packed weight)
-    partials: int    # per-thread weight-gradient accumulators in all (BACKWARD)
+    partials: int    # per-thread weight-gradient accumulators in all (BACKWARD; in
+                     # WEIGHT_GRAD_IMAGES the images' columns and output gradients)
     winograd_m: int = 0    # WINOGRAD: output tile side m of F(m×m, 3×3)
     block_tiles: int = 0   # WINOGRAD: tiles per block
     transformed: int = 0   # WINOGRAD: elements of the transformed weight
@@ -462,6 +469,34 @@ def plan_grouped_images(request):
                  tile_rows=request.out_h, m_block=m_block, images=images)
 
 
+def plan_weight_grad_images(request):
+    """WEIGHT_GRAD_IMAGES: the backward pass of an NCHW convolution of one group, batch > 1,
+    whose images have at most tuning.weight_grad_max_positions output positions: the weight
+    gradient takes about tuning.batch_positions positions of images at a time (their
+    columns and output gradients side by side in the `partials` scratch), one product per
+    block of column-matrix rows (tuning.work_items blocks, 16-aligned: never the thread
+    count); the input gradient keeps the row tiling (docs/performance.md#weight-grad-images).
+    None when that is one image at a time, or the scratch and the row tiles do not fit the
+    cap."""
+    geom, tuning = request.geometry, request.tuning
+    positions = geom.out_h * geom.out_w
+    if (request.pass_ != BACKWARD or geom.layout != "NCHW" or geom.groups != 1
+            or geom.batch < 2 or not 0 < positions <= tuning.weight_grad_max_positions
+            or is_depthwise(geom)):
+        return None
+    images = min(geom.batch, -(-tuning.batch_positions // positions))
+    if images < 2:
+        return None
+    scratch = images * positions * (request.k_group + request.m_group)
+    tiles = _row_tiled(request, ROW_TILES)
+    if not request.fits(tiles.workspace + scratch):
+        return None
+    blocks = max(1, min(tuning.work_items, request.k_group // 128))
+    return _plan(request, WEIGHT_GRAD_IMAGES, col_size=tiles.col_size,
+                 workspace=tiles.workspace, partials=scratch, images=images,
+                 k_block=_round_up(-(-request.k_group // blocks), 16))
+
+
 def plan_channel_blocks(request):
     """CHANNEL_BLOCKS: fewer (image, row tile) items than tuning.work_items, and more than
     one block of output channels (or, with an input gradient, of column rows), when one
@@ -496,7 +531,8 @@ def plan_row_tiles(request):
 
 # The chooser's order: the first strategy that returns a plan runs.
 PLANNERS = (plan_depthwise_blocks, plan_depthwise, plan_winograd, plan_direct,
-            plan_grouped_images, plan_channel_blocks, plan_pointwise, plan_row_tiles)
+            plan_grouped_images, plan_weight_grad_images, plan_channel_blocks, plan_pointwise,
+            plan_row_tiles)
 
 
 def choose_plan(geom, itemsize, pass_, *, max_workspace_bytes=None, tuning=None,
@@ -717,7 +753,8 @@ def run_backward(grad_out4, x4, weight, grad_x4, grad_weight, plan, workspace, p
     struct = geom.window.kernel_struct()
     if grad_weight is not None:
         acc = partials[:plan.partials]
-        acc.fill(0)
+        if plan.strategy != WEIGHT_GRAD_IMAGES:  # there, scratch the kernel fills
+            acc.fill(0)
     if plan.strategy == DEPTHWISE_BLOCKS:
         ws = workspace[:plan.workspace]
         if grad_weight is not None:

@@ -39,6 +39,10 @@ class Tuning:
     # Images with fewer output positions than this are grouped (NHWC forward;
     # docs/performance.md#small_image_positions).
     small_image_positions: int = 128
+    # NCHW weight gradients of images with at most this many output positions take several
+    # images' columns per product (about batch_positions positions)
+    # (docs/performance.md#weight-grad-images).
+    weight_grad_max_positions: int = 64
     # Below this many floating-point operations a convolution runs on one thread: waking
     # the OpenMP team costs more than it saves (docs/performance.md#parallel_min_flops).
     parallel_min_flops: int = 1 << 21

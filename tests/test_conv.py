@@ -7,6 +7,7 @@ torch is importable.
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import re
 import tracemalloc
@@ -1436,3 +1437,74 @@ def test_pointwise_nhwc_weight_grad_of_few_output_channels(rng, dtype, shape, c_
                                            needs_bias_grad=False).grad_weight
         t = tol(dtype)
         np.testing.assert_allclose(got, expected, rtol=t["rtol"], atol=10 * t["atol"])
+
+
+WEIGHT_GRAD_IMAGES = [
+    # (N, C, H, W, C_out, kernel, stride, padding, dilation, batch_positions)
+    (13, 6, 7, 7, 5, 3, 1, 1, 1, 100),     # 3 images a group (49 positions): 3+3+3+3+1
+    (5, 4, 9, 9, 8, 3, 2, 1, 1, 512),      # strided: 5×5 outputs, one group of 5
+    (4, 8, 7, 7, 20, 1, 1, 0, 1, 60),      # 1×1: the images themselves, 2 a group
+    (3, 5, 8, 8, 7, 3, 1, 2, 2, 65),       # dilated, padded: 8×8, 2 a group
+    (2, 3, 1, 1, 4, 3, 1, 1, 1, 512),      # 1×1 images, the kernel past every edge
+    (6, 40, 6, 5, 33, (3, 1), (1, 2), ((2, 0), (1, 1)), 1, 128),  # 16-row blocks + rest
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", WEIGHT_GRAD_IMAGES)
+def test_weight_grad_over_images(rng, case, dtype):
+    """WEIGHT_GRAD_IMAGES (NCHW, one group, images of few positions): the weight gradient
+    over several images' columns side by side, one product per block of column-matrix rows
+    into the gradient; groups of images with a partial last one. The oracle's values for
+    both gradients, and bit-identical for 1, 2 and 3 threads."""
+    n, c, h, w_, c_out, k, stride, padding, dilation, positions = case
+    geom = fastconv.ConvGeometry((n, c, h, w_), c_out, k, stride, padding, dilation)
+    x = rng.standard_normal(geom.input_shape).astype(dtype)
+    w = rng.standard_normal(geom.weight_shape).astype(dtype)
+    g = rng.standard_normal(geom.output_shape).astype(dtype)
+    exp_gx, exp_gw = ref_conv2d_backward(g, x, w, stride, padding, dilation)[:2]
+    results = []
+    for threads in (1, 2, 3):
+        with fastconv.threads(threads):
+            plan = plan_with(geom, x.itemsize, _engine.BACKWARD,
+                             _engine.plan_weight_grad_images, batch_positions=positions)
+            grad_input, grad_weight = backward_by(plan, g, x, w)
+        per_image = geom.out_h * geom.out_w
+        assert plan.images == min(n, -(-positions // per_image))
+        assert plan.partials == plan.images * per_image * (geom.gemm_shape[1] + c_out)
+        np.testing.assert_allclose(grad_input, exp_gx, **tol(dtype))
+        np.testing.assert_allclose(grad_weight, exp_gw, rtol=tol(dtype)["rtol"],
+                                   atol=10 * tol(dtype)["atol"])
+        results.append(grad_weight)
+    assert all(np.array_equal(r, results[0]) for r in results[1:])
+
+
+def test_weight_grad_over_images_plan():
+    """Where WEIGHT_GRAD_IMAGES serves: the backward pass (not the input gradient alone) of
+    NCHW convolutions of one group, batch > 1, at most weight_grad_max_positions positions
+    an image, its scratch and row tiles within the cap; column-matrix rows in at most
+    work_items blocks of at least 128 rows, 16-aligned."""
+    def plan(shape, c_out=512, k=3, stride=1, groups=1, layout="NCHW", pass_=_engine.BACKWARD,
+             cap=None, **tuning):
+        geom = fastconv.ConvGeometry(shape, c_out, k, stride, k // 2, groups=groups,
+                                     layout=layout)
+        with fastconv.threads(2):
+            return _engine.choose_plan(geom, 4, pass_, max_workspace_bytes=cap,
+                                       tuning=dataclasses.replace(_tuning.DEFAULT, **tuning))
+    found = plan((8, 512, 7, 7))
+    assert found.strategy == _engine.WEIGHT_GRAD_IMAGES
+    assert (found.images, found.k_block) == (8, 576)          # 4608 rows in 8 blocks
+    assert found.partials == 8 * 49 * (4608 + 512)
+    assert plan((8, 2048, 7, 7), k=1).strategy == _engine.WEIGHT_GRAD_IMAGES
+    assert plan((8, 1024, 14, 14), 2048, k=1, stride=2).strategy == _engine.WEIGHT_GRAD_IMAGES
+    assert plan((8, 64, 8, 8), 64, k=1).k_block == 64         # 64 rows: one block
+    assert plan((8, 256, 14, 14)).strategy != _engine.WEIGHT_GRAD_IMAGES  # 196 positions
+    assert plan((1, 512, 7, 7)).strategy != _engine.WEIGHT_GRAD_IMAGES    # one image
+    assert plan((8, 7, 7, 512), layout="NHWC").strategy != _engine.WEIGHT_GRAD_IMAGES
+    assert plan((8, 512, 7, 7), groups=2).strategy != _engine.WEIGHT_GRAD_IMAGES
+    assert plan((8, 512, 7, 7), pass_=_engine.INPUT_GRAD).strategy != _engine.WEIGHT_GRAD_IMAGES
+    small = plan((8, 8, 7, 7), 8)                               # scratch > one accumulator
+    cap = (small.workspace + small.partials) * 4
+    assert plan((8, 8, 7, 7), 8, cap=cap).strategy == _engine.WEIGHT_GRAD_IMAGES
+    assert plan((8, 8, 7, 7), 8, cap=cap - 4).strategy == _engine.ROW_TILES
+    assert plan((8, 512, 7, 7), batch_positions=49).strategy != _engine.WEIGHT_GRAD_IMAGES

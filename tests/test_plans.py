@@ -29,6 +29,7 @@ CHOICES = [
     ((8, 7, 7, 512), 512, 3, 1, 1, 1, "NHWC", np.float32, E.FORWARD, E.GROUPED_IMAGES),
     ((1, 512, 7, 7), 512, 3, 1, 1, 1, "NCHW", np.float32, E.FORWARD, E.CHANNEL_BLOCKS),
     ((8, 512, 7, 7), 512, 3, 1, 1, 1, "NCHW", np.float32, E.FORWARD, E.ROW_TILES),
+    ((8, 512, 7, 7), 512, 3, 1, 1, 1, "NCHW", np.float32, E.BACKWARD, E.WEIGHT_GRAD_IMAGES),
     ((1, 256, 14, 14), 256, 3, 1, 1, 1, "NCHW", np.float32, E.INPUT_GRAD, E.CHANNEL_BLOCKS),
     ((8, 64, 56, 56), 256, 1, 1, 0, 1, "NCHW", np.float32, E.FORWARD, E.POINTWISE),
     ((8, 256, 56, 56), 128, 1, 2, 0, 1, "NCHW", np.float32, E.FORWARD, E.ROW_TILES),
@@ -106,7 +107,7 @@ def test_one_work_item_splits_its_channels_in_two():
 
 def test_every_strategy_has_a_planner_and_row_tiles_serve_last():
     strategies = {E.DEPTHWISE_BLOCKS, E.DEPTHWISE, E.WINOGRAD, E.DIRECT, E.GROUPED_IMAGES,
-                  E.CHANNEL_BLOCKS, E.POINTWISE, E.ROW_TILES}
+                  E.WEIGHT_GRAD_IMAGES, E.CHANNEL_BLOCKS, E.POINTWISE, E.ROW_TILES}
     assert {planner.__name__.removeprefix("plan_") for planner in E.PLANNERS} == strategies
     assert E.PLANNERS[-1] is E.plan_row_tiles
     geom = fastconv.ConvGeometry((2, 3, 9, 9), 4, 3, 2, 1)
@@ -122,6 +123,7 @@ def test_a_strategy_that_does_not_apply_returns_none():
     assert E.plan_direct(request) is None          # float64
     assert E.plan_pointwise(request) is None
     assert E.plan_grouped_images(request) is None  # NCHW
+    assert E.plan_weight_grad_images(request) is None  # forward
 
 
 def test_plans_and_requests_are_immutable():

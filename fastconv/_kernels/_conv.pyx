@@ -20,14 +20,15 @@ NHWC [group][tile][Kg].
 """
 from cython cimport floating
 from cython.parallel cimport prange
-from libc.string cimport memset
+from libc.string cimport memcpy, memset
 
 from fastconv._kernels._blas cimport (
     FASTCONV_F32_GEMM, fastconv_f32_gemm, fastconv_f32_gemm_gathered, fastconv_f32_gemm_nt,
     fastconv_f32_gemm_pays, gemm)
 from fastconv._kernels._geometry cimport Geometry, input_col, input_row
 from fastconv._kernels._im2col_helpers cimport (
-    col2im_nchw_row, col2im_nhwc_row, im2col_nchw_rows, im2col_nhwc_row, inside_cols)
+    col2im_nchw_row, col2im_nhwc_row, im2col_nchw_row, im2col_nchw_rows, im2col_nhwc_row,
+    inside_cols)
 from fastconv._kernels._openmp cimport omp_get_thread_num
 from fastconv._kernels._simd cimport FASTCONV_LANES
 from fastconv._kernels._small_gemm cimport (
@@ -605,6 +606,51 @@ cdef void weight_grad_tile(const floating* grad_out, const floating* image,
                      col + grp * d.Kg * tile, tile, 1, grad_weight + grp * d.Mg * d.Kg, d.Kg)
 
 
+cdef void weight_grad_images(const floating* grad_out, const floating* images,
+                             floating* grad_weight, floating* scratch, const Geometry* g,
+                             const Plan* plan, int num_threads) noexcept nogil:
+    """NCHW, one group, images of few positions: grad_weight += Σ_n grad_out[n] ·
+    columns(x[n])ᵀ, plan.images images at a time. Their columns side by side (C·kh·kw ×
+    count·P, image b's at b·P) and their output gradients side by side (C_out × count·P)
+    go into `scratch`; then one product of depth count·P per block of k_block column-matrix
+    rows, each block a task adding straight into grad_weight. No per-thread accumulators to
+    clear and reduce, and each element is summed by one product, image after image, for any
+    thread count (docs/performance.md#weight-grad-images)."""
+    cdef Dims d = dims_of(g, plan)
+    cdef Py_ssize_t image_size = g.channels * g.height * g.width
+    cdef Py_ssize_t out_size = plan.out_channels * d.P
+    cdef Py_ssize_t blocks = (d.Kg + plan.k_block - 1) // plan.k_block
+    cdef Py_ssize_t groups = (plan.batch + plan.images - 1) // plan.images
+    cdef Py_ssize_t grp, n0, count, task, b, c, i, j, k0
+    cdef int ld
+    cdef floating* col = scratch
+    cdef floating* dy
+    for grp in range(groups):
+        n0 = grp * plan.images
+        count = plan.images if plan.images < plan.batch - n0 else plan.batch - n0
+        ld = <int> (count * d.P)
+        dy = scratch + <Py_ssize_t> d.Kg * ld
+        for task in prange(g.channels * g.kernel_h * count, num_threads=num_threads,
+                           schedule="static"):
+            b = task % count
+            c = task // count // g.kernel_h
+            i = task // count % g.kernel_h
+            for j in range(g.kernel_w):
+                im2col_nchw_row(images + (n0 + b) * image_size + c * g.height * g.width,
+                                col + ((c * g.kernel_h + i) * g.kernel_w + j) * ld + b * d.P,
+                                g, i, j, 0, g.out_h)
+        for task in prange(plan.out_channels * count, num_threads=num_threads,
+                           schedule="static"):
+            b = task % count
+            c = task // count
+            memcpy(dy + c * ld + b * d.P, grad_out + (n0 + b) * out_size + c * d.P,
+                   d.P * sizeof(floating))
+        for task in prange(blocks, num_threads=num_threads, schedule="static"):
+            k0 = task * plan.k_block
+            gemm(False, True, d.out_channels, <int> (block_end(k0, plan.k_block, d.Kg) - k0),
+                 ld, 1, dy, ld, col + k0 * ld, ld, 1, grad_weight + k0, d.Kg)
+
+
 cdef void pointwise_nhwc_weight_grad_transposed(const floating* grad_out,
                                                 const floating* image, floating* grad_weight_t,
                                                 const Geometry* g, const Plan* plan,
@@ -808,6 +854,10 @@ def conv2d_weight_grad(const floating[::1] grad_out, const floating[::1] x,
             for n in range(plan.batch):
                 weight_grad_shared_columns(&grad_out[0] + n * out_size, &x[0] + n * image_size,
                                            gw, ws, &g, &plan, num_threads)
+        return
+    if plan.images > 1 and not plan.nhwc:
+        with nogil:
+            weight_grad_images(&grad_out[0], &x[0], gw, acc, &g, &plan, num_threads)
         return
     cdef bint transposed = False
     if floating is float:
