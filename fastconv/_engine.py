@@ -20,9 +20,9 @@ Strategies:
   read the image in place (no im2col, no BLAS).
 - GROUPED_IMAGES: forward, NHWC, small images: the columns of several images side by side,
   one GEMM per block of output channels across them, straight into the output.
-- WEIGHT_GRAD_IMAGES: backward, NCHW, one group, images of few output positions: the
-  weight gradient over the columns and output gradients of several images side by side,
-  one product per block of column-matrix rows straight into the gradient (no per-thread
+- WEIGHT_GRAD_IMAGES: backward, one group, images of few output positions: the weight
+  gradient over the columns and output gradients of several images at once, one product
+  per block of column-matrix rows straight into the gradient (no per-thread
   accumulators); the input gradient as ROW_TILES / POINTWISE.
 - CHANNEL_BLOCKS: too few work items for the threads: each image's whole column matrix is
   built once and the GEMMs are split between threads by blocks of output channels
@@ -470,31 +470,37 @@ def plan_grouped_images(request):
 
 
 def plan_weight_grad_images(request):
-    """WEIGHT_GRAD_IMAGES: the backward pass of an NCHW convolution of one group, batch > 1,
-    whose images have at most tuning.weight_grad_max_positions output positions: the weight
+    """WEIGHT_GRAD_IMAGES: the backward pass of a convolution of one group, batch > 1, whose
+    images have at most tuning.weight_grad_max_positions output positions: the weight
     gradient takes about tuning.batch_positions positions of images at a time (their
-    columns and output gradients side by side in the `partials` scratch), one product per
-    block of column-matrix rows (tuning.work_items blocks, 16-aligned: never the thread
-    count); the input gradient keeps the row tiling (docs/performance.md#weight-grad-images).
-    None when that is one image at a time, or the scratch and the row tiles do not fit the
-    cap."""
+    columns, and in NCHW their output gradients, in the `partials` scratch), one product
+    per block of column-matrix rows and of output channels (towards tuning.work_items
+    blocks of at least 128, 16-aligned: never the thread count); the input gradient keeps
+    the row tiling (docs/performance.md#weight-grad-images). None when that is one image at
+    a time, or the scratch and the row tiles do not fit the cap."""
     geom, tuning = request.geometry, request.tuning
     positions = geom.out_h * geom.out_w
-    if (request.pass_ != BACKWARD or geom.layout != "NCHW" or geom.groups != 1
-            or geom.batch < 2 or not 0 < positions <= tuning.weight_grad_max_positions
-            or is_depthwise(geom)):
+    if (request.pass_ != BACKWARD or geom.groups != 1 or geom.batch < 2
+            or not 0 < positions <= tuning.weight_grad_max_positions or is_depthwise(geom)):
         return None
     images = min(geom.batch, -(-tuning.batch_positions // positions))
     if images < 2:
         return None
-    scratch = images * positions * (request.k_group + request.m_group)
+    if geom.layout == "NCHW":  # columns and output gradients side by side
+        scratch = images * positions * (request.k_group + request.m_group)
+    else:  # columns one under another (1×1: none), output gradients as they lie
+        scratch = 0 if geom.window.is_pointwise else images * positions * request.k_group
     tiles = _row_tiled(request, ROW_TILES)
     if not request.fits(tiles.workspace + scratch):
         return None
-    blocks = max(1, min(tuning.work_items, request.k_group // 128))
+    # Blocks of at least 128 column-matrix rows, then of output channels, towards
+    # work_items tasks.
+    k_blocks = max(1, min(tuning.work_items, request.k_group // 128))
+    m_blocks = max(1, min(tuning.work_items // k_blocks, request.m_group // 128))
     return _plan(request, WEIGHT_GRAD_IMAGES, col_size=tiles.col_size,
                  workspace=tiles.workspace, partials=scratch, images=images,
-                 k_block=_round_up(-(-request.k_group // blocks), 16))
+                 k_block=_round_up(-(-request.k_group // k_blocks), 16),
+                 m_block=_round_up(-(-request.m_group // m_blocks), 16))
 
 
 def plan_channel_blocks(request):

@@ -1370,7 +1370,7 @@ def test_batched_small_images_plan():
     assert plan((8, 14, 14, 256), 256).images == 1
     assert plan((8, 512, 7, 7), layout="NCHW").images == 1
     assert plan((1, 7, 7, 512)).images == 1
-    assert plan((8, 7, 7, 512), pass_=_engine.BACKWARD).images == 1
+    assert plan((8, 7, 7, 512), pass_=_engine.INPUT_GRAD).images == 1
     capped = plan((8, 7, 7, 512), max_workspace_bytes=49 * 4608 * 4 * 2 - 4)
     assert capped.images == 1
     assert capped.workspace * 4 <= 49 * 4608 * 4 * 2 - 4
@@ -1447,22 +1447,27 @@ WEIGHT_GRAD_IMAGES = [
     (3, 5, 8, 8, 7, 3, 1, 2, 2, 65),       # dilated, padded: 8×8, 2 a group
     (2, 3, 1, 1, 4, 3, 1, 1, 1, 512),      # 1×1 images, the kernel past every edge
     (6, 40, 6, 5, 33, (3, 1), (1, 2), ((2, 0), (1, 1)), 1, 128),  # 16-row blocks + rest
+    (3, 8, 4, 4, 300, 1, 1, 0, 1, 48),     # output channels in blocks of 160 + 140
 ]
 
 
+@pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case", WEIGHT_GRAD_IMAGES)
-def test_weight_grad_over_images(rng, case, dtype):
-    """WEIGHT_GRAD_IMAGES (NCHW, one group, images of few positions): the weight gradient
-    over several images' columns side by side, one product per block of column-matrix rows
-    into the gradient; groups of images with a partial last one. The oracle's values for
-    both gradients, and bit-identical for 1, 2 and 3 threads."""
+def test_weight_grad_over_images(rng, case, dtype, layout):
+    """WEIGHT_GRAD_IMAGES (one group, images of few positions): the weight gradient over
+    several images' columns at once (NCHW side by side with their output gradients; NHWC
+    one under another), one product per block of column-matrix rows into the gradient;
+    groups of images with a partial last one. The oracle's values for both gradients, and
+    bit-identical for 1, 2 and 3 threads."""
     n, c, h, w_, c_out, k, stride, padding, dilation, positions = case
-    geom = fastconv.ConvGeometry((n, c, h, w_), c_out, k, stride, padding, dilation)
+    shape = (n, c, h, w_) if layout == "NCHW" else (n, h, w_, c)
+    geom = fastconv.ConvGeometry(shape, c_out, k, stride, padding, dilation, layout=layout)
     x = rng.standard_normal(geom.input_shape).astype(dtype)
     w = rng.standard_normal(geom.weight_shape).astype(dtype)
     g = rng.standard_normal(geom.output_shape).astype(dtype)
-    exp_gx, exp_gw = ref_conv2d_backward(g, x, w, stride, padding, dilation)[:2]
+    exp_gx, exp_gw = ref_conv2d_backward(g, x, w, stride, padding, dilation,
+                                         layout=layout)[:2]
     results = []
     for threads in (1, 2, 3):
         with fastconv.threads(threads):
@@ -1471,7 +1476,9 @@ def test_weight_grad_over_images(rng, case, dtype):
             grad_input, grad_weight = backward_by(plan, g, x, w)
         per_image = geom.out_h * geom.out_w
         assert plan.images == min(n, -(-positions // per_image))
-        assert plan.partials == plan.images * per_image * (geom.gemm_shape[1] + c_out)
+        columns = 0 if layout == "NHWC" and geom.window.is_pointwise else geom.gemm_shape[1]
+        outputs = c_out if layout == "NCHW" else 0
+        assert plan.partials == plan.images * per_image * (columns + outputs)
         np.testing.assert_allclose(grad_input, exp_gx, **tol(dtype))
         np.testing.assert_allclose(grad_weight, exp_gw, rtol=tol(dtype)["rtol"],
                                    atol=10 * tol(dtype)["atol"])
@@ -1481,9 +1488,10 @@ def test_weight_grad_over_images(rng, case, dtype):
 
 def test_weight_grad_over_images_plan():
     """Where WEIGHT_GRAD_IMAGES serves: the backward pass (not the input gradient alone) of
-    NCHW convolutions of one group, batch > 1, at most weight_grad_max_positions positions
+    convolutions of one group, batch > 1, at most weight_grad_max_positions positions
     an image, its scratch and row tiles within the cap; column-matrix rows in at most
-    work_items blocks of at least 128 rows, 16-aligned."""
+    work_items blocks of at least 128 rows, then output channels likewise towards
+    work_items blocks, 16-aligned."""
     def plan(shape, c_out=512, k=3, stride=1, groups=1, layout="NCHW", pass_=_engine.BACKWARD,
              cap=None, **tuning):
         geom = fastconv.ConvGeometry(shape, c_out, k, stride, k // 2, groups=groups,
@@ -1498,9 +1506,14 @@ def test_weight_grad_over_images_plan():
     assert plan((8, 2048, 7, 7), k=1).strategy == _engine.WEIGHT_GRAD_IMAGES
     assert plan((8, 1024, 14, 14), 2048, k=1, stride=2).strategy == _engine.WEIGHT_GRAD_IMAGES
     assert plan((8, 64, 8, 8), 64, k=1).k_block == 64         # 64 rows: one block
+    few_rows = plan((8, 160, 7, 7), 960, k=1)                  # ... then channel blocks
+    assert (few_rows.k_block, few_rows.m_block) == (160, 144)
+    assert (found.k_block, found.m_block) == (576, 512)
     assert plan((8, 256, 14, 14)).strategy != _engine.WEIGHT_GRAD_IMAGES  # 196 positions
     assert plan((1, 512, 7, 7)).strategy != _engine.WEIGHT_GRAD_IMAGES    # one image
-    assert plan((8, 7, 7, 512), layout="NHWC").strategy != _engine.WEIGHT_GRAD_IMAGES
+    nhwc = plan((8, 7, 7, 512), layout="NHWC")                # columns, no output copies
+    assert (nhwc.strategy, nhwc.partials) == (_engine.WEIGHT_GRAD_IMAGES, 8 * 49 * 4608)
+    assert plan((8, 7, 7, 2048), k=1, layout="NHWC").partials == 0  # the images themselves
     assert plan((8, 512, 7, 7), groups=2).strategy != _engine.WEIGHT_GRAD_IMAGES
     assert plan((8, 512, 7, 7), pass_=_engine.INPUT_GRAD).strategy != _engine.WEIGHT_GRAD_IMAGES
     small = plan((8, 8, 7, 7), 8)                               # scratch > one accumulator
