@@ -1262,6 +1262,8 @@ DEPTHWISE_BLOCK_CASES = [
     (2, 32, 9, 9, 1, 5, 2, 2, 1),                  # 5×5, stride 2, two full blocks
     (1, 16, 10, 12, 1, (7, 7), 1, 3, 1),           # 49 taps: the tap loop in groups
     (0, 16, 5, 5, 1, 3, 1, 1, 1),                  # batch 0
+    (2, 16, 11, 12, 1, 3, 2, 2, 2),                # stride 2 and dilation: gathered
+    (1, 16, 3, 20, 1, (1, 17), 2, ((0, 0), (8, 8)), 1),  # 17 columns: scattered rows
 ]
 
 

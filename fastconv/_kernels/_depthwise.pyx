@@ -951,6 +951,77 @@ cdef void forward_block(const floating* src, Py_ssize_t src_stride, const floati
     scatter_block(result, dst, dst_stride, nhwc, width, g.out_h * g.out_w)
 
 
+cdef enum:
+    GATHER_MAX_TAPS = 16  # kernel rows / columns the gathered input gradient handles
+
+
+cdef inline void gather_row_phase(const floating* grad_out, const floating* weight,
+                                  floating* grad_row, const Geometry* g,
+                                  const Py_ssize_t* row_i, const Py_ssize_t* row_oh,
+                                  Py_ssize_t rows, Py_ssize_t phase,
+                                  const Py_ssize_t channels) noexcept nogil:
+    """Columns w = phase + stride·q of one channels-last input row of `channels` channels:
+    grad_row[w, c] = Σ over its kernel rows (row_i, read from output rows row_oh) and this
+    phase's kernel columns j of weight[i, j, c]·grad_out[oh, q + delta_j, c], rows then
+    columns in order."""
+    cdef Py_ssize_t col_j[GATHER_MAX_TAPS]
+    cdef Py_ssize_t col_delta[GATHER_MAX_TAPS]
+    cdef Py_ssize_t cols = 0, j, num, q, r, t, c, ow
+    cdef floating acc[BLOCK_CHANNELS]
+    cdef floating* dst
+    cdef const floating* src
+    cdef const floating* tap
+    for j in range(g.kernel_w):  # the taps that reach this phase's columns
+        num = phase + g.pad_left - j * g.dilation_w
+        if num % g.stride_w == 0:  # C's remainder: 0 exactly when divisible, any sign
+            col_j[cols] = j
+            col_delta[cols] = num // g.stride_w
+            cols += 1
+    for q in range((g.width - phase + g.stride_w - 1) // g.stride_w):
+        for c in range(channels):
+            acc[c] = 0
+        for r in range(rows):
+            src = grad_out + row_oh[r] * g.out_w * channels
+            tap = weight + row_i[r] * g.kernel_w * channels
+            for t in range(cols):
+                ow = q + col_delta[t]
+                if 0 <= ow < g.out_w:
+                    for c in range(channels):
+                        acc[c] += tap[col_j[t] * channels + c] * src[ow * channels + c]
+        dst = grad_row + (phase + g.stride_w * q) * channels
+        for c in range(channels):
+            dst[c] = acc[c]
+
+
+cdef void input_grad_gather_nhwc(const floating* grad_out, const floating* weight,
+                                 floating* grad_x, const Geometry* g,
+                                 Py_ssize_t channels) noexcept nogil:
+    """The input gradient of a channels-last block of at most BLOCK_CHANNELS channels
+    (multiplier 1, kernels of at most GATHER_MAX_TAPS rows and columns), every pixel
+    gathered from the taps that read it, column phase by column phase (the columns one
+    stride apart share their taps): nothing zeroed first or scattered to, where
+    input_grad_row_nhwc scatters every tap at a stride
+    (docs/performance.md#depthwise-strided-input-grad)."""
+    cdef Py_ssize_t row_i[GATHER_MAX_TAPS]
+    cdef Py_ssize_t row_oh[GATHER_MAX_TAPS]
+    cdef Py_ssize_t h, i, num, rows, phase
+    for h in range(g.height):
+        rows = 0
+        for i in range(g.kernel_h):  # the kernel rows that read image row h
+            num = h + g.pad_top - i * g.dilation_h
+            if num >= 0 and num % g.stride_h == 0 and num // g.stride_h < g.out_h:
+                row_i[rows] = i
+                row_oh[rows] = num // g.stride_h
+                rows += 1
+        for phase in range(g.stride_w if g.stride_w < g.width else g.width):
+            if channels == BLOCK_CHANNELS:  # a constant trip count: one vector
+                gather_row_phase(grad_out, weight, grad_x + h * g.width * channels, g, row_i,
+                                 row_oh, rows, phase, BLOCK_CHANNELS)
+            else:
+                gather_row_phase(grad_out, weight, grad_x + h * g.width * channels, g, row_i,
+                                 row_oh, rows, phase, channels)
+
+
 cdef void input_grad_block(const floating* grad_out, Py_ssize_t grad_stride,
                            const floating* weight, floating* grad_x, Py_ssize_t x_stride,
                            bint nhwc, BlockBuffers b, const Geometry* g, Py_ssize_t c0,
@@ -974,9 +1045,13 @@ cdef void input_grad_block(const floating* grad_out, Py_ssize_t grad_stride,
     gather_block(grad_out, grad_stride, nhwc, plain, width, g.out_h * g.out_w)
     block_taps_of(weight, nhwc, c0 * multiplier, width, taps, g.channels * multiplier, False,
                   block_taps)
-    for h in range(g.height):
-        input_grad_row_nhwc(plain, block_taps, result + h * g.width * cb, &block, h,
-                            multiplier, width)
+    if (multiplier == 1 and g.kernel_h <= GATHER_MAX_TAPS
+            and g.kernel_w <= GATHER_MAX_TAPS):
+        input_grad_gather_nhwc(plain, block_taps, result, &block, cb)
+    else:
+        for h in range(g.height):
+            input_grad_row_nhwc(plain, block_taps, result + h * g.width * cb, &block, h,
+                                multiplier, width)
     scatter_block(result, grad_x, x_stride, nhwc, cb, g.height * g.width)
 
 
