@@ -11,7 +11,8 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = [
-    "pad_nhwc", "conv2d_naive", "conv2d_matmul", "conv2d_strided", "conv2d_backward",
+    "same_padding", "pad_nhwc", "conv2d_naive", "conv2d_matmul", "conv2d_strided",
+    "conv2d_backward",
     "im2col", "col2im", "space_to_batch", "batch_to_space",
     "rmac_step", "rmac_regions", "rmac_cirtorch_regions", "roi_max_pool", "rmac",
 ]
@@ -27,6 +28,54 @@ def padding_pairs(p):
     if np.isscalar(p):
         return ((p, p), (p, p))
     return tuple((a, a) if np.isscalar(a) else tuple(a) for a in p)
+
+
+def same_padding(size, kernel, stride=1, dilation=1):
+    """(before, after) padding of ``padding="same"`` along one axis: TensorFlow's SAME.
+
+    The output has ``ceil(size / stride)`` positions; the last window, starting at
+    ``(out - 1)·stride``, must end inside the padded axis, which takes
+    ``(out - 1)·stride + dilation·(kernel - 1) + 1`` pixels. The padding is what is missing
+    (never negative), half before, the odd pixel after. At stride 1 it is
+    ``dilation·(kernel - 1)``, PyTorch's "same".
+
+    Parameters
+    ----------
+    size, kernel, stride, dilation : int
+
+    Returns
+    -------
+    (before, after) : tuple of int
+
+    Raises
+    ------
+    ZeroDivisionError
+        For ``stride == 0``.
+
+    Examples
+    --------
+    >>> fastconv.reference.same_padding(7, 3, stride=2)     # 4 outputs need 9 pixels
+    (1, 1)
+    >>> fastconv.reference.same_padding(8, 3, stride=2)     # 4 outputs need 9: one more
+    (0, 1)
+    """
+    out = -(-size // stride)
+    needed = (out - 1) * stride + dilation * (kernel - 1) + 1
+    total = max(needed - size, 0)
+    return (total // 2, total - total // 2)
+
+
+def conv_padding(padding, sizes, kernel_size, stride, dilation):
+    """A convolution's padding per spatial axis as (before, after) pairs: "valid" is none,
+    "same" is :func:`same_padding` of each axis' size, numbers as :func:`padding_pairs`
+    (for 2-D)."""
+    if isinstance(padding, str):
+        if padding.lower() == "valid":
+            return tuple((0, 0) for _ in sizes)
+        assert padding.lower() == "same", padding
+        return tuple(same_padding(n, k, s, d)
+                     for n, k, s, d in zip(sizes, kernel_size, stride, dilation))
+    return padding_pairs(padding)
 
 
 def pad_nhwc(Z, padding):
@@ -71,7 +120,8 @@ def conv2d_naive(Z, W, stride=1, padding=0, dilation=1, groups=1):
     W : ndarray, (kh, kw, C_in/groups, C_out)
         The weight, HWIO.
     stride, dilation : int or (h, w)
-    padding : int, (pad_h, pad_w) or ((top, bottom), (left, right))
+    padding : int, (pad_h, pad_w), ((top, bottom), (left, right)), "valid" or "same"
+        "same" pads each axis by :func:`same_padding` (TensorFlow's SAME).
     groups : int
         Divides C_in and C_out.
 
@@ -96,6 +146,8 @@ def conv2d_naive(Z, W, stride=1, padding=0, dilation=1, groups=1):
     """
     sh, sw = pair(stride)
     dh, dw = pair(dilation)
+    padding = conv_padding(padding, Z.shape[1:3], W.shape[:2], pair(stride),
+                           pair(dilation))
     Zp = pad_nhwc(Z, padding)
     N, H, Wd, C = Zp.shape
     kh, kw, cin_g, C_out = W.shape
@@ -141,6 +193,8 @@ def conv2d_matmul(Z, W, stride=1, padding=0, dilation=1, groups=1):
     """
     sh, sw = pair(stride)
     dh, dw = pair(dilation)
+    padding = conv_padding(padding, Z.shape[1:3], W.shape[:2], pair(stride),
+                           pair(dilation))
     Zp = pad_nhwc(Z, padding)
     N, H, Wd, C = Zp.shape
     kh, kw, cin_g, C_out = W.shape
@@ -185,6 +239,8 @@ def conv2d_strided(Z, W, stride=1, padding=0, dilation=1, groups=1):
     """
     sh, sw = pair(stride)
     dh, dw = pair(dilation)
+    padding = conv_padding(padding, Z.shape[1:3], W.shape[:2], pair(stride),
+                           pair(dilation))
     Zp = np.ascontiguousarray(pad_nhwc(Z, padding))
     N, H, Wd, C = Zp.shape
     kh, kw, cin_g, C_out = W.shape
@@ -234,6 +290,8 @@ def conv2d_backward(grad_out, Z, W, stride=1, padding=0, dilation=1, groups=1):
     """
     sh, sw = pair(stride)
     dh, dw = pair(dilation)
+    padding = conv_padding(padding, Z.shape[1:3], W.shape[:2], pair(stride),
+                           pair(dilation))
     (top, bottom), (left, right) = padding_pairs(padding)
     Zp = pad_nhwc(Z, padding)
     N, H, Wd, C = Zp.shape

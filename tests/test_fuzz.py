@@ -430,18 +430,23 @@ def check_geometry_args(problems, fn, kernel_arg, stride_arg, padding_arg, dilat
     return parsed["kernel_size"], parsed["stride"], padding, parsed["dilation"]
 
 
-def resolve_strings(problems, fn, padding, kernel, stride, dilation):
-    """'valid' → no padding; 'same' (stride 1 only) → d·(k−1) split, extra bottom/right."""
+def resolve_strings(problems, fn, padding, kernel, stride, dilation, hw):
+    """'valid' → no padding; 'same' → TensorFlow's SAME (docs/spec.md §6): ceil(size/stride)
+    outputs, the padding that needs split with the odd pixel at the end (bottom/right); at
+    stride 1 that is d·(k−1), PyTorch's "same"."""
     if padding == "valid":
         return ((0, 0), (0, 0))
     if padding == "same":
-        if stride is not None and stride != (1, 1):
-            problems.add(ValueError, rf"^{fn}: padding='same' needs stride 1")
+        if hw is None:
+            return padding  # a layer resolves it for each input's size
+        if kernel is None or dilation is None or stride is None:
             return None
-        if kernel is None or dilation is None:
-            return None
-        return tuple((d * (k - 1) // 2, d * (k - 1) - d * (k - 1) // 2)
-                     for k, d in zip(kernel, dilation))
+        pads = []
+        for size, k, s, d in zip(hw, kernel, stride, dilation):
+            out = -(-size // s)
+            total = max((out - 1) * s + d * (k - 1) + 1 - size, 0)
+            pads.append((total // 2, total - total // 2))
+        return tuple(pads)
     return padding
 
 
@@ -1191,7 +1196,7 @@ def conv_model(problems, fn, x, weight, bias, groups, stride_arg, padding_arg, d
         problems.add(ValueError, rf"^{fn}: expected bias of shape")
     kernel = (kh, kw)
     if padding in ("same", "valid"):
-        padding = resolve_strings(problems, fn, padding, kernel, stride, dilation)
+        padding = resolve_strings(problems, fn, padding, kernel, stride, dilation, (h, w))
     if problems:
         # The geometry is checked beside the arrays: its faults are alternatives
         if transposed:
@@ -1467,7 +1472,7 @@ def conv2d_layer_cases(draw):
         problems.add(ValueError, rf"^{fn}: groups=\d+ must divide")
     kernel, stride, padding, dilation = check_geometry_args(
         problems, fn, kernel_arg, stride_arg, padding_arg, dilation_arg, conv_strings=True)
-    padding = resolve_strings(problems, fn, padding, kernel, stride, dilation)
+    padding = resolve_strings(problems, fn, padding, kernel, stride, dilation, None)
     dtype = np.dtype(dtype_arg)
     if dtype not in FLOATS:
         problems.add(TypeError, rf"^{fn}: dtype")
@@ -1529,6 +1534,7 @@ def conv2d_layer_cases(draw):
         n4, c4, h4, w4 = x4 if layout == "NCHW" else (x4[0], x4[3], x4[1], x4[2])
         if c4 != in_arg:
             problems.add(ValueError, rf"{forward_fn}expected input with \d+ channels")
+        padding = resolve_strings(problems, fn, padding, kernel, stride, dilation, (h4, w4))
         out_hw = window(problems, fn, (h4, w4), kernel, stride, padding, dilation)
         if not problems:
             shape4 = (n4, out_arg) + out_hw if layout == "NCHW" else (n4,) + out_hw + (out_arg,)
@@ -1647,7 +1653,6 @@ def conv_geometry_cases(draw):
             problems.add(ValueError, rf"^{fn}: {name}")
     kernel, stride, padding, dilation = check_geometry_args(
         problems, fn, kernel_arg, stride_arg, padding_arg, dilation_arg, conv_strings=True)
-    padding = resolve_strings(problems, fn, padding, kernel, stride, dilation)
     if layout and shape is not None:
         shape4 = shape if len(shape) == 4 else (1,) + shape
         n, c, h, w = shape4 if layout == "NCHW" else (shape4[0], shape4[3], shape4[1],
@@ -1657,6 +1662,7 @@ def conv_geometry_cases(draw):
                 problems.add(ValueError, rf"^{fn}: groups=\d+ must divide")
         if c == 0:
             problems.add(ValueError, rf"^{fn}: input has 0 channels")
+        padding = resolve_strings(problems, fn, padding, kernel, stride, dilation, (h, w))
         out_hw = window(problems, fn, (h, w), kernel, stride, padding, dilation)
 
     def call():
