@@ -336,6 +336,13 @@ def is_sequence(value):
     return isinstance(value, (tuple, list, np.ndarray))
 
 
+def not_one_d(kernel_size):
+    """A kernel_size of one value in a sequence makes im2col/col2im work on 1-D images
+    (docs/spec.md §6), modelled by the 1-D strategies, not by the 2-D ones."""
+    return not (is_sequence(kernel_size) and np.ndim(kernel_size) == 1
+                and len(kernel_size) == 1)
+
+
 def parse_pair(value, minimum=1):
     """int or (h, w) of ints >= minimum → (h, w), else None."""
     if is_sequence(value):
@@ -895,7 +902,7 @@ def im2col_strategy(fn="im2col", arg="x"):
                       draw(st.integers(0, 7)), draw(st.integers(0, 7)))
         dtype = draw(dtype_values(movable=True, clean=clean))
         x = draw(image_array(layout, n, c, h, w, dtype, draw(ndims(clean)), clean))
-        kernel_arg = draw(pair_value(1, 3, clean=clean))
+        kernel_arg = draw(pair_value(1, 3, clean=clean).filter(not_one_d))
         stride_arg = draw(pair_value(1, 3, clean=clean))
         dilation_arg = draw(pair_value(1, 3, clean=clean))
         padding_arg = draw(padding_value(clean=clean))
@@ -961,7 +968,7 @@ def col2im_cases(draw, fn="col2im"):
     layout = parse_layout(layout_arg) or "NCHW"
     n, c, h, w = (draw(st.integers(0, 3)), draw(st.integers(0, 4)), draw(st.integers(0, 7)),
                   draw(st.integers(0, 7)))
-    kernel_arg = draw(pair_value(1, 3, clean=clean))
+    kernel_arg = draw(pair_value(1, 3, clean=clean).filter(not_one_d))
     stride_arg = draw(pair_value(1, 3, clean=clean))
     dilation_arg = draw(pair_value(1, 3, clean=clean))
     padding_arg = draw(padding_value(clean=clean))
