@@ -841,3 +841,31 @@ def test_errors_come_before_any_work():
     with pytest.raises(TypeError):
         fastconv.conv1d(X, W, np.zeros(4), out=out)
     assert np.all(out == 7.0)
+
+
+# ------------------------------------------------------------------ the asv benchmark
+def test_asv_conv1d_benchmarks(monkeypatch, torch):
+    """benchmarks/bench_conv1d.py runs every class on a small stand-in for its layers."""
+    from conftest import asv_benchmark
+
+    module = asv_benchmark(monkeypatch, "bench_conv1d")
+    from fastconv.bench import suite
+
+    small = suite.Signal("conv1d.64to64.k3", 4, 300, 5, 3, 1, 1)
+    monkeypatch.setattr(module, "SIGNALS", (small,))
+    monkeypatch.setattr(module, "BATCH", 2)
+    assert module.NAMES == ["conv1d.64to64.k3", "conv1d.64to64.k9", "audio.frontend"]
+    for layout in module.LAYOUTS:
+        for cls, timer, tracker in ((module.Conv1DForward, "time_forward",
+                                     "track_forward_ratio"),
+                                    (module.Conv1DBackward, "time_backward",
+                                     "track_backward_ratio"),
+                                    (module.Conv1DLayer, "time_layer_forward", None)):
+            benchmark = cls()
+            benchmark.setup(small.name, layout)
+            try:
+                getattr(benchmark, timer)(small.name, layout)
+                if tracker:
+                    assert getattr(benchmark, tracker)(small.name, layout) > 0
+            finally:
+                benchmark.teardown()
