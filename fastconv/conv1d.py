@@ -293,8 +293,10 @@ class Conv1D:
         Seed of the PyTorch-style initialisation: weight and bias uniform in
         ±1/√(C_in/groups·k).
     max_workspace_bytes : int, optional
-        Cap on the column workspace; above it the work runs in pieces that fit, with the
-        same result.
+        Cap on the column workspace; above it fewer threads run, with the same result. A
+        signal is one row of the 2-D code's tiling, so the cap cannot go below one
+        signal's columns (C_in·k·L_out values) and, for backward, one weight-gradient
+        accumulator: below that a call is a ValueError.
 
     Attributes
     ----------

@@ -355,6 +355,25 @@ def test_conv_transpose1d_matches_torch_autograd(torch, rng, layout, length, k, 
     np.testing.assert_allclose(gw, wt.grad.numpy(), rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.parametrize("name", ["padded", "same-strided", "stride-beyond-kernel", "pointwise"])
+def test_conv1d_matches_tensorflow(rng, name):
+    """tf.nn.conv1d (NLC, LIO; "SAME" / explicit padding) where TensorFlow is installed."""
+    tf = pytest.importorskip("tensorflow")
+    case = CASES[name]
+    kwargs = case_kwargs(case)
+    x, w, _ = case_data(rng, case, np.float32)
+    z, lio = to_nlc(x), oil_to_lio(w)
+    padding = kwargs["padding"]
+    if padding == "same":
+        want = tf.nn.conv1d(z, lio, stride=kwargs["stride"], padding="SAME").numpy()
+    else:
+        pads = explicit_padding(padding, x.shape[2], w.shape[2], kwargs["stride"], 1)
+        want = tf.nn.conv1d(np.pad(z, ((0, 0), pads, (0, 0))), lio, stride=kwargs["stride"],
+                            padding="VALID").numpy()
+    got = fastconv.conv1d(z, lio, layout="NLC", **kwargs)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
+
+
 def test_conv1d_layer_matches_torch_module(torch, rng):
     """Conv1D against nn.Conv1d with copied parameters, two accumulating backward passes."""
     module = torch.nn.Conv1d(4, 6, 5, stride=2, padding=2, dilation=2, groups=2).double()
