@@ -7,6 +7,7 @@ for every gradient (skipped without torch), and adjoint identities in exact inte
 """
 from __future__ import annotations
 
+import importlib
 import pickle
 import threading
 import tracemalloc
@@ -76,6 +77,9 @@ CASES = {
     "pointwise": ((2, 5, 7), 3, 1, 1, 0, 1, 1),
     "pointwise-strided": ((2, 5, 7), 3, 1, 3, 0, 1, 1),
     "batch-1": ((1, 3, 8), 2, 3, 1, "valid", 1, 1),
+    # one channel, a long strided kernel: NCL runs as the NLC view (conv1d.py)
+    "front-end": ((2, 1, 300), 4, 128, 3, 2, 1, 1),
+    "front-end-same": ((1, 1, 257), 3, 130, 5, "same", 1, 1),
 }
 
 
@@ -284,7 +288,7 @@ def test_im2col1d_matches_torch_unfold(torch, rng):
 # ------------------------------------------------------------------ against torch
 TORCH_CASES = ["padded", "asymmetric", "same-strided", "same-strided-dilated",
                "stride-beyond-kernel", "dilated", "depthwise", "length-1-padded",
-               "kernel-fills-padded"]
+               "kernel-fills-padded", "front-end"]
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -440,6 +444,36 @@ def test_out_buffers(rng):
     assert fastconv.im2col(x, (3,), padding=1, out=c_out) is c_out
     i_out = np.empty((2, 3, 9))
     assert fastconv.col2im(c_out, 9, (3,), padding=1, out=i_out) is i_out
+
+
+def test_one_channel_front_end_path(rng):
+    """The NCL one-channel long-kernel route (via NLC) gives the NCL result, with out=, for
+    one signal, and bit-identically on 1 and 2 threads; a kernel or stride just below the
+    threshold takes the plain route and agrees."""
+    module = importlib.import_module("fastconv.conv1d")  # (fastconv.conv1d is the function)
+
+    x = ints(rng, (3, 1, 2000))
+    w = ints(rng, (8, 1, module.CHANNELS_LAST_MIN_KERNEL))
+    b = ints(rng, 8)
+    want = to_ncl(reference.conv1d_naive(to_nlc(x[:1]), oil_to_lio(w), 7, "same") + b)
+    y = fastconv.conv1d(x, w, b, stride=7, padding="same")
+    np.testing.assert_array_equal(y[:1], want)
+    out = np.empty_like(y)
+    assert fastconv.conv1d(x, w, b, stride=7, padding="same", out=out) is out
+    np.testing.assert_array_equal(out, y)
+    np.testing.assert_array_equal(fastconv.conv1d(x[1], w, b, stride=7, padding="same"), y[1])
+    plain = fastconv.conv1d(x, w[:, :, 1:], b, stride=7, padding=(0, 1))   # k = 127
+    np.testing.assert_array_equal(plain, fastconv.conv1d(to_nlc(x), oil_to_lio(w[:, :, 1:]), b,
+                                                         stride=7, padding=(0, 1),
+                                                         layout="NLC").transpose(0, 2, 1))
+    xf = rng.standard_normal((4, 1, 5000)).astype(np.float32)
+    wf = rng.standard_normal((16, 1, 400)).astype(np.float32)
+    _needs_two_threads()
+    results = []
+    for n in (1, 2):
+        with fastconv.threads(n):
+            results.append(fastconv.conv1d(xf, wf, stride=160))
+    np.testing.assert_array_equal(results[0], results[1])
 
 
 def _needs_two_threads():
