@@ -390,12 +390,22 @@ class Conv1D:
             max_workspace_bytes = _validate.as_int(max_workspace_bytes, "max_workspace_bytes",
                                                    fn, 1)
         padding2 = "same" if self.padding == "same" else ((0, 0), self.padding)
+        # One input channel and a long strided kernel: an NCL layer runs on the NLC view of
+        # its input, as conv1d does (CHANNELS_LAST_MIN_KERNEL), with an NHWC layer inside.
+        self._channels_last = (self.layout == "NCL" and self.in_channels == 1
+                               and self.groups == 1 and kernel >= CHANNELS_LAST_MIN_KERNEL
+                               and stride >= CHANNELS_LAST_MIN_STRIDE)
         # Conv2D draws its weight in memory order: (C_out, C_in/g, 1, k) and (1, k, C_in/g,
         # C_out) hold the numbers an OIL / LIO weight of the same seed would.
         self._conv = Conv2D(self.in_channels, self.out_channels, (1, kernel), (1, stride),
                             padding2, (1, dilation), self.groups, bias,
-                            layout=_one_d.LAYOUT_2D[self.layout], dtype=dtype, seed=seed,
+                            layout="NHWC" if self._channels_last
+                            else _one_d.LAYOUT_2D[self.layout], dtype=dtype, seed=seed,
                             max_workspace_bytes=max_workspace_bytes, algorithm="gemm")
+        if self._channels_last:  # the numbers an NCL layer of this seed draws, in OIL order
+            rng = np.random.default_rng(seed)
+            bound = 1.0 / np.sqrt(kernel)
+            self.weight[...] = rng.uniform(-bound, bound, size=self.weight.shape).astype(dtype)
         self._saved = threading.local()
 
     def __getstate__(self):
@@ -409,7 +419,10 @@ class Conv1D:
 
     # ------------------------------------------------------------------ parameters
     def _as_1d(self, array4):
-        """The 3-D view of the inner layer's 4-D weight-shaped array."""
+        """The 3-D view of the inner layer's 4-D weight-shaped array (OIL of the HWIO one
+        when the layer runs channels-last)."""
+        if self._channels_last:
+            return array4[0].transpose(2, 1, 0)
         return array4[:, :, 0, :] if self.layout == "NCL" else array4[0]
 
     def _set_4d(self, name, value):
@@ -422,7 +435,12 @@ class Conv1D:
         if value.dtype != current.dtype:
             raise TypeError(f"Conv1D: {name} must have dtype {current.dtype}, got "
                             f"{value.dtype}")
-        setattr(self._conv, name, _one_d.weight_view(value, self.layout))
+        if name == "weight_grad":  # backward adds into the inner layer's own array
+            np.copyto(self._as_1d(current), value)
+        elif self._channels_last:
+            setattr(self._conv, name, value.transpose(2, 1, 0)[np.newaxis])
+        else:
+            setattr(self._conv, name, _one_d.weight_view(value, self.layout))
 
     weight = property(lambda self: self._as_1d(self._conv.weight),
                       lambda self, value: self._set_4d("weight", value),
@@ -518,12 +536,23 @@ class Conv1D:
         shape = geom.output_shape
         out = _validate.check_out(out, shape if batched else shape[1:], self.dtype,
                                   [x, self._conv.weight, self.bias], fn)
-        out4 = None if out is None else _one_d.as_2d(out.reshape(shape), self.layout)
-        y4 = self._inner(self._conv.forward, _one_d.as_2d(x3, self.layout), out=out4)
+        if self._channels_last:
+            # (N, 1, L) as (N, 1, L, 1) NHWC; the NHWC result in this thread's scratch,
+            # transposed into the NCL one.
+            n, cout, out_length = shape
+            y_nlc = _memory.scratch("conv1d_layer_nlc", n * out_length * cout,
+                                    self.dtype).reshape(n, 1, out_length, cout)
+            self._inner(self._conv.forward, x3.reshape(n, 1, length, 1), out=y_nlc)
+            y = _memory.result(None if out is None else out.reshape(shape), shape,
+                               self.dtype)
+            np.copyto(y, y_nlc[:, 0].transpose(0, 2, 1))
+        else:
+            out4 = None if out is None else _one_d.as_2d(out.reshape(shape), self.layout)
+            y4 = self._inner(self._conv.forward, _one_d.as_2d(x3, self.layout), out=out4)
+            y = y4.reshape(shape)
         self._saved.forward = (geom, batched)
         if out is not None:
             return out
-        y = y4.reshape(shape)
         return y if batched else y[0]
 
     __call__ = forward
@@ -573,7 +602,14 @@ class Conv1D:
             raise ValueError(f"{fn}: expected grad_output of shape {expected}, got "
                              f"{grad_output.shape}")
         grad3 = grad_output if batched else grad_output[np.newaxis]
-        grad_x4 = self._inner(self._conv.backward, _one_d.as_2d(grad3, self.layout))
+        if self._channels_last:  # the NCL gradient as the inner layer's NHWC one
+            n, cout, out_length = grad3.shape
+            grad4 = _memory.scratch("conv1d_layer_grad", n * out_length * cout,
+                                    self.dtype).reshape(n, 1, out_length, cout)
+            np.copyto(grad4[:, 0], grad3.transpose(0, 2, 1))
+        else:
+            grad4 = _one_d.as_2d(grad3, self.layout)
+        grad_x4 = self._inner(self._conv.backward, grad4)
         grad_x = grad_x4.reshape(_one_d.image_shape(geom.batch, geom.in_channels,
                                                     geom.length, self.layout))
         return grad_x if batched else grad_x[0]

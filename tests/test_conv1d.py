@@ -546,6 +546,49 @@ def test_layer_equals_functions(rng, layout):
                                                              1, 2, layout=layout))
 
 
+def test_layer_one_channel_front_end(rng, torch):
+    """An NCL layer with one input channel and a long strided kernel runs channels-last
+    inside: the same numbers from the same seed, results and gradients as the functions,
+    as nn.Conv1d, in-place and assigned weights seen, no allocation but the result."""
+    layer = fastconv.Conv1D(1, 8, 200, stride=50, padding=3, seed=4, dtype=np.float64)
+    reference_layer = fastconv.Conv2D(1, 8, (1, 200), (1, 50), ((0, 0), (3, 3)), seed=4,
+                                      dtype=np.float64)
+    np.testing.assert_array_equal(layer.weight, reference_layer.weight[:, :, 0, :])
+    np.testing.assert_array_equal(layer.bias, reference_layer.bias)
+    layer.weight[...] = ints(rng, layer.weight.shape)       # in place, through the view
+    layer.bias[...] = ints(rng, 8)
+    x = ints(rng, (3, 1, 1000))
+    y = layer(x)
+    np.testing.assert_array_equal(y, fastconv.conv1d(x, layer.weight, layer.bias, 50, 3))
+    np.testing.assert_array_equal(layer(x[0]), y[0])
+    np.testing.assert_array_equal(layer(x), y)   # the forward backward() pairs with
+    grad = ints(rng, y.shape)
+    gx = layer.backward(grad)
+    want = fastconv.conv1d_backward(grad, x, layer.weight, stride=50, padding=3)
+    np.testing.assert_array_equal(gx, want.grad_input)
+    np.testing.assert_array_equal(layer.weight_grad, want.grad_weight)
+    np.testing.assert_array_equal(layer.bias_grad, want.grad_bias)
+    layer.zero_grad()
+    assert not layer.weight_grad.any()
+    new = ints(rng, layer.weight.shape)
+    layer.weight = new
+    np.testing.assert_array_equal(layer(x), fastconv.conv1d(x, new, layer.bias, 50, 3))
+    clone = pickle.loads(pickle.dumps(layer))
+    np.testing.assert_array_equal(clone(x), layer(x))
+    module = torch.nn.Conv1d(1, 8, 200, stride=50, padding=3).double()
+    with torch.no_grad():
+        module.weight.copy_(torch.from_numpy(np.ascontiguousarray(layer.weight)))
+        module.bias.copy_(torch.from_numpy(layer.bias))
+    np.testing.assert_allclose(layer(x), module(torch.from_numpy(x)).detach().numpy(),
+                               rtol=1e-12, atol=1e-9)
+    x32 = rng.standard_normal((4, 1, 20000)).astype(np.float32)
+    layer32 = fastconv.Conv1D(1, 16, 400, stride=160, seed=0)
+    out = np.empty((4, 16, 123), np.float32)
+    layer32(x32, out=out)
+    peak, result = _traced_peak(lambda: layer32(x32, out=out))
+    assert result is out and peak < 64 * 1024, peak
+
+
 def test_layer_seed_and_pickle(rng):
     a = fastconv.Conv1D(3, 5, 4, seed=7, layout="NLC")
     b = fastconv.Conv1D(3, 5, 4, seed=7, layout="NCL")
