@@ -107,20 +107,33 @@ def normalize_padding(value, fn, name="padding"):
     return tuple(pairs)
 
 
-def resolve_conv_padding(padding, kernel_size, stride, dilation, fn):
-    """Numeric padding, or 'valid' (none) / 'same' (stride 1 only, extra pixel bottom/right)."""
+def same_padding(size, kernel, stride, dilation):
+    """(before, after) of padding="same" along one axis: TensorFlow's SAME, which is
+    PyTorch's "same" at stride 1. The output has ceil(size/stride) positions; the padding
+    that takes is split evenly, the odd pixel at the end (bottom/right)."""
+    out = -(-size // stride)
+    total = max((out - 1) * stride + dilation * (kernel - 1) + 1 - size, 0)
+    return (total // 2, total - total // 2)
+
+
+def resolve_conv_padding(padding, kernel_size, stride, dilation, fn, sizes=None):
+    """Numeric padding, or 'valid' (none) / 'same' (TensorFlow's SAME: ceil(size/stride)
+    outputs, the odd pixel of padding at the end; at stride 1 PyTorch's "same").
+
+    `sizes` are the input's spatial sizes; without them (a layer made before it sees an
+    input) a strided 'same' is returned as the string 'same', to be resolved per input."""
     if isinstance(padding, str):
         mode = padding.lower()
         if mode == "valid":
-            return ((0, 0), (0, 0))
+            return ((0, 0),) * len(kernel_size)
         if mode == "same":
-            if stride != (1, 1):
-                raise ValueError(f"{fn}: padding='same' needs stride 1, got stride={stride}")
-            pads = []
-            for k, d in zip(kernel_size, dilation):
-                total = d * (k - 1)
-                pads.append((total // 2, total - total // 2))
-            return tuple(pads)
+            if sizes is None:
+                if any(s != 1 for s in stride):
+                    return "same"
+                sizes = (0,) * len(kernel_size)  # at stride 1 the size does not matter:
+                # the total padding is dilation·(k − 1)
+            return tuple(same_padding(size, k, s, d)
+                         for size, k, s, d in zip(sizes, kernel_size, stride, dilation))
         raise ValueError(f"{fn}: padding must be 'valid', 'same' or a number, got {padding!r}")
     return normalize_padding(padding, fn)
 

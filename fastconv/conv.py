@@ -56,7 +56,9 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, l
     bias : ndarray (C_out,), optional
     stride, dilation : int or (h, w)
     padding : int, (pad_h, pad_w), ((top, bottom), (left, right)), "valid" or "same"
-        "same" needs stride 1; an odd extra pixel goes bottom/right (as PyTorch).
+        "same": TensorFlow's SAME, ``ceil(H/stride)`` outputs (likewise W) from a total
+        padding of ``max((OH-1)*stride + dilation*(kh-1) + 1 - H, 0)``, the odd pixel at
+        the bottom/right; at stride 1 that is PyTorch's "same".
     groups : int
         Divides C_in and C_out; groups == C_in is a depthwise convolution.
     layout : {"NCHW", "NHWC"}
@@ -102,6 +104,11 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, l
     (1, 8, 5, 5)
     >>> float(fastconv.conv2d(x, w, padding=1)[0, 0, 2, 2])   # 3·3·3 ones
     27.0
+
+    "same" with a stride is TensorFlow's SAME: ceil(5/2) = 3 outputs per axis.
+
+    >>> fastconv.conv2d(x, w, stride=2, padding="same").shape
+    (1, 8, 3, 3)
 
     Depthwise (groups == channels), NHWC with an HWIO weight:
 

@@ -175,7 +175,8 @@ class ConvGeometry:
         kernel_size = _validate.normalize_pair(kernel_size, "kernel_size", fn)
         stride = _validate.normalize_pair(stride, "stride", fn)
         dilation = _validate.normalize_pair(dilation, "dilation", fn)
-        padding = _validate.resolve_conv_padding(padding, kernel_size, stride, dilation, fn)
+        padding = _validate.resolve_conv_padding(padding, kernel_size, stride, dilation, fn,
+                                                 (height, width))
         window = make_window(in_channels, height, width, kernel_size, stride, padding,
                              dilation, fn)
         self._fill(layout, shape, batch, in_channels, height, width, out_channels, groups,

@@ -7,6 +7,8 @@ layout    image                 columns                  element
 ========  ====================  =======================  ==============================
 NCHW      (N, C, H, W)          (N, C·kh·kw, OH·OW)      [n, (c·kh + i)·kw + j, oh·OW + ow]
 NHWC      (N, H, W, C)          (N, OH·OW, kh·kw·C)      [n, oh·OW + ow, (i·kw + j)·C + c]
+NCL       (N, C, L)             (N, C·k, L_out)          [n, c·k + i, t]
+NLC       (N, L, C)             (N, L_out, k·C)          [n, t, i·C + c]
 ========  ====================  =======================  ==============================
 
 Each entry is ``x[n, c, oh·sh − top + i·dh, ow·sw − left + j·dw]``, zero in the padding.
@@ -19,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fastconv import _memory, _tuning, _validate
+from fastconv import _memory, _one_d, _tuning, _validate
 from fastconv import geometry as geo
 from fastconv._kernels import _im2col
 
@@ -75,10 +77,16 @@ def im2col(x, kernel_size, *, stride=1, padding=0, dilation=1, layout="NCHW", ou
     Parameters
     ----------
     x : ndarray, (N, C, H, W) / (C, H, W) for NCHW, (N, H, W, C) / (H, W, C) for NHWC
-        float32, float64, any integer or bool dtype (it is pure data movement).
+        float32, float64, any integer or bool dtype (it is pure data movement). With a
+        1-tuple `kernel_size`, a 1-D signal: (N, C, L) / (C, L) for NCL, (N, L, C) /
+        (L, C) for NLC.
     kernel_size, stride, dilation : int or (h, w), >= 1
+        A 1-tuple `kernel_size` (k,) means 1-D signals; stride and dilation are then an
+        int or a 1-tuple.
     padding : int, (pad_h, pad_w) or ((top, bottom), (left, right)), >= 0
-    layout : {"NCHW", "NHWC"}
+        For 1-D signals an int or (before, after).
+    layout : {"NCHW", "NHWC"}, or {"NCL", "NLC"} for 1-D signals
+        ("NCHW" / "NHWC" are read as "NCL" / "NLC" there).
     out : ndarray, optional
         C-contiguous buffer of the result's shape and dtype, not overlapping `x`; the call
         then allocates nothing of that size.
@@ -88,7 +96,8 @@ def im2col(x, kernel_size, *, stride=1, padding=0, dilation=1, layout="NCHW", ou
     cols : ndarray, same dtype as `x`
         NCHW: (N, C·kh·kw, OH·OW), row ``(c·kh + i)·kw + j``, column ``oh·OW + ow``.
         NHWC: (N, OH·OW, kh·kw·C), element ``[n, oh·OW + ow, (i·kw + j)·C + c]``.
-        The batch axis is dropped for a 3-D `x`.
+        1-D: NCL (N, C·k, L_out), row ``c·k + i``; NLC (N, L_out, k·C), column ``i·C + c``.
+        The batch axis is dropped for a 3-D `x` (2-D for a signal).
 
     Raises
     ------
@@ -121,7 +130,16 @@ def im2col(x, kernel_size, *, stride=1, padding=0, dilation=1, layout="NCHW", ou
     (2, 27, 16)
     >>> fastconv.im2col(x.transpose(0, 2, 3, 1), 3, layout="NHWC").shape
     (2, 36, 27)
+
+    1-D signals, with a 1-tuple kernel size:
+
+    >>> fastconv.im2col(np.arange(5.0).reshape(1, 1, 5), (2,), stride=2)[0]
+    array([[0., 2.],
+           [1., 3.]])
     """
+    if _one_d.is_one_d_kernel(kernel_size):
+        return _checked_im2col_1d(x, kernel_size, stride, padding, dilation, layout, out,
+                                  "im2col", "x")
     return _checked_im2col(x, kernel_size, stride, padding, dilation, layout, out, "im2col", "x")
 
 
@@ -189,9 +207,10 @@ def col2im(cols, output_size, kernel_size, *, stride=1, padding=0, dilation=1, l
         NCHW: (N, C·kh·kw, OH·OW) or (C·kh·kw, OH·OW); NHWC: (N, OH·OW, kh·kw·C) or
         (OH·OW, kh·kw·C). float32, float64 or integer (integer sums wrap as in NumPy).
     output_size : int or (H, W)
-        The image size; C is inferred from `cols`.
+        The image size (for 1-D signals the length L); C is inferred from `cols`.
     kernel_size, stride, padding, dilation, layout, out
-        As for :func:`im2col`.
+        As for :func:`im2col` (a 1-tuple `kernel_size` means 1-D signals, `cols`
+        (N, C·k, L_out) for NCL or (N, L_out, k·C) for NLC).
 
     Returns
     -------
@@ -222,6 +241,9 @@ def col2im(cols, output_size, kernel_size, *, stride=1, padding=0, dilation=1, l
     >>> fastconv.col2im(np.ones((36, 27), np.float32), (8, 8), 3, layout="NHWC").shape
     (8, 8, 3)
     """
+    if _one_d.is_one_d_kernel(kernel_size):
+        return _checked_col2im_1d(cols, output_size, kernel_size, stride, padding, dilation,
+                                  layout, out, "col2im", "cols")
     return _checked_col2im(cols, output_size, kernel_size, stride, padding, dilation, layout, out,
                    "col2im", "cols")
 
@@ -254,7 +276,7 @@ def im2col_backward(grad_cols, input_shape, kernel_size, *, stride=1, padding=0,
     grad_cols : ndarray
         Gradient with respect to im2col's result, of exactly that shape.
     input_shape : tuple of int
-        The shape of im2col's input (3-D or 4-D).
+        The shape of im2col's input (3-D or 4-D; for 1-D signals 2-D or 3-D).
     kernel_size, stride, padding, dilation, layout, out
         As for :func:`im2col`.
 
@@ -278,6 +300,9 @@ def im2col_backward(grad_cols, input_shape, kernel_size, *, stride=1, padding=0,
     ((1, 1, 3, 3), 4.0)
     """
     fn = "im2col_backward"
+    if _one_d.is_one_d_kernel(kernel_size):
+        return _im2col_backward_1d(grad_cols, input_shape, kernel_size, stride, padding,
+                                   dilation, layout, out, fn)
     layout = _validate.normalize_layout(layout, fn)
     shape = _validate.normalize_shape(input_shape, "input_shape", fn)
     shape4 = shape if len(shape) == 4 else (1,) + shape
@@ -303,7 +328,7 @@ def col2im_backward(grad_image, kernel_size, *, stride=1, padding=0, dilation=1,
     ----------
     grad_image : ndarray
         Gradient with respect to col2im's result: (N, C, H, W) / (C, H, W) for NCHW,
-        (N, H, W, C) / (H, W, C) for NHWC.
+        (N, H, W, C) / (H, W, C) for NHWC; 1-D signals as for :func:`im2col`.
     kernel_size, stride, padding, dilation, layout, out
         As for :func:`col2im`.
 
@@ -324,5 +349,122 @@ def col2im_backward(grad_image, kernel_size, *, stride=1, padding=0, dilation=1,
     >>> fastconv.col2im_backward(np.ones((1, 1, 3, 3)), 2).shape
     (1, 4, 4)
     """
+    if _one_d.is_one_d_kernel(kernel_size):
+        return _checked_im2col_1d(grad_image, kernel_size, stride, padding, dilation, layout,
+                                  out, "col2im_backward", "grad_image")
     return _checked_im2col(grad_image, kernel_size, stride, padding, dilation, layout, out,
                    "col2im_backward", "grad_image")
+
+
+# ------------------------------------------------------------------ 1-D images (§6)
+# A kernel_size given as a 1-tuple (k,) means 1-D images: (N, C, L) channels-first or
+# (N, L, C) channels-last, run as the height-1 2-D images (N, C, 1, L) / (N, 1, L, C). Their
+# 2-D columns, (N, C·1·k, 1·L_out) and (N, 1·L_out, 1·k·C), are the 1-D ones: same shape,
+# same memory order.
+_CHANNELS_FIRST = ("NCL", "NCHW")
+_CHANNELS_LAST = ("NLC", "NHWC")
+
+
+def _layout_1d(layout, fn):
+    """'NCL' (or the 2-D default 'NCHW') → 'NCL'; 'NLC' (or 'NHWC') → 'NLC'."""
+    if isinstance(layout, str):
+        if layout.upper() in _CHANNELS_FIRST:
+            return "NCL"
+        if layout.upper() in _CHANNELS_LAST:
+            return "NLC"
+    raise ValueError(f"{fn}: layout must be one of 'NCL', 'NLC' for 1-D images (a 1-tuple "
+                     f"kernel_size; 'NCHW' / 'NHWC' are read as 'NCL' / 'NLC'), got "
+                     f"{layout!r}")
+
+
+def _window_1d(fn, channels, length, kernel_size, stride, padding, dilation,
+               input_desc="input"):
+    """The checked 1-D geometry as the height-1 2-D Window (which then cannot fail)."""
+    kernel = _one_d.normalize_single(kernel_size, "kernel_size", fn)
+    stride = _one_d.normalize_single(stride, "stride", fn)
+    dilation = _one_d.normalize_single(dilation, "dilation", fn)
+    pads = _one_d.normalize_padding(padding, fn)
+    _one_d.output_length(fn, length, kernel, stride, pads, dilation, input_desc)
+    return geo.make_window(channels, 1, length, (1, kernel), (1, stride), ((0, 0), pads),
+                           (1, dilation), fn, input_desc)
+
+
+def _checked_im2col_1d(x, kernel_size, stride, padding, dilation, layout, out, fn, name):
+    """im2col of 1-D images, errors reported as function `fn` with argument `name`."""
+    layout = _layout_1d(layout, fn)
+    x = _validate.as_array(x, name, fn)
+    _validate.check_movable_dtype(x, name, fn)
+    if x.ndim not in (2, 3):
+        raise ValueError(f"{fn}: kernel_size={kernel_size!r} (one value) means 1-D images: "
+                         f"expected {name} of shape (N, C, L) or (C, L) for layout 'NCL', "
+                         f"(N, L, C) or (L, C) for 'NLC', got shape {x.shape} ({x.ndim}-D)")
+    x3, batched = _one_d.split_batch(x, name, fn, layout)
+    n, c, length = _one_d.dims(x3.shape, layout)
+    window = _window_1d(fn, c, length, kernel_size, stride, padding, dilation)
+    layout2 = _one_d.LAYOUT_2D[layout]
+    shape = _columns_shape(n, window, layout2)
+    out = _validate.check_out(out, shape if batched else shape[1:], x.dtype, [x], fn)
+    cols = _memory.result(out, shape, x.dtype)
+    _im2col_into(_one_d.as_2d(x3, layout), window, layout2, cols)
+    if out is not None:
+        return out
+    return cols if batched else cols[0]
+
+
+def _checked_col2im_1d(cols, output_size, kernel_size, stride, padding, dilation, layout, out,
+                       fn, name, channels=None):
+    """col2im into 1-D images, errors reported as function `fn` with argument `name`;
+    `channels` is inferred from the column count unless given."""
+    layout = _layout_1d(layout, fn)
+    cols = _validate.as_array(cols, name, fn)
+    _validate.check_movable_dtype(cols, name, fn, allow_bool=False)
+    if cols.ndim == 3:
+        cols3, batched = cols, True
+    elif cols.ndim == 2:
+        cols3, batched = cols[np.newaxis], False
+    else:
+        expected = ("(N, C·k, L_out) or (C·k, L_out)" if layout == "NCL"
+                    else "(N, L_out, k·C) or (L_out, k·C)")
+        raise ValueError(f"{fn}: expected {name} of shape {expected}, got shape {cols.shape}")
+    length = _one_d.normalize_single(output_size, "output_size", fn, minimum=0)
+    kernel = _one_d.normalize_single(kernel_size, "kernel_size", fn)
+    rows = cols3.shape[1] if layout == "NCL" else cols3.shape[2]
+    if channels is None:
+        if rows % kernel or rows == 0:
+            axis = "rows (axis -2)" if layout == "NCL" else "columns (axis -1)"
+            raise ValueError(f"{fn}: {name} has {rows} {axis}, which is not a positive "
+                             f"multiple of k = {kernel} for kernel_size={(kernel,)}; shape "
+                             f"{cols.shape}")
+        channels = rows // kernel
+    window = _window_1d(fn, channels, length, kernel, stride, padding, dilation, "output")
+    blocks = cols3.shape[2] if layout == "NCL" else cols3.shape[1]
+    if blocks != window.out_w:
+        raise ValueError(f"{fn}: {name} has {blocks} sliding-window positions, but "
+                         f"output_size={length} with this geometry gives {window.out_w}; "
+                         f"shape {cols.shape}")
+    shape = _one_d.image_shape(cols3.shape[0], channels, length, layout)
+    out = _validate.check_out(out, shape if batched else shape[1:], cols.dtype, [cols], fn)
+    image = _memory.result(out, shape, cols.dtype)
+    _col2im_into(cols3, window, _one_d.LAYOUT_2D[layout], _one_d.as_2d(image, layout))
+    if out is not None:
+        return out
+    return image if batched else image[0]
+
+
+def _im2col_backward_1d(grad_cols, input_shape, kernel_size, stride, padding, dilation,
+                        layout, out, fn):
+    """im2col_backward for 1-D images: col2im of `grad_cols`, checked against the shape
+    im2col gives for `input_shape`."""
+    layout = _layout_1d(layout, fn)
+    shape = _one_d.normalize_shape(input_shape, "input_shape", fn)
+    shape3 = shape if len(shape) == 3 else (1,) + shape
+    n, c, length = _one_d.dims(shape3, layout)
+    grad_cols = _validate.as_array(grad_cols, "grad_cols", fn)
+    window = _window_1d(fn, c, length, kernel_size, stride, padding, dilation)
+    expected = _columns_shape(n, window, _one_d.LAYOUT_2D[layout])
+    expected = expected if len(shape) == 3 else expected[1:]
+    if grad_cols.shape != expected:
+        raise ValueError(f"{fn}: grad_cols must have shape {expected} for input_shape "
+                         f"{shape}, got {grad_cols.shape}")
+    return _checked_col2im_1d(grad_cols, length, kernel_size, stride, padding, dilation,
+                              layout, out, fn, "grad_cols", channels=c)

@@ -37,6 +37,7 @@ class Conv2D:
     in_channels, out_channels : int
     kernel_size, stride, dilation : int or (h, w)
     padding : int, (pad_h, pad_w), ((top, bottom), (left, right)), "valid" or "same"
+        "same" as for :func:`fastconv.conv2d` (TensorFlow's SAME with a stride).
     groups : int
     bias : bool
     layout : {"NCHW", "NHWC"}
@@ -57,6 +58,9 @@ class Conv2D:
     Attributes
     ----------
     weight, bias : ndarray (bias None when ``bias=False``)
+    padding : tuple or str
+        ((top, bottom), (left, right)); "same" with a stride > 1, where the padding depends
+        on the input's size and is resolved for each input as :func:`fastconv.conv2d` does.
     weight_grad, bias_grad : ndarray
         Gradients accumulated by :meth:`backward` (add, as PyTorch's ``.grad``);
         :meth:`zero_grad` clears them.
@@ -112,8 +116,9 @@ class Conv2D:
         self.kernel_size = _validate.normalize_pair(kernel_size, "kernel_size", fn)
         self.stride = _validate.normalize_pair(stride, "stride", fn)
         self.dilation = _validate.normalize_pair(dilation, "dilation", fn)
+        # Strided "same" depends on the input's size: kept as "same", resolved per shape.
         self.padding = _validate.resolve_conv_padding(padding, self.kernel_size, self.stride,
-                                                self.dilation, fn)
+                                                      self.dilation, fn)
         self.dtype = np.dtype(dtype)
         if self.dtype not in _validate.FLOAT_DTYPES:
             raise TypeError(f"{fn}: dtype must be float32 or float64, got {self.dtype}")
@@ -394,6 +399,6 @@ class Conv2D:
 
     def __repr__(self):
         return (f"Conv2D({self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
-                f"stride={self.stride}, padding={self.padding}, dilation={self.dilation}, "
+                f"stride={self.stride}, padding={self.padding!r}, dilation={self.dilation}, "
                 f"groups={self.groups}, bias={self.bias is not None}, layout={self.layout!r}, "
                 f"dtype={self.dtype.name})")

@@ -11,8 +11,11 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = [
-    "pad_nhwc", "conv2d_naive", "conv2d_matmul", "conv2d_strided", "conv2d_backward",
-    "im2col", "col2im", "space_to_batch", "batch_to_space",
+    "same_padding", "pad_nhwc", "conv2d_naive", "conv2d_matmul", "conv2d_strided",
+    "conv2d_backward",
+    "im2col", "col2im",
+    "conv1d_naive", "conv1d_backward", "conv_transpose1d", "im2col1d", "col2im1d",
+    "space_to_batch", "batch_to_space",
     "rmac_step", "rmac_regions", "rmac_cirtorch_regions", "roi_max_pool", "rmac",
 ]
 
@@ -27,6 +30,54 @@ def padding_pairs(p):
     if np.isscalar(p):
         return ((p, p), (p, p))
     return tuple((a, a) if np.isscalar(a) else tuple(a) for a in p)
+
+
+def same_padding(size, kernel, stride=1, dilation=1):
+    """(before, after) padding of ``padding="same"`` along one axis: TensorFlow's SAME.
+
+    The output has ``ceil(size / stride)`` positions; the last window, starting at
+    ``(out - 1)·stride``, must end inside the padded axis, which takes
+    ``(out - 1)·stride + dilation·(kernel - 1) + 1`` pixels. The padding is what is missing
+    (never negative), half before, the odd pixel after. At stride 1 it is
+    ``dilation·(kernel - 1)``, PyTorch's "same".
+
+    Parameters
+    ----------
+    size, kernel, stride, dilation : int
+
+    Returns
+    -------
+    (before, after) : tuple of int
+
+    Raises
+    ------
+    ZeroDivisionError
+        For ``stride == 0``.
+
+    Examples
+    --------
+    >>> fastconv.reference.same_padding(7, 3, stride=2)     # 4 outputs need 9 pixels
+    (1, 1)
+    >>> fastconv.reference.same_padding(8, 3, stride=2)     # 4 outputs need 9: one more
+    (0, 1)
+    """
+    out = -(-size // stride)
+    needed = (out - 1) * stride + dilation * (kernel - 1) + 1
+    total = max(needed - size, 0)
+    return (total // 2, total - total // 2)
+
+
+def conv_padding(padding, sizes, kernel_size, stride, dilation):
+    """A convolution's padding per spatial axis as (before, after) pairs: "valid" is none,
+    "same" is :func:`same_padding` of each axis' size, numbers as :func:`padding_pairs`
+    (for 2-D)."""
+    if isinstance(padding, str):
+        if padding.lower() == "valid":
+            return tuple((0, 0) for _ in sizes)
+        assert padding.lower() == "same", padding
+        return tuple(same_padding(n, k, s, d)
+                     for n, k, s, d in zip(sizes, kernel_size, stride, dilation))
+    return padding_pairs(padding)
 
 
 def pad_nhwc(Z, padding):
@@ -71,7 +122,8 @@ def conv2d_naive(Z, W, stride=1, padding=0, dilation=1, groups=1):
     W : ndarray, (kh, kw, C_in/groups, C_out)
         The weight, HWIO.
     stride, dilation : int or (h, w)
-    padding : int, (pad_h, pad_w) or ((top, bottom), (left, right))
+    padding : int, (pad_h, pad_w), ((top, bottom), (left, right)), "valid" or "same"
+        "same" pads each axis by :func:`same_padding` (TensorFlow's SAME).
     groups : int
         Divides C_in and C_out.
 
@@ -96,6 +148,8 @@ def conv2d_naive(Z, W, stride=1, padding=0, dilation=1, groups=1):
     """
     sh, sw = pair(stride)
     dh, dw = pair(dilation)
+    padding = conv_padding(padding, Z.shape[1:3], W.shape[:2], pair(stride),
+                           pair(dilation))
     Zp = pad_nhwc(Z, padding)
     N, H, Wd, C = Zp.shape
     kh, kw, cin_g, C_out = W.shape
@@ -141,6 +195,8 @@ def conv2d_matmul(Z, W, stride=1, padding=0, dilation=1, groups=1):
     """
     sh, sw = pair(stride)
     dh, dw = pair(dilation)
+    padding = conv_padding(padding, Z.shape[1:3], W.shape[:2], pair(stride),
+                           pair(dilation))
     Zp = pad_nhwc(Z, padding)
     N, H, Wd, C = Zp.shape
     kh, kw, cin_g, C_out = W.shape
@@ -185,6 +241,8 @@ def conv2d_strided(Z, W, stride=1, padding=0, dilation=1, groups=1):
     """
     sh, sw = pair(stride)
     dh, dw = pair(dilation)
+    padding = conv_padding(padding, Z.shape[1:3], W.shape[:2], pair(stride),
+                           pair(dilation))
     Zp = np.ascontiguousarray(pad_nhwc(Z, padding))
     N, H, Wd, C = Zp.shape
     kh, kw, cin_g, C_out = W.shape
@@ -234,6 +292,8 @@ def conv2d_backward(grad_out, Z, W, stride=1, padding=0, dilation=1, groups=1):
     """
     sh, sw = pair(stride)
     dh, dw = pair(dilation)
+    padding = conv_padding(padding, Z.shape[1:3], W.shape[:2], pair(stride),
+                           pair(dilation))
     (top, bottom), (left, right) = padding_pairs(padding)
     Zp = pad_nhwc(Z, padding)
     N, H, Wd, C = Zp.shape
@@ -352,6 +412,262 @@ def col2im(cols, output_size, kernel_size, stride=1, padding=0, dilation=1, layo
                    j * dw:j * dw + sw * (OW - 1) + 1:sw, :] += patches[:, :, :, i, j, :]
     image = padded[:, top:top + H, left:left + Wd, :]
     return image if layout.upper() == "NHWC" else image.transpose(0, 3, 1, 2)
+
+
+# --------------------------------------------------------------------------- 1-D (§6)
+# Signals are NLC (N, L, C) and weights LIO (k, C_in/groups, C_out), the 1-D analogue of
+# the lecture's NHWC / HWIO; written straight from the definitions, not via the 2-D code.
+
+def single(v):
+    """An int or a 1-sequence (v,) as an int."""
+    return int(v) if np.isscalar(v) else int(v[0])
+
+
+def pad_pair(padding, length, kernel, stride, dilation):
+    """1-D padding as (before, after): an int p, a pair, "valid" or "same"."""
+    if isinstance(padding, str):
+        if padding.lower() == "valid":
+            return (0, 0)
+        return same_padding(length, kernel, stride, dilation)
+    if np.isscalar(padding):
+        return (int(padding), int(padding))
+    return (int(padding[0]), int(padding[-1]))
+
+
+def conv1d_naive(Z, W, stride=1, padding=0, dilation=1, groups=1):
+    """1-D convolution by loops: ``out[n, t, o] = Σ_i Σ_c Zp[n, t·s + i·d, c] · W[i, c, o]``
+    over the input channels c of o's group.
+
+    Parameters
+    ----------
+    Z : ndarray, (N, L, C_in)
+        The input batch, NLC.
+    W : ndarray, (k, C_in/groups, C_out)
+        The weight, LIO.
+    stride, dilation : int or (s,)
+    padding : int, (before, after), "valid" or "same"
+        "same" pads by :func:`same_padding`.
+    groups : int
+
+    Returns
+    -------
+    ndarray, (N, L_out, C_out)
+        In ``np.result_type(Z, W)``.
+
+    Raises
+    ------
+    IndexError, ValueError
+        From NumPy when the shapes do not fit: nothing is validated here.
+
+    Examples
+    --------
+    >>> Z, W = np.ones((1, 5, 2)), np.ones((3, 2, 4))
+    >>> fastconv.reference.conv1d_naive(Z, W, padding=1)[0, :, 0]   # 2, 3, 3, 3, 2 taps × 2
+    array([4., 6., 6., 6., 4.])
+    """
+    s, d = single(stride), single(dilation)
+    k, cin_g, C_out = W.shape
+    before, after = pad_pair(padding, Z.shape[1], k, s, d)
+    Zp = np.pad(Z, ((0, 0), (before, after), (0, 0)))
+    N, L, C = Zp.shape
+    cout_g = C_out // groups
+    L_out = window_count(L, k, s, d)
+    out = np.zeros((N, L_out, C_out), dtype=np.result_type(Z, W))
+    for n in range(N):
+        for t in range(L_out):
+            for o in range(C_out):
+                g = o // cout_g
+                for i in range(k):
+                    for c in range(cin_g):
+                        out[n, t, o] += Zp[n, t * s + i * d, g * cin_g + c] * W[i, c, o]
+    return out
+
+
+def conv1d_backward(grad_out, Z, W, stride=1, padding=0, dilation=1, groups=1):
+    """Gradients of :func:`conv1d_naive`, by its loops run backwards: each product
+    ``Zp[n, t·s + i·d, c] · W[i, c, o]`` sends ``grad_out[n, t, o]`` times the other
+    factor to each.
+
+    Parameters
+    ----------
+    grad_out : ndarray, (N, L_out, C_out)
+    Z : ndarray, (N, L, C_in)
+    W : ndarray, (k, C_in/groups, C_out)
+    stride, padding, dilation, groups
+        The forward call's arguments.
+
+    Returns
+    -------
+    grad_Z : ndarray, shaped like `Z`
+    grad_W : ndarray, shaped like `W`
+    grad_bias : ndarray, (C_out,)
+
+    Raises
+    ------
+    ValueError
+        From NumPy when the shapes do not fit: nothing is validated here.
+
+    Examples
+    --------
+    >>> Z, W = np.ones((1, 5, 2)), np.ones((3, 2, 4))
+    >>> gZ, gW, gb = fastconv.reference.conv1d_backward(np.ones((1, 3, 4)), Z, W)
+    >>> gZ[0, :, 0], gW.shape, gb
+    (array([ 4.,  8., 12.,  8.,  4.]), (3, 2, 4), array([3., 3., 3., 3.]))
+    """
+    s, d = single(stride), single(dilation)
+    k, cin_g, C_out = W.shape
+    before, _ = pad = pad_pair(padding, Z.shape[1], k, s, d)
+    Zp = np.pad(Z, ((0, 0), pad, (0, 0)))
+    cout_g = C_out // groups
+    N, L_out = grad_out.shape[:2]
+    grad_Zp = np.zeros(Zp.shape, dtype=np.result_type(grad_out, W))
+    grad_W = np.zeros(W.shape, dtype=grad_Zp.dtype)
+    for n in range(N):
+        for t in range(L_out):
+            for o in range(C_out):
+                g = o // cout_g
+                for i in range(k):
+                    for c in range(cin_g):
+                        position, channel = t * s + i * d, g * cin_g + c
+                        grad_Zp[n, position, channel] += grad_out[n, t, o] * W[i, c, o]
+                        grad_W[i, c, o] += grad_out[n, t, o] * Zp[n, position, channel]
+    grad_Z = grad_Zp[:, before:before + Z.shape[1], :]
+    return grad_Z, grad_W, grad_out.sum(axis=(0, 1))
+
+
+def conv_transpose1d(Z, W, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
+    """Transposed 1-D convolution by its definition: every input sample scatters
+    ``Z[n, t, c] · W[i, o, c]`` to output position ``t·s + i·d``, then `padding` is cut
+    from both ends (``output_padding`` extra samples at the end are zeros unless written).
+
+    Parameters
+    ----------
+    Z : ndarray, (N, L, C_in)
+    W : ndarray, (k, C_out/groups, C_in)
+        TensorFlow's conv1d_transpose filter order (fastconv's NLC weight).
+    stride, dilation : int or (s,)
+    padding : int or (before, after)
+    output_padding : int or (p,)
+    groups : int
+
+    Returns
+    -------
+    ndarray, (N, L_out, C_out)
+        ``L_out = (L - 1)·s - before - after + d·(k - 1) + output_padding + 1``.
+
+    Raises
+    ------
+    ValueError
+        From NumPy when the shapes do not fit: nothing is validated here.
+
+    Examples
+    --------
+    >>> fastconv.reference.conv_transpose1d(np.ones((1, 3, 1)), np.ones((2, 1, 1)),
+    ...                                     stride=2)[0, :, 0]
+    array([1., 1., 1., 1., 1., 1.])
+    """
+    s, d = single(stride), single(dilation)
+    before, after = pad_pair(padding, 0, 1, 1, 1)
+    k, cout_g, C_in = W.shape
+    cin_g = C_in // groups
+    N, L = Z.shape[:2]
+    full = (L - 1) * s + d * (k - 1) + single(output_padding) + 1
+    out = np.zeros((N, full, cout_g * groups), dtype=np.result_type(Z, W))
+    for n in range(N):
+        for t in range(L):
+            for c in range(C_in):
+                g = c // cin_g
+                for i in range(k):
+                    for o in range(cout_g):
+                        out[n, t * s + i * d, g * cout_g + o] += Z[n, t, c] * W[i, o, c]
+    return out[:, before:full - after, :]
+
+
+def im2col1d(x, kernel_size, stride=1, padding=0, dilation=1, layout="NCL"):
+    """:func:`fastconv.im2col` of 1-D signals (a 1-tuple kernel_size), element by element.
+
+    Parameters
+    ----------
+    x : ndarray, (N, C, L) for NCL or (N, L, C) for NLC
+    kernel_size, stride, dilation : int or (v,)
+    padding : int or (before, after)
+    layout : {"NCL", "NLC"}
+
+    Returns
+    -------
+    ndarray
+        NCL: (N, C·k, L_out), ``[n, c·k + i, t] = x[n, c, t·s − before + i·d]``;
+        NLC: (N, L_out, k·C), ``[n, t, i·C + c]``; zero in the padding.
+
+    Raises
+    ------
+    IndexError, ValueError
+        From NumPy when the shapes do not fit: nothing is validated here.
+
+    Examples
+    --------
+    >>> fastconv.reference.im2col1d(np.arange(4.0).reshape(1, 1, 4), (2,))[0]
+    array([[0., 1., 2.],
+           [1., 2., 3.]])
+    """
+    k, s, d = single(kernel_size), single(stride), single(dilation)
+    ncl = x if layout.upper() in ("NCL", "NCHW") else np.swapaxes(x, 1, 2)
+    N, C, L = ncl.shape
+    before, after = pad_pair(padding, L, k, s, d)
+    L_out = window_count(L + before + after, k, s, d)
+    cols = np.zeros((N, C, k, L_out), dtype=x.dtype)
+    for i in range(k):
+        for t in range(L_out):
+            position = t * s - before + i * d
+            if 0 <= position < L:
+                cols[:, :, i, t] = ncl[:, :, position]
+    if layout.upper() in ("NCL", "NCHW"):
+        return cols.reshape(N, C * k, L_out)
+    return cols.transpose(0, 3, 2, 1).reshape(N, L_out, k * C)
+
+
+def col2im1d(cols, length, kernel_size, stride=1, padding=0, dilation=1, layout="NCL"):
+    """:func:`fastconv.col2im` into 1-D signals: every column entry added back to its sample
+    (the adjoint of :func:`im2col1d`); entries in the padding are dropped.
+
+    Parameters
+    ----------
+    cols : ndarray, NCL (N, C·k, L_out) or NLC (N, L_out, k·C)
+    length : int or (L,)
+    kernel_size, stride, padding, dilation, layout
+        As for :func:`im2col1d`.
+
+    Returns
+    -------
+    ndarray, (N, C, L) for NCL or (N, L, C) for NLC
+
+    Raises
+    ------
+    ValueError
+        From NumPy when the shapes do not fit: nothing is validated here.
+
+    Examples
+    --------
+    >>> fastconv.reference.col2im1d(np.ones((1, 2, 3)), 4, (2,))[0]
+    array([[1., 2., 2., 1.]])
+    """
+    L, k, s, d = single(length), single(kernel_size), single(stride), single(dilation)
+    before, after = pad_pair(padding, L, k, s, d)
+    L_out = window_count(L + before + after, k, s, d)
+    N = cols.shape[0]
+    if layout.upper() in ("NCL", "NCHW"):
+        C = cols.shape[1] // k
+        per_tap = cols.reshape(N, C, k, L_out)
+    else:
+        C = cols.shape[2] // k
+        per_tap = cols.reshape(N, L_out, k, C).transpose(0, 3, 2, 1)
+    image = np.zeros((N, C, L), dtype=cols.dtype)
+    for i in range(k):
+        for t in range(L_out):
+            position = t * s - before + i * d
+            if 0 <= position < L:
+                image[:, :, position] += per_tap[:, :, i, t]
+    return image if layout.upper() in ("NCL", "NCHW") else image.transpose(0, 2, 1)
 
 
 # --------------------------------------------------------------------------- R-MAC

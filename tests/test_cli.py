@@ -21,6 +21,8 @@ PACKAGE_PARENT = str(Path(fastconv.__file__).resolve().parents[1])
 
 # The smallest layer of the suite, one timed sample: a bench run of a second or two.
 TINY = ["--layers", "lecture.8to16", "--batch", "1", "--repeats", "1"]
+# The sections of 1-D layers (bench.suite.SIGNALS or --conv1d), not of the 2-D suite.
+ONE_D = ("conv1d", "conv1d_backward")
 
 ROW_KEYS = {"op", "layer", "batch", "shape", "column_bytes", "fastconv_ms", "gbps",
             "numpy_ms", "torch_ms", "speedup_numpy", "speedup_torch", "matches_numpy"}
@@ -100,8 +102,10 @@ def test_bench_tiny_with_json(tmp_path):
     assert "geometric mean speed-up col2im" in result.stdout
     document = json.loads(path.read_text())
     rows = document["rows"]
-    # All sections by default; rmac times its own feature maps, not the layer suite.
-    assert list(dict.fromkeys(row["op"] for row in rows)) == list(sections.SECTIONS)
+    # All sections by default; rmac times its own feature maps, not the layer suite; the
+    # conv1d sections time the 1-D layers, which --layers lecture.8to16 does not name.
+    two_d = [op for op in sections.SECTIONS if op not in ONE_D]
+    assert list(dict.fromkeys(row["op"] for row in rows)) == two_d
     maps = {fmap.name for fmap in suite.RMAC_MAPS}
     for row in rows:
         assert ROW_KEYS <= set(row)
@@ -109,7 +113,7 @@ def test_bench_tiny_with_json(tmp_path):
         assert row["batch"] == 1
         assert row["fastconv_ms"] > 0 and row["numpy_ms"] > 0
         assert row["matches_numpy"] is True
-    assert set(document["summary"]) == set(sections.SECTIONS)
+    assert set(document["summary"]) == set(two_d)
 
 
 def test_bench_without_torch_prints_dash():
@@ -558,7 +562,8 @@ def test_non_square_user_layer_runs_every_section(layout):
                          repeats=1, use_torch=False)
     # rmac times its own ResNet/VGG feature maps, not the layers
     rows = [row for row in sections.run(config, progress=False) if row.op != "rmac"]
-    assert [row.op for row in rows] == [op for op in sections.SECTIONS if op != "rmac"]
+    assert [row.op for row in rows] == [op for op in sections.SECTIONS
+                                        if op != "rmac" and op not in ONE_D]
     for row in rows:
         assert row.layer == layer.name and row.batch == 2
         assert row.shape == ((2, 3, 9, 5) if layout == "NCHW" else (2, 9, 5, 3))
@@ -582,6 +587,85 @@ def test_bench_conv_cli_json(tmp_path):
     assert all(row["matches_numpy"] for row in rows)
     geometry = fastconv.ConvGeometry((2, 3, 10, 7), 4, 3, stride=2, padding=1)
     assert rows[2]["flops"] == geometry.flops
+
+
+def test_parse_conv1d_user_layer():
+    signal = suite.parse_conv1d(" 8, 64,16000,64,3,1,1")
+    assert signal == suite.Signal("user1d.N8.C64.L16000.O64.k3.s1.p1", 64, 16000, 64, 3, 1, 1,
+                                  (8,))
+    assert signal.out_length == 16000
+    assert suite.parse_conv1d("8,1,160000,64,400,160,0").out_length == 998
+
+
+@pytest.mark.parametrize("text, message", [
+    ("8,64,16000,64,3,1", r"expected 7 comma-separated integers N,C,L,O,k,s,p, got 6"),
+    ("8,64,16000,64,3,0,1", r"field s \(stride\) must be an integer >= 1, got '0'"),
+    ("8,x,16000,64,3,1,1", r"field C \(in_channels\) must be an integer >= 1, got 'x'"),
+    ("8,64,-1,64,3,1,1", r"field L \(length\)"),
+    ("1,2,3,4,9,1,2", r"kernel k=9 is longer than the padded signal \(L=3 \+ 2\*p=4\)"),
+])
+def test_parse_conv1d_errors_name_the_field(text, message):
+    with pytest.raises(suite.BenchError, match=message):
+        suite.parse_conv1d(text)
+
+
+def test_bad_conv1d_option_is_a_clean_error():
+    result = run_cli("bench", "--conv1d", "1,2,3")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "--conv1d" in result.stderr and "expected 7" in result.stderr
+    result = run_cli("bench", "--compare", "--conv1d", "1,2,30,4,3,1,1")
+    assert result.returncode == 2 and "takes no --conv1d" in result.stderr
+
+
+def test_conv1d_selection():
+    """The 1-D layers run by default, by --layers name or glob, alone with --conv1d; --conv
+    alone runs no 1-D layer."""
+    names = [signal.name for signal in suite.SIGNALS]
+    assert names == ["conv1d.64to64.k3", "conv1d.64to64.k9", "audio.frontend"]
+    config = make_config(use_torch=False)
+    assert [s.name for s in config.signals] == names
+    assert [case.batch for case in config.signal_cases()] == [8, 8, 8]
+    config = make_config(layers=["audio.*", "lecture.8to16"], use_torch=False)
+    assert [s.name for s in config.signals] == ["audio.frontend"]
+    assert [layer.name for layer in config.layers] == ["lecture.8to16"]
+    user = suite.parse_conv1d("2,3,20,4,3,1,1")
+    config = make_config(user_signals=[user, user], use_torch=False)
+    assert config.signals == [user] and config.layers == []
+    config = make_config(user_layers=[suite.parse_conv("1,2,5,7,2,1,1,0")], use_torch=False)
+    assert config.signals == []
+    with pytest.raises(suite.BenchError, match="valid names: .*audio.frontend"):
+        make_config(layers=["nope"], use_torch=False)
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+def test_conv1d_sections_match_numpy(layout):
+    signal = suite.parse_conv1d("2,3,40,4,5,2,2")
+    config = make_config(user_signals=[signal], layout=layout, dtype="float64", repeats=1,
+                         ops=list(ONE_D), use_torch=False)
+    rows = sections.run(config, progress=False)
+    assert [row.op for row in rows] == list(ONE_D)
+    case = suite.SignalCase(signal, 2)
+    for row in rows:
+        assert row.layer == signal.name and row.batch == 2 and row.matches_numpy is True
+        assert row.shape == ((2, 3, 40) if layout == "NCHW" else (2, 40, 3))
+        assert row.fastconv_s > 0
+    assert rows[0].flops == case.flops == 2 * 2 * 4 * 3 * 5 * 20
+    assert rows[1].flops == 2 * case.flops
+    assert "conv1d: " + ("NCL" if layout == "NCHW" else "NLC") in report.format_table(rows,
+                                                                                      config)
+
+
+def test_bench_conv1d_cli_json(tmp_path, torch):
+    path = tmp_path / "user1d.json"
+    result = run_cli("bench", "--conv1d", "2,3,30,4,3,1,1", "--repeats", "1", "--ops",
+                     *ONE_D, "--json", str(path))
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(path.read_text())["rows"]
+    assert [(row["op"], row["layer"]) for row in rows] == [
+        ("conv1d", "user1d.N2.C3.L30.O4.k3.s1.p1"),
+        ("conv1d_backward", "user1d.N2.C3.L30.O4.k3.s1.p1")]
+    for row in rows:
+        assert row["matches_numpy"] and row["torch_ms"] > 0
 
 
 def _fake_rows():

@@ -972,8 +972,6 @@ ERROR_CASES = {
     "int32": (conv2d, (z(2, 3, 8, 8, dtype=np.int32), W), {}, TypeError, r"int32"),
     "int-weight": (conv2d, (X3, z(16, 3, 3, 3, dtype=np.int64)), {}, TypeError, r"int64"),
     "complex": (conv2d, (z(2, 3, 8, 8, dtype=np.complex64), W), {}, TypeError, r"complex64"),
-    "same-stride2": (conv2d, (X3, W), dict(padding="same", stride=2), ValueError,
-                     r"same.*stride"),
     "padding-word": (conv2d, (X3, W), dict(padding="full"), ValueError, r"padding.*'full'"),
     "layout": (conv2d, (X3, W), dict(layout="NCWH"), ValueError,
                r"layout.*'NCHW'.*'NHWC'.*'NCWH'"),

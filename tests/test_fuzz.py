@@ -28,6 +28,10 @@ Profiles: the normal suite runs a quick pass (``EXAMPLES_QUICK`` calls per funct
 ``FASTCONV_FUZZ_EXAMPLES`` calls (default 2000), derandomized (a fixed seed per test), no
 example database.
 
+The 1-D operators of docs/spec.md §6 (conv1d, conv1d_backward, conv_transpose1d, Conv1D,
+and im2col / col2im / col2im_backward with a 1-tuple kernel_size) have their own
+strategies and model (section "1-D") against fastconv.reference's 1-D loops.
+
 Adding a function: write a strategy that draws a ``Case`` (the call, its model's errors
 and oracle) and add a row to ``TARGETS``. The geometry, dtype, array and ``out=`` helpers
 below are meant to be reused; e.g. space_to_batch draws ``image_array`` + ``pair_value`` +
@@ -336,6 +340,13 @@ def is_sequence(value):
     return isinstance(value, (tuple, list, np.ndarray))
 
 
+def not_one_d(kernel_size):
+    """A kernel_size of one value in a sequence makes im2col/col2im work on 1-D images
+    (docs/spec.md §6), modelled by the 1-D strategies, not by the 2-D ones."""
+    return not (is_sequence(kernel_size) and np.ndim(kernel_size) == 1
+                and len(kernel_size) == 1)
+
+
 def parse_pair(value, minimum=1):
     """int or (h, w) of ints >= minimum → (h, w), else None."""
     if is_sequence(value):
@@ -430,18 +441,23 @@ def check_geometry_args(problems, fn, kernel_arg, stride_arg, padding_arg, dilat
     return parsed["kernel_size"], parsed["stride"], padding, parsed["dilation"]
 
 
-def resolve_strings(problems, fn, padding, kernel, stride, dilation):
-    """'valid' → no padding; 'same' (stride 1 only) → d·(k−1) split, extra bottom/right."""
+def resolve_strings(problems, fn, padding, kernel, stride, dilation, hw):
+    """'valid' → no padding; 'same' → TensorFlow's SAME (docs/spec.md §6): ceil(size/stride)
+    outputs, the padding that needs split with the odd pixel at the end (bottom/right); at
+    stride 1 that is d·(k−1), PyTorch's "same"."""
     if padding == "valid":
         return ((0, 0), (0, 0))
     if padding == "same":
-        if stride is not None and stride != (1, 1):
-            problems.add(ValueError, rf"^{fn}: padding='same' needs stride 1")
+        if hw is None:
+            return padding  # a layer resolves it for each input's size
+        if kernel is None or dilation is None or stride is None:
             return None
-        if kernel is None or dilation is None:
-            return None
-        return tuple((d * (k - 1) // 2, d * (k - 1) - d * (k - 1) // 2)
-                     for k, d in zip(kernel, dilation))
+        pads = []
+        for size, k, s, d in zip(hw, kernel, stride, dilation):
+            out = -(-size // s)
+            total = max((out - 1) * s + d * (k - 1) + 1 - size, 0)
+            pads.append((total // 2, total - total // 2))
+        return tuple(pads)
     return padding
 
 
@@ -890,7 +906,7 @@ def im2col_strategy(fn="im2col", arg="x"):
                       draw(st.integers(0, 7)), draw(st.integers(0, 7)))
         dtype = draw(dtype_values(movable=True, clean=clean))
         x = draw(image_array(layout, n, c, h, w, dtype, draw(ndims(clean)), clean))
-        kernel_arg = draw(pair_value(1, 3, clean=clean))
+        kernel_arg = draw(pair_value(1, 3, clean=clean).filter(not_one_d))
         stride_arg = draw(pair_value(1, 3, clean=clean))
         dilation_arg = draw(pair_value(1, 3, clean=clean))
         padding_arg = draw(padding_value(clean=clean))
@@ -956,7 +972,7 @@ def col2im_cases(draw, fn="col2im"):
     layout = parse_layout(layout_arg) or "NCHW"
     n, c, h, w = (draw(st.integers(0, 3)), draw(st.integers(0, 4)), draw(st.integers(0, 7)),
                   draw(st.integers(0, 7)))
-    kernel_arg = draw(pair_value(1, 3, clean=clean))
+    kernel_arg = draw(pair_value(1, 3, clean=clean).filter(not_one_d))
     stride_arg = draw(pair_value(1, 3, clean=clean))
     dilation_arg = draw(pair_value(1, 3, clean=clean))
     padding_arg = draw(padding_value(clean=clean))
@@ -1191,7 +1207,7 @@ def conv_model(problems, fn, x, weight, bias, groups, stride_arg, padding_arg, d
         problems.add(ValueError, rf"^{fn}: expected bias of shape")
     kernel = (kh, kw)
     if padding in ("same", "valid"):
-        padding = resolve_strings(problems, fn, padding, kernel, stride, dilation)
+        padding = resolve_strings(problems, fn, padding, kernel, stride, dilation, (h, w))
     if problems:
         # The geometry is checked beside the arrays: its faults are alternatives
         if transposed:
@@ -1467,7 +1483,7 @@ def conv2d_layer_cases(draw):
         problems.add(ValueError, rf"^{fn}: groups=\d+ must divide")
     kernel, stride, padding, dilation = check_geometry_args(
         problems, fn, kernel_arg, stride_arg, padding_arg, dilation_arg, conv_strings=True)
-    padding = resolve_strings(problems, fn, padding, kernel, stride, dilation)
+    padding = resolve_strings(problems, fn, padding, kernel, stride, dilation, None)
     dtype = np.dtype(dtype_arg)
     if dtype not in FLOATS:
         problems.add(TypeError, rf"^{fn}: dtype")
@@ -1529,6 +1545,7 @@ def conv2d_layer_cases(draw):
         n4, c4, h4, w4 = x4 if layout == "NCHW" else (x4[0], x4[3], x4[1], x4[2])
         if c4 != in_arg:
             problems.add(ValueError, rf"{forward_fn}expected input with \d+ channels")
+        padding = resolve_strings(problems, fn, padding, kernel, stride, dilation, (h4, w4))
         out_hw = window(problems, fn, (h4, w4), kernel, stride, padding, dilation)
         if not problems:
             shape4 = (n4, out_arg) + out_hw if layout == "NCHW" else (n4,) + out_hw + (out_arg,)
@@ -1647,7 +1664,6 @@ def conv_geometry_cases(draw):
             problems.add(ValueError, rf"^{fn}: {name}")
     kernel, stride, padding, dilation = check_geometry_args(
         problems, fn, kernel_arg, stride_arg, padding_arg, dilation_arg, conv_strings=True)
-    padding = resolve_strings(problems, fn, padding, kernel, stride, dilation)
     if layout and shape is not None:
         shape4 = shape if len(shape) == 4 else (1,) + shape
         n, c, h, w = shape4 if layout == "NCHW" else (shape4[0], shape4[3], shape4[1],
@@ -1657,6 +1673,7 @@ def conv_geometry_cases(draw):
                 problems.add(ValueError, rf"^{fn}: groups=\d+ must divide")
         if c == 0:
             problems.add(ValueError, rf"^{fn}: input has 0 channels")
+        padding = resolve_strings(problems, fn, padding, kernel, stride, dilation, (h, w))
         out_hw = window(problems, fn, (h, w), kernel, stride, padding, dilation)
 
     def call():
@@ -2509,6 +2526,641 @@ def threads_cases(draw):
     return Case(f"{fn}({n!r})", call, problems, None if problems else expected, compare)
 
 
+# ================================================================== 1-D (docs/spec.md §6)
+# conv1d, conv1d_backward, conv_transpose1d, Conv1D, and im2col / col2im with a 1-tuple
+# kernel_size, modelled from docs/spec.md §6 in 1-D words; the oracles are
+# fastconv.reference's 1-D loops (NLC signals, LIO weights), exact on small integers.
+LAYOUTS_1D = ("NCL", "NLC")
+LAYOUT_1D_ARGS = weighted((30, st.sampled_from(LAYOUTS_1D)),
+                          (3, st.sampled_from(["ncl", "nlc", "Nlc"])),
+                          (1, st.sampled_from(["NCHW", "NLCC", "", None, 0, b"NCL"])))
+
+
+def parse_layout_1d(value, two_d_names=False):
+    """'NCL' / 'NLC' in any case; with `two_d_names` (im2col's 1-D mode) also 'NCHW' /
+    'NHWC' as channels-first / channels-last."""
+    if not isinstance(value, str):
+        return None
+    upper = value.upper()
+    if two_d_names:
+        upper = {"NCHW": "NCL", "NHWC": "NLC"}.get(upper, upper)
+    return upper if upper in LAYOUTS_1D else None
+
+
+def single_value(lo, hi, minimum=1, huge=True, clean=False):
+    """stride / dilation / kernel_size of a 1-D call: an int or a 1-tuple; sometimes bad."""
+    small = st.integers(lo, hi)
+    if clean:
+        return weighted((3, small), (1, st.tuples(small)))
+    scalar = int_value(lo, hi, huge)
+    bad = weighted((3, BAD_SCALARS.filter(lambda v: not (is_int(v) and v >= minimum))),
+                   (1, st.tuples(scalar, scalar)), (1, st.just(())),
+                   (1, st.tuples(BAD_SCALARS)), (1, st.just(np.ones((1, 1), np.int64))))
+    return weighted((20, scalar), (6, st.tuples(scalar)), (1, st.lists(scalar, min_size=1,
+                                                                          max_size=1)),
+                    (1, st.tuples(scalar).map(np.array)), (1, bad))
+
+
+def parse_single(value, minimum=1):
+    """int or a 1-sequence of one int >= minimum → int, else None."""
+    if is_sequence(value):
+        if np.ndim(value) == 1 and len(value) == 1:
+            value = value[0]
+        else:
+            return None
+    return int(value) if is_int(value) and value >= minimum else None
+
+
+def padding_1d_value(strings=False, clean=False):
+    """int or (before, after); for the convolutions also 'valid' / 'same'; sometimes bad."""
+    small = st.integers(0, 3)
+    if clean:
+        options = [(3, small), (2, st.tuples(small, small))]
+        if strings:
+            options.append((2, st.sampled_from(["same", "valid"])))
+        return weighted(*options)
+    scalar = int_value(0, 3, huge=False)
+    options = [(16, scalar), (8, st.tuples(scalar, scalar)), (2, st.tuples(scalar)),
+               (1, st.tuples(scalar, scalar, scalar)),
+               (1, st.tuples(st.tuples(scalar, scalar), st.tuples(scalar, scalar))),
+               (1, BAD_SCALARS.filter(lambda v: not (is_int(v) and v >= 0)))]
+    if strings:
+        options.append((6, st.sampled_from(["same", "valid", "SAME", "Valid", "full", ""])))
+    return weighted(*options)
+
+
+def parse_padding_1d(value):
+    """int p → (p, p); (p,) → (p, p); (before, after) → itself; ints >= 0, else None."""
+    if is_int(value):
+        return (int(value), int(value)) if value >= 0 else None
+    if is_sequence(value) and np.ndim(value) == 1 and len(value) in (1, 2) and all(
+            is_int(v) and v >= 0 for v in value):
+        pads = tuple(int(v) for v in value)
+        return pads * 2 if len(pads) == 1 else pads
+    return None
+
+
+def same_1d(length, k, s, d):
+    """TensorFlow's SAME along one axis (docs/spec.md §6)."""
+    out = -(-length // s)
+    total = max((out - 1) * s + d * (k - 1) + 1 - length, 0)
+    return (total // 2, total - total // 2)
+
+
+def window_1d(problems, fn, length, kernel, stride, padding, dilation):
+    """L_out of docs/spec.md §6, or None after adding the problems."""
+    if None in (kernel, stride, padding, dilation):
+        return None
+    ok = True
+    for name, value in (("kernel_size", kernel), ("stride", stride), ("dilation", dilation)):
+        if value > LIMIT:
+            problems.add(ValueError, rf"^{fn}: {name}")
+            ok = False
+    if not ok:
+        return None
+    padded = length + sum(padding)
+    extent = dilation * (kernel - 1) + 1
+    if padded < extent:
+        problems.add(ValueError, rf"^{fn}: kernel_size={kernel} with dilation")
+        return None
+    return (padded - extent) // stride + 1
+
+
+def dims_1d(shape3, layout):
+    return tuple(shape3) if layout == "NCL" else (shape3[0], shape3[2], shape3[1])
+
+
+def signal_shape(ndim, layout, n, c, length):
+    dims = (n, c, length) if layout == "NCL" else (n, length, c)
+    return {3: dims, 2: dims[1:], 1: (length,), 4: dims[:2] + (1,) + dims[2:]}[ndim]
+
+
+SIGNAL_NDIMS = weighted((12, st.just(3)), (6, st.just(2)), (1, st.sampled_from([1, 4])))
+
+
+@st.composite
+def signal_array(draw, layout, n, c, length, dtype, clean=False, orders=MEMORY_ORDERS):
+    """The signal in `layout` (2-D or 3-D; not clean: now and then another ndim, or a
+    zero-stride view with one axis of 2**48)."""
+    ndim = draw(st.sampled_from([3, 3, 2]) if clean else SIGNAL_NDIMS)
+    shape = signal_shape(ndim, layout, n, c, length)
+    if not clean and draw(st.integers(0, 30)) == 0:
+        axis = draw(st.integers(0, len(shape) - 1))
+        return huge_array(np.random.default_rng(0),
+                          shape[:axis] + (2**48,) + shape[axis + 1:], dtype)
+    return draw(arrays(shape, dtype, orders))
+
+
+def to_nlc(array, layout):
+    """A 3-D signal or column array in `layout` as NLC (C last), a copy."""
+    array = np.array(array)
+    return array if layout == "NLC" else np.ascontiguousarray(array.swapaxes(1, 2))
+
+
+def from_nlc(array, layout):
+    return array if layout == "NLC" else np.ascontiguousarray(array.swapaxes(1, 2))
+
+
+def conv1d_model(problems, fn, x, weight, bias, groups, stride_arg, padding_arg,
+                 dilation_arg, layout_arg, transposed=False, output_padding_arg=0):
+    """docs/spec.md §6 checks of conv1d / conv1d_backward / conv_transpose1d; returns the
+    parsed call, or None when a problem stops the model."""
+    layout = parse_layout_1d(layout_arg)
+    if layout is None:
+        problems.add(ValueError, rf"^{fn}: layout")
+    dtypes = [check_float(problems, fn, "input", x), check_float(problems, fn, "weight", weight)]
+    if bias is not None:
+        dtypes.append(check_float(problems, fn, "bias", bias))
+    if len(set(dtypes)) > 1:
+        problems.add(TypeError, rf"^{fn}: \w+ has dtype \S+ but \w+ has dtype")
+    wshape, xshape = np.shape(weight), np.shape(x)
+    if len(wshape) != 3:
+        problems.add(ValueError, rf"^{fn}: expected a 3-D weight")
+    if len(xshape) not in (2, 3):
+        problems.add(ValueError, rf"^{fn}: expected input of shape")
+    groups_ok = is_int(groups) and groups >= 1
+    if not groups_ok:
+        problems.add(ValueError, rf"^{fn}: groups")
+    stride, dilation = parse_single(stride_arg), parse_single(dilation_arg)
+    for name, value in (("stride", stride), ("dilation", dilation)):
+        if value is None:
+            problems.add(ValueError, rf"^{fn}: {name}")
+    padding = None
+    if isinstance(padding_arg, str) and not transposed:
+        padding = padding_arg.lower() if padding_arg.lower() in ("same", "valid") else None
+    else:
+        padding = parse_padding_1d(padding_arg)
+    if padding is None:
+        problems.add(ValueError, rf"^{fn}: padding")
+    out_pad = parse_single(output_padding_arg, minimum=0) if transposed else 0
+    if out_pad is None:
+        problems.add(ValueError, rf"^{fn}: output_padding")
+    if not (layout and len(wshape) == 3 and len(xshape) in (2, 3) and groups_ok):
+        return None
+    x3 = xshape if len(xshape) == 3 else (1,) + xshape
+    n, c, length = dims_1d(x3, layout)
+    if transposed:
+        cin, cout_g, k = wshape if layout == "NCL" else (wshape[2], wshape[1], wshape[0])
+        cout = cout_g * groups
+        if c != cin:
+            problems.add(ValueError, rf"^{fn}: expected input with \d+ channels")
+        if cin % groups:
+            problems.add(ValueError, rf"^{fn}: groups=\d+ must divide")
+        if min(k, cout_g, cin) < 1:
+            problems.add(ValueError, rf"^{fn}: weight has an empty axis")
+    else:
+        cout, cin_g, k = wshape if layout == "NCL" else (wshape[2], wshape[1], wshape[0])
+        if cout % groups:
+            problems.add(ValueError, rf"^{fn}: groups=\d+ must divide")
+        if c != cin_g * groups:
+            problems.add(ValueError, rf"^{fn}: expected input with \d+ channels")
+        if min(k, cin_g, cout) < 1:
+            problems.add(ValueError, rf"^{fn}: weight has an empty axis")
+    if bias is not None and np.shape(bias) != (cout,):
+        problems.add(ValueError, rf"^{fn}: expected bias of shape")
+    if padding == "valid":
+        padding = (0, 0)
+    elif padding == "same" and stride is not None and dilation is not None:
+        padding = same_1d(length, k, stride, dilation)
+    elif padding == "same":
+        padding = None
+    if transposed:
+        out_len = None
+        if None not in (stride, dilation, padding, out_pad) and k >= 1:
+            if out_pad >= max(stride, dilation):
+                problems.add(ValueError, rf"^{fn}: output_padding")
+            full = (length - 1) * stride + dilation * (k - 1) + out_pad + 1
+            out_len = full - sum(padding)
+            if out_len < 1:
+                problems.add(ValueError, rf"^{fn}: padding=.* removes the whole output")
+                out_len = None
+            elif window_1d(problems, fn, out_len, k, stride, padding, dilation) is None:
+                out_len = None
+        if out_len is not None and max(out_len, length, cin // max(groups, 1) * k) > INT_MAX:
+            problems.add(ValueError, r"exceeds the BLAS int range")
+    else:
+        out_len = window_1d(problems, fn, length, k, stride, padding, dilation) \
+            if k >= 1 else None
+        if out_len is not None and max(out_len, length, c // groups * k) > INT_MAX:
+            problems.add(ValueError, r"exceeds the BLAS int range")
+    if problems or out_len is None:
+        return None
+    dtype = dtypes[0]
+    full = (n, cout, out_len) if layout == "NCL" else (n, out_len, cout)
+    shape = full if len(xshape) == 3 else full[1:]
+    if not check_sizes(problems, shape, dtype, [x, weight, bias]):
+        return None
+    return dict(layout=layout, dtype=dtype, batched=len(xshape) == 3, stride=stride,
+                padding=padding, dilation=dilation, groups=groups, out_pad=out_pad,
+                shape=shape, length=length)
+
+
+@st.composite
+def conv1d_arrays(draw, clean, transposed=False):
+    """layout argument, x, weight, bias and groups of a 1-D convolution (sometimes
+    mismatched when not clean)."""
+    layout_arg = draw(st.sampled_from(LAYOUTS_1D) if clean else LAYOUT_1D_ARGS)
+    layout = parse_layout_1d(layout_arg) or "NCL"
+    groups = draw(weighted((6, st.just(1)), (2, st.integers(2, 3)),
+                           (0 if clean else 1, BAD_SCALARS)))
+    g = groups if is_int(groups) and groups >= 1 else 1
+    cin_g, cout_g = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    n, length, k = draw(st.integers(0, 2)), draw(st.integers(0, 9)), draw(st.integers(1, 3))
+    change = "none" if clean else draw(st.sampled_from(
+        ["none"] * 12 + ["channels", "weight-ndim", "dtype", "empty-weight", "bias"]))
+    dtype = draw(st.sampled_from(FLOATS) if clean else dtype_values())
+    c = cin_g * g + (1 if change == "channels" else 0)
+    x = draw(signal_array(layout, n, c, length, dtype, clean))
+    if transposed:  # (C_in, C_out/g, k) / (k, C_out/g, C_in)
+        wshape = (cin_g * g, cout_g, k) if layout == "NCL" else (k, cout_g, cin_g * g)
+        cout = cout_g * g
+    else:
+        wshape = (cout_g * g, cin_g, k) if layout == "NCL" else (k, cin_g, cout_g * g)
+        cout = cout_g * g
+    if change == "weight-ndim":
+        wshape = wshape + (1,)
+    if change == "empty-weight":
+        wshape = wshape[:-1] + (0,) if layout == "NCL" else (0,) + wshape[1:]
+    wdtype = draw(dtype_values()) if change == "dtype" else dtype
+    weight = draw(arrays(wshape, wdtype))
+    bias = None
+    if draw(st.booleans()):
+        bias = draw(arrays((cout + (1 if change == "bias" else 0),), dtype))
+    return layout_arg, x, weight, bias, groups
+
+
+def conv1d_oracle(p, x, weight, bias):
+    """reference.conv1d_naive in the call's layout."""
+    if math.prod(p["shape"]) == 0:
+        return np.zeros(p["shape"], p["dtype"])
+    x3 = np.array(x) if p["batched"] else np.array(x)[None]
+    w = np.array(weight)
+    lio = w if p["layout"] == "NLC" else w.transpose(2, 1, 0)
+    y = reference.conv1d_naive(to_nlc(x3, p["layout"]), lio, p["stride"], p["padding"],
+                               p["dilation"], p["groups"])
+    if bias is not None:
+        y = y + np.array(bias)
+    y = from_nlc(y.astype(p["dtype"]), p["layout"])
+    return y if p["batched"] else y[0]
+
+
+@st.composite
+def conv1d_cases(draw):
+    clean = draw(st.integers(0, 3)) > 0
+    fn = "conv1d"
+    layout_arg, x, weight, bias, groups = draw(conv1d_arrays(clean))
+    stride_arg = draw(single_value(1, 3, clean=clean))
+    dilation_arg = draw(single_value(1, 2, clean=clean))
+    padding_arg = draw(padding_1d_value(strings=True, clean=clean))
+    problems = Problems()
+    p = conv1d_model(problems, fn, x, weight, bias, groups, stride_arg, padding_arg,
+                     dilation_arg, layout_arg)
+    out = None
+    if p is not None:
+        out = draw(out_buffer(p["shape"], p["dtype"], [x, weight, bias], clean=clean))
+        check_out(problems, fn, out, p["shape"], p["dtype"], [x, weight, bias])
+    kwargs = dict(stride=stride_arg, padding=padding_arg, dilation=dilation_arg,
+                  groups=groups, layout=layout_arg)
+    if out is not None:
+        kwargs["out"] = out
+    errors, may_return = settle(problems, [x, weight, bias], p and p["shape"])
+    return Case(f"conv1d(x: {np.shape(x)} {dtype_of(x)}, weight: {np.shape(weight)} "
+                f"{dtype_of(weight)}, bias: {None if bias is None else np.shape(bias)}, "
+                f"**{kwargs!r})",
+                lambda: fastconv.conv1d(x, weight, bias, **kwargs), errors,
+                (lambda: conv1d_oracle(p, x, weight, bias)) if may_return else None,
+                assert_into(out) if out is not None else None, (x, weight, bias))
+
+
+@st.composite
+def conv1d_backward_cases(draw):
+    clean = draw(st.integers(0, 3)) > 0
+    fn = "conv1d_backward"
+    layout_arg, x, weight, _, groups = draw(conv1d_arrays(clean))
+    stride_arg = draw(single_value(1, 3, clean=clean))
+    dilation_arg = draw(single_value(1, 2, clean=clean))
+    padding_arg = draw(padding_1d_value(strings=True, clean=clean))
+    needs = draw(st.tuples(st.booleans(), st.booleans(), st.booleans()))
+    problems = Problems()
+    p = conv1d_model(problems, fn, x, weight, None, groups, stride_arg, padding_arg,
+                     dilation_arg, layout_arg)
+    xdtype = dtype_of(x)
+    gdtype = xdtype if xdtype in FLOATS else np.dtype(np.float32)
+    gshape = (3,)  # stands in when the model stopped before the output's shape
+    if p is not None:
+        gshape = p["shape"] if clean or draw(st.integers(0, 8)) else \
+            tuple(p["shape"][:-1]) + (p["shape"][-1] + 1,)
+    if not clean and draw(st.integers(0, 8)) == 0:
+        gdtype = draw(dtype_values())
+    grad = draw(arrays(gshape, gdtype))
+    gd = check_float(problems, fn, "grad_output", grad)
+    if gd in FLOATS and xdtype in FLOATS and gd != xdtype:
+        problems.add(TypeError, rf"^{fn}: input has dtype \S+ but grad_output has dtype")
+    if p is not None and np.shape(grad) != p["shape"]:
+        problems.add(ValueError, rf"^{fn}: expected grad_output of shape")
+
+    def expected():
+        layout, batched = p["layout"], p["batched"]
+        x3 = np.array(x) if batched else np.array(x)[None]
+        g3 = np.array(grad) if batched else np.array(grad)[None]
+        w = np.array(weight)
+        lio = w if layout == "NLC" else w.transpose(2, 1, 0)
+        gz, gw, gb = reference.conv1d_backward(to_nlc(g3, layout), to_nlc(x3, layout), lio,
+                                               p["stride"], p["padding"], p["dilation"],
+                                               p["groups"])
+        dtype = p["dtype"]
+        gx = from_nlc(gz.astype(dtype), layout)
+        gw = (gw if layout == "NLC" else gw.transpose(2, 1, 0)).astype(dtype)
+        return (gx if batched else gx[0], np.ascontiguousarray(gw), gb.astype(dtype))
+
+    def compare(result, want):
+        for got, value, needed in zip(result, want, needs):
+            if needed:
+                assert_same(got, value)
+            else:
+                assert got is None
+
+    kwargs = dict(stride=stride_arg, padding=padding_arg, dilation=dilation_arg,
+                  groups=groups, layout=layout_arg, needs_input_grad=needs[0],
+                  needs_weight_grad=needs[1], needs_bias_grad=needs[2])
+    errors, may_return = settle(problems, [x, weight, grad], p and p["shape"])
+    return Case(f"conv1d_backward(grad: {np.shape(grad)} {dtype_of(grad)}, x: {np.shape(x)} "
+                f"{dtype_of(x)}, weight: {np.shape(weight)} {dtype_of(weight)}, **{kwargs!r})",
+                lambda: fastconv.conv1d_backward(grad, x, weight, **kwargs), errors,
+                expected if may_return else None, compare, (x, weight, grad))
+
+
+@st.composite
+def conv_transpose1d_cases(draw):
+    clean = draw(st.integers(0, 3)) > 0
+    fn = "conv_transpose1d"
+    layout_arg, x, weight, bias, groups = draw(conv1d_arrays(clean, transposed=True))
+    stride_arg = draw(single_value(1, 3, clean=clean))
+    dilation_arg = draw(single_value(1, 2, clean=clean))
+    padding_arg = draw(padding_1d_value(clean=clean) if clean
+                       else weighted((8, padding_1d_value()), (1, st.just("same"))))
+    output_padding_arg = draw(weighted((3, st.just(0)), (2, single_value(0, 2, minimum=0,
+                                                                      huge=False,
+                                                                      clean=clean))))
+    problems = Problems()
+    p = conv1d_model(problems, fn, x, weight, bias, groups, stride_arg, padding_arg,
+                     dilation_arg, layout_arg, transposed=True,
+                     output_padding_arg=output_padding_arg)
+    out = None
+    if p is not None:
+        out = draw(out_buffer(p["shape"], p["dtype"], [x, weight, bias], clean=clean))
+        check_out(problems, fn, out, p["shape"], p["dtype"], [x, weight, bias])
+
+    def expected():
+        if math.prod(p["shape"]) == 0:
+            return np.zeros(p["shape"], p["dtype"])
+        layout, batched = p["layout"], p["batched"]
+        x3 = np.array(x) if batched else np.array(x)[None]
+        w = np.array(weight)
+        w_tf = w if layout == "NLC" else w.transpose(2, 1, 0)  # (k, C_out/g, C_in)
+        y = reference.conv_transpose1d(to_nlc(x3, layout), w_tf, p["stride"], p["padding"],
+                                       p["out_pad"], p["groups"], p["dilation"])
+        if bias is not None:
+            y = y + np.array(bias)
+        y = from_nlc(y.astype(p["dtype"]), layout)
+        return y if batched else y[0]
+
+    kwargs = dict(stride=stride_arg, padding=padding_arg, output_padding=output_padding_arg,
+                  groups=groups, dilation=dilation_arg, layout=layout_arg)
+    if out is not None:
+        kwargs["out"] = out
+    errors, may_return = settle(problems, [x, weight, bias], p and p["shape"])
+    return Case(f"conv_transpose1d(x: {np.shape(x)} {dtype_of(x)}, weight: {np.shape(weight)}"
+                f" {dtype_of(weight)}, bias: {None if bias is None else np.shape(bias)}, "
+                f"**{kwargs!r})",
+                lambda: fastconv.conv_transpose1d(x, weight, bias, **kwargs), errors,
+                expected if may_return else None,
+                assert_into(out) if out is not None else None, (x, weight, bias))
+
+
+def im2col_1d_strategy(fn="im2col", arg="x"):
+    """im2col / col2im_backward with a 1-tuple kernel_size (docs/spec.md §6)."""
+    @st.composite
+    def strategy(draw):
+        clean = draw(st.integers(0, 3)) > 0
+        layout_arg = draw(st.sampled_from(LAYOUTS_1D + ("NCHW", "NHWC")) if clean
+                          else LAYOUT_1D_ARGS)
+        layout = parse_layout_1d(layout_arg, two_d_names=True)
+        n, c, length = draw(st.integers(0, 3)), draw(st.integers(0, 4)), draw(st.integers(0, 9))
+        dtype = draw(dtype_values(movable=True, clean=clean))
+        x = draw(signal_array(layout or "NCL", n, c, length, dtype, clean))
+        k = draw(st.integers(0 if not clean else 1, 3))
+        kernel_arg = draw(st.sampled_from([(k,), [k], np.array([k])]))
+        stride_arg = draw(single_value(1, 3, clean=clean))
+        dilation_arg = draw(single_value(1, 3, clean=clean))
+        padding_arg = draw(padding_1d_value(clean=clean))
+
+        problems = Problems()
+        if layout is None:
+            problems.add(ValueError, rf"^{fn}: layout")
+        dtype = check_movable(problems, fn, arg, x)
+        shape = np.shape(x)
+        if len(shape) not in (2, 3):
+            problems.add(ValueError, rf"^{fn}: kernel_size=.* means 1-D images")
+        kernel, stride = parse_single(kernel_arg), parse_single(stride_arg)
+        dilation, padding = parse_single(dilation_arg), parse_padding_1d(padding_arg)
+        for name, value in (("kernel_size", kernel), ("stride", stride),
+                            ("dilation", dilation), ("padding", padding)):
+            if value is None:
+                problems.add(ValueError, rf"^{fn}: {name}")
+        result_shape = out_len = None
+        if layout and len(shape) in (2, 3):
+            shape3 = shape if len(shape) == 3 else (1,) + shape
+            n3, c3, l3 = dims_1d(shape3, layout)
+            out_len = window_1d(problems, fn, l3, kernel, stride, padding, dilation)
+            if out_len is not None:
+                full = (n3, c3 * kernel, out_len) if layout == "NCL" else \
+                    (n3, out_len, kernel * c3)
+                ok = check_sizes(problems, full, dtype, [x])
+                result_shape = (full if len(shape) == 3 else full[1:]) if ok else None
+        out = None
+        if result_shape is not None and not problems:
+            out = draw(out_buffer(result_shape, dtype, [x], clean=clean))
+            check_out(problems, fn, out, result_shape, dtype, [x])
+
+        def expected():
+            if math.prod(result_shape) == 0:
+                return np.zeros(result_shape, dtype)
+            x3 = np.array(x) if len(shape) == 3 else np.array(x)[None]
+            cols = reference.im2col1d(x3, kernel, stride, padding, dilation, layout)
+            return cols if len(shape) == 3 else cols[0]
+
+        kwargs = dict(stride=stride_arg, padding=padding_arg, dilation=dilation_arg,
+                      layout=layout_arg)
+        if out is not None:
+            kwargs["out"] = out
+        function = getattr(fastconv, fn)
+        errors, may_return = settle(problems, [x], result_shape)
+        return Case(f"{fn}({arg}: {np.shape(x)} {dtype_of(x)}, {kernel_arg!r}, **{kwargs!r})",
+                    lambda: function(x, kernel_arg, **kwargs), errors,
+                    expected if may_return else None,
+                    assert_into(out) if out is not None else None, (x,))
+    return strategy()
+
+
+@st.composite
+def col2im_1d_cases(draw):
+    """col2im with a 1-tuple kernel_size: columns of the right shape for a drawn geometry
+    (sometimes perturbed), folded back into signals of length `output_size`."""
+    clean = draw(st.integers(0, 3)) > 0
+    fn = "col2im"
+    layout_arg = draw(st.sampled_from(LAYOUTS_1D) if clean else LAYOUT_1D_ARGS)
+    layout = parse_layout_1d(layout_arg, two_d_names=True)
+    n, c, length = draw(st.integers(0, 3)), draw(st.integers(1, 4)), draw(st.integers(0, 9))
+    k = draw(st.integers(1, 3))
+    stride_arg = draw(single_value(1, 3, huge=False, clean=clean))
+    dilation_arg = draw(single_value(1, 3, huge=False, clean=clean))
+    padding_arg = draw(padding_1d_value(clean=clean))
+    stride_g, dilation_g = parse_single(stride_arg) or 1, parse_single(dilation_arg) or 1
+    padding_g = parse_padding_1d(padding_arg) or (0, 0)
+    out_guess = window_1d(Problems(), fn, length, k, stride_g, padding_g, dilation_g)
+    positions = out_guess if out_guess is not None else draw(st.integers(0, 3))
+    rows = c * k
+    change = "none" if clean else draw(st.sampled_from(["none"] * 12 + ["rows", "positions",
+                                                                       "ndim", "size"]))
+    rows += draw(st.sampled_from([-1, 1])) if change == "rows" else 0
+    positions += 1 if change == "positions" else 0
+    batched = draw(st.booleans())
+    shape = (n, rows, positions) if layout != "NLC" else (n, positions, rows)
+    shape = shape if batched else shape[1:]
+    if change == "ndim":
+        shape = shape[-1:]
+    dtype = draw(dtype_values(movable=True, clean=clean))
+    cols = draw(arrays(shape, dtype))
+    size_arg = length if change != "size" else draw(st.sampled_from([(length, 1), -1, None]))
+    size_arg = draw(st.sampled_from([size_arg, (size_arg,)])) if is_int(size_arg) else size_arg
+
+    problems = Problems()
+    if layout is None:
+        problems.add(ValueError, rf"^{fn}: layout")
+    dtype = check_movable(problems, fn, "cols", cols, allow_bool=False)
+    if len(shape) not in (2, 3):
+        problems.add(ValueError, rf"^{fn}: expected cols of shape")
+    size = parse_single(size_arg, minimum=0)
+    stride, dilation = parse_single(stride_arg), parse_single(dilation_arg)
+    padding = parse_padding_1d(padding_arg)
+    for name, value in (("output_size", size), ("stride", stride), ("dilation", dilation),
+                        ("padding", padding)):
+        if value is None:
+            problems.add(ValueError, rf"^{fn}: {name}")
+    result_shape = None
+    if layout and len(shape) in (2, 3):
+        cols3 = shape if len(shape) == 3 else (1,) + shape
+        rows3 = cols3[1] if layout == "NCL" else cols3[2]
+        if rows3 == 0 or rows3 % k:
+            problems.add(ValueError, rf"^{fn}: cols has \d+ (rows|columns)")
+        elif size is not None:
+            out_len = window_1d(problems, fn, size, k, stride, padding, dilation)
+            if out_len is not None:
+                if (cols3[2] if layout == "NCL" else cols3[1]) != out_len:
+                    problems.add(ValueError, rf"^{fn}: cols has \d+ sliding-window")
+                else:
+                    image = ((cols3[0], rows3 // k, size) if layout == "NCL"
+                             else (cols3[0], size, rows3 // k))
+                    result_shape = image if len(shape) == 3 else image[1:]
+
+    def expected():
+        if math.prod(result_shape) == 0:
+            return np.zeros(result_shape, dtype)
+        cols3 = np.array(cols) if len(shape) == 3 else np.array(cols)[None]
+        if cols3.size == 0:
+            return np.zeros(result_shape, dtype)
+        image = reference.col2im1d(cols3, size, k, stride, padding, dilation, layout)
+        return image if len(shape) == 3 else image[0]
+
+    kwargs = dict(stride=stride_arg, padding=padding_arg, dilation=dilation_arg,
+                  layout=layout_arg)
+    errors, may_return = settle(problems, [cols], result_shape)
+    return Case(f"col2im(cols: {shape} {dtype_of(cols)}, {size_arg!r}, ({k},), **{kwargs!r})",
+                lambda: fastconv.col2im(cols, size_arg, (k,), **kwargs), errors,
+                expected if may_return else None, None, (cols,))
+
+
+@st.composite
+def conv1d_layer_cases(draw):
+    """Conv1D: a valid layer (integer weights), forward then two backward passes, against
+    the oracles; or a bad constructor argument."""
+    clean = draw(st.integers(0, 3)) > 0
+    layout_arg = draw(st.sampled_from(LAYOUTS_1D) if clean else LAYOUT_1D_ARGS)
+    layout = parse_layout_1d(layout_arg)
+    g = draw(weighted((6, st.just(1)), (2, st.integers(2, 3))))
+    cin, cout = draw(st.integers(1, 3)) * g, draw(st.integers(1, 3)) * g
+    k = draw(st.integers(1, 3))
+    kernel_arg = draw(st.sampled_from([k, (k,)]) if clean
+                      else weighted((8, st.sampled_from([k, (k,)])), (1, single_value(1, 3))))
+    stride_arg = draw(single_value(1, 3, huge=False, clean=clean))
+    dilation_arg = draw(single_value(1, 2, huge=False, clean=clean))
+    padding_arg = draw(padding_1d_value(strings=True, clean=clean))
+    dtype = draw(st.sampled_from(FLOATS))
+    fn = "Conv1D"
+    problems = Problems()
+    if layout is None:
+        problems.add(ValueError, rf"^{fn}: layout")
+    kernel, stride = parse_single(kernel_arg), parse_single(stride_arg)
+    dilation = parse_single(dilation_arg)
+    for name, value in (("kernel_size", kernel), ("stride", stride), ("dilation", dilation)):
+        if value is None or value > LIMIT:
+            problems.add(ValueError, rf"^{fn}: {name}")
+    if isinstance(padding_arg, str):
+        if padding_arg.lower() not in ("same", "valid"):
+            problems.add(ValueError, rf"^{fn}: padding")
+    elif parse_padding_1d(padding_arg) is None:
+        problems.add(ValueError, rf"^{fn}: padding")
+    kwargs = dict(stride=stride_arg, padding=padding_arg, dilation=dilation_arg, groups=g,
+                  layout=layout_arg, dtype=dtype, seed=draw(st.integers(0, 9)))
+    text = f"Conv1D({cin}, {cout}, {kernel_arg!r}, **{kwargs!r})"
+    if problems:
+        return Case(text, lambda: fastconv.Conv1D(cin, cout, kernel_arg, **kwargs), problems)
+    n, length = draw(st.integers(0, 2)), draw(st.integers(0, 9))
+    # (not as a list: an empty list loses the shape the model reads from n and length)
+    x = draw(signal_array(layout, n, cin, length, dtype, clean=True,
+                          orders=[o for o in MEMORY_ORDERS if o != "list"]))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    padding = parse_padding_1d(padding_arg) if not isinstance(padding_arg, str) else (
+        (0, 0) if padding_arg.lower() == "valid" else same_1d(length, kernel, stride,
+                                                              dilation))
+    out_len = window_1d(problems, "Conv1D.forward", length, kernel, stride, padding,
+                        dilation)
+    shape = None
+    if out_len is not None:
+        full = (n, cout, out_len) if layout == "NCL" else (n, out_len, cout)
+        shape = full if np.ndim(x) == 3 else full[1:]
+
+    def call():
+        layer = fastconv.Conv1D(cin, cout, kernel_arg, **kwargs)
+        layer.weight[...] = fill(rng, layer.weight.shape, np.dtype(dtype))
+        layer.bias[...] = fill(rng, layer.bias.shape, np.dtype(dtype))
+        y = layer(x)
+        grad = fill(rng, y.shape, np.dtype(dtype))
+        first = layer.backward(grad)
+        np.testing.assert_array_equal(first, layer.backward(grad))
+        return layer, y, grad, first
+
+    def compare(result, _):
+        layer, y, grad, grad_x = result
+        p = dict(layout=layout, dtype=np.dtype(dtype), batched=np.ndim(x) == 3,
+                 stride=stride, padding=padding, dilation=dilation, groups=g, shape=shape)
+        assert_same(y, conv1d_oracle(p, x, layer.weight, layer.bias))
+        x3 = np.array(x) if p["batched"] else np.array(x)[None]
+        g3 = grad if p["batched"] else grad[None]
+        lio = layer.weight if layout == "NLC" else layer.weight.transpose(2, 1, 0)
+        gz, gw, gb = reference.conv1d_backward(to_nlc(g3, layout), to_nlc(x3, layout), lio,
+                                               stride, padding, dilation, g)
+        gx = from_nlc(gz.astype(dtype), layout)
+        assert_same(grad_x, gx if p["batched"] else gx[0])
+        gw = gw if layout == "NLC" else gw.transpose(2, 1, 0)
+        assert_same(layer.weight_grad, np.ascontiguousarray(2 * gw).astype(dtype))
+        assert_same(layer.bias_grad, (2 * gb).astype(dtype))
+
+    return Case(f"{text}; forward(x: {np.shape(x)})", call, problems,
+                (lambda: None) if not problems else None, compare, (x,))
+
+
 # ================================================================== the table
 # name → strategy drawing a Case. New public functions add a row (see the module docstring).
 TARGETS = {
@@ -2530,6 +3182,13 @@ TARGETS = {
     "Conv2D": conv2d_layer_cases(),
     "ConvGeometry": conv_geometry_cases(),
     "threads": threads_cases(),
+    "conv1d": conv1d_cases(),
+    "conv1d_backward": conv1d_backward_cases(),
+    "conv_transpose1d": conv_transpose1d_cases(),
+    "Conv1D": conv1d_layer_cases(),
+    "im2col_1d": im2col_1d_strategy(),
+    "col2im_backward_1d": im2col_1d_strategy("col2im_backward", "grad_image"),
+    "col2im_1d": col2im_1d_cases(),
 }
 
 

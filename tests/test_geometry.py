@@ -159,10 +159,6 @@ def test_asymmetric_padding_matches_torch_pad_then_conv(torch):
 
 GEOMETRY_ERRORS = {
     # name: (input_shape, out_channels, kwargs, match)
-    "same-with-stride": ((1, 2, 8, 8), 4, dict(kernel_size=3, stride=2, padding="same"),
-                         r"ConvGeometry: .*same.*stride"),
-    "same-with-stride-pair": ((1, 2, 8, 8), 4, dict(kernel_size=3, stride=(1, 2),
-                                                    padding="same"), r"same.*stride"),
     "groups-not-dividing-in": ((1, 3, 8, 8), 4, dict(kernel_size=3, groups=2),
                                r"ConvGeometry: groups.*2.*3"),
     "groups-not-dividing-out": ((1, 4, 8, 8), 3, dict(kernel_size=3, groups=2),

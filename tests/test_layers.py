@@ -138,8 +138,6 @@ def test_bad_dtype_is_type_error(dtype):
     (dict(in_channels=3, out_channels=4, kernel_size=3, padding=-1), r"padding"),
     (dict(in_channels=3, out_channels=4, kernel_size=3, padding=((0, 1), (-1, 0))),
      r"padding"),
-    (dict(in_channels=3, out_channels=4, kernel_size=3, padding="same", stride=2),
-     r"same.*stride"),
     (dict(in_channels=3, out_channels=4, kernel_size=3, padding="full"), r"padding"),
     (dict(in_channels=3, out_channels=4, kernel_size=3, layout="NCWH"),
      r"layout.*NCHW.*NHWC"),

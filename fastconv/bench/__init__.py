@@ -1,7 +1,8 @@
 """The benchmark behind ``python -m fastconv bench``: fastconv timed against NumPy and torch.
 
 Shapes come from the layer suite ``fastconv/data/layers.json`` (ResNet-50, VGG-16,
-MobileNet layers) or the user's ``--conv`` layers. For each case fastconv (with a
+MobileNet layers) or the user's ``--conv`` layers, and the 1-D layers of issue 17 or the
+user's ``--conv1d`` ones. For each case fastconv (with a
 preallocated ``out=`` where it has one) is timed against a plain NumPy baseline and, when
 torch is installed, against torch; ``--compare`` instead checks the performance targets.
 fastconv runs with ``algorithm="auto"``; on Winograd-eligible layers (3×3, stride 1,
@@ -42,6 +43,7 @@ from fastconv.bench.baselines import (
                                       numpy_im2col,
                                       numpy_rmac,
                                       numpy_space_to_batch,
+                                      torch_conv1d_backward,
                                       torch_conv2d_backward,
                                       torch_rmac,
                                       torch_space_to_batch,
@@ -59,17 +61,21 @@ from fastconv.bench.suite import (
                                       FeatureMap,
                                       Layer,
                                       MapCase,
+                                      Signal,
+                                      SignalCase,
                                       load_layers,
                                       parse_conv,
+                                      parse_conv1d,
                                       select_layers,
 )
 from fastconv.bench.timing import Timing, best_time, best_times
 
 __all__ = [
     "Layer", "Case", "FeatureMap", "MapCase", "RMAC_MAPS", "BenchError", "load_layers",
-    "select_layers", "parse_conv", "Timing", "best_time", "best_times", "Config",
+    "select_layers", "parse_conv", "Signal", "SignalCase", "parse_conv1d", "Timing",
+    "best_time", "best_times", "Config",
     "make_config", "Row", "Section", "SECTIONS", "run", "format_table", "summary", "to_json",
     "plot_rows", "plot_series", "gemm_ceiling", "numpy_im2col", "numpy_col2im",
     "numpy_conv2d", "numpy_conv2d_backward", "numpy_space_to_batch", "numpy_rmac",
-    "torch_conv2d_backward", "torch_space_to_batch", "torch_rmac",
+    "torch_conv2d_backward", "torch_conv1d_backward", "torch_space_to_batch", "torch_rmac",
 ]

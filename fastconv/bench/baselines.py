@@ -15,6 +15,7 @@ from fastconv.reference import padding_pairs, pair, window_count
 
 __all__ = ["numpy_im2col", "numpy_col2im", "numpy_conv2d", "numpy_conv2d_backward",
            "numpy_space_to_batch", "numpy_rmac", "as_nchw", "torch_conv2d_backward",
+           "torch_conv1d_backward",
            "torch_space_to_batch", "torch_rmac"]
 
 
@@ -278,6 +279,22 @@ def torch_conv2d_backward(torch, grad_t, x_t, weight_t, bias_t, args):
                                 [1, 1], False, [0, 0], groups, [True, True, True])
     leaves = [t.detach().requires_grad_() for t in (x_t, weight_t, bias_t)]
     y = torch.nn.functional.conv2d(*leaves, **args)
+    return lambda: torch.autograd.grad(y, leaves, grad_t, retain_graph=True)
+
+
+def torch_conv1d_backward(torch, grad_t, x_t, weight_t, bias_t, args):
+    """A function computing torch's three conv1d gradients (NCL), as
+    :func:`torch_conv2d_backward` does for conv2d."""
+    stride, padding = args["stride"], args["padding"]
+    try:
+        backward = torch.ops.aten.convolution_backward
+    except (AttributeError, RuntimeError):
+        backward = None
+    if backward is not None:
+        return lambda: backward(grad_t, x_t, weight_t, [weight_t.shape[0]], [stride],
+                                [padding], [1], False, [0], 1, [True, True, True])
+    leaves = [t.detach().requires_grad_() for t in (x_t, weight_t, bias_t)]
+    y = torch.nn.functional.conv1d(*leaves, **args)
     return lambda: torch.autograd.grad(y, leaves, grad_t, retain_graph=True)
 
 

@@ -173,6 +173,12 @@ def _header(config):
             "ceiling, each once the previous BLAS threads idle"
             + (f"; a call over {once:g} s is timed once." if once is not None else "."),
         ]
+    if any(op in ("conv1d", "conv1d_backward") for op in config.ops):
+        layout = "NCL" if config.layout == "NCHW" else "NLC"
+        lines.append(f"conv1d: {layout} (weight {'OIL' if layout == 'NCL' else 'LIO'}); "
+                     "GFLOP/s = 2 x multiply-adds / fastconv time (backward: 2x that); "
+                     "NumPy = the conv2d baseline on height-1 views; torch = F.conv1d and "
+                     "convolution_backward on NCL.")
     if "rmac" in config.ops:
         lines.append("rmac: GB/s of the feature map; NumPy = one slice-and-max per region; "
                      "torch = cirtorch's rmac (F.max_pool2d per region); descriptors/s below.")

@@ -1,9 +1,10 @@
 """The sections of ``python -m fastconv bench`` and the run over them.
 
 A run is a list of *sections* (``im2col``, ``col2im``, ``conv2d``, ``conv2d_backward``,
-``layer``, ``space_to_batch``, ``rmac``). A section says which cases it measures and how
-to time one case; every case becomes one :class:`~fastconv.bench.measure.Row` of a single
-table, so adding a section is writing two functions and one entry in :data:`SECTIONS`.
+``layer``, ``conv1d``, ``conv1d_backward``, ``space_to_batch``, ``rmac``). A section says
+which cases it measures and how to time one case; every case becomes one
+:class:`~fastconv.bench.measure.Row` of a single table, so adding a section is writing two
+functions and one entry in :data:`SECTIONS`.
 
 For each case fastconv (with a preallocated ``out=`` where it has one) is timed against
 its NumPy baseline and, when torch is installed, against torch
@@ -31,6 +32,7 @@ from fastconv.bench.baselines import (
     numpy_im2col,
     numpy_rmac,
     numpy_space_to_batch,
+    torch_conv1d_backward,
     torch_conv2d_backward,
     torch_rmac,
     torch_space_to_batch,
@@ -38,12 +40,13 @@ from fastconv.bench.baselines import (
 from fastconv.bench.ceiling import gemm_ceiling
 from fastconv.bench.measure import close_result, measure_row
 from fastconv.bench.progress import Progress
-from fastconv.bench.suite import RMAC_BATCHES, RMAC_MAPS, Case, MapCase
+from fastconv.bench.suite import RMAC_BATCHES, RMAC_MAPS, Case, MapCase, layout_1d
 from fastconv.bench.timing import best_time, thread_limits
 
 __all__ = ["conv_inputs", "suite_cases", "space_to_batch_cases", "rmac_cases",
            "bench_im2col", "bench_col2im", "bench_conv2d", "bench_conv2d_backward",
-           "bench_layer", "bench_space_to_batch", "bench_rmac", "SPACE_TO_BATCH_BLOCK",
+           "bench_layer", "bench_conv1d", "bench_conv1d_backward", "signal_cases",
+           "bench_space_to_batch", "bench_rmac", "SPACE_TO_BATCH_BLOCK",
            "Section", "SECTIONS", "run"]
 
 
@@ -211,6 +214,82 @@ def bench_layer(case, config):
     return row
 
 
+def signal_cases(config):
+    """The selected 1-D layers at the selected batches."""
+    return config.signal_cases()
+
+
+def _conv1d_inputs(case, config):
+    """x, weight, bias in the configured layout (NCL for NCHW, NLC for NHWC), their
+    height-1 NumPy views for the 2-D NumPy baselines, and torch tensors (NCL / OIL) or
+    None."""
+    layout = layout_1d(config.layout)
+    x = config.random(case.image_shape(layout))
+    weight = config.random(case.weight_shape(layout))
+    bias = config.random((case.layer.out_channels,))
+    if layout == "NCL":
+        views = (x[:, :, None, :], weight[:, :, None, :])
+    else:
+        views = (x[:, None], weight[None])
+    tensors = None
+    if config.torch is not None:
+        x_ncl = x if layout == "NCL" else np.ascontiguousarray(x.transpose(0, 2, 1))
+        w_oil = weight if layout == "NCL" else np.ascontiguousarray(weight.transpose(2, 1, 0))
+        tensors = tuple(config.torch.from_numpy(a) for a in (x_ncl, w_oil, bias))
+    return layout, x, weight, bias, views, tensors
+
+
+def _args_2d(case):
+    """stride and padding of the height-1 2-D convolution of a 1-D case."""
+    layer = case.layer
+    return {"stride": (1, layer.stride), "padding": ((0, 0), (layer.padding, layer.padding))}
+
+
+def bench_conv1d(case, config):
+    """fastconv.conv1d (out=, with bias) vs :func:`numpy_conv2d` on the height-1 views vs
+    torch.nn.functional.conv1d."""
+    layout, x, weight, bias, (x4, w4), tensors = _conv1d_inputs(case, config)
+    args = case.conv_args()
+    out = np.empty(case.output_shape(layout), dtype=config.dtype)
+    torch_fn = None
+    if tensors is not None:
+        conv1d = config.torch.nn.functional.conv1d
+        x_t, w_t, b_t = tensors
+        torch_fn = lambda: conv1d(x_t, w_t, b_t, **args)  # noqa: E731
+    layout2 = "NCHW" if layout == "NCL" else "NHWC"
+    return measure_row(
+        "conv1d", case, config, case.column_elements() * config.dtype.itemsize,
+        lambda: fastconv.conv1d(x, weight, bias, layout=layout, out=out, **args),
+        lambda: numpy_conv2d(x4, w4, bias, layout=layout2, **_args_2d(case)).reshape(
+            out.shape),
+        torch_fn, same=close_result, flops=case.flops, blas=True)
+
+
+def bench_conv1d_backward(case, config):
+    """fastconv.conv1d_backward (all three gradients) vs :func:`numpy_conv2d_backward` on
+    the height-1 views vs torch's convolution_backward. FLOPs: twice the forward's."""
+    layout, x, weight, _, (x4, w4), tensors = _conv1d_inputs(case, config)
+    args = case.conv_args()
+    grad = config.random(case.output_shape(layout))
+    grad4 = grad[:, :, None, :] if layout == "NCL" else grad[:, None]
+    torch_fn = None
+    if tensors is not None:
+        torch_fn = torch_conv1d_backward(
+            config.torch, config.torch.from_numpy(
+                grad if layout == "NCL" else np.ascontiguousarray(grad.transpose(0, 2, 1))),
+            *tensors, args)
+    layout2 = "NCHW" if layout == "NCL" else "NHWC"
+
+    def numpy_fn():
+        gx, gw, gb = numpy_conv2d_backward(grad4, x4, w4, layout=layout2, **_args_2d(case))
+        return gx.reshape(x.shape), gw.reshape(weight.shape), gb
+
+    return measure_row(
+        "conv1d_backward", case, config, case.column_elements() * config.dtype.itemsize,
+        lambda: tuple(fastconv.conv1d_backward(grad, x, weight, layout=layout, **args)),
+        numpy_fn, torch_fn, same=close_result, flops=2 * case.flops, blas=True)
+
+
 def rmac_cases(config):
     """:data:`~fastconv.bench.suite.RMAC_MAPS` at the configured batches (default
     :data:`~fastconv.bench.suite.RMAC_BATCHES`)."""
@@ -304,6 +383,12 @@ SECTIONS = {section.name: section for section in (
     Section("layer", suite_cases, bench_layer,
             "fastconv.Conv2D forward (steady state) vs torch.nn.Conv2d (no_grad); "
             "algorithm='gemm' and 'winograd' on 3x3 stride-1 layers", "nn.Conv2d"),
+    Section("conv1d", signal_cases, bench_conv1d,
+            "fastconv.conv1d vs NumPy as_strided im2col + matmul vs torch conv1d, on the 1-D "
+            "layers (issue 17's targets, or --conv1d)", "conv1d"),
+    Section("conv1d_backward", signal_cases, bench_conv1d_backward,
+            "fastconv.conv1d_backward vs NumPy matmuls + col2im vs torch "
+            "convolution_backward, on the 1-D layers", "convolution_backward"),
     Section("space_to_batch", space_to_batch_cases, bench_space_to_batch,
             "fastconv.space_to_batch (block 2) of each layer's input vs NumPy pad + transpose "
             "vs torch pad + permute, and numpy.copyto of the same bytes", "pad+permute"),

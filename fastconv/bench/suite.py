@@ -1,5 +1,5 @@
-"""What the benchmark measures: the layer suite, the user's ``--conv`` layers and R-MAC's
-feature maps.
+"""What the benchmark measures: the layer suite, the user's ``--conv`` layers, the 1-D
+signals (:data:`SIGNALS` and the user's ``--conv1d`` ones) and R-MAC's feature maps.
 
 The suite is the package data ``fastconv/data/layers.json`` (ResNet-50, VGG-16, MobileNet
 layers); a :class:`Case` is one layer at one batch size, the unit every section times.
@@ -15,7 +15,7 @@ import fastconv
 
 __all__ = ["BenchError", "DEFAULT_BATCHES", "Layer", "load_layers", "select_layers",
            "CONV_FIELDS", "parse_conv", "Case", "FeatureMap", "RMAC_MAPS", "RMAC_BATCHES",
-           "MapCase"]
+           "MapCase", "Signal", "SIGNALS", "CONV1D_FIELDS", "parse_conv1d", "SignalCase"]
 
 DEFAULT_BATCHES = (1, 8)
 
@@ -212,6 +212,132 @@ class MapCase:
     def image_shape(self, layout):
         n, c, h, w = self.batch, self.layer.channels, self.layer.height, self.layer.width
         return (n, c, h, w) if layout == "NCHW" else (n, h, w, c)
+
+    def __str__(self):
+        return f"{self.layer.name} batch {self.batch}"
+
+
+# ------------------------------------------------------------------ 1-D signals (§6)
+@dataclass(frozen=True)
+class Signal:
+    """One 1-D convolution layer: `in_channels` signals of `length` samples, `out_channels`
+    filters of `kernel` taps, symmetric `padding`."""
+
+    name: str
+    in_channels: int
+    length: int
+    out_channels: int
+    kernel: int
+    stride: int = 1
+    padding: int = 0
+    batches: tuple = (8,)
+
+    @property
+    def out_length(self):
+        return (self.length + 2 * self.padding - self.kernel) // self.stride + 1
+
+
+# Issue 17's 1-D targets: 64 → 64 channels over 1 s of 16 kHz audio features, kernels 3 and
+# 9; and an audio front end, 25 ms windows (400 taps) every 10 ms (stride 160) over 10 s.
+SIGNALS = (
+    Signal("conv1d.64to64.k3", 64, 16000, 64, 3, 1, 1),
+    Signal("conv1d.64to64.k9", 64, 16000, 64, 9, 1, 4),
+    Signal("audio.frontend", 1, 160000, 64, 400, 160, 0),
+)
+
+# The fields of ``--conv1d N,C,L,O,k,s,p``: (letter, meaning, smallest value).
+CONV1D_FIELDS = (("N", "batch", 1), ("C", "in_channels", 1), ("L", "length", 1),
+                 ("O", "out_channels", 1), ("k", "kernel", 1), ("s", "stride", 1),
+                 ("p", "padding", 0))
+
+
+def parse_conv1d(text):
+    """A user's 1-D layer from a ``--conv1d N,C,L,O,k,s,p`` value.
+
+    Parameters
+    ----------
+    text : str
+        Seven comma-separated integers: batch N, input channels C, length L, output
+        channels O, kernel k, stride s, symmetric padding p (p ≥ 0, the others ≥ 1).
+
+    Returns
+    -------
+    Signal
+        Named ``user1d.N8.C64.L16000.O64.k3.s1.p1`` (for ``8,64,16000,64,3,1,1``), run at
+        batch N unless ``--batch`` says otherwise.
+
+    Raises
+    ------
+    BenchError
+        Not seven fields, a field that is not an integer or is too small (the message
+        names it), or a kernel longer than the padded signal.
+    """
+    parts = [part.strip() for part in str(text).split(",")]
+    letters = ",".join(letter for letter, _, _ in CONV1D_FIELDS)
+    if len(parts) != len(CONV1D_FIELDS):
+        raise BenchError(f"expected {len(CONV1D_FIELDS)} comma-separated integers "
+                         f"{letters}, got {len(parts)} in {text!r}")
+    values = {}
+    for part, (letter, meaning, least) in zip(parts, CONV1D_FIELDS):
+        try:
+            value = int(part)
+        except ValueError:
+            value = None
+        if value is None or value < least:
+            raise BenchError(f"field {letter} ({meaning}) must be an integer >= {least}, "
+                             f"got {part!r} in {text!r}")
+        values[letter] = value
+    if values["L"] + 2 * values["p"] < values["k"]:
+        raise BenchError(f"kernel k={values['k']} is longer than the padded signal "
+                         f"(L={values['L']} + 2*p={2 * values['p']}) in {text!r}")
+    name = "user1d." + ".".join(f"{letter}{values[letter]}" for letter, _, _ in CONV1D_FIELDS)
+    return Signal(name=name, in_channels=values["C"], length=values["L"],
+                  out_channels=values["O"], kernel=values["k"], stride=values["s"],
+                  padding=values["p"], batches=(values["N"],))
+
+
+def layout_1d(layout):
+    """The 1-D layout of a bench layout: NCHW (channels first) → NCL, NHWC → NLC."""
+    return "NCL" if layout.upper() in ("NCHW", "NCL") else "NLC"
+
+
+@dataclass(frozen=True)
+class SignalCase:
+    """One 1-D layer at one batch size (``layer`` names it in the table, like a Case)."""
+
+    layer: Signal
+    batch: int
+
+    def image_shape(self, layout):
+        """The input (N, C, L) channels-first or (N, L, C) channels-last."""
+        n, c, length = self.batch, self.layer.in_channels, self.layer.length
+        return (n, c, length) if layout_1d(layout) == "NCL" else (n, length, c)
+
+    def output_shape(self, layout):
+        n, o, length = self.batch, self.layer.out_channels, self.layer.out_length
+        return (n, o, length) if layout_1d(layout) == "NCL" else (n, length, o)
+
+    def weight_shape(self, layout):
+        """OIL (C_out, C_in, k) or LIO (k, C_in, C_out)."""
+        layer = self.layer
+        if layout_1d(layout) == "NCL":
+            return (layer.out_channels, layer.in_channels, layer.kernel)
+        return (layer.kernel, layer.in_channels, layer.out_channels)
+
+    def conv_args(self):
+        return {"stride": self.layer.stride, "padding": self.layer.padding}
+
+    @property
+    def flops(self):
+        """2 × multiply-adds (bias excluded)."""
+        layer = self.layer
+        return (2 * self.batch * layer.out_channels * layer.in_channels * layer.kernel
+                * layer.out_length)
+
+    def column_elements(self):
+        """Elements of the whole batch's column matrix (C·k × L_out per signal)."""
+        layer = self.layer
+        return self.batch * layer.in_channels * layer.kernel * layer.out_length
 
     def __str__(self):
         return f"{self.layer.name} batch {self.batch}"
