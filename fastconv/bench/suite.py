@@ -100,6 +100,28 @@ CONV_FIELDS = (("N", "batch", 1), ("C", "in_channels", 1), ("H", "height", 1),
                ("s", "stride", 1), ("p", "padding", 0))
 
 
+def _integer_fields(text, fields):
+    """{letter: value} of the comma-separated integers in `text`, one per (letter, meaning,
+    least) of `fields`; a BenchError naming the field for a wrong count, a non-integer or
+    a value below its least."""
+    parts = [part.strip() for part in str(text).split(",")]
+    letters = ",".join(letter for letter, _, _ in fields)
+    if len(parts) != len(fields):
+        raise BenchError(f"expected {len(fields)} comma-separated integers {letters}, "
+                         f"got {len(parts)} in {text!r}")
+    values = {}
+    for part, (letter, meaning, least) in zip(parts, fields):
+        try:
+            value = int(part)
+        except ValueError:
+            value = None
+        if value is None or value < least:
+            raise BenchError(f"field {letter} ({meaning}) must be an integer >= {least}, "
+                             f"got {part!r} in {text!r}")
+        values[letter] = value
+    return values
+
+
 def parse_conv(text):
     """A user's layer from a ``--conv N,C,H,W,O,k,s,p`` value.
 
@@ -122,21 +144,7 @@ def parse_conv(text):
         Not eight fields, a field that is not an integer or is too small (the message names
         it), or a kernel larger than the padded image.
     """
-    parts = [part.strip() for part in str(text).split(",")]
-    letters = ",".join(letter for letter, _, _ in CONV_FIELDS)
-    if len(parts) != len(CONV_FIELDS):
-        raise BenchError(f"expected {len(CONV_FIELDS)} comma-separated integers {letters}, "
-                         f"got {len(parts)} in {text!r}")
-    values = {}
-    for part, (letter, meaning, least) in zip(parts, CONV_FIELDS):
-        try:
-            value = int(part)
-        except ValueError:
-            value = None
-        if value is None or value < least:
-            raise BenchError(f"field {letter} ({meaning}) must be an integer >= {least}, "
-                             f"got {part!r} in {text!r}")
-        values[letter] = value
+    values = _integer_fields(text, CONV_FIELDS)
     kernel, padding = values["k"], values["p"]
     for letter in ("H", "W"):
         if values[letter] + 2 * padding < kernel:
@@ -272,21 +280,7 @@ def parse_conv1d(text):
         Not seven fields, a field that is not an integer or is too small (the message
         names it), or a kernel longer than the padded signal.
     """
-    parts = [part.strip() for part in str(text).split(",")]
-    letters = ",".join(letter for letter, _, _ in CONV1D_FIELDS)
-    if len(parts) != len(CONV1D_FIELDS):
-        raise BenchError(f"expected {len(CONV1D_FIELDS)} comma-separated integers "
-                         f"{letters}, got {len(parts)} in {text!r}")
-    values = {}
-    for part, (letter, meaning, least) in zip(parts, CONV1D_FIELDS):
-        try:
-            value = int(part)
-        except ValueError:
-            value = None
-        if value is None or value < least:
-            raise BenchError(f"field {letter} ({meaning}) must be an integer >= {least}, "
-                             f"got {part!r} in {text!r}")
-        values[letter] = value
+    values = _integer_fields(text, CONV1D_FIELDS)
     if values["L"] + 2 * values["p"] < values["k"]:
         raise BenchError(f"kernel k={values['k']} is longer than the padded signal "
                          f"(L={values['L']} + 2*p={2 * values['p']}) in {text!r}")
