@@ -108,7 +108,8 @@ class ConvPlan:
                 "pointwise": geom.window.is_pointwise, "tile_rows": self.tile_rows,
                 "shared": self.strategy in (CHANNEL_BLOCKS, GROUPED_IMAGES),
                 "m_block": self.m_block, "k_block": self.k_block, "images": self.images,
-                "direct": self.strategy == DIRECT}
+                "direct": self.strategy == DIRECT,
+                "weight_grad_images": self.strategy == WEIGHT_GRAD_IMAGES}
 
 
 @dataclass(frozen=True)

@@ -67,11 +67,15 @@ ctypedef struct Plan:
     Py_ssize_t m_block
     Py_ssize_t k_block
     # Shared NHWC forward: images whose columns are built together, so each block's GEMM
-    # spans all their positions (small images).
+    # spans all their positions (small images); with weight_grad_images, the images whose
+    # columns one weight-gradient product spans.
     Py_ssize_t images
     # Forward, float32, a weight that fits L2: small-GEMM blocks read the image in place
     # (no im2col, no BLAS).
     bint direct
+    # Backward, images of few positions: the weight gradient by weight_grad_images (blocks
+    # of k_block column-matrix rows × m_block output channels; `partials` its scratch).
+    bint weight_grad_images
 
 
 ctypedef struct Dims:
@@ -612,13 +616,13 @@ cdef void weight_grad_images(const floating* grad_out, const floating* images,
     """One group, images of few positions: grad_weight += Σ_n grad_out[n] ⋆ columns(x[n]),
     plan.images images at a time, one product of depth count·P per block of k_block
     column-matrix rows × m_block output channels, each block a task adding straight into
-    grad_weight. NCHW: the
-    images' columns side by side (C·kh·kw × count·P, image b's at b·P) and their output
-    gradients side by side (C_out × count·P) in `scratch`, grad_weight += dy·colsᵀ. NHWC:
-    their columns one under another (count·P × kh·kw·C; 1×1: the images themselves) against
-    their output gradients as they lie (count·P × C_out), grad_weight += colsᵀ·dy. No
-    per-thread accumulators to clear and reduce, and each element is summed by one product,
-    image after image, for any thread count (docs/performance.md#weight-grad-images)."""
+    grad_weight. NCHW: the images' columns side by side (C·kh·kw × count·P, image b's at
+    b·P) and their output gradients side by side (C_out × count·P) in `scratch`,
+    grad_weight += dy·colsᵀ. NHWC: their columns one under another (count·P × kh·kw·C; 1×1:
+    the images themselves) against their output gradients as they lie (count·P × C_out),
+    grad_weight += colsᵀ·dy. No per-thread accumulators to clear and reduce, and each
+    element is summed by one product, image after image, for any thread count
+    (docs/performance.md#weight-grad-images)."""
     cdef Dims d = dims_of(g, plan)
     cdef Py_ssize_t image_size = g.channels * g.height * g.width
     cdef Py_ssize_t out_size = plan.out_channels * d.P
@@ -626,52 +630,50 @@ cdef void weight_grad_images(const floating* grad_out, const floating* images,
     cdef Py_ssize_t m_blocks = (d.Mg + plan.m_block - 1) // plan.m_block
     cdef Py_ssize_t groups = (plan.batch + plan.images - 1) // plan.images
     cdef Py_ssize_t grp, n0, count, task, b, c, i, j, k0, m0
-    cdef int ld, rows, channels
-    cdef const floating* col
-    cdef floating* dy
+    cdef int ld, ld_col, rows, channels
+    cdef const floating* col = scratch
+    cdef const floating* dy
     for grp in range(groups):
         n0 = grp * plan.images
         count = plan.images if plan.images < plan.batch - n0 else plan.batch - n0
         ld = <int> (count * d.P)
         if plan.nhwc:
             col = group_columns(images + n0 * image_size, scratch, &d, plan, 0, ld)
+            ld_col = group_columns_ld(&d, plan, ld)
+            dy = grad_out + n0 * out_size
             if not plan.pointwise:
                 image_columns_parallel(images + n0 * image_size, scratch, g, plan, count,
                                        num_threads)
-            for task in prange(k_blocks * m_blocks, num_threads=num_threads,
+        else:
+            ld_col = ld
+            dy = scratch + <Py_ssize_t> d.Kg * ld
+            for task in prange(g.channels * g.kernel_h * count, num_threads=num_threads,
                                schedule="static"):
-                k0 = task // m_blocks * plan.k_block
-                m0 = task % m_blocks * plan.m_block
-                rows = <int> (block_end(k0, plan.k_block, d.Kg) - k0)
-                channels = <int> (block_end(m0, plan.m_block, d.Mg) - m0)
-                gemm(True, False, rows, channels, ld, 1, col + k0,
-                     group_columns_ld(&d, plan, ld), grad_out + n0 * out_size + m0,
-                     d.out_channels, 1, grad_weight + k0 * d.out_channels + m0,
-                     d.out_channels)
-            continue
-        dy = scratch + <Py_ssize_t> d.Kg * ld
-        for task in prange(g.channels * g.kernel_h * count, num_threads=num_threads,
-                           schedule="static"):
-            b = task % count
-            c = task // count // g.kernel_h
-            i = task // count % g.kernel_h
-            for j in range(g.kernel_w):
-                im2col_nchw_row(images + (n0 + b) * image_size + c * g.height * g.width,
-                                scratch + ((c * g.kernel_h + i) * g.kernel_w + j) * ld
-                                + b * d.P, g, i, j, 0, g.out_h)
-        for task in prange(plan.out_channels * count, num_threads=num_threads,
-                           schedule="static"):
-            b = task % count
-            c = task // count
-            memcpy(dy + c * ld + b * d.P, grad_out + (n0 + b) * out_size + c * d.P,
-                   d.P * sizeof(floating))
+                b = task % count
+                c = task // count // g.kernel_h
+                i = task // count % g.kernel_h
+                for j in range(g.kernel_w):
+                    im2col_nchw_row(images + (n0 + b) * image_size + c * g.height * g.width,
+                                    scratch + ((c * g.kernel_h + i) * g.kernel_w + j) * ld
+                                    + b * d.P, g, i, j, 0, g.out_h)
+            for task in prange(plan.out_channels * count, num_threads=num_threads,
+                               schedule="static"):
+                b = task % count
+                c = task // count
+                memcpy(<floating*> dy + c * ld + b * d.P,
+                       grad_out + (n0 + b) * out_size + c * d.P, d.P * sizeof(floating))
         for task in prange(k_blocks * m_blocks, num_threads=num_threads, schedule="static"):
             k0 = task // m_blocks * plan.k_block
             m0 = task % m_blocks * plan.m_block
             rows = <int> (block_end(k0, plan.k_block, d.Kg) - k0)
             channels = <int> (block_end(m0, plan.m_block, d.Mg) - m0)
-            gemm(False, True, channels, rows, ld, 1, dy + m0 * ld, ld, scratch + k0 * ld, ld,
-                 1, grad_weight + m0 * d.Kg + k0, d.Kg)
+            if plan.nhwc:
+                gemm(True, False, rows, channels, ld, 1, col + k0, ld_col, dy + m0,
+                     d.out_channels, 1, grad_weight + k0 * d.out_channels + m0,
+                     d.out_channels)
+            else:
+                gemm(False, True, channels, rows, ld, 1, dy + m0 * ld, ld, col + k0 * ld_col,
+                     ld_col, 1, grad_weight + m0 * d.Kg + k0, d.Kg)
 
 
 cdef void pointwise_nhwc_weight_grad_transposed(const floating* grad_out,
@@ -878,7 +880,7 @@ def conv2d_weight_grad(const floating[::1] grad_out, const floating[::1] x,
                 weight_grad_shared_columns(&grad_out[0] + n * out_size, &x[0] + n * image_size,
                                            gw, ws, &g, &plan, num_threads)
         return
-    if plan.images > 1:
+    if plan.weight_grad_images:
         with nogil:
             weight_grad_images(&grad_out[0], &x[0], gw, acc, &g, &plan, num_threads)
         return

@@ -30,13 +30,14 @@
    than MIN_N, not a multiple of 16, the narrow tile that ends each block costs as much as a
    full one; it still pays from MIN_N_NARROW columns (at most a ninth of the work wasted)
    with MIN_M_NARROW rows and a depth from MIN_DEPTH_NARROW, below MAX_DEPTH_NARROW unless
-   the rows are at most MIN_M_WIDE (smaller products, and a whole NCHW image's 196 columns
-   against 256 or 512 output channels at depth 1024: sgemm, 0.95×) ... */
+   the rows are at most MAX_M_NARROW_DEEP (smaller products, and a whole NCHW image's 196
+   columns against 256 or 512 output channels at depth 1024: sgemm, 0.95×) ... */
 #define FASTCONV_GEMM_MIN_N 256
 #define FASTCONV_GEMM_MIN_N_NARROW 128
 #define FASTCONV_GEMM_MIN_M_NARROW 64
 #define FASTCONV_GEMM_MIN_DEPTH_NARROW 256
 #define FASTCONV_GEMM_MAX_DEPTH_NARROW 1024
+#define FASTCONV_GEMM_MAX_M_NARROW_DEEP 128
 /* An A sliver serving at least this many tiles of a block is copied into a panel first ... */
 #define FASTCONV_GEMM_PACK_TILES 8
 /* ... and so is one whose rows are a multiple of this many floats (4 KB) apart: read in
@@ -212,7 +213,7 @@ static inline int fastconv_f32_gemm_pays(int m, int n, int depth, int trans_b) {
     if (n % 16 != 0 && n < FASTCONV_GEMM_MIN_N)
         return n >= FASTCONV_GEMM_MIN_N_NARROW && m >= FASTCONV_GEMM_MIN_M_NARROW
                && depth >= FASTCONV_GEMM_MIN_DEPTH_NARROW
-               && (depth < FASTCONV_GEMM_MAX_DEPTH_NARROW || m <= FASTCONV_GEMM_MIN_M_WIDE);
+               && (depth < FASTCONV_GEMM_MAX_DEPTH_NARROW || m <= FASTCONV_GEMM_MAX_M_NARROW_DEEP);
     return m >= FASTCONV_GEMM_MIN_M_WIDE || n <= FASTCONV_GEMM_NC
            || depth < FASTCONV_GEMM_MAX_DEPTH_WIDE;
 }
