@@ -1207,9 +1207,9 @@ DEPTHWISE_WIDE = [
 @pytest.mark.parametrize("case", DEPTHWISE_WIDE)
 def test_depthwise_3x3_register_loops(rng, case, channels, layout):
     """Depthwise 3×3, float32: the register-blocked loops of depthwise_3x3.h (NHWC rows of
-    16 channels; NCHW weight-gradient blocks of 16 columns) inside the image, the scalar
-    loops at its edges; forward and gradients against the float64 oracle, and bit-identical
-    forwards for any thread count."""
+    16 channels, edge columns and padding rows included; NCHW weight-gradient blocks of 16
+    columns, scalar loops at the plane's edges); forward and gradients against the float64
+    oracle, exactly in integers, and bit-identical forwards for any thread count."""
     h, w_, stride, padding, dilation = case
     x = rng.standard_normal((2, h, w_, channels)).astype(np.float32)
     w = rng.standard_normal((3, 3, 1, channels)).astype(np.float32)
@@ -1228,6 +1228,14 @@ def test_depthwise_3x3_register_loops(rng, case, channels, layout):
                                    w.astype(np.float64), **kwargs)
     for got, want in zip(grads, expected[:3]):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-3)
+    # small integers: every sum is exact, so a tap read from the wrong pixel, a padding
+    # tap not skipped or an edge pixel left unwritten cannot hide in the tolerance
+    xi, wi, bi, gi = (np.rint(a * 3).astype(np.float32) for a in (x, w, b, g))
+    np.testing.assert_array_equal(conv2d(xi, wi, bi, **kwargs),
+                                  ref_conv2d(xi, wi, bi, **kwargs))
+    exact = conv2d_backward(gi, xi, wi, **kwargs)
+    for got, want in zip(exact, ref_conv2d_backward(gi, xi, wi, **kwargs)[:3]):
+        np.testing.assert_array_equal(got, want)
     with fastconv.threads(1):
         one = conv2d(x, w, b, **kwargs)
     with fastconv.threads(3):

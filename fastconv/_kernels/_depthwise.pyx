@@ -22,14 +22,16 @@ from fastconv._kernels._simd cimport FASTCONV_LANES
 cdef extern from "depthwise_3x3.h" nogil:
     int FASTCONV_DEPTHWISE_3X3  # 1 where the register-blocked 3×3 loops are compiled
     void fastconv_dw3x3_nhwc_forward(const float* const* rows, const float* weight,
-                                     const float* bias, float* out, long channels, long ow_lo,
-                                     long ow_hi, long w_first, long stride_w, long dilation_w)
+                                     const float* bias, float* out, long channels, long out_w,
+                                     long ow_lo, long ow_hi, long w_first, long stride_w,
+                                     long dilation_w, long width)
     void fastconv_dw3x3_nhwc_weight_grad(const float* const* rows, const float* grad,
-                                         float* taps, long channels, long ow_lo, long ow_hi,
-                                         long w_first, long stride_w, long dilation_w)
+                                         float* taps, long channels, long out_w, long ow_lo,
+                                         long ow_hi, long w_first, long stride_w,
+                                         long dilation_w, long width)
     void fastconv_dw3x3_nhwc_input_grad(const float* const* rows, const float* weight,
-                                        float* out, long channels, long w_lo, long w_hi,
-                                        long left, long dilation_w)
+                                        float* out, long channels, long width, long out_w,
+                                        long w_lo, long w_hi, long left, long dilation_w)
     void fastconv_dw3x3_nchw_weight_grad(const float* grad, const float* plane, float* taps,
                                          long out_w, long width, long oh_lo, long oh_hi,
                                          long ow_lo, long ow_hi, long stride_h, long top,
@@ -48,26 +50,21 @@ cdef extern from "depthwise_tile.h" nogil:
                                           long stride_w, long dilation_h, long dilation_w)
 
 
-cdef inline bint register_rows_nhwc(const Geometry* g, Py_ssize_t oh, Py_ssize_t multiplier,
-                                    Py_ssize_t* lo, Py_ssize_t* hi) noexcept nogil:
-    """Whether output row oh runs the register-blocked 3×3 loops of depthwise_3x3.h
-    (float32 AVX-512 builds, multiplier 1, channels a multiple of FASTCONV_LANES, the three
-    input rows inside the image), and [lo, hi): its columns whose three taps are inside the
-    image."""
-    if not (FASTCONV_DEPTHWISE_3X3 and g.kernel_h == 3 and g.kernel_w == 3
-            and multiplier == 1 and g.channels % FASTCONV_LANES == 0
-            and input_row(g, oh, 0) >= 0 and input_row(g, oh, 2) < g.height):
-        return False
-    inside_cols(g, lo, hi)
-    return True
-
-
 cdef inline void tap_rows_nhwc(const float* image, const Geometry* g, Py_ssize_t oh,
                                const float** rows) noexcept nogil:
-    """rows[i] = the image row read by kernel row i of output row oh."""
-    cdef Py_ssize_t i
+    """rows[i] = the image row read by kernel row i of output row oh (NULL: padding)."""
+    cdef Py_ssize_t i, h_im
     for i in range(3):
-        rows[i] = image + input_row(g, oh, i) * g.width * g.channels
+        h_im = input_row(g, oh, i)
+        rows[i] = image + h_im * g.width * g.channels if 0 <= h_im < g.height else NULL
+
+
+cdef inline bint register_forward_nhwc(const Geometry* g, Py_ssize_t multiplier) noexcept nogil:
+    """Whether the forward rows run fastconv_dw3x3_nhwc_forward, padding rows and edge
+    columns included: float32 AVX-512 builds, a 3×3 kernel, multiplier 1, channels a
+    multiple of FASTCONV_LANES."""
+    return (FASTCONV_DEPTHWISE_3X3 and g.kernel_h == 3 and g.kernel_w == 3
+            and multiplier == 1 and g.channels % FASTCONV_LANES == 0)
 
 
 # ---------------------------------------------------------------- NCHW
@@ -486,18 +483,17 @@ cdef void forward_row_nhwc(const floating* image, const floating* weight, const 
     inside the image adds each kernel row's three taps in one pass."""
     cdef Py_ssize_t ow, o, i, h_im, w_im, lo = 0, hi = 0
     cdef bint three_wide = g.kernel_w == 3 and multiplier == 1
-    cdef bint registers = False
     cdef floating* dst
     cdef const float* rows[3]
     if floating is float:
-        registers = register_rows_nhwc(g, oh, multiplier, &lo, &hi)
-        if registers and hi > lo:
+        if register_forward_nhwc(g, multiplier):
+            inside_cols(g, &lo, &hi)
             tap_rows_nhwc(image, g, oh, rows)
-            fastconv_dw3x3_nhwc_forward(rows, weight, bias, out_row, g.channels, lo, hi,
-                                        input_col(g, lo, 0), g.stride_w, g.dilation_w)
+            fastconv_dw3x3_nhwc_forward(rows, weight, bias, out_row, g.channels, g.out_w, lo,
+                                        hi, input_col(g, 0, 0), g.stride_w, g.dilation_w,
+                                        g.width)
+            return
     for ow in range(g.out_w):
-        if registers and lo <= ow < hi:
-            continue
         dst = out_row + ow * out_channels
         for o in range(out_channels):
             dst[o] = bias[o] if bias != NULL else 0
@@ -544,36 +540,32 @@ cdef void input_grad_row_nhwc(const floating* grad_out, const floating* weight,
     cdef floating* dst
     cdef const floating* src
     cdef const floating* taps
-    cdef bint registers = False
     cdef const float* rows[3]
     if g.kernel_w == 3 and g.stride_w == 1 and multiplier == 1:
         three_tap_columns(g, &inside_lo, &inside_hi)
-    memset(grad_row, 0, g.width * g.channels * sizeof(floating))
     if floating is float:
-        # Every kernel row reaches this image row: the columns all taps reach, in registers.
-        registers = (FASTCONV_DEPTHWISE_3X3 and g.kernel_h == 3 and g.kernel_w == 3
-                     and g.stride_w == 1 and multiplier == 1
-                     and g.channels % FASTCONV_LANES == 0
-                     and output_row(g, h_im, 0) >= 0 and output_row(g, h_im, 1) >= 0
-                     and output_row(g, h_im, 2) >= 0)
-        if registers and inside_hi > inside_lo:
+        # The whole row in registers, edge columns and kernel rows that miss it included.
+        if (FASTCONV_DEPTHWISE_3X3 and g.kernel_h == 3 and g.kernel_w == 3
+                and g.stride_w == 1 and multiplier == 1
+                and g.channels % FASTCONV_LANES == 0):
             for i in range(3):
-                rows[i] = grad_out + output_row(g, h_im, i) * g.out_w * out_channels
-            fastconv_dw3x3_nhwc_input_grad(rows, weight, grad_row, g.channels, inside_lo,
-                                           inside_hi, g.pad_left, g.dilation_w)
+                oh = output_row(g, h_im, i)
+                rows[i] = grad_out + oh * g.out_w * out_channels if oh >= 0 else NULL
+            fastconv_dw3x3_nhwc_input_grad(rows, weight, grad_row, g.channels, g.width,
+                                           g.out_w, inside_lo, inside_hi, g.pad_left,
+                                           g.dilation_w)
+            return
+    memset(grad_row, 0, g.width * g.channels * sizeof(floating))
     for i in range(g.kernel_h):
         oh = output_row(g, h_im, i)
         if oh < 0:
             continue
-        if not registers:
-            for w in range(inside_lo, inside_hi):
-                gather_three_taps_nhwc(grad_row + w * g.channels,
-                                       grad_out + oh * g.out_w * out_channels,
-                                       weight + i * 3 * out_channels, g, w)
+        for w in range(inside_lo, inside_hi):
+            gather_three_taps_nhwc(grad_row + w * g.channels,
+                                   grad_out + oh * g.out_w * out_channels,
+                                   weight + i * 3 * out_channels, g, w)
         for ow in range(g.out_w):
             w_im = input_col(g, ow, 0)
-            if registers and w_im >= inside_lo and w_im + 2 * g.dilation_w < inside_hi:
-                continue  # every target gathered above
             valid_range(w_im, g.dilation_w, g.width, g.kernel_w, &j_lo, &j_hi)
             src = grad_out + (oh * g.out_w + ow) * out_channels
             for j in range(j_lo, j_hi):
@@ -614,14 +606,15 @@ cdef void weight_grad_row_nhwc(const floating* grad_out, const floating* image, 
     cdef const floating* grad_row = grad_out + oh * g.out_w * out_channels
     cdef const floating* src_row
     cdef floating* acc
-    cdef bint registers = False
     cdef const float* rows[3]
     if floating is float:
-        registers = register_rows_nhwc(g, oh, multiplier, &lo, &hi)
-        if registers and hi > lo:
+        if register_forward_nhwc(g, multiplier):  # the whole row, edges included
+            inside_cols(g, &lo, &hi)
             tap_rows_nhwc(image, g, oh, rows)
-            fastconv_dw3x3_nhwc_weight_grad(rows, grad_row, taps_acc, g.channels, lo, hi,
-                                            input_col(g, lo, 0), g.stride_w, g.dilation_w)
+            fastconv_dw3x3_nhwc_weight_grad(rows, grad_row, taps_acc, g.channels, g.out_w, lo,
+                                            hi, input_col(g, 0, 0), g.stride_w, g.dilation_w,
+                                            g.width)
+            return
     for i in range(g.kernel_h):
         h_im = input_row(g, oh, i)
         if h_im < 0 or h_im >= g.height:
@@ -631,14 +624,8 @@ cdef void weight_grad_row_nhwc(const floating* grad_out, const floating* image, 
             acc = taps_acc + (i * g.kernel_w + j) * out_channels
             w_offset = j * g.dilation_w - g.pad_left
             valid_range(w_offset, g.stride_w, g.width, g.out_w, &ow_lo, &ow_hi)
-            if registers and hi > lo:  # [lo, hi) summed above: the columns either side
-                tap_sums_nhwc(acc, grad_row, src_row, g, w_offset, ow_lo,
-                              ow_hi if ow_hi < lo else lo, multiplier, out_channels)
-                tap_sums_nhwc(acc, grad_row, src_row, g, w_offset, ow_lo if ow_lo > hi else hi,
-                              ow_hi, multiplier, out_channels)
-            else:
-                tap_sums_nhwc(acc, grad_row, src_row, g, w_offset, ow_lo, ow_hi, multiplier,
-                              out_channels)
+            tap_sums_nhwc(acc, grad_row, src_row, g, w_offset, ow_lo, ow_hi, multiplier,
+                          out_channels)
 
 
 # ---------------------------------------------------------------- whole batch
