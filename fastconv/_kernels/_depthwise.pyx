@@ -921,9 +921,21 @@ cdef void forward_block(const floating* src, Py_ssize_t src_stride, const floati
     cdef floating* result = <floating*> b.result
     cdef floating* block_taps = <floating*> b.taps
     cdef const floating* block_bias = bias + c0 * multiplier if bias != NULL else NULL
-    to_padded_tile(src, src_stride, nhwc, <floating*> b.plain, tile, g, &tiled)
+    cdef Geometry plain
     block_taps_of(weight, nhwc, c0 * multiplier, width, taps, g.channels * multiplier, turned,
                   block_taps)
+    if floating is float:
+        plain = g[0]
+        plain.channels = cb
+        if not nhwc and register_forward_nhwc(&plain, multiplier):
+            # the 3×3 register rows read padding as absent: no padded tile to build
+            gather_block(src, src_stride, False, <floating*> b.plain, cb, g.height * g.width)
+            for oh in range(g.out_h):
+                forward_row_nhwc(<floating*> b.plain, block_taps, block_bias,
+                                 result + oh * g.out_w * width, &plain, oh, multiplier, width)
+            scatter_block(result, dst, dst_stride, nhwc, width, g.out_h * g.out_w)
+            return
+    to_padded_tile(src, src_stride, nhwc, <floating*> b.plain, tile, g, &tiled)
     for oh in range(g.out_h):
         if floating is float:
             if tile_rows(&tiled, multiplier):
@@ -1052,13 +1064,29 @@ cdef void weight_grad_block(const floating* grad_out, Py_ssize_t grad_stride,
     images grad_image and x_image elements apart."""
     cdef Py_ssize_t cb = block_size(g, c0)
     cdef Geometry tiled = padded(g, cb)
-    cdef Py_ssize_t n, oh, o, t, taps = g.kernel_h * g.kernel_w
+    cdef Py_ssize_t n, oh, taps = g.kernel_h * g.kernel_w
     cdef Py_ssize_t width = cb * multiplier, o0 = c0 * multiplier
     cdef Py_ssize_t out_channels = g.channels * multiplier
     cdef floating* tile = <floating*> b.tile
     cdef floating* result = <floating*> b.result
     cdef floating* block_taps = <floating*> b.taps
+    cdef Geometry plain
     memset(block_taps, 0, taps * width * sizeof(floating))
+    if floating is float:
+        plain = g[0]
+        plain.channels = cb
+        if not nhwc and register_forward_nhwc(&plain, multiplier):
+            # the 3×3 register rows read padding as absent: no padded tile to build
+            for n in range(batch):
+                gather_block(x + n * x_image, x_stride, False, <floating*> b.plain, cb,
+                             g.height * g.width)
+                gather_block(grad_out + n * grad_image, grad_stride, False, result, width,
+                             g.out_h * g.out_w)
+                for oh in range(g.out_h):
+                    weight_grad_row_nhwc(result, <floating*> b.plain, block_taps, &plain, oh,
+                                         multiplier, width)
+            add_block_taps(block_taps, grad_weight, nhwc, o0, width, taps, out_channels)
+            return
     for n in range(batch):
         to_padded_tile(x + n * x_image, x_stride, nhwc, <floating*> b.plain, tile, g, &tiled)
         gather_block(grad_out + n * grad_image, grad_stride, nhwc, result, width,
@@ -1073,6 +1101,15 @@ cdef void weight_grad_block(const floating* grad_out, Py_ssize_t grad_stride,
                                                      g.dilation_h, g.dilation_w)
                     continue
             weight_grad_row_nhwc(result, tile, block_taps, &tiled, oh, multiplier, width)
+    add_block_taps(block_taps, grad_weight, nhwc, o0, width, taps, out_channels)
+
+
+cdef inline void add_block_taps(const floating* block_taps, floating* grad_weight, bint nhwc,
+                                Py_ssize_t o0, Py_ssize_t width, Py_ssize_t taps,
+                                Py_ssize_t out_channels) noexcept nogil:
+    """grad_weight[tap t, channel o0 + o] += block_taps[t, o] (NCHW (O, 1, kh, kw) or NHWC
+    (kh, kw, 1, O) weight)."""
+    cdef Py_ssize_t t, o
     for t in range(taps):
         for o in range(width):
             if nhwc:
