@@ -185,7 +185,13 @@ def plan_request(geom, itemsize, pass_, *, max_workspace_bytes=None, tuning=None
     tiles plus the weight-gradient accumulators of all threads: tiles shrink, then fewer
     threads run, and a cap below one output row's needs is a ValueError."""
     tuning = tuning or _tuning.active()
-    threads = _tuning.threads_for_flops(geom.flops, tuning)
+    if is_depthwise(geom):  # memory-bound: a few flops per value moved
+        # (docs/performance.md#depthwise-threads)
+        threads = _tuning.threads_for_elements(
+            geom.batch * (geom.in_channels * geom.height * geom.width
+                          + geom.out_channels * geom.out_h * geom.out_w), tuning)
+    else:
+        threads = _tuning.threads_for_flops(geom.flops, tuning)
     kh, kw = geom.kernel_size
     no_columns = geom.window.is_pointwise or is_depthwise(geom)
     row_elems = 0 if no_columns else geom.out_w * geom.in_channels * kh * kw
