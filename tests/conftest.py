@@ -36,9 +36,9 @@ def torch():
 def _parallel_even_when_tiny():
     """Test inputs are small: plan them for the parallel kernels as large inputs would be,
     so thread-count tests compare real multi-threaded runs (test_conv.py checks the
-    one-thread rule for small convolutions itself, with the default tuning)."""
+    one-thread rules for small convolutions itself, with the default tuning)."""
     tuning = importlib.import_module("fastconv._tuning")
-    with tuning.tuned(parallel_min_flops=0):
+    with tuning.tuned(parallel_min_flops=0, parallel_min_elements=0):
         yield
 
 

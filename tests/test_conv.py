@@ -1300,7 +1300,7 @@ def test_depthwise_channel_blocks(rng, case, dtype, layout):
                              (_engine.plan_depthwise_blocks, 2),
                              (_engine.plan_depthwise_blocks, 3)]:
         with fastconv.threads(threads):
-            plans = [plan_with(geom, itemsize, pass_, planner, parallel_min_flops=0,
+            plans = [plan_with(geom, itemsize, pass_, planner, parallel_min_elements=0,
                                depthwise_row_max_taps=0)
                      for pass_ in (_engine.FORWARD, _engine.BACKWARD)]
             results = (conv2d_by(plans[0], x, w, b),) + backward_by(plans[1], g, x, w)
@@ -1394,6 +1394,23 @@ def test_small_convolutions_run_on_one_thread():
         for pass_ in (_engine.FORWARD, _engine.BACKWARD, _engine.INPUT_GRAD):
             assert _engine.choose_plan(small, 4, pass_, tuning=default).num_threads == 1
             assert _engine.choose_plan(large, 4, pass_, tuning=default).num_threads == 2
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_depthwise_threads_follow_the_elements(layout):
+    """A depthwise convolution is memory-bound: its thread count follows the elements read
+    and written (parallel_min_elements), not the flops. MobileNetV2's 960-channel 7×7
+    layer (0.85 MFLOP, under parallel_min_flops) runs on every thread; a tiny one on one."""
+    default = _tuning.DEFAULT
+    shape = (1, 960, 7, 7) if layout == "NCHW" else (1, 7, 7, 960)
+    deep = fastconv.ConvGeometry(shape, 960, 3, padding=1, groups=960, layout=layout)
+    tiny = fastconv.ConvGeometry((1, 16, 6, 6) if layout == "NCHW" else (1, 6, 6, 16), 16,
+                                 3, padding=1, groups=16, layout=layout)
+    assert deep.flops < default.parallel_min_flops
+    with fastconv.threads(2):
+        for pass_ in (_engine.FORWARD, _engine.BACKWARD, _engine.INPUT_GRAD):
+            assert _engine.choose_plan(deep, 4, pass_, tuning=default).num_threads == 2
+            assert _engine.choose_plan(tiny, 4, pass_, tuning=default).num_threads == 1
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
