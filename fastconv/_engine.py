@@ -38,6 +38,7 @@ so results are bit-identical for any number of threads.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 from dataclasses import dataclass
 
@@ -45,7 +46,8 @@ import numpy as np
 
 from fastconv import _memory, _tuning, cpu
 from fastconv import geometry as geo
-from fastconv.threads import blas_limit
+from fastconv._kernels import _im2col
+from fastconv.threads import blas_limit, get_num_threads
 
 # The direct loops are arithmetic-bound: the widest build this CPU runs.
 _conv = cpu.load_kernel("_conv")
@@ -149,8 +151,9 @@ class PlanRequest:
 
 
 def is_depthwise(geom):
-    """One input channel per group (groups == C_in > 1): the direct depthwise kernels."""
-    return geom.groups > 1 and geom.in_channels == geom.groups
+    """One input channel per group (groups == C_in > 1): the direct depthwise kernels
+    (which read zero padding only: with a padding mode the grouped GEMM paths serve it)."""
+    return geom.groups > 1 and geom.in_channels == geom.groups and not geom.reads_padding
 
 
 def uses_direct_path(geom, itemsize, tuning=None):
@@ -164,7 +167,7 @@ def uses_direct_path(geom, itemsize, tuning=None):
     tuning = tuning or _tuning.active()
     kh, kw = geom.kernel_size
     depth = geom.in_channels * kh * kw
-    return bool(_conv.SMALL_GEMM and itemsize == 4
+    return bool(_conv.SMALL_GEMM and itemsize == 4 and not geom.reads_padding
                 and (geom.out_channels % _conv.SMALL_GEMM_LANES == 0
                      if geom.layout == "NHWC"
                      else depth >= tuning.direct_min_depth
@@ -753,6 +756,9 @@ def run_backward(grad_out4, x4, weight, grad_x4, grad_weight, plan, workspace, p
         grad_weight = None  # no output or no pixels: nothing to add
     if grad_x4 is not None and grad_x4.size == 0:
         grad_x4 = None
+    if grad_x4 is not None and geom.reads_padding:
+        input_grad_padded(grad_out4, weight, grad_x4, geom, algorithm)
+        grad_x4 = None
     if (grad_x4 is not None and input_grad_by_conv(plan)
             and input_grad_as_conv(grad_out4, weight, grad_x4, geom, workspace, capped,
                                    algorithm, transformed, flipped)):
@@ -796,6 +802,52 @@ def run_backward(grad_out4, x4, weight, grad_x4, grad_weight, plan, workspace, p
             _conv.conv2d_input_grad(grad_out4.reshape(-1), weight.reshape(-1),
                                     grad_x4.reshape(-1), workspace[:plan.workspace], struct,
                                     plan.kernel_struct(), plan.col_size, plan.num_threads)
+
+
+@functools.lru_cache(maxsize=256)
+def _padded_plans(geom, itemsize, algorithm, threads, generation):
+    """(plan, flipped) of the input gradient of geom.padded_geometry(), for the thread
+    count and tuning generation in force (the cache key)."""
+    padded = geom.padded_geometry()
+    plan = choose_plan(padded, itemsize, INPUT_GRAD)
+    flipped = (input_grad_plan(padded, itemsize, algorithm)
+               if input_grad_by_conv(plan) else None)
+    return plan, flipped
+
+
+def input_grad_padded(grad_out4, weight, grad_x4, geom, algorithm=GEMM):
+    """The input gradient of a convolution with a padding mode (docs/spec.md §6): the input
+    gradient of the same convolution on the padded image (unpadded, so every strategy
+    serves it), into a scratch the padded image's size, then what each padded coordinate
+    received is added onto the pixel it reads (fold_padding)."""
+    plan, flipped = _padded_plans(geom, grad_out4.dtype.itemsize, algorithm,
+                                  get_num_threads(), _tuning.generation())
+    padded = plan.geometry
+    shape = (padded.batch, padded.in_channels, padded.height, padded.width)
+    if geom.layout == "NHWC":
+        shape = (shape[0], shape[2], shape[3], shape[1])
+    scratch = _memory.scratch("padded_grad", math.prod(shape), grad_out4.dtype).reshape(shape)
+    run_backward(grad_out4, None, weight, scratch, None, plan,
+                 _memory.scratch("padded_workspace", plan.workspace, grad_out4.dtype),
+                 _empty(grad_out4.dtype), algorithm=algorithm, flipped=flipped)
+    fold_padding(scratch, grad_x4, geom.window, geom.layout)
+
+
+def fold_padding(padded4, image4, window, layout):
+    """image4 = the padded image padded4 (C-contiguous, 4-D) folded onto `window`'s image
+    through its source tables: each pixel gets what every padded coordinate reading it
+    holds (the adjoint of reading the padding through the tables)."""
+    rows, cols = window.source_tables
+    if layout == "NCHW":
+        planes, channels = image4.shape[0] * image4.shape[1], 1
+    else:
+        planes, channels = image4.shape[0], image4.shape[3]
+    if image4.size == 0:
+        return
+    _im2col.fold_padded(_memory.kernel_view(padded4.reshape(-1)),
+                        _memory.kernel_view(image4.reshape(-1)), rows, cols, planes,
+                        window.height, window.width, channels, window.padding[1][0],
+                        _tuning.threads_for_elements(padded4.size))
 
 
 def bias_grad(grad_out4, layout, out=None):

@@ -6,11 +6,12 @@ Arguments are normalised and checked by :mod:`fastconv._validate` as they are bu
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
 
-from fastconv import _validate
+from fastconv import _padding_mode, _validate
 
 __all__ = ["ConvGeometry", "conv_output_size"]
 
@@ -58,6 +59,27 @@ class Window:
     dilation: tuple
     out_h: int
     out_w: int
+    padding_mode: str = "zeros"  # the effective mode (_padding_mode.effective_mode)
+
+    @functools.cached_property
+    def source_tables(self):
+        """(rows, cols): the source-index tables of a padding mode other than "zeros"
+        (fastconv._padding_mode.source_index), kept as long as the window; None for
+        "zeros"."""
+        if self.padding_mode == "zeros":
+            return None
+        return tuple(_padding_mode.source_index(size, before, after, self.padding_mode)
+                     for size, (before, after) in zip((self.height, self.width),
+                                                       self.padding))
+
+    def padded_window(self):
+        """The window of the same convolution on the padded image, unpadded: its columns
+        are this window's, read from the padded image (the adjoint of a padding mode runs
+        on it, then folds the padding back)."""
+        (top, bottom), (left, right) = self.padding
+        return Window(self.channels, self.height + top + bottom, self.width + left + right,
+                      self.kernel_size, self.stride, ((0, 0), (0, 0)), self.dilation,
+                      self.out_h, self.out_w)
 
     @property
     def is_pointwise(self):
@@ -69,7 +91,9 @@ class Window:
                 and (self.out_h, self.out_w) == (self.height, self.width))
 
     def kernel_struct(self):
-        """The dict that Cython converts to its `Geometry` struct."""
+        """The dict that Cython converts to its `Geometry` struct (with a padding mode, the
+        addresses of source_tables, which this window keeps alive)."""
+        tables = self.source_tables
         return {
             "channels": self.channels, "height": self.height, "width": self.width,
             "kernel_h": self.kernel_size[0], "kernel_w": self.kernel_size[1],
@@ -77,12 +101,16 @@ class Window:
             "pad_top": self.padding[0][0], "pad_left": self.padding[1][0],
             "dilation_h": self.dilation[0], "dilation_w": self.dilation[1],
             "out_h": self.out_h, "out_w": self.out_w,
+            "row_src": 0 if tables is None else tables[0].ctypes.data,
+            "col_src": 0 if tables is None else tables[1].ctypes.data,
         }
 
 
 def make_window(channels, height, width, kernel_size, stride, padding, dilation, fn,
-                input_desc="input"):
-    """Validate geometry and compute the output size; the window must fit the padded input."""
+                input_desc="input", padding_mode="zeros"):
+    """Validate geometry and compute the output size; the window must fit the padded input.
+    `padding_mode` (normalised) must fit the image (_padding_mode.check_fits); the window
+    keeps the effective mode."""
     kernel_size = _validate.normalize_pair(kernel_size, "kernel_size", fn)
     stride = _validate.normalize_pair(stride, "stride", fn)
     dilation = _validate.normalize_pair(dilation, "dilation", fn)
@@ -107,7 +135,9 @@ def make_window(channels, height, width, kernel_size, stride, padding, dilation,
                 f"pixels in {axis}, larger than the padded {input_desc} {axis} "
                 f"{size} + {before} + {after} = {size + before + after}")
         out.append(conv_output_size(size, before, after, k, s, d))
-    return Window(channels, height, width, kernel_size, stride, padding, dilation, out[0], out[1])
+    _padding_mode.check_fits(padding_mode, padding, (height, width), fn, ("height", "width"))
+    return Window(channels, height, width, kernel_size, stride, padding, dilation, out[0], out[1],
+                  _padding_mode.effective_mode(padding_mode, padding))
 
 
 class ConvGeometry:
@@ -156,10 +186,11 @@ class ConvGeometry:
 
     __slots__ = ("layout", "input_shape", "batched", "batch", "in_channels", "height",
                  "width", "out_channels", "groups", "kernel_size", "stride", "dilation",
-                 "padding", "window", "out_h", "out_w")
+                 "padding", "window", "out_h", "out_w", "padding_mode")
 
     def __init__(self, input_shape, out_channels, kernel_size, stride=1, padding=0,
-                 dilation=1, groups=1, *, layout="NCHW", fn="ConvGeometry"):
+                 dilation=1, groups=1, *, layout="NCHW", padding_mode="zeros",
+                 fn="ConvGeometry"):
         layout = _validate.normalize_layout(layout, fn)
         shape = _validate.normalize_shape(input_shape, "input_shape", fn)
         shape4 = shape if len(shape) == 4 else (1,) + shape
@@ -177,25 +208,43 @@ class ConvGeometry:
         dilation = _validate.normalize_pair(dilation, "dilation", fn)
         padding = _validate.resolve_conv_padding(padding, kernel_size, stride, dilation, fn,
                                                  (height, width))
+        mode = _padding_mode.normalize_padding_mode(padding_mode, fn)
         window = make_window(in_channels, height, width, kernel_size, stride, padding,
-                             dilation, fn)
+                             dilation, fn, padding_mode=mode)
         self._fill(layout, shape, batch, in_channels, height, width, out_channels, groups,
-                   window)
+                   window, mode)
 
     def _fill(self, layout, input_shape, batch, in_channels, height, width, out_channels,
-              groups, window):
-        """Set every attribute once (the constructors' common end)."""
+              groups, window, padding_mode="zeros"):
+        """Set every attribute once (the constructors' common end); `padding_mode` is the
+        mode asked for (the window keeps the effective one)."""
         fields = dict(layout=layout, input_shape=input_shape,
                       batched=len(input_shape) == 4, batch=batch, in_channels=in_channels,
                       height=height, width=width, out_channels=out_channels, groups=groups,
                       kernel_size=window.kernel_size, stride=window.stride,
                       dilation=window.dilation, padding=window.padding, window=window,
-                      out_h=window.out_h, out_w=window.out_w)
+                      out_h=window.out_h, out_w=window.out_w, padding_mode=padding_mode)
         for name, value in fields.items():
             object.__setattr__(self, name, value)
 
     def __setattr__(self, name, value):
         raise AttributeError(f"ConvGeometry is immutable: cannot set {name!r}")
+
+    @property
+    def reads_padding(self):
+        """Whether the kernels read the padding through source tables (a padding mode other
+        than "zeros" with some padding): only the column-building strategies serve it."""
+        return self.window.padding_mode != "zeros"
+
+    def padded_geometry(self):
+        """This convolution on the padded input, unpadded, mode "zeros": the input gradient
+        of a padding mode is its input gradient with the padding folded back."""
+        (top, bottom), (left, right) = self.padding
+        h, w = self.height + top + bottom, self.width + left + right
+        shape = ((self.batch, self.in_channels, h, w) if self.layout == "NCHW"
+                 else (self.batch, h, w, self.in_channels))
+        return ConvGeometry(shape, self.out_channels, self.kernel_size, self.stride, 0,
+                            self.dilation, self.groups, layout=self.layout)
 
     @property
     def output_shape(self):
@@ -296,7 +345,9 @@ class ConvGeometry:
     def __repr__(self):
         return (f"ConvGeometry(input_shape={self.input_shape}, out_channels={self.out_channels}, "
                 f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, "
-                f"dilation={self.dilation}, groups={self.groups}, layout={self.layout!r})")
+                f"dilation={self.dilation}, groups={self.groups}, layout={self.layout!r}"
+                + ("" if self.padding_mode == "zeros"
+                   else f", padding_mode={self.padding_mode!r}") + ")")
 
 
 def winograd_blocker(geom):
@@ -310,13 +361,18 @@ def winograd_blocker(geom):
     if got:
         return ("needs a 3x3 kernel with stride 1 and dilation 1, got "
                 + ", ".join(f"{name}={value}" for name, value in got.items()))
+    window = getattr(geom, "window", None)
+    if window is not None and window.padding_mode != "zeros":
+        return (f"does not serve padding_mode={window.padding_mode!r} (only 'zeros'; "
+                f"'gemm' does)")
     if geom.groups > 1 and geom.groups == geom.in_channels:
         return (f"does not serve depthwise convolutions (groups == in_channels == "
                 f"{geom.groups})")
     return None
 
 
-def conv2d_geometry(fn, x4, weight, stride, padding, dilation, groups, layout, x_shape):
+def conv2d_geometry(fn, x4, weight, stride, padding, dilation, groups, layout, x_shape,
+                    padding_mode="zeros"):
     """The ConvGeometry of a conv2d call (4-D `x4`, a 4-D `weight` in `layout`), with the
     channel checks in the words of docs/spec.md §0; `x_shape` is the shape the caller
     passed (3-D or 4-D), for the messages."""
@@ -337,7 +393,7 @@ def conv2d_geometry(fn, x4, weight, stride, padding, dilation, groups, layout, x
     if kh < 1 or kw < 1 or cin_g < 1 or out_channels < 1:
         raise ValueError(f"{fn}: weight has an empty axis, shape {weight.shape}")
     return ConvGeometry(x4.shape, out_channels, (kh, kw), stride, padding, dilation, groups,
-                        layout=layout, fn=fn)
+                        layout=layout, padding_mode=padding_mode, fn=fn)
 
 
 def transposed_conv_geometry(fn, x4, weight, stride, padding, output_padding, groups,
