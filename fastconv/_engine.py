@@ -167,7 +167,7 @@ def uses_direct_path(geom, itemsize, tuning=None):
     tuning = tuning or _tuning.active()
     kh, kw = geom.kernel_size
     depth = geom.in_channels * kh * kw
-    return bool(_conv.SMALL_GEMM and itemsize == 4 and not geom.reads_padding
+    return bool(_conv.SMALL_GEMM and itemsize == 4
                 and (geom.out_channels % _conv.SMALL_GEMM_LANES == 0
                      if geom.layout == "NHWC"
                      else depth >= tuning.direct_min_depth
@@ -375,7 +375,10 @@ def choose_algorithm(geom, itemsize, requested="auto", *, fn="conv2d", tuning=No
 
 
 def _winograd_struct(geom, m, block_tiles, shared):
-    return {"batch": geom.batch, "channels": geom.in_channels, "height": geom.height,
+    tables = geom.window.source_tables  # a padding mode: read through them (the window
+    # keeps them alive as long as the plan)
+    return {"row_src": 0 if tables is None else tables[0].ctypes.data,
+            "col_src": 0 if tables is None else tables[1].ctypes.data,"batch": geom.batch, "channels": geom.in_channels, "height": geom.height,
             "width": geom.width, "out_channels": geom.out_channels, "groups": geom.groups,
             "pad_top": geom.padding[0][0], "pad_left": geom.padding[1][0],
             "out_h": geom.out_h, "out_w": geom.out_w, "m": m, "block_tiles": block_tiles,

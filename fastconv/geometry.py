@@ -361,10 +361,6 @@ def winograd_blocker(geom):
     if got:
         return ("needs a 3x3 kernel with stride 1 and dilation 1, got "
                 + ", ".join(f"{name}={value}" for name, value in got.items()))
-    window = getattr(geom, "window", None)
-    if window is not None and window.padding_mode != "zeros":
-        return (f"does not serve padding_mode={window.padding_mode!r} (only 'zeros'; "
-                f"'gemm' does)")
     if geom.groups > 1 and geom.groups == geom.in_channels:
         return (f"does not serve depthwise convolutions (groups == in_channels == "
                 f"{geom.groups})")

@@ -58,7 +58,7 @@ class Conv2D:
         What the padding reads, as ``torch.nn.Conv2d``'s (docs/spec.md §6): zeros, the
         image mirrored without repeating its edge, the edge repeated, or the image wrapped
         around. "reflect" needs padding < the input's size, "circular" padding <= it
-        (checked per input). Other modes than "zeros" run on GEMM, not Winograd.
+        (checked per input).
 
     Attributes
     ----------
@@ -134,10 +134,6 @@ class Conv2D:
         self.max_workspace_bytes = max_workspace_bytes
         if self.requested_algorithm == _engine.WINOGRAD:
             blocker = geo.winograd_blocker(self)
-            if (blocker is None and self.padding_mode != "zeros"
-                    and self.padding != ((0, 0), (0, 0))):
-                blocker = (f"does not serve padding_mode={self.padding_mode!r} (only "
-                           f"'zeros'; 'gemm' does)")
             if blocker is not None:
                 raise ValueError(f"{fn}: algorithm='winograd' {blocker}")
             if max_workspace_bytes is not None:

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import fastconv
-from fastconv import reference
+from fastconv import _engine, _tuning, reference
 
 MODES = ["zeros", "reflect", "replicate", "circular"]
 PAD_MODES = ["reflect", "replicate", "circular"]
@@ -534,20 +534,98 @@ def test_transposed_convolutions_take_zeros_only():
         fastconv.conv_transpose1d(x[0], w[:, :, 0], padding_mode="nope")
 
 
-def test_winograd_request_with_a_mode_is_refused():
-    x = np.zeros((1, 16, 8, 8), np.float32)
-    w = np.zeros((16, 16, 3, 3), np.float32)
-    with pytest.raises(ValueError) as info:
-        fastconv.conv2d(x, w, padding=1, algorithm="winograd", padding_mode="reflect")
-    assert str(info.value) == ("conv2d: algorithm='winograd' does not serve "
-                               "padding_mode='reflect' (only 'zeros'; 'gemm' does)")
-    with pytest.raises(ValueError, match=r"^Conv2D: algorithm='winograd' does not serve "
-                                         r"padding_mode='circular'"):
-        fastconv.Conv2D(16, 16, 3, padding=1, algorithm="winograd", padding_mode="circular")
-    # without padding the mode reads nothing: Winograd serves it
-    fastconv.conv2d(x, w, algorithm="winograd", padding_mode="reflect")
-    assert fastconv.ConvGeometry(x.shape, 16, 3, padding=1,
-                                 padding_mode="reflect").algorithm() == "gemm"
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("m", [2, 4])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_winograd_reads_the_padding_through_the_tables(torch, rng, mode, layout, m, dtype):
+    """Winograd's input tiles (and its direct fallback for non-finite outputs) read the
+    padding through the source tables: F(2x2) and F(4x4), padding 1 and 2, odd sizes."""
+    for h, w_, p in ((9, 7, 1), (6, 11, ((2, 1), (1, 2))), (5, 5, 2)):
+        x = rng.standard_normal((2, 8, h, w_))
+        w = rng.standard_normal((16, 8, 3, 3))
+        b = rng.standard_normal(16)
+        want = torch_conv2d(torch, x, w, b, 1, pairs(p), 1, 1, mode)
+        xl, wl = (x, w) if layout == "NCHW" else (to_nhwc(x), oihw_to_hwio(w))
+        with _tuning.tuned(winograd_tiles=(m,)):
+            got = fastconv.conv2d(xl.astype(dtype), wl.astype(dtype), b.astype(dtype), 1, p,
+                                  layout=layout, algorithm="winograd", padding_mode=mode)
+            layer = fastconv.Conv2D(8, 16, 3, padding=p, layout=layout, dtype=dtype,
+                                    algorithm="winograd", padding_mode=mode)
+            np.copyto(layer.weight, wl)
+            np.copyto(layer.bias, b)
+            from_layer = layer(xl.astype(dtype))
+            assert layer.algorithm == "winograd"
+        tol = dict(rtol=1e-4, atol=1e-4) if dtype == np.float32 else dict(rtol=1e-10,
+                                                                          atol=1e-10)
+        for y in (got, from_layer):
+            np.testing.assert_allclose(y if layout == "NCHW" else to_nchw(y), want, **tol)
+
+
+@pytest.mark.parametrize("mode", PAD_MODES)
+def test_winograd_non_finite_fallback_reads_the_tables(torch, mode):
+    """An Inf in the image: Winograd sums the outputs it leaves non-finite directly, and
+    those reads go through the tables too (an Inf on the edge reaches the outputs whose
+    padded windows copy it)."""
+    x = np.ones((1, 16, 6, 6))
+    x[0, 3, 1, 0] = np.inf
+    w = np.ones((16, 16, 3, 3))
+    want = torch_conv2d(torch, x, w, None, 1, pairs(1), 1, 1, mode)
+    got = fastconv.conv2d(x, w, padding=1, algorithm="winograd", padding_mode=mode)
+    np.testing.assert_array_equal(np.isfinite(got), np.isfinite(want))
+    np.testing.assert_allclose(got[np.isfinite(want)], want[np.isfinite(want)])
+
+
+@pytest.mark.parametrize("mode", PAD_MODES)
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_every_strategy_reads_the_padding(rng, mode, layout):
+    """Geometries planned onto each strategy that builds columns or reads the image in
+    place (forward and backward) give the oracles' exact results with a padding mode."""
+    cases = [  # (input NCHW, C_out, kernel, stride, padding, groups, tuning)
+        ((1, 32, 9, 10), 32, 3, 1, 2, 1, {}),                      # direct / winograd
+        ((1, 32, 9, 10), 32, 3, 2, 2, 1, {"direct_min_depth": 1}),  # direct, strided
+        ((1, 8, 6, 7), 16, 3, 1, 1, 1, {"direct_min_depth": 1}),    # direct, shallow
+        ((4, 8, 5, 5), 72, 3, 1, 1, 1, {"min_channel_block": 32}),  # grouped images
+        ((4, 8, 5, 5), 16, 3, 1, 2, 1, {"tile_bytes": 1}),          # row tiles of one row
+        ((1, 8, 12, 12), 256, 3, 1, 1, 1, {}),                      # channel blocks
+        ((6, 4, 4, 4), 8, 3, 1, 1, 1, {}),                          # weight-grad images
+        ((2, 8, 7, 7), 8, 5, 1, 2, 8, {}),                          # depthwise as GEMM
+    ]
+    strategies = set()
+    for shape, cout, k, s, p, g, tuning in cases:
+        x = ints(rng, shape, np.float32)
+        w = ints(rng, (cout, shape[1] // g, k, k), np.float32)
+        xn, wn = to_nhwc(x), oihw_to_hwio(w)
+        xl, wl = (x, w) if layout == "NCHW" else (xn, wn)
+        geom = fastconv.ConvGeometry(xl.shape, cout, k, s, p, groups=g, layout=layout,
+                                     padding_mode=mode)
+        with _tuning.tuned(**tuning):
+            for pass_ in (_engine.FORWARD, _engine.BACKWARD):
+                algorithm = (_engine.choose_algorithm(geom, 4) if pass_ == _engine.FORWARD
+                             else _engine.GEMM)
+                strategies.add(_engine.choose_plan(geom, 4, pass_,
+                                                   algorithm=algorithm).strategy)
+            y = fastconv.conv2d(xl, wl, None, s, p, 1, g, layout=layout, padding_mode=mode,
+                                algorithm="gemm")
+            gy = ints(rng, y.shape, np.float32)
+            grads = fastconv.conv2d_backward(gy, xl, wl, stride=s, padding=p, groups=g,
+                                             layout=layout, padding_mode=mode,
+                                             algorithm="gemm")
+        ref = reference.conv2d_matmul(xn, wn, s, p, 1, g, padding_mode=mode)
+        np.testing.assert_array_equal(y if layout == "NHWC" else to_nhwc(y), ref)
+        gx, gw, _ = reference.conv2d_backward(gy if layout == "NHWC" else to_nhwc(gy), xn,
+                                              wn, s, p, 1, g, padding_mode=mode)
+        np.testing.assert_array_equal(
+            grads.grad_input if layout == "NHWC" else to_nhwc(grads.grad_input), gx)
+        np.testing.assert_array_equal(
+            grads.grad_weight if layout == "NHWC" else oihw_to_hwio(grads.grad_weight), gw)
+    wanted = {_engine.ROW_TILES, _engine.CHANNEL_BLOCKS, _engine.WEIGHT_GRAD_IMAGES}
+    if layout == "NHWC":
+        wanted.add(_engine.GROUPED_IMAGES)
+    if _engine._conv.SMALL_GEMM:
+        wanted.add(_engine.DIRECT)
+    assert wanted <= strategies, strategies
+    assert not strategies & {_engine.DEPTHWISE, _engine.DEPTHWISE_BLOCKS}
 
 
 # --------------------------------------------------------------------------- hypothesis
