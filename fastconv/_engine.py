@@ -12,8 +12,10 @@ Strategies:
 - DEPTHWISE_BLOCKS: groups == C_in; kernels larger than 3×3, and in NCHW small planes or
   a stride: the _depthwise kernels on channels-last, zero-padded copies of 16 channels at
   a time, vectorised across the channels with no edge code (the plane loops of DEPTHWISE
-  are scalar on rows shorter than a vector, and per pixel for large kernels).
-- DEPTHWISE: groups == C_in; direct loops (the _depthwise kernels), no GEMM.
+  are scalar on rows shorter than a vector, and per pixel for large kernels). With a
+  padding mode (docs/spec.md §6) every depthwise convolution: the tiles' padding is read
+  through the source tables.
+- DEPTHWISE: groups == C_in, zero padding; direct loops (the _depthwise kernels), no GEMM.
 - WINOGRAD: the forward pass of a 3×3 stride-1 convolution by Winograd's minimal filtering
   F(m×m, 3×3) (the _winograd kernels), when the algorithm chosen is "winograd".
 - DIRECT: forward, float32, a weight that fits L2: register-blocked small-GEMM blocks
@@ -30,6 +32,11 @@ Strategies:
 - POINTWISE: 1×1, stride 1, unpadded: GEMMs on the image itself, by (image, row tile).
 - ROW_TILES: the general case: per (image, tile of output rows), im2col into the thread's
   cache-sized tile of the workspace, then one single-threaded GEMM.
+
+Padding modes other than "zeros" (docs/spec.md §6): every kernel that builds columns or
+reads the image in place (im2col, DIRECT, WINOGRAD, DEPTHWISE_BLOCKS) reads the padding
+through the window's source tables; the input gradient runs on the padded geometry
+(unpadded, any strategy) and is folded back (input_grad_padded).
 
 Every plan depends on the geometry, the batch, the dtype, the workspace cap and the
 thread setting, never on timings; the way work is cut does not depend on the thread count,
@@ -151,9 +158,16 @@ class PlanRequest:
 
 
 def is_depthwise(geom):
-    """One input channel per group (groups == C_in > 1): the direct depthwise kernels
-    (which read zero padding only: with a padding mode the grouped GEMM paths serve it)."""
-    return geom.groups > 1 and geom.in_channels == geom.groups and not geom.reads_padding
+    """One input channel per group (groups == C_in > 1): the direct depthwise kernels. With
+    a padding mode only DEPTHWISE_BLOCKS reads the padding (through the source tables,
+    into its tiles): False then, so that where its tiles do not fit a workspace cap the
+    grouped GEMM paths serve it."""
+    return is_one_channel_groups(geom) and not geom.reads_padding
+
+
+def is_one_channel_groups(geom):
+    """groups == C_in > 1, whatever the padding mode."""
+    return geom.groups > 1 and geom.in_channels == geom.groups
 
 
 def uses_direct_path(geom, itemsize, tuning=None):
@@ -260,14 +274,17 @@ def plan_depthwise_blocks(request):
     """DEPTHWISE_BLOCKS (docs/performance.md#depthwise-channel-blocks): a depthwise
     convolution whose kernel has more than tuning.depthwise_row_max_taps taps, in either
     layout; in NCHW also any with a stride, or whose block workspace (a thread's
-    channels-last tiles of 16 channels) fits tuning.depthwise_block_bytes. Under a
-    workspace cap fewer threads run; below one thread's tiles, DEPTHWISE (no workspace)."""
+    channels-last tiles of 16 channels) fits tuning.depthwise_block_bytes; and every
+    depthwise convolution with a padding mode (its tiles read the padding through the
+    source tables). Under a workspace cap fewer threads run; below one thread's tiles,
+    DEPTHWISE (no workspace), or with a padding mode the grouped GEMM paths."""
     geom = request.geometry
-    if not is_depthwise(geom):
+    if not is_one_channel_groups(geom):
         return None
     kh, kw = geom.kernel_size
     tuning = request.tuning
-    wide = kh * kw > tuning.depthwise_row_max_taps
+    # a padding mode: the only depthwise kernel that reads the padding through the tables
+    wide = kh * kw > tuning.depthwise_row_max_taps or geom.reads_padding
     if geom.layout == "NHWC" and not wide:
         return None
     per_thread = _depthwise.block_workspace(geom.window.kernel_struct(),
@@ -375,10 +392,12 @@ def choose_algorithm(geom, itemsize, requested="auto", *, fn="conv2d", tuning=No
 
 
 def _winograd_struct(geom, m, block_tiles, shared):
-    tables = geom.window.source_tables  # a padding mode: read through them (the window
-    # keeps them alive as long as the plan)
+    # A padding mode: the tables the input tiles read through (the window keeps them alive
+    # as long as the plan).
+    tables = geom.window.source_tables
     return {"row_src": 0 if tables is None else tables[0].ctypes.data,
-            "col_src": 0 if tables is None else tables[1].ctypes.data,"batch": geom.batch, "channels": geom.in_channels, "height": geom.height,
+            "col_src": 0 if tables is None else tables[1].ctypes.data,
+            "batch": geom.batch, "channels": geom.in_channels, "height": geom.height,
             "width": geom.width, "out_channels": geom.out_channels, "groups": geom.groups,
             "pad_top": geom.padding[0][0], "pad_left": geom.padding[1][0],
             "out_h": geom.out_h, "out_w": geom.out_w, "m": m, "block_tiles": block_tiles,

@@ -11,7 +11,8 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = [
-    "same_padding", "pad_nhwc", "pad_source", "unpad", "conv2d_naive", "conv2d_matmul", "conv2d_strided",
+    "same_padding", "pad_nhwc", "pad_source", "unpad", "conv2d_naive", "conv2d_matmul",
+    "conv2d_strided",
     "conv2d_backward",
     "im2col", "col2im",
     "conv1d_naive", "conv1d_backward", "conv_transpose1d", "im2col1d", "col2im1d",

@@ -589,7 +589,8 @@ def test_every_strategy_reads_the_padding(rng, mode, layout):
         ((4, 8, 5, 5), 16, 3, 1, 2, 1, {"tile_bytes": 1}),          # row tiles of one row
         ((1, 8, 12, 12), 256, 3, 1, 1, 1, {}),                      # channel blocks
         ((6, 4, 4, 4), 8, 3, 1, 1, 1, {}),                          # weight-grad images
-        ((2, 8, 7, 7), 8, 5, 1, 2, 8, {}),                          # depthwise as GEMM
+        ((2, 8, 7, 7), 8, 5, 1, 2, 8, {}),                          # depthwise blocks
+        ((2, 18, 7, 6), 36, 3, 2, 1, 18, {}),                       # blocks, multiplier 2
     ]
     strategies = set()
     for shape, cout, k, s, p, g, tuning in cases:
@@ -619,13 +620,64 @@ def test_every_strategy_reads_the_padding(rng, mode, layout):
             grads.grad_input if layout == "NHWC" else to_nhwc(grads.grad_input), gx)
         np.testing.assert_array_equal(
             grads.grad_weight if layout == "NHWC" else oihw_to_hwio(grads.grad_weight), gw)
-    wanted = {_engine.ROW_TILES, _engine.CHANNEL_BLOCKS, _engine.WEIGHT_GRAD_IMAGES}
+    wanted = {_engine.ROW_TILES, _engine.CHANNEL_BLOCKS, _engine.WEIGHT_GRAD_IMAGES,
+              _engine.DEPTHWISE_BLOCKS}
     if layout == "NHWC":
         wanted.add(_engine.GROUPED_IMAGES)
     if _engine._conv.SMALL_GEMM:
         wanted.add(_engine.DIRECT)
     assert wanted <= strategies, strategies
-    assert not strategies & {_engine.DEPTHWISE, _engine.DEPTHWISE_BLOCKS}
+    assert _engine.DEPTHWISE not in strategies  # its row loops read zero padding only
+
+
+@pytest.mark.parametrize("mode", PAD_MODES)
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_depthwise_blocks_read_the_padding(torch, rng, mode, layout, dtype):
+    """Depthwise layers (full and partial blocks of 16 channels, multiplier 1 and 2, 3x3
+    and 5x5, strides, dilation, asymmetric padding) run DEPTHWISE_BLOCKS, whose tiles read
+    the padding through the tables; a workspace cap below one thread's tiles falls back to
+    the grouped GEMM paths. Exact on integers against torch (F.pad + conv2d, autograd)."""
+    F = torch.nn.functional
+    for c, mult, k, s, d, p in ((32, 1, 3, 1, 1, 1), (20, 2, 5, 2, 1, ((2, 1), (0, 2))),
+                                (16, 1, 3, 1, 2, 2), (3, 1, 3, 1, 1, 1)):
+        x = ints(rng, (2, c, 9, 8))
+        w = ints(rng, (c * mult, 1, k, k))
+        (top, bottom), (left, right) = pairs(p)
+        xt = torch.from_numpy(x).requires_grad_()
+        wt = torch.from_numpy(w).requires_grad_()
+        yt = F.conv2d(F.pad(xt, (left, right, top, bottom), mode=mode), wt, None, s, 0, d, c)
+        gy = ints(rng, tuple(yt.shape))
+        yt.backward(torch.from_numpy(gy))
+        xl, wl, gyl = ((x, w, gy) if layout == "NCHW"
+                       else (to_nhwc(x), oihw_to_hwio(w), to_nhwc(gy)))
+        xl, wl, gyl = xl.astype(dtype), wl.astype(dtype), gyl.astype(dtype)
+        geom = fastconv.ConvGeometry(xl.shape, c * mult, k, s, p, d, c, layout=layout,
+                                     padding_mode=mode)
+        assert _engine.choose_plan(geom, 4, _engine.FORWARD).strategy == \
+            _engine.DEPTHWISE_BLOCKS
+        y = fastconv.conv2d(xl, wl, None, s, p, d, c, layout=layout, padding_mode=mode)
+        np.testing.assert_array_equal(y if layout == "NCHW" else to_nchw(y),
+                                      yt.detach().numpy())
+        grads = fastconv.conv2d_backward(gyl, xl, wl, stride=s, padding=p, dilation=d,
+                                         groups=c, layout=layout, padding_mode=mode)
+        gx = grads.grad_input if layout == "NCHW" else to_nchw(grads.grad_input)
+        gw = (grads.grad_weight if layout == "NCHW"
+              else grads.grad_weight.transpose(3, 2, 0, 1))
+        np.testing.assert_array_equal(gx, xt.grad.numpy())
+        np.testing.assert_array_equal(gw, wt.grad.numpy())
+        # a cap that holds one GEMM row of columns (and the weight-gradient accumulator)
+        # on one thread, but not one thread's tiles
+        itemsize = np.dtype(dtype).itemsize
+        row = (geom.out_w * c * k * k + c * mult * k * k) * itemsize
+        tiles = _engine._depthwise.block_workspace(geom.window.kernel_struct(), mult)
+        if row < tiles * itemsize:
+            capped = fastconv.Conv2D(c, c * mult, k, s, p, d, c, bias=False, layout=layout,
+                                     dtype=dtype, padding_mode=mode, max_workspace_bytes=row)
+            np.copyto(capped.weight, wl)
+            np.testing.assert_array_equal(capped(xl), y)
+            plan = capped._plans[next(iter(capped._plans))].forward
+            assert plan.strategy != _engine.DEPTHWISE_BLOCKS
 
 
 # --------------------------------------------------------------------------- hypothesis

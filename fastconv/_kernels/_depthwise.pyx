@@ -12,7 +12,7 @@ from cython.parallel cimport prange
 from libc.string cimport memcpy, memset
 
 from fastconv._kernels._geometry cimport (
-    Geometry, input_col, input_row, output_col, output_row)
+    Geometry, input_col, input_row, output_col, output_row, source_col, source_row)
 from fastconv._kernels._im2col_helpers cimport inside_cols, inside_rows, valid_range
 from fastconv._kernels._layout cimport transpose
 from fastconv._kernels._openmp cimport omp_get_thread_num
@@ -761,6 +761,8 @@ cdef inline Geometry padded(const Geometry* g, Py_ssize_t channels) noexcept nog
                                  g.dilation_w)
     result.pad_top = 0
     result.pad_left = 0
+    result.row_src = 0  # the tile holds the padding: every window reads inside it
+    result.col_src = 0
     return result
 
 
@@ -885,22 +887,50 @@ cdef void scatter_block(const floating* src, floating* dst, Py_ssize_t stride, b
 cdef void to_padded_tile(const floating* src, Py_ssize_t stride, bint nhwc, floating* plain,
                          floating* tile, const Geometry* g, const Geometry* tiled) noexcept nogil:
     """tile = the block (`tiled.channels` channels of g's image, see gather_block),
-    channels-last and zero-padded to `tiled`'s size (NCHW through the unpadded copy
-    `plain`)."""
+    channels-last and padded to `tiled`'s size (NCHW through the unpadded copy `plain`):
+    with zeros, or with a padding mode the pixels g's source tables name
+    (fill_tile_padding)."""
     cdef Py_ssize_t h, w, channels = tiled.channels
     cdef Py_ssize_t row = g.width * channels
     cdef floating* dst
-    memset(tile, 0, tiled.height * tiled.width * channels * sizeof(floating))
+    if g.row_src == 0:
+        memset(tile, 0, tiled.height * tiled.width * channels * sizeof(floating))
     if nhwc:
         for h in range(g.height):
             dst = tile + ((g.pad_top + h) * tiled.width + g.pad_left) * channels
             for w in range(g.width):
                 copy_run(dst + w * channels, src + (h * g.width + w) * stride, channels)
-        return
-    gather_block(src, stride, False, plain, channels, g.height * g.width)
-    for h in range(g.height):
-        memcpy(tile + ((g.pad_top + h) * tiled.width + g.pad_left) * channels,
-               plain + h * row, row * sizeof(floating))
+    else:
+        gather_block(src, stride, False, plain, channels, g.height * g.width)
+        for h in range(g.height):
+            memcpy(tile + ((g.pad_top + h) * tiled.width + g.pad_left) * channels,
+                   plain + h * row, row * sizeof(floating))
+    if g.row_src != 0:
+        fill_tile_padding(tile, g, tiled)
+
+
+cdef void fill_tile_padding(floating* tile, const Geometry* g,
+                            const Geometry* tiled) noexcept nogil:
+    """A padding mode (docs/spec.md §6): the padding of a tile whose image part is filled,
+    copied from the tile's own image pixels the source tables name: first the columns
+    left and right of each image row, then whole padding rows (with their columns). A
+    mode's tables name a pixel for every coordinate; the tile never reaches beyond the
+    padded image, the tables' length."""
+    cdef Py_ssize_t th, tw, source, channels = tiled.channels
+    cdef Py_ssize_t row = tiled.width * channels
+    cdef floating* dst
+    for th in range(g.pad_top, g.pad_top + g.height):
+        dst = tile + th * row
+        for tw in range(tiled.width):
+            if g.pad_left <= tw < g.pad_left + g.width:
+                continue
+            source = source_col(g, tw - g.pad_left)
+            copy_run(dst + tw * channels, dst + (g.pad_left + source) * channels, channels)
+    for th in range(tiled.height):
+        if g.pad_top <= th < g.pad_top + g.height:
+            continue
+        source = source_row(g, th - g.pad_top)
+        memcpy(tile + th * row, tile + (g.pad_top + source) * row, row * sizeof(floating))
 
 
 cdef void block_taps_of(const floating* weight, bint nhwc, Py_ssize_t o0, Py_ssize_t width,

@@ -12,8 +12,8 @@ from fastconv._kernels._im2col_helpers cimport (
     col2im_nchw_plane, col2im_nchw_row, col2im_nhwc_row, im2col_nchw_rows, im2col_nhwc_row)
 
 cdef enum:
-    FOLD_CHANNELS = 64  # channels-last: channels per fold_padded task (fixed, never the
-                        # thread count)
+    # channels-last: channels per fold_padded task (fixed, never the thread count)
+    FOLD_CHANNELS = 64
 
 
 def im2col_nchw(const element_t[::1] image, element_t[::1] col, Geometry g,
