@@ -46,6 +46,11 @@ def conv_output_size(size, pad_before, pad_after, kernel, stride, dilation):
     return (size + pad_before + pad_after - dilation * (kernel - 1) - 1) // stride + 1
 
 
+# The longest padded axis a padding mode other than "zeros" takes: its source-index table
+# holds one entry per padded coordinate (only "replicate" allows padding beyond the image).
+MAX_TABLE = _validate.BLAS_INT_MAX
+
+
 @dataclass(frozen=True)
 class Window:
     """Validated sliding-window geometry for one image, as the kernels take it."""
@@ -136,6 +141,13 @@ def make_window(channels, height, width, kernel_size, stride, padding, dilation,
                 f"{size} + {before} + {after} = {size + before + after}")
         out.append(conv_output_size(size, before, after, k, s, d))
     _padding_mode.check_fits(padding_mode, padding, (height, width), fn, ("height", "width"))
+    if _padding_mode.effective_mode(padding_mode, padding) != "zeros":
+        for axis, size, (before, after) in zip(("height", "width"), (height, width), padding):
+            if size + before + after > MAX_TABLE:
+                raise ValueError(
+                    f"{fn}: padding_mode={padding_mode!r} reads the padding through a table "
+                    f"per axis: the padded {input_desc} {axis} {size} + {before} + {after} "
+                    f"= {size + before + after} must be at most 2**31 - 1")
     return Window(channels, height, width, kernel_size, stride, padding, dilation, out[0], out[1],
                   _padding_mode.effective_mode(padding_mode, padding))
 
