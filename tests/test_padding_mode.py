@@ -734,3 +734,53 @@ def test_hypothesis_against_the_oracles(case, seed):
     image = fastconv.col2im(c, shape[2:], kernel, stride=stride, padding=pads,
                             dilation=dilation, layout=layout, padding_mode=mode)
     assert (cols * c).sum() == (xl * image).sum()
+
+
+def test_padded_axis_beyond_the_tables_is_refused():
+    x = np.zeros((1, 1, 2, 2), np.float32)
+    with pytest.raises(ValueError) as info:
+        fastconv.im2col(x, 1, stride=2**40, padding=2**31, padding_mode="replicate")
+    assert str(info.value) == (
+        "im2col: padding_mode='replicate' reads the padding through a table per axis: the "
+        f"padded input height 2 + {2**31} + {2**31} = {2**32 + 2} must be at most 2**31 - 1")
+    # zeros takes such padding (no tables)
+    assert fastconv.im2col(x, 1, stride=2**40, padding=2**31).shape == (1, 1, 1)
+
+
+# --------------------------------------------------------------------------- bench and asv
+
+def test_bench_padding_mode_section(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    path = tmp_path / "rows.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "fastconv", "bench", "--ops", "padding_mode", "--layers",
+         "resnet50.res5.3x3", "--batch", "1", "--repeats", "1", "--padding-mode",
+         "circular", "--quiet", "--json", str(path)],
+        capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert "padding_mode='circular' vs zeros" in result.stdout
+    assert "geometric mean circular vs zeros:" in result.stdout
+    (row,) = json.loads(path.read_text())["rows"]
+    assert row["op"] == "padding_mode" and row["padding_mode"] == "circular"
+    assert row["matches_numpy"] is True
+    assert row["zeros_ms"] > 0 and row["mode_vs_zeros"] > 0
+    bad = subprocess.run([sys.executable, "-m", "fastconv", "bench", "--padding-mode",
+                          "zeros"], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "--padding-mode" in bad.stderr
+
+
+def test_asv_padding_mode_benchmarks(monkeypatch):
+    from conftest import asv_benchmark
+
+    module = asv_benchmark(monkeypatch, "bench_padding_mode")
+    assert module.MODES[0] == "zeros"
+    for cls, timer in ((module.LayerForward, "time_forward"),
+                       (module.Conv2DBackward, "time_backward")):
+        for mode in ("zeros", "reflect"):
+            benchmark = cls()
+            params = (mode, "NHWC", "resnet50.res4.3x3", 1)
+            benchmark.setup(*params)
+            getattr(benchmark, timer)(*params)
