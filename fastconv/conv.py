@@ -69,6 +69,12 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, l
         (3×3 kernels, stride 1, dilation 1, not depthwise); "gemm": im2col or direct
         loops and GEMMs; "auto" (default): Winograd where a rule over shapes, dtype and
         CPU says it is faster (:meth:`ConvGeometry.algorithm` tells before any work).
+    padding_mode : {"zeros", "reflect", "replicate", "circular"}
+        What the padding reads, as ``torch.nn.Conv2d``'s: zeros, the image mirrored
+        without repeating its edge, the edge repeated, or the image wrapped around
+        (docs/spec.md §6). "reflect" needs padding < the input's size along each padded
+        axis, "circular" padding <= it. Read in place through per-axis tables, never
+        a padded copy.
 
     Returns
     -------
@@ -83,8 +89,9 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, l
         dtypes (no casting).
     ValueError
         Before any work, naming the argument: mismatched channels or groups, a bad
-        geometry, layout or `out`, a GEMM dimension beyond BLAS's int, or
-        ``algorithm="winograd"`` on a layer it cannot serve.
+        geometry, layout or `out`, a GEMM dimension beyond BLAS's int,
+        ``algorithm="winograd"`` on a layer it cannot serve, an unknown `padding_mode`
+        or padding too large for it.
 
     See Also
     --------
@@ -116,6 +123,11 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, l
     >>> wd = np.ones((3, 3, 1, 8), np.float32)
     >>> fastconv.conv2d(xh, wd, padding=1, groups=8, layout="NHWC").shape
     (1, 16, 16, 8)
+
+    Reflected padding (``nn.Conv2d(padding_mode="reflect")``): no zeros at the border.
+
+    >>> float(fastconv.conv2d(x, w, padding=1, padding_mode="reflect")[0, 0, 0, 0])
+    27.0
     """
     fn = "conv2d"
     layout = _validate.normalize_layout(layout, fn)
@@ -167,6 +179,9 @@ def conv2d_backward(grad_output, x, weight, *, stride=1, padding=0, dilation=1, 
     algorithm : {"auto", "gemm", "winograd"}
         For the input gradient, at stride 1 the convolution of grad_output with the flipped
         weight: as for :func:`conv2d`. The weight gradient always runs on GEMMs.
+    padding_mode : {"zeros", "reflect", "replicate", "circular"}
+        The forward call's (docs/spec.md §6); the input gradient adds what every padded
+        coordinate received onto the pixel it reads, as autograd through ``F.pad``.
 
     Returns
     -------
@@ -266,6 +281,8 @@ def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0
     layout : {"NCHW", "NHWC"}
     out : ndarray, optional
         C-contiguous buffer of the result's shape and dtype, not overlapping an input.
+    padding_mode : {"zeros"}
+        Only "zeros", as PyTorch's ``ConvTranspose2d``; anything else is a ValueError.
 
     Returns
     -------

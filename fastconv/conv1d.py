@@ -58,6 +58,9 @@ def conv1d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, l
     layout : {"NCL", "NLC"}
     out : ndarray, optional
         C-contiguous buffer of the result's shape and dtype, not overlapping an input.
+    padding_mode : {"zeros", "reflect", "replicate", "circular"}
+        What the padding reads, as ``torch.nn.Conv1d``'s (docs/spec.md §6); "reflect"
+        needs padding < L, "circular" padding <= L.
 
     Returns
     -------
@@ -147,6 +150,9 @@ def conv1d_backward(grad_output, x, weight, *, stride=1, padding=0, dilation=1, 
         Gradient of the loss w.r.t. conv1d's output, shape ``conv1d(x, weight, ...).shape``.
     x, weight, stride, padding, dilation, groups, layout
         The forward call's arguments.
+    padding_mode : {"zeros", "reflect", "replicate", "circular"}
+        The forward call's; the input gradient adds what each padded sample received onto
+        the sample it copies.
     needs_input_grad, needs_weight_grad, needs_bias_grad : bool
         Which gradients to compute; the others are returned as None.
 
@@ -231,6 +237,8 @@ def conv_transpose1d(x, weight, bias=None, stride=1, padding=0, output_padding=0
     layout : {"NCL", "NLC"}
     out : ndarray, optional
         C-contiguous buffer of the result's shape and dtype, not overlapping an input.
+    padding_mode : {"zeros"}
+        Only "zeros", as PyTorch's ``ConvTranspose1d``; anything else is a ValueError.
 
     Returns
     -------

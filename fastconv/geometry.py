@@ -159,8 +159,8 @@ class ConvGeometry:
     ----------
     input_shape : tuple of int
         (N, C, H, W) or (C, H, W) for NCHW; (N, H, W, C) or (H, W, C) for NHWC.
-    out_channels, kernel_size, stride, padding, dilation, groups, layout
-        As for :func:`fastconv.conv2d`.
+    out_channels, kernel_size, stride, padding, dilation, groups, layout, padding_mode
+        As for :func:`fastconv.conv2d` (a mode must fit the input's size).
     fn : str, optional
         The name error messages start with (fastconv's functions pass their own).
 
@@ -174,6 +174,8 @@ class ConvGeometry:
         2 × multiply-adds over the whole batch (bias excluded).
     weight_shape : tuple
         The weight conv2d takes: OIHW for NCHW, HWIO for NHWC.
+    padding_mode : str
+        The padding mode asked for, lower case.
 
     Raises
     ------

@@ -103,6 +103,11 @@ def im2col(x, kernel_size, *, stride=1, padding=0, dilation=1, layout="NCHW", ou
     out : ndarray, optional
         C-contiguous buffer of the result's shape and dtype, not overlapping `x`; the call
         then allocates nothing of that size.
+    padding_mode : {"zeros", "reflect", "replicate", "circular"}
+        What the padding reads (docs/spec.md §6): zeros, the image mirrored without
+        repeating its edge, the edge repeated, or the image wrapped around. "reflect"
+        needs padding < the image's size along each padded axis, "circular" padding <=
+        it.
 
     Returns
     -------
@@ -118,7 +123,8 @@ def im2col(x, kernel_size, *, stride=1, padding=0, dilation=1, layout="NCHW", ou
         For a dtype other than float, integer or bool.
     ValueError
         Before any work, naming the argument: a bad shape, layout, kernel size, stride,
-        padding or dilation, a window larger than the padded image, or an unusable `out`.
+        padding or dilation, a window larger than the padded image, an unusable `out`, an
+        unknown `padding_mode` or padding too large for it.
 
     See Also
     --------
@@ -149,6 +155,14 @@ def im2col(x, kernel_size, *, stride=1, padding=0, dilation=1, layout="NCHW", ou
     >>> fastconv.im2col(np.arange(5.0).reshape(1, 1, 5), (2,), stride=2)[0]
     array([[0., 2.],
            [1., 3.]])
+
+    Reflected padding reads mirrored pixels instead of zeros:
+
+    >>> fastconv.im2col(np.arange(4.0).reshape(1, 1, 4), (3,), padding=1,
+    ...                 padding_mode="reflect")[0]
+    array([[1., 0., 1., 2.],
+           [0., 1., 2., 3.],
+           [1., 2., 3., 2.]])
     """
     if _one_d.is_one_d_kernel(kernel_size):
         return _checked_im2col_1d(x, kernel_size, stride, padding, dilation, layout, out,
@@ -216,7 +230,8 @@ def col2im(cols, output_size, kernel_size, *, stride=1, padding=0, dilation=1, l
     """Fold columns back into an image, summing overlaps (``torch.nn.functional.fold``).
 
     The exact adjoint of :func:`im2col` with the same arguments:
-    ``⟨im2col(x), y⟩ = ⟨x, col2im(y)⟩``. Entries that fall in the padding are dropped.
+    ``⟨im2col(x), y⟩ = ⟨x, col2im(y)⟩``. Entries that fall in the padding are dropped, or
+    with a `padding_mode` added onto the pixel that padded coordinate copies.
 
     Parameters
     ----------
@@ -225,7 +240,7 @@ def col2im(cols, output_size, kernel_size, *, stride=1, padding=0, dilation=1, l
         (OH·OW, kh·kw·C). float32, float64 or integer (integer sums wrap as in NumPy).
     output_size : int or (H, W)
         The image size (for 1-D signals the length L); C is inferred from `cols`.
-    kernel_size, stride, padding, dilation, layout, out
+    kernel_size, stride, padding, dilation, layout, out, padding_mode
         As for :func:`im2col` (a 1-tuple `kernel_size` means 1-D signals, `cols`
         (N, C·k, L_out) for NCL or (N, L_out, k·C) for NLC).
 
@@ -296,7 +311,7 @@ def im2col_backward(grad_cols, input_shape, kernel_size, *, stride=1, padding=0,
         Gradient with respect to im2col's result, of exactly that shape.
     input_shape : tuple of int
         The shape of im2col's input (3-D or 4-D; for 1-D signals 2-D or 3-D).
-    kernel_size, stride, padding, dilation, layout, out
+    kernel_size, stride, padding, dilation, layout, out, padding_mode
         As for :func:`im2col`.
 
     Returns
@@ -349,7 +364,7 @@ def col2im_backward(grad_image, kernel_size, *, stride=1, padding=0, dilation=1,
     grad_image : ndarray
         Gradient with respect to col2im's result: (N, C, H, W) / (C, H, W) for NCHW,
         (N, H, W, C) / (H, W, C) for NHWC; 1-D signals as for :func:`im2col`.
-    kernel_size, stride, padding, dilation, layout, out
+    kernel_size, stride, padding, dilation, layout, out, padding_mode
         As for :func:`col2im`.
 
     Returns

@@ -172,6 +172,9 @@ def conv2d_naive(Z, W, stride=1, padding=0, dilation=1, groups=1, padding_mode="
         "same" pads each axis by :func:`same_padding` (TensorFlow's SAME).
     groups : int
         Divides C_in and C_out.
+    padding_mode : {"zeros", "reflect", "replicate", "circular"}
+        What the padding holds (docs/spec.md §6), by :func:`pad_nhwc`. The other
+        convolution oracles, im2col / col2im and the 1-D ones take it too.
 
     Returns
     -------
