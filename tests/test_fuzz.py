@@ -1601,10 +1601,12 @@ def conv2d_layer_cases(draw):
                               (bad, st.sampled_from([np.float16, np.int32, "complex64"]))))
     cap = draw(weighted((8, st.none()), (2 * bad, st.integers(1, 4096)), (1, st.just(1 << 30)),
                         (bad, BAD_SCALARS.filter(lambda v: v is not None))))
+    mode_arg = draw(padding_mode_args(clean))
 
     fn = "Conv2D"
     problems = Problems()
     layout = check_layout(problems, fn, layout_arg)
+    mode = check_padding_mode(problems, fn, mode_arg)
     for name, value in (("in_channels", in_arg), ("out_channels", out_arg),
                         ("groups", groups_arg)):
         if not (is_int(value) and value >= 1):
@@ -1635,10 +1637,10 @@ def conv2d_layer_cases(draw):
                                                   in_arg))
         elif weight_size * dtype.itemsize >= SMALL_BYTES:
             reject()
-    kwargs = with_algorithm(dict(stride=stride_arg, padding=padding_arg, dilation=dilation_arg,
-                                 groups=groups_arg, bias=use_bias, layout=layout_arg,
-                                 dtype=dtype_arg, seed=draw(st.integers(0, 9)),
-                                 max_workspace_bytes=cap), algorithm_arg)
+    kwargs = with_padding_mode(with_algorithm(dict(
+        stride=stride_arg, padding=padding_arg, dilation=dilation_arg, groups=groups_arg,
+        bias=use_bias, layout=layout_arg, dtype=dtype_arg, seed=draw(st.integers(0, 9)),
+        max_workspace_bytes=cap), algorithm_arg), mode_arg)
     text = f"Conv2D({in_arg!r}, {out_arg!r}, {kernel_arg!r}, **{kwargs!r})"
     if problems:
         return Case(text, lambda: fastconv.Conv2D(in_arg, out_arg, kernel_arg, **kwargs),
@@ -1677,6 +1679,8 @@ def conv2d_layer_cases(draw):
             problems.add(ValueError, rf"{forward_fn}expected input with \d+ channels")
         padding = resolve_strings(problems, fn, padding, kernel, stride, dilation, (h4, w4))
         out_hw = window(problems, fn, (h4, w4), kernel, stride, padding, dilation)
+        if out_hw is not None:
+            check_mode_fits(problems, fn, mode, padding, (h4, w4))
         if not problems:
             shape4 = (n4, out_arg) + out_hw if layout == "NCHW" else (n4,) + out_hw + (out_arg,)
             shape = shape4 if len(xshape) == 4 else shape4[1:]
@@ -1725,26 +1729,26 @@ def conv2d_layer_cases(draw):
             want = np.zeros(shape, dtype)
         else:
             want = oracle_conv2d(x4, layer.weight, bias, stride, padding, dilation, groups_arg,
-                                 layout, p_out)
+                                 layout, p_out, mode)
             want = want if len(xshape) == 4 else want[0]
         if out is not None:
             assert y is out
         batched = len(xshape) == 4
         if winograd:
-            winograd_check(lambda: winograd_bound(x4, layer.weight, padding, p_out, groups_arg,
-                                                  layout),
-                           dtype, bias, layout, batched)(y, want)
+            winograd_check(lambda: mode_bound(winograd_bound, mode)(
+                x4, layer.weight, padding, p_out, groups_arg, layout),
+                dtype, bias, layout, batched)(y, want)
         else:
             assert_same(y, want)
         if grad is None:
             return
         grad4 = four_d(grad, batched)
         grads = oracle_conv2d_backward(grad4, x4, layer.weight, stride, padding, dilation,
-                                       groups_arg, layout)
+                                       groups_arg, layout, mode)
         want = grads[0] if batched else grads[0][0]
         if winograd:
-            winograd_check(lambda: winograd_input_grad_bound(grad4, layer.weight, padding,
-                                                             (h4, w4), groups_arg, layout),
+            winograd_check(lambda: mode_input_grad_bound(grad4, layer.weight, padding,
+                                                         (h4, w4), groups_arg, layout, mode),
                            dtype, None, layout, batched)(grad_x, want)
         else:
             assert_same(grad_x, want)
