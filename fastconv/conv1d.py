@@ -14,6 +14,7 @@ import threading
 import numpy as np
 
 from fastconv import _memory, _one_d, _padding_mode, _validate
+from fastconv import geometry as geo
 from fastconv.conv import Gradients, conv2d, conv2d_backward, conv_transpose2d
 from fastconv.layers import Conv2D
 
@@ -109,7 +110,7 @@ def conv1d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, l
     x3, batched = _one_d.split_batch(x, "input", fn, layout)
     geom = _one_d.conv_geometry(fn, x3, weight, stride, padding, dilation, groups, layout,
                                 x.shape)
-    _padding_mode.check_fits(padding_mode, (geom.padding,), (geom.length,), fn, ("length",))
+    geo.check_mode(padding_mode, (geom.padding,), (geom.length,), fn, ("length",))
     _validate.check_bias(fn, bias, geom.out_channels)
     _one_d.check_blas_range(fn, geom)
     shape = geom.output_shape
@@ -194,7 +195,7 @@ def conv1d_backward(grad_output, x, weight, *, stride=1, padding=0, dilation=1, 
     x3, batched = _one_d.split_batch(x, "input", fn, layout)
     geom = _one_d.conv_geometry(fn, x3, weight, stride, padding, dilation, groups, layout,
                                 x.shape)
-    _padding_mode.check_fits(padding_mode, (geom.padding,), (geom.length,), fn, ("length",))
+    geo.check_mode(padding_mode, (geom.padding,), (geom.length,), fn, ("length",))
     _one_d.check_blas_range(fn, geom)
     expected = geom.output_shape if batched else geom.output_shape[1:]
     if grad_output.shape != expected:
@@ -555,8 +556,7 @@ class Conv1D:
         geom = _one_d.make_geometry(fn, n, channels, length, self.out_channels, self.groups,
                                     self.kernel_size[0], self.stride[0], self.padding,
                                     self.dilation[0], self.layout)
-        _padding_mode.check_fits(self.padding_mode, (geom.padding,), (length,), fn,
-                                 ("length",))
+        geo.check_mode(self.padding_mode, (geom.padding,), (length,), fn, ("length",))
         _one_d.check_blas_range(fn, geom)
         shape = geom.output_shape
         out = _validate.check_out(out, shape if batched else shape[1:], self.dtype,

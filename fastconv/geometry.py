@@ -111,6 +111,21 @@ class Window:
         }
 
 
+def check_mode(padding_mode, pads, sizes, fn, axis_names, input_desc="input"):
+    """A normalised padding mode against the padding (one (before, after) per axis) and
+    the input's sizes: _padding_mode.check_fits, and a padded axis of at most MAX_TABLE
+    coordinates for a mode's table. ValueError naming the axis."""
+    _padding_mode.check_fits(padding_mode, pads, sizes, fn, axis_names)
+    if _padding_mode.effective_mode(padding_mode, pads) == "zeros":
+        return
+    for axis, size, (before, after) in zip(axis_names, sizes, pads):
+        if size + before + after > MAX_TABLE:
+            raise ValueError(
+                f"{fn}: padding_mode={padding_mode!r} reads the padding through a table per "
+                f"axis: the padded {input_desc} {axis} {size} + {before} + {after} = "
+                f"{size + before + after} must be at most 2**31 - 1")
+
+
 def make_window(channels, height, width, kernel_size, stride, padding, dilation, fn,
                 input_desc="input", padding_mode="zeros"):
     """Validate geometry and compute the output size; the window must fit the padded input.
@@ -140,14 +155,7 @@ def make_window(channels, height, width, kernel_size, stride, padding, dilation,
                 f"pixels in {axis}, larger than the padded {input_desc} {axis} "
                 f"{size} + {before} + {after} = {size + before + after}")
         out.append(conv_output_size(size, before, after, k, s, d))
-    _padding_mode.check_fits(padding_mode, padding, (height, width), fn, ("height", "width"))
-    if _padding_mode.effective_mode(padding_mode, padding) != "zeros":
-        for axis, size, (before, after) in zip(("height", "width"), (height, width), padding):
-            if size + before + after > MAX_TABLE:
-                raise ValueError(
-                    f"{fn}: padding_mode={padding_mode!r} reads the padding through a table "
-                    f"per axis: the padded {input_desc} {axis} {size} + {before} + {after} "
-                    f"= {size + before + after} must be at most 2**31 - 1")
+    check_mode(padding_mode, padding, (height, width), fn, ("height", "width"), input_desc)
     return Window(channels, height, width, kernel_size, stride, padding, dilation, out[0], out[1],
                   _padding_mode.effective_mode(padding_mode, padding))
 

@@ -420,7 +420,7 @@ def _window_1d(fn, channels, length, kernel_size, stride, padding, dilation,
     dilation = _one_d.normalize_single(dilation, "dilation", fn)
     pads = _one_d.normalize_padding(padding, fn)
     _one_d.output_length(fn, length, kernel, stride, pads, dilation, input_desc)
-    _padding_mode.check_fits(padding_mode, (pads,), (length,), fn, ("length",))
+    geo.check_mode(padding_mode, (pads,), (length,), fn, ("length",), input_desc)
     return geo.make_window(channels, 1, length, (1, kernel), (1, stride), ((0, 0), pads),
                            (1, dilation), fn, input_desc, padding_mode)
 

@@ -2796,7 +2796,8 @@ def from_nlc(array, layout):
 
 
 def conv1d_model(problems, fn, x, weight, bias, groups, stride_arg, padding_arg,
-                 dilation_arg, layout_arg, transposed=False, output_padding_arg=0):
+                 dilation_arg, layout_arg, transposed=False, output_padding_arg=0,
+                 mode="zeros"):
     """docs/spec.md §6 checks of conv1d / conv1d_backward / conv_transpose1d; returns the
     parsed call, or None when a problem stops the model."""
     layout = parse_layout_1d(layout_arg)
@@ -2875,6 +2876,9 @@ def conv1d_model(problems, fn, x, weight, bias, groups, stride_arg, padding_arg,
     else:
         out_len = window_1d(problems, fn, length, k, stride, padding, dilation) \
             if k >= 1 else None
+        if out_len is not None and not check_mode_fits(problems, fn, mode, (padding,),
+                                                       (length,), ("length",)):
+            out_len = None
         if out_len is not None and max(out_len, length, c // groups * k) > INT_MAX:
             problems.add(ValueError, r"exceeds the BLAS int range")
     if problems or out_len is None:
@@ -2886,7 +2890,7 @@ def conv1d_model(problems, fn, x, weight, bias, groups, stride_arg, padding_arg,
         return None
     return dict(layout=layout, dtype=dtype, batched=len(xshape) == 3, stride=stride,
                 padding=padding, dilation=dilation, groups=groups, out_pad=out_pad,
-                shape=shape, length=length)
+                shape=shape, length=length, mode=mode_name(mode))
 
 
 @st.composite
@@ -2931,7 +2935,8 @@ def conv1d_oracle(p, x, weight, bias):
     w = np.array(weight)
     lio = w if p["layout"] == "NLC" else w.transpose(2, 1, 0)
     y = reference.conv1d_naive(to_nlc(x3, p["layout"]), lio, p["stride"], p["padding"],
-                               p["dilation"], p["groups"])
+                               p["dilation"], p["groups"],
+                               padding_mode=p.get("mode", "zeros"))
     if bias is not None:
         y = y + np.array(bias)
     y = from_nlc(y.astype(p["dtype"]), p["layout"])
@@ -2946,15 +2951,18 @@ def conv1d_cases(draw):
     stride_arg = draw(single_value(1, 3, clean=clean))
     dilation_arg = draw(single_value(1, 2, clean=clean))
     padding_arg = draw(padding_1d_value(strings=True, clean=clean))
+    mode_arg = draw(padding_mode_args(clean))
     problems = Problems()
+    mode = check_padding_mode(problems, fn, mode_arg)
     p = conv1d_model(problems, fn, x, weight, bias, groups, stride_arg, padding_arg,
-                     dilation_arg, layout_arg)
+                     dilation_arg, layout_arg, mode=mode)
     out = None
     if p is not None:
         out = draw(out_buffer(p["shape"], p["dtype"], [x, weight, bias], clean=clean))
         check_out(problems, fn, out, p["shape"], p["dtype"], [x, weight, bias])
-    kwargs = dict(stride=stride_arg, padding=padding_arg, dilation=dilation_arg,
-                  groups=groups, layout=layout_arg)
+    kwargs = with_padding_mode(dict(stride=stride_arg, padding=padding_arg,
+                                    dilation=dilation_arg, groups=groups, layout=layout_arg),
+                               mode_arg)
     if out is not None:
         kwargs["out"] = out
     errors, may_return = settle(problems, [x, weight, bias], p and p["shape"])
@@ -2975,9 +2983,11 @@ def conv1d_backward_cases(draw):
     dilation_arg = draw(single_value(1, 2, clean=clean))
     padding_arg = draw(padding_1d_value(strings=True, clean=clean))
     needs = draw(st.tuples(st.booleans(), st.booleans(), st.booleans()))
+    mode_arg = draw(padding_mode_args(clean))
     problems = Problems()
+    mode = check_padding_mode(problems, fn, mode_arg)
     p = conv1d_model(problems, fn, x, weight, None, groups, stride_arg, padding_arg,
-                     dilation_arg, layout_arg)
+                     dilation_arg, layout_arg, mode=mode)
     xdtype = dtype_of(x)
     gdtype = xdtype if xdtype in FLOATS else np.dtype(np.float32)
     gshape = (3,)  # stands in when the model stopped before the output's shape
@@ -3001,7 +3011,8 @@ def conv1d_backward_cases(draw):
         lio = w if layout == "NLC" else w.transpose(2, 1, 0)
         gz, gw, gb = reference.conv1d_backward(to_nlc(g3, layout), to_nlc(x3, layout), lio,
                                                p["stride"], p["padding"], p["dilation"],
-                                               p["groups"])
+                                               p["groups"],
+                                               padding_mode=p.get("mode", "zeros"))
         dtype = p["dtype"]
         gx = from_nlc(gz.astype(dtype), layout)
         gw = (gw if layout == "NLC" else gw.transpose(2, 1, 0)).astype(dtype)
@@ -3014,9 +3025,10 @@ def conv1d_backward_cases(draw):
             else:
                 assert got is None
 
-    kwargs = dict(stride=stride_arg, padding=padding_arg, dilation=dilation_arg,
-                  groups=groups, layout=layout_arg, needs_input_grad=needs[0],
-                  needs_weight_grad=needs[1], needs_bias_grad=needs[2])
+    kwargs = with_padding_mode(dict(
+        stride=stride_arg, padding=padding_arg, dilation=dilation_arg, groups=groups,
+        layout=layout_arg, needs_input_grad=needs[0], needs_weight_grad=needs[1],
+        needs_bias_grad=needs[2]), mode_arg)
     errors, may_return = settle(problems, [x, weight, grad], p and p["shape"])
     return Case(f"conv1d_backward(grad: {np.shape(grad)} {dtype_of(grad)}, x: {np.shape(x)} "
                 f"{dtype_of(x)}, weight: {np.shape(weight)} {dtype_of(weight)}, **{kwargs!r})",
@@ -3036,7 +3048,9 @@ def conv_transpose1d_cases(draw):
     output_padding_arg = draw(weighted((3, st.just(0)), (2, single_value(0, 2, minimum=0,
                                                                       huge=False,
                                                                       clean=clean))))
+    mode_arg = draw(padding_mode_args(clean))
     problems = Problems()
+    check_padding_mode(problems, fn, mode_arg, transposed=True)
     p = conv1d_model(problems, fn, x, weight, bias, groups, stride_arg, padding_arg,
                      dilation_arg, layout_arg, transposed=True,
                      output_padding_arg=output_padding_arg)
@@ -3059,8 +3073,9 @@ def conv_transpose1d_cases(draw):
         y = from_nlc(y.astype(p["dtype"]), layout)
         return y if batched else y[0]
 
-    kwargs = dict(stride=stride_arg, padding=padding_arg, output_padding=output_padding_arg,
-                  groups=groups, dilation=dilation_arg, layout=layout_arg)
+    kwargs = with_padding_mode(dict(
+        stride=stride_arg, padding=padding_arg, output_padding=output_padding_arg,
+        groups=groups, dilation=dilation_arg, layout=layout_arg), mode_arg)
     if out is not None:
         kwargs["out"] = out
     errors, may_return = settle(problems, [x, weight, bias], p and p["shape"])
