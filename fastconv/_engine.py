@@ -13,9 +13,10 @@ Strategies:
   a stride: the _depthwise kernels on channels-last, zero-padded copies of 16 channels at
   a time, vectorised across the channels with no edge code (the plane loops of DEPTHWISE
   are scalar on rows shorter than a vector, and per pixel for large kernels). With a
-  padding mode (docs/spec.md §6) every depthwise convolution: the tiles' padding is read
-  through the source tables.
-- DEPTHWISE: groups == C_in, zero padding; direct loops (the _depthwise kernels), no GEMM.
+  padding mode (docs/spec.md §6) the tiles' padding is read through the source tables,
+  and every depthwise backward pass runs here.
+- DEPTHWISE: groups == C_in; direct loops (the _depthwise kernels), no GEMM; with a
+  padding mode the forward pass only (its edge pixels read through the tables).
 - WINOGRAD: the forward pass of a 3×3 stride-1 convolution by Winograd's minimal filtering
   F(m×m, 3×3) (the _winograd kernels), when the algorithm chosen is "winograd".
 - DIRECT: forward, float32, a weight that fits L2: register-blocked small-GEMM blocks
@@ -34,9 +35,9 @@ Strategies:
   cache-sized tile of the workspace, then one single-threaded GEMM.
 
 Padding modes other than "zeros" (docs/spec.md §6): every kernel that builds columns or
-reads the image in place (im2col, DIRECT, WINOGRAD, DEPTHWISE_BLOCKS) reads the padding
-through the window's source tables; the input gradient runs on the padded geometry
-(unpadded, any strategy) and is folded back (input_grad_padded).
+reads the image in place (im2col, DIRECT, WINOGRAD, DEPTHWISE_BLOCKS, DEPTHWISE's forward
+loops) reads the padding through the window's source tables; the input gradient runs on
+the padded geometry (unpadded, any strategy) and is folded back (input_grad_padded).
 
 Every plan depends on the geometry, the batch, the dtype, the workspace cap and the
 thread setting, never on timings; the way work is cut does not depend on the thread count,
@@ -157,12 +158,13 @@ class PlanRequest:
                 or elements * self.itemsize <= self.max_workspace_bytes)
 
 
-def is_depthwise(geom):
-    """One input channel per group (groups == C_in > 1): the direct depthwise kernels. With
-    a padding mode only DEPTHWISE_BLOCKS reads the padding (through the source tables,
-    into its tiles): False then, so that where its tiles do not fit a workspace cap the
-    grouped GEMM paths serve it."""
-    return is_one_channel_groups(geom) and not geom.reads_padding
+def is_depthwise(geom, pass_=FORWARD):
+    """One input channel per group (groups == C_in > 1): the direct depthwise kernels serve
+    `pass_`. With a padding mode their forward loops read the padding through the source
+    tables, their gradient loops do not: the backward pass then runs DEPTHWISE_BLOCKS
+    (whose tiles read it) and, where those do not fit a workspace cap, the grouped GEMM
+    paths (False here)."""
+    return is_one_channel_groups(geom) and (pass_ == FORWARD or not geom.reads_padding)
 
 
 def is_one_channel_groups(geom):
@@ -204,7 +206,7 @@ def plan_request(geom, itemsize, pass_, *, max_workspace_bytes=None, tuning=None
     tuning = tuning or _tuning.active()
     threads = _tuning.threads_for_flops(geom.flops, tuning)
     kh, kw = geom.kernel_size
-    no_columns = geom.window.is_pointwise or is_depthwise(geom)
+    no_columns = geom.window.is_pointwise or is_depthwise(geom, pass_)
     row_elems = 0 if no_columns else geom.out_w * geom.in_channels * kh * kw
     weight_elems = (geom.out_channels * geom.in_channels // geom.groups * kh * kw
                     if pass_ == BACKWARD else 0)
@@ -274,17 +276,19 @@ def plan_depthwise_blocks(request):
     """DEPTHWISE_BLOCKS (docs/performance.md#depthwise-channel-blocks): a depthwise
     convolution whose kernel has more than tuning.depthwise_row_max_taps taps, in either
     layout; in NCHW also any with a stride, or whose block workspace (a thread's
-    channels-last tiles of 16 channels) fits tuning.depthwise_block_bytes; and every
-    depthwise convolution with a padding mode (its tiles read the padding through the
-    source tables). Under a workspace cap fewer threads run; below one thread's tiles,
-    DEPTHWISE (no workspace), or with a padding mode the grouped GEMM paths."""
+    channels-last tiles of 16 channels) fits tuning.depthwise_block_bytes; and the
+    backward pass of every depthwise convolution with a padding mode (its tiles read the
+    padding through the source tables). Under a workspace cap fewer threads run; below
+    one thread's tiles, DEPTHWISE (no workspace), or for a padding mode's backward pass
+    the grouped GEMM paths."""
     geom = request.geometry
     if not is_one_channel_groups(geom):
         return None
     kh, kw = geom.kernel_size
     tuning = request.tuning
-    # a padding mode: the only depthwise kernel that reads the padding through the tables
-    wide = kh * kw > tuning.depthwise_row_max_taps or geom.reads_padding
+    # a padding mode's gradients: the depthwise kernels whose tiles read the padding
+    wide = (kh * kw > tuning.depthwise_row_max_taps
+            or geom.reads_padding and request.pass_ != FORWARD)
     if geom.layout == "NHWC" and not wide:
         return None
     per_thread = _depthwise.block_workspace(geom.window.kernel_struct(),
@@ -302,8 +306,9 @@ def plan_depthwise_blocks(request):
 
 
 def plan_depthwise(request):
-    """DEPTHWISE: groups == C_in (the depthwise kernels take no columns)."""
-    if not is_depthwise(request.geometry):
+    """DEPTHWISE: groups == C_in (the depthwise kernels take no columns); with a padding
+    mode the forward pass only."""
+    if not is_depthwise(request.geometry, request.pass_):
         return None
     return _row_tiled(request, DEPTHWISE)
 
@@ -482,7 +487,7 @@ def images_per_gemm(request):
 def plan_grouped_images(request):
     """GROUPED_IMAGES: the NHWC forward pass of small images whose output channels split
     into several blocks, when the group's columns fit the cap."""
-    if request.pass_ != FORWARD or is_depthwise(request.geometry):
+    if request.pass_ != FORWARD or is_depthwise(request.geometry, request.pass_):
         return None
     m_blocks, m_block = _channel_blocks(request)
     images = images_per_gemm(request)
@@ -507,7 +512,8 @@ def plan_weight_grad_images(request):
     geom, tuning = request.geometry, request.tuning
     positions = geom.out_h * geom.out_w
     if (request.pass_ != BACKWARD or geom.groups != 1 or geom.batch < 2
-            or not 0 < positions <= tuning.weight_grad_max_positions or is_depthwise(geom)):
+            or not 0 < positions <= tuning.weight_grad_max_positions
+            or is_depthwise(geom, request.pass_)):
         return None
     images = min(geom.batch, -(-tuning.batch_positions // positions))
     if images < 2:
@@ -535,7 +541,7 @@ def plan_channel_blocks(request):
     image's columns fit the cap."""
     geom, tuning = request.geometry, request.tuning
     items = geom.batch * -(-request.out_h // request.tile_rows)
-    if is_depthwise(geom) or items >= tuning.work_items:
+    if is_depthwise(geom, request.pass_) or items >= tuning.work_items:
         return None
     m_blocks, m_block = _channel_blocks(request)
     wanted = -(-tuning.work_items // geom.groups)

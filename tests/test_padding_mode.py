@@ -627,7 +627,13 @@ def test_every_strategy_reads_the_padding(rng, mode, layout):
     if _engine._conv.SMALL_GEMM:
         wanted.add(_engine.DIRECT)
     assert wanted <= strategies, strategies
-    assert _engine.DEPTHWISE not in strategies  # its row loops read zero padding only
+    # the depthwise row loops serve a mode's forward pass only (their gradient loops read
+    # zeros): the backward plans are channel blocks
+    assert all(_engine.choose_plan(fastconv.ConvGeometry(
+        (2, 8, 7, 7) if layout == "NCHW" else (2, 7, 7, 8), 8, 3, 1, 1, groups=8,
+        layout=layout, padding_mode=mode), 4,
+        pass_).strategy != _engine.DEPTHWISE for pass_ in (_engine.BACKWARD,
+                                                          _engine.INPUT_GRAD))
 
 
 @pytest.mark.parametrize("mode", PAD_MODES)
@@ -635,12 +641,15 @@ def test_every_strategy_reads_the_padding(rng, mode, layout):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_depthwise_blocks_read_the_padding(torch, rng, mode, layout, dtype):
     """Depthwise layers (full and partial blocks of 16 channels, multiplier 1 and 2, 3x3
-    and 5x5, strides, dilation, asymmetric padding) run DEPTHWISE_BLOCKS, whose tiles read
-    the padding through the tables; a workspace cap below one thread's tiles falls back to
-    the grouped GEMM paths. Exact on integers against torch (F.pad + conv2d, autograd)."""
+    and 5x5, strides, dilation, asymmetric padding): the forward pass by the row loops
+    (DEPTHWISE, edge pixels through the tables) or the channel-block tiles, the backward
+    pass by the tiles, whose padding is read through the tables; a workspace cap below one
+    thread's tiles falls back to the grouped GEMM paths. Exact on integers against torch
+    (F.pad + conv2d, autograd); the forward pass by each depthwise kernel."""
     F = torch.nn.functional
     for c, mult, k, s, d, p in ((32, 1, 3, 1, 1, 1), (20, 2, 5, 2, 1, ((2, 1), (0, 2))),
-                                (16, 1, 3, 1, 2, 2), (3, 1, 3, 1, 1, 1)):
+                                (16, 1, 3, 1, 2, 2), (3, 1, 3, 1, 1, 1),
+                                (16, 1, 3, 2, 1, ((0, 2), (2, 1))), (8, 3, 2, 1, 1, 1)):
         x = ints(rng, (2, c, 9, 8))
         w = ints(rng, (c * mult, 1, k, k))
         (top, bottom), (left, right) = pairs(p)
@@ -654,11 +663,17 @@ def test_depthwise_blocks_read_the_padding(torch, rng, mode, layout, dtype):
         xl, wl, gyl = xl.astype(dtype), wl.astype(dtype), gyl.astype(dtype)
         geom = fastconv.ConvGeometry(xl.shape, c * mult, k, s, p, d, c, layout=layout,
                                      padding_mode=mode)
-        assert _engine.choose_plan(geom, 4, _engine.FORWARD).strategy == \
+        assert _engine.choose_plan(geom, 4, _engine.BACKWARD).strategy == \
             _engine.DEPTHWISE_BLOCKS
         y = fastconv.conv2d(xl, wl, None, s, p, d, c, layout=layout, padding_mode=mode)
         np.testing.assert_array_equal(y if layout == "NCHW" else to_nchw(y),
                                       yt.detach().numpy())
+        for tuning in ({"depthwise_block_bytes": 0, "depthwise_row_max_taps": 25},
+                       {"depthwise_block_bytes": 1 << 40}):
+            with _tuning.tuned(**tuning):  # the row loops, then the tiles when they may
+                np.testing.assert_array_equal(
+                    fastconv.conv2d(xl, wl, None, s, p, d, c, layout=layout,
+                                    padding_mode=mode), y)
         grads = fastconv.conv2d_backward(gyl, xl, wl, stride=s, padding=p, dilation=d,
                                          groups=c, layout=layout, padding_mode=mode)
         gx = grads.grad_input if layout == "NCHW" else to_nchw(grads.grad_input)

@@ -75,8 +75,9 @@ cdef inline void add_tap_nchw(floating* dst, const floating* src, floating tap,
                               const Geometry* g, Py_ssize_t j, Py_ssize_t ow_begin,
                               Py_ssize_t ow_end) noexcept nogil:
     """dst[ow] += tap·src[ow·sw − left + j·dw] for ow in [ow_begin, ow_end) ∩ the columns
-    whose tap j falls inside the image row `src`."""
-    cdef Py_ssize_t ow, lo, hi
+    whose tap j falls inside the image row `src` (with a padding mode, the others too,
+    through the column table)."""
+    cdef Py_ssize_t ow, lo, hi, w_src
     cdef Py_ssize_t w_offset = j * g.dilation_w - g.pad_left
     valid_range(w_offset, g.stride_w, g.width, g.out_w, &lo, &hi)
     lo = lo if lo > ow_begin else ow_begin
@@ -87,6 +88,13 @@ cdef inline void add_tap_nchw(floating* dst, const floating* src, floating tap,
     else:
         for ow in range(lo, hi):
             dst[ow] += tap * src[ow * g.stride_w + w_offset]
+    if g.col_src == 0:
+        return
+    for ow in range(ow_begin, ow_end):
+        if lo <= ow < hi:
+            continue
+        w_src = source_col(g, ow * g.stride_w + w_offset)
+        dst[ow] += tap * src[w_src]
 
 
 cdef inline void nine_taps_nchw(floating* dst, const floating* top_row, const floating* taps,
@@ -135,16 +143,17 @@ cdef inline void nine_taps_nchw(floating* dst, const floating* top_row, const fl
 cdef floating output_pixel_nchw(const floating* plane, const floating* taps, floating bias,
                                 const Geometry* g, Py_ssize_t oh, Py_ssize_t ow) noexcept nogil:
     """bias + Σ_ij taps[i, j]·plane[oh·sh − top + i·dh, ow·sw − left + j·dw] over the taps
-    inside the image, added in (i, j) order: one output pixel at the image's edge."""
+    inside the image (with a padding mode, all of them, the padding read through the
+    tables), added in (i, j) order: one output pixel at the image's edge."""
     cdef Py_ssize_t i, j, h_im, w_im
     cdef floating total = bias
     for i in range(g.kernel_h):
-        h_im = input_row(g, oh, i)
-        if h_im < 0 or h_im >= g.height:
+        h_im = source_row(g, input_row(g, oh, i))
+        if h_im < 0:
             continue
         for j in range(g.kernel_w):
-            w_im = input_col(g, ow, j)
-            if 0 <= w_im < g.width:
+            w_im = source_col(g, input_col(g, ow, j))
+            if w_im >= 0:
                 total = total + taps[i * g.kernel_w + j] * plane[h_im * g.width + w_im]
     return total
 
@@ -171,8 +180,8 @@ cdef void forward_plane_nchw(const floating* plane, const floating* taps, floati
         for ow in range(g.out_w):
             dst[ow] = bias
         for i in range(g.kernel_h):
-            h_im = input_row(g, oh, i)
-            if h_im < 0 or h_im >= g.height:
+            h_im = source_row(g, input_row(g, oh, i))
+            if h_im < 0:
                 continue
             for j in range(g.kernel_w):
                 add_tap_nchw(dst, plane + h_im * g.width, taps[i * g.kernel_w + j], g, j, 0,
@@ -441,20 +450,24 @@ cdef inline void pixel_taps_nhwc(const floating* image, floating* taps, floating
                                  const Geometry* g, Py_ssize_t oh, Py_ssize_t ow,
                                  Py_ssize_t multiplier, Py_ssize_t out_channels,
                                  bint into_taps) noexcept nogil:
-    """For each tap (i, j) of output pixel (oh, ow) that reads an input pixel x:
+    """For each tap (i, j) of output pixel (oh, ow) that reads an input pixel x (with a
+    padding mode, every tap: the padding read through the tables), in (i, j) order:
     into_taps: taps[i, j, o] += pixel[o]·x[o // multiplier] (the weight gradient);
     else:      pixel[o] += taps[i, j, o]·x[o // multiplier] (the forward pass)."""
-    cdef Py_ssize_t i, j, h_im, j_lo, j_hi
+    cdef Py_ssize_t i, j, h_im, j_lo, j_hi, w_src
     cdef Py_ssize_t w_im = input_col(g, ow, 0)
     cdef const floating* src
     cdef floating* tap
     valid_range(w_im, g.dilation_w, g.width, g.kernel_w, &j_lo, &j_hi)
+    if g.col_src != 0:  # a padding mode: every tap reads a pixel
+        j_lo, j_hi = 0, g.kernel_w
     for i in range(g.kernel_h):
-        h_im = input_row(g, oh, i)
-        if h_im < 0 or h_im >= g.height:
+        h_im = source_row(g, input_row(g, oh, i))
+        if h_im < 0:
             continue
         for j in range(j_lo, j_hi):
-            src = image + (h_im * g.width + w_im + j * g.dilation_w) * g.channels
+            w_src = source_col(g, w_im + j * g.dilation_w)
+            src = image + (h_im * g.width + w_src) * g.channels
             tap = taps + (i * g.kernel_w + j) * out_channels
             if into_taps:
                 multiply_add_pixel(tap, pixel, src, g.channels, multiplier)
@@ -504,8 +517,8 @@ cdef void forward_row_nhwc(const floating* image, const floating* weight, const 
         w_im = input_col(g, ow, 0)
         if three_wide and w_im >= 0 and w_im + 2 * g.dilation_w < g.width:
             for i in range(g.kernel_h):
-                h_im = input_row(g, oh, i)
-                if 0 <= h_im < g.height:
+                h_im = source_row(g, input_row(g, oh, i))
+                if h_im >= 0:
                     three_taps_pixel_nhwc(dst, image + (h_im * g.width + w_im) * g.channels,
                                           weight + i * 3 * out_channels, g)
             continue
