@@ -90,9 +90,12 @@ cdef inline void add_tap_nchw(floating* dst, const floating* src, floating tap,
             dst[ow] += tap * src[ow * g.stride_w + w_offset]
     if g.col_src == 0:
         return
-    for ow in range(ow_begin, ow_end):
-        if lo <= ow < hi:
-            continue
+    if lo >= hi:  # no column inside: all of [ow_begin, ow_end) reads the padding
+        lo = hi = ow_end
+    for ow in range(ow_begin, lo):
+        w_src = source_col(g, ow * g.stride_w + w_offset)
+        dst[ow] += tap * src[w_src]
+    for ow in range(hi, ow_end):
         w_src = source_col(g, ow * g.stride_w + w_offset)
         dst[ow] += tap * src[w_src]
 
