@@ -399,9 +399,8 @@ def choose_algorithm(geom, itemsize, requested="auto", *, fn="conv2d", tuning=No
 def _winograd_struct(geom, m, block_tiles, shared):
     # A padding mode: the tables the input tiles read through (the window keeps them alive
     # as long as the plan).
-    tables = geom.window.source_tables
-    return {"row_src": 0 if tables is None else tables[0].ctypes.data,
-            "col_src": 0 if tables is None else tables[1].ctypes.data,
+    row_src, col_src = geom.window.table_addresses
+    return {"row_src": row_src, "col_src": col_src,
             "batch": geom.batch, "channels": geom.in_channels, "height": geom.height,
             "width": geom.width, "out_channels": geom.out_channels, "groups": geom.groups,
             "pad_top": geom.padding[0][0], "pad_left": geom.padding[1][0],

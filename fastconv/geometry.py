@@ -77,6 +77,27 @@ class Window:
                      for size, (before, after) in zip((self.height, self.width),
                                                        self.padding))
 
+    @functools.cached_property
+    def table_addresses(self):
+        """(row table, column table) addresses for the kernels' structs, (0, 0) for
+        "zeros" (taken once: ``ndarray.ctypes`` costs microseconds per call)."""
+        tables = self.source_tables
+        if tables is None:
+            return (0, 0)
+        return (tables[0].ctypes.data, tables[1].ctypes.data)
+
+    @functools.cached_property
+    def _struct(self):
+        row_src, col_src = self.table_addresses
+        return {
+            "channels": self.channels, "height": self.height, "width": self.width,
+            "kernel_h": self.kernel_size[0], "kernel_w": self.kernel_size[1],
+            "stride_h": self.stride[0], "stride_w": self.stride[1],
+            "pad_top": self.padding[0][0], "pad_left": self.padding[1][0],
+            "dilation_h": self.dilation[0], "dilation_w": self.dilation[1],
+            "out_h": self.out_h, "out_w": self.out_w, "row_src": row_src, "col_src": col_src,
+        }
+
     def padded_window(self):
         """The window of the same convolution on the padded image, unpadded: its columns
         are this window's, read from the padded image (the adjoint of a padding mode runs
@@ -97,18 +118,9 @@ class Window:
 
     def kernel_struct(self):
         """The dict that Cython converts to its `Geometry` struct (with a padding mode, the
-        addresses of source_tables, which this window keeps alive)."""
-        tables = self.source_tables
-        return {
-            "channels": self.channels, "height": self.height, "width": self.width,
-            "kernel_h": self.kernel_size[0], "kernel_w": self.kernel_size[1],
-            "stride_h": self.stride[0], "stride_w": self.stride[1],
-            "pad_top": self.padding[0][0], "pad_left": self.padding[1][0],
-            "dilation_h": self.dilation[0], "dilation_w": self.dilation[1],
-            "out_h": self.out_h, "out_w": self.out_w,
-            "row_src": 0 if tables is None else tables[0].ctypes.data,
-            "col_src": 0 if tables is None else tables[1].ctypes.data,
-        }
+        addresses of source_tables, which this window keeps alive); a copy of the one
+        made on first use."""
+        return dict(self._struct)
 
 
 def check_mode(padding_mode, pads, sizes, fn, axis_names, input_desc="input"):

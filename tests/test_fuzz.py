@@ -3246,10 +3246,12 @@ def conv1d_layer_cases(draw):
     dilation_arg = draw(single_value(1, 2, huge=False, clean=clean))
     padding_arg = draw(padding_1d_value(strings=True, clean=clean))
     dtype = draw(st.sampled_from(FLOATS))
+    mode_arg = draw(padding_mode_args(clean))
     fn = "Conv1D"
     problems = Problems()
     if layout is None:
         problems.add(ValueError, rf"^{fn}: layout")
+    mode = check_padding_mode(problems, fn, mode_arg)
     kernel, stride = parse_single(kernel_arg), parse_single(stride_arg)
     dilation = parse_single(dilation_arg)
     for name, value in (("kernel_size", kernel), ("stride", stride), ("dilation", dilation)):
@@ -3260,8 +3262,17 @@ def conv1d_layer_cases(draw):
             problems.add(ValueError, rf"^{fn}: padding")
     elif parse_padding_1d(padding_arg) is None:
         problems.add(ValueError, rf"^{fn}: padding")
-    kwargs = dict(stride=stride_arg, padding=padding_arg, dilation=dilation_arg, groups=g,
-                  layout=layout_arg, dtype=dtype, seed=draw(st.integers(0, 9)))
+    if not problems:
+        # The weight (C_out, C_in/groups, k) is allocated by the constructor (a huge
+        # kernel_size: it cannot be).
+        weight_bytes = cout * (cin // g) * kernel * np.dtype(dtype).itemsize
+        if weight_bytes >= HUGE_BYTES:
+            problems.extend(HUGE_ERRORS)
+        elif weight_bytes >= SMALL_BYTES:
+            reject()
+    kwargs = with_padding_mode(dict(
+        stride=stride_arg, padding=padding_arg, dilation=dilation_arg, groups=g,
+        layout=layout_arg, dtype=dtype, seed=draw(st.integers(0, 9))), mode_arg)
     text = f"Conv1D({cin}, {cout}, {kernel_arg!r}, **{kwargs!r})"
     if problems:
         return Case(text, lambda: fastconv.Conv1D(cin, cout, kernel_arg, **kwargs), problems)
@@ -3275,6 +3286,9 @@ def conv1d_layer_cases(draw):
                                                               dilation))
     out_len = window_1d(problems, "Conv1D.forward", length, kernel, stride, padding,
                         dilation)
+    if out_len is not None and not check_mode_fits(problems, "Conv1D.forward", mode,
+                                                   (padding,), (length,), ("length",)):
+        out_len = None
     shape = None
     if out_len is not None:
         full = (n, cout, out_len) if layout == "NCL" else (n, out_len, cout)
@@ -3293,13 +3307,15 @@ def conv1d_layer_cases(draw):
     def compare(result, _):
         layer, y, grad, grad_x = result
         p = dict(layout=layout, dtype=np.dtype(dtype), batched=np.ndim(x) == 3,
-                 stride=stride, padding=padding, dilation=dilation, groups=g, shape=shape)
+                 stride=stride, padding=padding, dilation=dilation, groups=g, shape=shape,
+                 mode=mode)
         assert_same(y, conv1d_oracle(p, x, layer.weight, layer.bias))
         x3 = np.array(x) if p["batched"] else np.array(x)[None]
         g3 = grad if p["batched"] else grad[None]
         lio = layer.weight if layout == "NLC" else layer.weight.transpose(2, 1, 0)
         gz, gw, gb = reference.conv1d_backward(to_nlc(g3, layout), to_nlc(x3, layout), lio,
-                                               stride, padding, dilation, g)
+                                               stride, padding, dilation, g,
+                                               padding_mode=mode)
         gx = from_nlc(gz.astype(dtype), layout)
         assert_same(grad_x, gx if p["batched"] else gx[0])
         gw = gw if layout == "NLC" else gw.transpose(2, 1, 0)
