@@ -478,20 +478,27 @@ cdef inline void pixel_taps_nhwc(const floating* image, floating* taps, floating
                 multiply_add_pixel(pixel, tap, src, g.channels, multiplier)
 
 
-cdef inline void three_taps_pixel_nhwc(floating* dst, const floating* left,
-                                       const floating* taps, const Geometry* g) noexcept nogil:
-    """dst[c] = ((dst[c] + taps[0, c]·x[0, c]) + taps[1, c]·x[dw, c]) + taps[2, c]·x[2dw, c]:
-    one kernel row of a 3-wide kernel (multiplier 1) whose taps are inside the image, x
-    starting at `left`; one pass over dst instead of three, the same additions in order."""
+cdef inline void three_pixels_nhwc(floating* dst, const floating* x0, const floating* x1,
+                                   const floating* x2, const floating* taps,
+                                   const Geometry* g) noexcept nogil:
+    """dst[c] = ((dst[c] + taps[0, c]·x0[c]) + taps[1, c]·x1[c]) + taps[2, c]·x2[c]: one
+    kernel row of a 3-wide kernel (multiplier 1) over three pixels anywhere (a padding
+    mode's edge pixels read through the column table)."""
     cdef Py_ssize_t c, channels = g.channels
-    cdef const floating* x0 = left
-    cdef const floating* x1 = left + g.dilation_w * channels
-    cdef const floating* x2 = left + 2 * g.dilation_w * channels
     cdef const floating* t0 = taps
     cdef const floating* t1 = taps + channels
     cdef const floating* t2 = taps + 2 * channels
     for c in range(channels):
         dst[c] = ((dst[c] + t0[c] * x0[c]) + t1[c] * x1[c]) + t2[c] * x2[c]
+
+
+cdef inline void three_taps_pixel_nhwc(floating* dst, const floating* left,
+                                       const floating* taps, const Geometry* g) noexcept nogil:
+    """dst[c] = ((dst[c] + taps[0, c]·x[0, c]) + taps[1, c]·x[dw, c]) + taps[2, c]·x[2dw, c]:
+    one kernel row of a 3-wide kernel (multiplier 1) whose taps are inside the image, x
+    starting at `left`; one pass over dst instead of three, the same additions in order."""
+    three_pixels_nhwc(dst, left, left + g.dilation_w * g.channels,
+                      left + 2 * g.dilation_w * g.channels, taps, g)
 
 
 cdef void forward_row_nhwc(const floating* image, const floating* weight, const floating* bias,
@@ -500,8 +507,9 @@ cdef void forward_row_nhwc(const floating* image, const floating* weight, const 
     """out_row[ow, o] = bias[o] + Σ_ij weight[i, j, o]·image[h_im, w_im, o // multiplier],
     summed in (i, j) order; with a 3-wide kernel and multiplier 1, a pixel whose columns are
     inside the image adds each kernel row's three taps in one pass."""
-    cdef Py_ssize_t ow, o, i, h_im, w_im, lo = 0, hi = 0
+    cdef Py_ssize_t ow, o, i, h_im, w_im, w0, w1, w2, lo = 0, hi = 0
     cdef bint three_wide = g.kernel_w == 3 and multiplier == 1
+    cdef const floating* row
     cdef bint registers = False
     cdef floating* dst
     cdef const float* rows[3]
@@ -518,6 +526,17 @@ cdef void forward_row_nhwc(const floating* image, const floating* weight, const 
         for o in range(out_channels):
             dst[o] = bias[o] if bias != NULL else 0
         w_im = input_col(g, ow, 0)
+        if three_wide and g.col_src != 0:
+            # a padding mode: each of the three taps reads the pixel the tables name
+            w0 = source_col(g, w_im) * g.channels
+            w1 = source_col(g, w_im + g.dilation_w) * g.channels
+            w2 = source_col(g, w_im + 2 * g.dilation_w) * g.channels
+            for i in range(g.kernel_h):
+                h_im = source_row(g, input_row(g, oh, i))
+                row = image + h_im * g.width * g.channels
+                three_pixels_nhwc(dst, row + w0, row + w1, row + w2,
+                                  weight + i * 3 * out_channels, g)
+            continue
         if three_wide and w_im >= 0 and w_im + 2 * g.dilation_w < g.width:
             for i in range(g.kernel_h):
                 h_im = source_row(g, input_row(g, oh, i))
