@@ -107,7 +107,7 @@ def unpad(grad_padded, pads, padding_mode="zeros"):
     Examples
     --------
     >>> fastconv.reference.unpad(np.arange(6.0), [(1, 1)], "replicate")
-    array([ 3.,  2.,  3., 10.])
+    array([1., 2., 3., 9.])
     """
     result = np.asarray(grad_padded)
     for axis, (before, after) in enumerate(pads):
