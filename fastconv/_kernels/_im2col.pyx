@@ -126,15 +126,25 @@ def fold_padded(const element_t[::1] padded, element_t[::1] image, const Py_ssiz
             if channels == 1:
                 for s in range(width):
                     dst[s] += src[left + s]
-            else:
-                for s in range(width):
-                    for c in range(c0, c1):
-                        dst[s * channels + c] += src[(left + s) * channels + c]
-            for q in range(padded_w):
-                if left <= q < left + width:
-                    continue
-                w_src = col_table[q]
-                if w_src < 0:
-                    continue
+                for q in range(left):  # the padding columns, before and after the image
+                    w_src = col_table[q]
+                    if w_src >= 0:
+                        dst[w_src] += src[q]
+                for q in range(left + width, padded_w):
+                    w_src = col_table[q]
+                    if w_src >= 0:
+                        dst[w_src] += src[q]
+                continue
+            for s in range(width):
                 for c in range(c0, c1):
-                    dst[w_src * channels + c] += src[q * channels + c]
+                    dst[s * channels + c] += src[(left + s) * channels + c]
+            for q in range(left):
+                w_src = col_table[q]
+                if w_src >= 0:
+                    for c in range(c0, c1):
+                        dst[w_src * channels + c] += src[q * channels + c]
+            for q in range(left + width, padded_w):
+                w_src = col_table[q]
+                if w_src >= 0:
+                    for c in range(c0, c1):
+                        dst[w_src * channels + c] += src[q * channels + c]
