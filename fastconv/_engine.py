@@ -12,8 +12,11 @@ Strategies:
 - DEPTHWISE_BLOCKS: groups == C_in; kernels larger than 3×3, and in NCHW small planes or
   a stride: the _depthwise kernels on channels-last, zero-padded copies of 16 channels at
   a time, vectorised across the channels with no edge code (the plane loops of DEPTHWISE
-  are scalar on rows shorter than a vector, and per pixel for large kernels).
-- DEPTHWISE: groups == C_in; direct loops (the _depthwise kernels), no GEMM.
+  are scalar on rows shorter than a vector, and per pixel for large kernels). With a
+  padding mode (docs/spec.md §6) the tiles' padding is read through the source tables,
+  and every depthwise backward pass runs here.
+- DEPTHWISE: groups == C_in; direct loops (the _depthwise kernels), no GEMM; with a
+  padding mode the forward pass only (its edge pixels read through the tables).
 - WINOGRAD: the forward pass of a 3×3 stride-1 convolution by Winograd's minimal filtering
   F(m×m, 3×3) (the _winograd kernels), when the algorithm chosen is "winograd".
 - DIRECT: forward, float32, a weight that fits L2: register-blocked small-GEMM blocks
@@ -31,6 +34,11 @@ Strategies:
 - ROW_TILES: the general case: per (image, tile of output rows), im2col into the thread's
   cache-sized tile of the workspace, then one single-threaded GEMM.
 
+Padding modes other than "zeros" (docs/spec.md §6): every kernel that builds columns or
+reads the image in place (im2col, DIRECT, WINOGRAD, DEPTHWISE_BLOCKS, DEPTHWISE's forward
+loops) reads the padding through the window's source tables; the input gradient runs on
+the padded geometry (unpadded, any strategy) and is folded back (input_grad_padded).
+
 Every plan depends on the geometry, the batch, the dtype, the workspace cap and the
 thread setting, never on timings; the way work is cut does not depend on the thread count,
 so results are bit-identical for any number of threads.
@@ -38,6 +46,7 @@ so results are bit-identical for any number of threads.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 from dataclasses import dataclass
 
@@ -45,7 +54,8 @@ import numpy as np
 
 from fastconv import _memory, _tuning, cpu
 from fastconv import geometry as geo
-from fastconv.threads import blas_limit
+from fastconv._kernels import _im2col
+from fastconv.threads import blas_limit, get_num_threads
 
 # The direct loops are arithmetic-bound: the widest build this CPU runs.
 _conv = cpu.load_kernel("_conv")
@@ -148,8 +158,17 @@ class PlanRequest:
                 or elements * self.itemsize <= self.max_workspace_bytes)
 
 
-def is_depthwise(geom):
-    """One input channel per group (groups == C_in > 1): the direct depthwise kernels."""
+def is_depthwise(geom, pass_=FORWARD):
+    """One input channel per group (groups == C_in > 1): the direct depthwise kernels serve
+    `pass_`. With a padding mode their forward loops read the padding through the source
+    tables, their gradient loops do not: the backward pass then runs DEPTHWISE_BLOCKS
+    (whose tiles read it) and, where those do not fit a workspace cap, the grouped GEMM
+    paths (False here)."""
+    return is_one_channel_groups(geom) and (pass_ == FORWARD or not geom.reads_padding)
+
+
+def is_one_channel_groups(geom):
+    """groups == C_in > 1, whatever the padding mode."""
     return geom.groups > 1 and geom.in_channels == geom.groups
 
 
@@ -193,7 +212,7 @@ def plan_request(geom, itemsize, pass_, *, max_workspace_bytes=None, tuning=None
     else:
         threads = _tuning.threads_for_flops(geom.flops, tuning)
     kh, kw = geom.kernel_size
-    no_columns = geom.window.is_pointwise or is_depthwise(geom)
+    no_columns = geom.window.is_pointwise or is_depthwise(geom, pass_)
     row_elems = 0 if no_columns else geom.out_w * geom.in_channels * kh * kw
     weight_elems = (geom.out_channels * geom.in_channels // geom.groups * kh * kw
                     if pass_ == BACKWARD else 0)
@@ -263,14 +282,19 @@ def plan_depthwise_blocks(request):
     """DEPTHWISE_BLOCKS (docs/performance.md#depthwise-channel-blocks): a depthwise
     convolution whose kernel has more than tuning.depthwise_row_max_taps taps, in either
     layout; in NCHW also any with a stride, or whose block workspace (a thread's
-    channels-last tiles of 16 channels) fits tuning.depthwise_block_bytes. Under a
-    workspace cap fewer threads run; below one thread's tiles, DEPTHWISE (no workspace)."""
+    channels-last tiles of 16 channels) fits tuning.depthwise_block_bytes; and the
+    backward pass of every depthwise convolution with a padding mode (its tiles read the
+    padding through the source tables). Under a workspace cap fewer threads run; below
+    one thread's tiles, DEPTHWISE (no workspace), or for a padding mode's backward pass
+    the grouped GEMM paths."""
     geom = request.geometry
-    if not is_depthwise(geom):
+    if not is_one_channel_groups(geom):
         return None
     kh, kw = geom.kernel_size
     tuning = request.tuning
-    wide = kh * kw > tuning.depthwise_row_max_taps
+    # a padding mode's gradients: the depthwise kernels whose tiles read the padding
+    wide = (kh * kw > tuning.depthwise_row_max_taps
+            or geom.reads_padding and request.pass_ != FORWARD)
     if geom.layout == "NHWC" and not wide:
         return None
     per_thread = _depthwise.block_workspace(geom.window.kernel_struct(),
@@ -288,8 +312,9 @@ def plan_depthwise_blocks(request):
 
 
 def plan_depthwise(request):
-    """DEPTHWISE: groups == C_in (the depthwise kernels take no columns)."""
-    if not is_depthwise(request.geometry):
+    """DEPTHWISE: groups == C_in (the depthwise kernels take no columns); with a padding
+    mode the forward pass only."""
+    if not is_depthwise(request.geometry, request.pass_):
         return None
     return _row_tiled(request, DEPTHWISE)
 
@@ -378,7 +403,11 @@ def choose_algorithm(geom, itemsize, requested="auto", *, fn="conv2d", tuning=No
 
 
 def _winograd_struct(geom, m, block_tiles, shared):
-    return {"batch": geom.batch, "channels": geom.in_channels, "height": geom.height,
+    # A padding mode: the tables the input tiles read through (the window keeps them alive
+    # as long as the plan).
+    row_src, col_src = geom.window.table_addresses
+    return {"row_src": row_src, "col_src": col_src,
+            "batch": geom.batch, "channels": geom.in_channels, "height": geom.height,
             "width": geom.width, "out_channels": geom.out_channels, "groups": geom.groups,
             "pad_top": geom.padding[0][0], "pad_left": geom.padding[1][0],
             "out_h": geom.out_h, "out_w": geom.out_w, "m": m, "block_tiles": block_tiles,
@@ -463,7 +492,7 @@ def images_per_gemm(request):
 def plan_grouped_images(request):
     """GROUPED_IMAGES: the NHWC forward pass of small images whose output channels split
     into several blocks, when the group's columns fit the cap."""
-    if request.pass_ != FORWARD or is_depthwise(request.geometry):
+    if request.pass_ != FORWARD or is_depthwise(request.geometry, request.pass_):
         return None
     m_blocks, m_block = _channel_blocks(request)
     images = images_per_gemm(request)
@@ -488,7 +517,8 @@ def plan_weight_grad_images(request):
     geom, tuning = request.geometry, request.tuning
     positions = geom.out_h * geom.out_w
     if (request.pass_ != BACKWARD or geom.groups != 1 or geom.batch < 2
-            or not 0 < positions <= tuning.weight_grad_max_positions or is_depthwise(geom)):
+            or not 0 < positions <= tuning.weight_grad_max_positions
+            or is_depthwise(geom, request.pass_)):
         return None
     images = min(geom.batch, -(-tuning.batch_positions // positions))
     if images < 2:
@@ -516,7 +546,7 @@ def plan_channel_blocks(request):
     image's columns fit the cap."""
     geom, tuning = request.geometry, request.tuning
     items = geom.batch * -(-request.out_h // request.tile_rows)
-    if is_depthwise(geom) or items >= tuning.work_items:
+    if is_depthwise(geom, request.pass_) or items >= tuning.work_items:
         return None
     m_blocks, m_block = _channel_blocks(request)
     wanted = -(-tuning.work_items // geom.groups)
@@ -759,6 +789,9 @@ def run_backward(grad_out4, x4, weight, grad_x4, grad_weight, plan, workspace, p
         grad_weight = None  # no output or no pixels: nothing to add
     if grad_x4 is not None and grad_x4.size == 0:
         grad_x4 = None
+    if grad_x4 is not None and geom.reads_padding:
+        input_grad_padded(grad_out4, weight, grad_x4, geom, algorithm)
+        grad_x4 = None
     if (grad_x4 is not None and input_grad_by_conv(plan)
             and input_grad_as_conv(grad_out4, weight, grad_x4, geom, workspace, capped,
                                    algorithm, transformed, flipped)):
@@ -802,6 +835,52 @@ def run_backward(grad_out4, x4, weight, grad_x4, grad_weight, plan, workspace, p
             _conv.conv2d_input_grad(grad_out4.reshape(-1), weight.reshape(-1),
                                     grad_x4.reshape(-1), workspace[:plan.workspace], struct,
                                     plan.kernel_struct(), plan.col_size, plan.num_threads)
+
+
+@functools.lru_cache(maxsize=256)
+def _padded_plans(geom, itemsize, algorithm, threads, generation):
+    """(plan, flipped) of the input gradient of geom.padded_geometry(), for the thread
+    count and tuning generation in force (the cache key)."""
+    padded = geom.padded_geometry()
+    plan = choose_plan(padded, itemsize, INPUT_GRAD)
+    flipped = (input_grad_plan(padded, itemsize, algorithm)
+               if input_grad_by_conv(plan) else None)
+    return plan, flipped
+
+
+def input_grad_padded(grad_out4, weight, grad_x4, geom, algorithm=GEMM):
+    """The input gradient of a convolution with a padding mode (docs/spec.md §6): the input
+    gradient of the same convolution on the padded image (unpadded, so every strategy
+    serves it), into a scratch the padded image's size, then what each padded coordinate
+    received is added onto the pixel it reads (fold_padding)."""
+    plan, flipped = _padded_plans(geom, grad_out4.dtype.itemsize, algorithm,
+                                  get_num_threads(), _tuning.generation())
+    padded = plan.geometry
+    shape = (padded.batch, padded.in_channels, padded.height, padded.width)
+    if geom.layout == "NHWC":
+        shape = (shape[0], shape[2], shape[3], shape[1])
+    scratch = _memory.scratch("padded_grad", math.prod(shape), grad_out4.dtype).reshape(shape)
+    run_backward(grad_out4, None, weight, scratch, None, plan,
+                 _memory.scratch("padded_workspace", plan.workspace, grad_out4.dtype),
+                 _empty(grad_out4.dtype), algorithm=algorithm, flipped=flipped)
+    fold_padding(scratch, grad_x4, geom.window, geom.layout)
+
+
+def fold_padding(padded4, image4, window, layout):
+    """image4 = the padded image padded4 (C-contiguous, 4-D) folded onto `window`'s image
+    through its source tables: each pixel gets what every padded coordinate reading it
+    holds (the adjoint of reading the padding through the tables)."""
+    rows, cols = window.source_tables
+    if layout == "NCHW":
+        planes, channels = image4.shape[0] * image4.shape[1], 1
+    else:
+        planes, channels = image4.shape[0], image4.shape[3]
+    if image4.size == 0:
+        return
+    _im2col.fold_padded(_memory.kernel_view(padded4.reshape(-1)),
+                        _memory.kernel_view(image4.reshape(-1)), rows, cols, planes,
+                        window.height, window.width, channels, window.padding[1][0],
+                        _tuning.threads_for_elements(padded4.size))
 
 
 def bias_grad(grad_out4, layout, out=None):

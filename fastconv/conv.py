@@ -16,7 +16,7 @@ from collections import namedtuple
 
 import numpy as np
 
-from fastconv import _engine, _memory, _plan_cache, _validate
+from fastconv import _engine, _memory, _padding_mode, _plan_cache, _validate
 from fastconv import geometry as geo
 
 __all__ = ["conv2d", "conv2d_backward", "conv_transpose2d", "Gradients"]
@@ -42,7 +42,7 @@ Examples
 
 
 def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, layout="NCHW",
-           out=None, algorithm="auto"):
+           out=None, algorithm="auto", padding_mode="zeros"):
     """2-D convolution (cross-correlation), as ``torch.nn.functional.conv2d``.
 
     Parameters
@@ -69,6 +69,12 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, l
         (3×3 kernels, stride 1, dilation 1, not depthwise); "gemm": im2col or direct
         loops and GEMMs; "auto" (default): Winograd where a rule over shapes, dtype and
         CPU says it is faster (:meth:`ConvGeometry.algorithm` tells before any work).
+    padding_mode : {"zeros", "reflect", "replicate", "circular"}
+        What the padding reads, as ``torch.nn.Conv2d``'s: zeros, the image mirrored
+        without repeating its edge, the edge repeated, or the image wrapped around
+        (docs/spec.md §6). "reflect" needs padding < the input's size along each padded
+        axis, "circular" padding <= it. Read in place through per-axis tables, never
+        a padded copy.
 
     Returns
     -------
@@ -83,8 +89,9 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, l
         dtypes (no casting).
     ValueError
         Before any work, naming the argument: mismatched channels or groups, a bad
-        geometry, layout or `out`, a GEMM dimension beyond BLAS's int, or
-        ``algorithm="winograd"`` on a layer it cannot serve.
+        geometry, layout or `out`, a GEMM dimension beyond BLAS's int,
+        ``algorithm="winograd"`` on a layer it cannot serve, an unknown `padding_mode`
+        or padding too large for it.
 
     See Also
     --------
@@ -116,18 +123,24 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, l
     >>> wd = np.ones((3, 3, 1, 8), np.float32)
     >>> fastconv.conv2d(xh, wd, padding=1, groups=8, layout="NHWC").shape
     (1, 16, 16, 8)
+
+    Reflected padding (``nn.Conv2d(padding_mode="reflect")``): no zeros at the border.
+
+    >>> float(fastconv.conv2d(x, w, padding=1, padding_mode="reflect")[0, 0, 0, 0])
+    27.0
     """
     fn = "conv2d"
     layout = _validate.normalize_layout(layout, fn)
     algorithm = _validate.normalize_algorithm(algorithm, fn)
+    padding_mode = _padding_mode.normalize_padding_mode(padding_mode, fn)
     x, weight, bias = _validate.check_conv_arrays(fn, x, weight, bias)
     x4, batched = _validate.split_batch(x, "input", fn, layout)
     key = _plan_cache.signature((fn, x.shape, weight.shape, x.dtype.char), stride, padding,
-                                dilation, groups, layout, algorithm)
+                                dilation, groups, layout, algorithm, padding_mode)
     cached = _plan_cache.get(key)
     if cached is None:
         geom = geo.conv2d_geometry(fn, x4, weight, stride, padding, dilation, groups, layout,
-                                   x.shape)
+                                   x.shape, padding_mode)
     else:
         geom, plan = cached
     _validate.check_bias(fn, bias, geom.out_channels)
@@ -152,7 +165,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, l
 
 def conv2d_backward(grad_output, x, weight, *, stride=1, padding=0, dilation=1, groups=1,
                     layout="NCHW", needs_input_grad=True, needs_weight_grad=True,
-                    needs_bias_grad=True, algorithm="auto"):
+                    needs_bias_grad=True, algorithm="auto", padding_mode="zeros"):
     """Gradients of :func:`conv2d` (as PyTorch autograd computes them).
 
     Parameters
@@ -166,6 +179,9 @@ def conv2d_backward(grad_output, x, weight, *, stride=1, padding=0, dilation=1, 
     algorithm : {"auto", "gemm", "winograd"}
         For the input gradient, at stride 1 the convolution of grad_output with the flipped
         weight: as for :func:`conv2d`. The weight gradient always runs on GEMMs.
+    padding_mode : {"zeros", "reflect", "replicate", "circular"}
+        The forward call's (docs/spec.md §6); the input gradient adds what every padded
+        coordinate received onto the pixel it reads, as autograd through ``F.pad``.
 
     Returns
     -------
@@ -195,6 +211,7 @@ def conv2d_backward(grad_output, x, weight, *, stride=1, padding=0, dilation=1, 
     fn = "conv2d_backward"
     layout = _validate.normalize_layout(layout, fn)
     algorithm = _validate.normalize_algorithm(algorithm, fn)
+    padding_mode = _padding_mode.normalize_padding_mode(padding_mode, fn)
     x, weight, _ = _validate.check_conv_arrays(fn, x, weight, None)
     grad_output = _validate.as_array(grad_output, "grad_output", fn)
     _validate.check_float_dtype(grad_output, "grad_output", fn)
@@ -202,11 +219,12 @@ def conv2d_backward(grad_output, x, weight, *, stride=1, padding=0, dilation=1, 
     x4, batched = _validate.split_batch(x, "input", fn, layout)
     key = _plan_cache.signature((fn, x.shape, weight.shape, x.dtype.char,
                                  bool(needs_input_grad), bool(needs_weight_grad)),
-                                stride, padding, dilation, groups, layout, algorithm)
+                                stride, padding, dilation, groups, layout, algorithm,
+                                padding_mode)
     cached = _plan_cache.get(key)
     if cached is None:
         geom = geo.conv2d_geometry(fn, x4, weight, stride, padding, dilation, groups, layout,
-                                   x.shape)
+                                   x.shape, padding_mode)
         _validate.check_blas_range(fn, geom)
         _engine.choose_algorithm(geom, x.dtype.itemsize, algorithm, fn=fn)  # checks 'winograd'
     else:
@@ -223,7 +241,8 @@ def conv2d_backward(grad_output, x, weight, *, stride=1, padding=0, dilation=1, 
         plan = _engine.choose_plan(geom, x.dtype.itemsize,
                                    _engine.BACKWARD if needs_weight_grad else _engine.INPUT_GRAD)
         flipped = (_engine.input_grad_plan(geom, x.dtype.itemsize, algorithm)
-                   if needs_input_grad and _engine.input_grad_by_conv(plan) else None)
+                   if needs_input_grad and _engine.input_grad_by_conv(plan)
+                   and not geom.reads_padding else None)
         _plan_cache.put(key, (geom, plan, flipped))
     workspace = _memory.scratch("workspace", plan.workspace, x.dtype)
     partials = _memory.scratch("partials", plan.partials, x.dtype)
@@ -237,7 +256,8 @@ def conv2d_backward(grad_output, x, weight, *, stride=1, padding=0, dilation=1, 
 
 
 def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
-                     dilation=1, *, layout="NCHW", out=None, algorithm="auto"):
+                     dilation=1, *, layout="NCHW", out=None, algorithm="auto",
+                     padding_mode="zeros"):
     """Transposed convolution, as ``torch.nn.functional.conv_transpose2d``: the gradient of
     conv2d with respect to its input, computed by the same GEMM + col2im kernel.
 
@@ -261,6 +281,8 @@ def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0
     layout : {"NCHW", "NHWC"}
     out : ndarray, optional
         C-contiguous buffer of the result's shape and dtype, not overlapping an input.
+    padding_mode : {"zeros"}
+        Only "zeros", as PyTorch's ``ConvTranspose2d``; anything else is a ValueError.
 
     Returns
     -------
@@ -285,6 +307,7 @@ def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0
     """
     fn = "conv_transpose2d"
     layout = _validate.normalize_layout(layout, fn)
+    _padding_mode.normalize_padding_mode(padding_mode, fn, transposed=True)
     algorithm = _validate.normalize_algorithm(algorithm, fn)
     x, weight, bias = _validate.check_conv_arrays(fn, x, weight, bias)
     x4, batched = _validate.split_batch(x, "input", fn, layout)

@@ -13,7 +13,8 @@ import threading
 
 import numpy as np
 
-from fastconv import _memory, _one_d, _validate
+from fastconv import _memory, _one_d, _padding_mode, _validate
+from fastconv import geometry as geo
 from fastconv.conv import Gradients, conv2d, conv2d_backward, conv_transpose2d
 from fastconv.layers import Conv2D
 
@@ -38,7 +39,7 @@ def _one_channel_as_nlc(geom, layout):
 
 
 def conv1d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, layout="NCL",
-           out=None):
+           out=None, padding_mode="zeros"):
     """1-D convolution (cross-correlation), as ``torch.nn.functional.conv1d``.
 
     Parameters
@@ -58,6 +59,9 @@ def conv1d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, l
     layout : {"NCL", "NLC"}
     out : ndarray, optional
         C-contiguous buffer of the result's shape and dtype, not overlapping an input.
+    padding_mode : {"zeros", "reflect", "replicate", "circular"}
+        What the padding reads, as ``torch.nn.Conv1d``'s (docs/spec.md §6); "reflect"
+        needs padding < L, "circular" padding <= L.
 
     Returns
     -------
@@ -101,10 +105,12 @@ def conv1d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, l
     """
     fn = "conv1d"
     layout = _one_d.normalize_layout(layout, fn)
+    padding_mode = _padding_mode.normalize_padding_mode(padding_mode, fn)
     x, weight, bias = _one_d.check_conv_arrays(fn, x, weight, bias)
     x3, batched = _one_d.split_batch(x, "input", fn, layout)
     geom = _one_d.conv_geometry(fn, x3, weight, stride, padding, dilation, groups, layout,
                                 x.shape)
+    geo.check_mode(padding_mode, (geom.padding,), (geom.length,), fn, ("length",))
     _validate.check_bias(fn, bias, geom.out_channels)
     _one_d.check_blas_range(fn, geom)
     shape = geom.output_shape
@@ -119,14 +125,15 @@ def conv1d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, l
             n, out_length, cout)
         conv2d(_one_d.as_2d(x3.reshape(n, geom.length, 1), "NLC"),
                _one_d.weight_view(weight.transpose(2, 1, 0), "NLC"), bias, stride2, padding2,
-               dilation2, 1, layout="NHWC", out=_one_d.as_2d(y_nlc, "NLC"))
+               dilation2, 1, layout="NHWC", out=_one_d.as_2d(y_nlc, "NLC"),
+               padding_mode=padding_mode)
         y = _memory.result(None if out is None else out.reshape(shape), shape, x.dtype)
         np.copyto(y, y_nlc.transpose(0, 2, 1))
     else:
         out4 = None if out is None else _one_d.as_2d(out.reshape(shape), layout)
         y4 = conv2d(_one_d.as_2d(x3, layout), _one_d.weight_view(weight, layout), bias,
                     stride2, padding2, dilation2, geom.groups,
-                    layout=_one_d.LAYOUT_2D[layout], out=out4)
+                    layout=_one_d.LAYOUT_2D[layout], out=out4, padding_mode=padding_mode)
         y = y4.reshape(shape)
     if out is not None:
         return out
@@ -135,7 +142,7 @@ def conv1d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, l
 
 def conv1d_backward(grad_output, x, weight, *, stride=1, padding=0, dilation=1, groups=1,
                     layout="NCL", needs_input_grad=True, needs_weight_grad=True,
-                    needs_bias_grad=True):
+                    needs_bias_grad=True, padding_mode="zeros"):
     """Gradients of :func:`conv1d` (as PyTorch autograd computes them).
 
     Parameters
@@ -144,6 +151,9 @@ def conv1d_backward(grad_output, x, weight, *, stride=1, padding=0, dilation=1, 
         Gradient of the loss w.r.t. conv1d's output, shape ``conv1d(x, weight, ...).shape``.
     x, weight, stride, padding, dilation, groups, layout
         The forward call's arguments.
+    padding_mode : {"zeros", "reflect", "replicate", "circular"}
+        The forward call's; the input gradient adds what each padded sample received onto
+        the sample it copies.
     needs_input_grad, needs_weight_grad, needs_bias_grad : bool
         Which gradients to compute; the others are returned as None.
 
@@ -177,6 +187,7 @@ def conv1d_backward(grad_output, x, weight, *, stride=1, padding=0, dilation=1, 
     """
     fn = "conv1d_backward"
     layout = _one_d.normalize_layout(layout, fn)
+    padding_mode = _padding_mode.normalize_padding_mode(padding_mode, fn)
     x, weight, _ = _one_d.check_conv_arrays(fn, x, weight, None)
     grad_output = _validate.as_array(grad_output, "grad_output", fn)
     _validate.check_float_dtype(grad_output, "grad_output", fn)
@@ -184,6 +195,7 @@ def conv1d_backward(grad_output, x, weight, *, stride=1, padding=0, dilation=1, 
     x3, batched = _one_d.split_batch(x, "input", fn, layout)
     geom = _one_d.conv_geometry(fn, x3, weight, stride, padding, dilation, groups, layout,
                                 x.shape)
+    geo.check_mode(padding_mode, (geom.padding,), (geom.length,), fn, ("length",))
     _one_d.check_blas_range(fn, geom)
     expected = geom.output_shape if batched else geom.output_shape[1:]
     if grad_output.shape != expected:
@@ -197,7 +209,7 @@ def conv1d_backward(grad_output, x, weight, *, stride=1, padding=0, dilation=1, 
         _one_d.weight_view(weight, layout), stride=stride2, padding=padding2,
         dilation=dilation2, groups=geom.groups, layout=_one_d.LAYOUT_2D[layout],
         needs_input_grad=needs_input_grad, needs_weight_grad=needs_weight_grad,
-        needs_bias_grad=needs_bias_grad)
+        needs_bias_grad=needs_bias_grad, padding_mode=padding_mode)
     grad_x = None
     if grads.grad_input is not None:
         grad_x = grads.grad_input.reshape(x3.shape)
@@ -207,7 +219,7 @@ def conv1d_backward(grad_output, x, weight, *, stride=1, padding=0, dilation=1, 
 
 
 def conv_transpose1d(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
-                     dilation=1, *, layout="NCL", out=None):
+                     dilation=1, *, layout="NCL", out=None, padding_mode="zeros"):
     """Transposed 1-D convolution, as ``torch.nn.functional.conv_transpose1d``: the gradient
     of conv1d with respect to its input.
 
@@ -226,6 +238,8 @@ def conv_transpose1d(x, weight, bias=None, stride=1, padding=0, output_padding=0
     layout : {"NCL", "NLC"}
     out : ndarray, optional
         C-contiguous buffer of the result's shape and dtype, not overlapping an input.
+    padding_mode : {"zeros"}
+        Only "zeros", as PyTorch's ``ConvTranspose1d``; anything else is a ValueError.
 
     Returns
     -------
@@ -254,6 +268,7 @@ def conv_transpose1d(x, weight, bias=None, stride=1, padding=0, output_padding=0
     (2, 4, 14)
     """
     fn = "conv_transpose1d"
+    _padding_mode.normalize_padding_mode(padding_mode, fn, transposed=True)
     layout = _one_d.normalize_layout(layout, fn)
     x, weight, bias = _one_d.check_conv_arrays(fn, x, weight, bias)
     x3, batched = _one_d.split_batch(x, "input", fn, layout)
@@ -329,6 +344,9 @@ class Conv1D:
         signal is one row of the 2-D code's tiling, so the cap cannot go below one
         signal's columns (C_in·k·L_out values) and, for backward, one weight-gradient
         accumulator: below that a call is a ValueError.
+    padding_mode : {"zeros", "reflect", "replicate", "circular"}
+        What the padding reads, as ``torch.nn.Conv1d``'s (docs/spec.md §6); "reflect" needs
+        padding < the signal's length, "circular" padding <= it (checked per input).
 
     Attributes
     ----------
@@ -363,9 +381,10 @@ class Conv1D:
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
                  dilation=1, groups=1, bias=True, *, layout="NCL", dtype=np.float32,
-                 seed=None, max_workspace_bytes=None):
+                 seed=None, max_workspace_bytes=None, padding_mode="zeros"):
         fn = "Conv1D"
         self.layout = _one_d.normalize_layout(layout, fn)
+        padding_mode = _padding_mode.normalize_padding_mode(padding_mode, fn)
         self.in_channels = _validate.as_int(in_channels, "in_channels", fn, 1)
         self.out_channels = _validate.as_int(out_channels, "out_channels", fn, 1)
         self.groups = _validate.as_int(groups, "groups", fn, 1)
@@ -401,7 +420,8 @@ class Conv1D:
                             padding2, (1, dilation), self.groups, bias,
                             layout="NHWC" if self._channels_last
                             else _one_d.LAYOUT_2D[self.layout], dtype=dtype, seed=seed,
-                            max_workspace_bytes=max_workspace_bytes, algorithm="gemm")
+                            max_workspace_bytes=max_workspace_bytes, algorithm="gemm",
+                            padding_mode=padding_mode)
         if self._channels_last:  # the numbers an NCL layer of this seed draws, in OIL order
             rng = np.random.default_rng(seed)
             bound = 1.0 / np.sqrt(kernel)
@@ -476,6 +496,10 @@ class Conv1D:
         return self._conv.max_workspace_bytes
 
     @property
+    def padding_mode(self):
+        return self._conv.padding_mode
+
+    @property
     def workspace_bytes(self):
         return self._conv.workspace_bytes
 
@@ -532,6 +556,7 @@ class Conv1D:
         geom = _one_d.make_geometry(fn, n, channels, length, self.out_channels, self.groups,
                                     self.kernel_size[0], self.stride[0], self.padding,
                                     self.dilation[0], self.layout)
+        geo.check_mode(self.padding_mode, (geom.padding,), (length,), fn, ("length",))
         _one_d.check_blas_range(fn, geom)
         shape = geom.output_shape
         out = _validate.check_out(out, shape if batched else shape[1:], self.dtype,
@@ -641,4 +666,6 @@ class Conv1D:
                 f"kernel_size={self.kernel_size}, stride={self.stride}, "
                 f"padding={self.padding!r}, dilation={self.dilation}, groups={self.groups}, "
                 f"bias={self.bias is not None}, layout={self.layout!r}, "
-                f"dtype={self.dtype.name})")
+                f"dtype={self.dtype.name}"
+                + ("" if self.padding_mode == "zeros"
+                   else f", padding_mode={self.padding_mode!r}") + ")")

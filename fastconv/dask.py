@@ -36,7 +36,7 @@ import dask.array as da
 import numpy as np
 
 import fastconv
-from fastconv import _memory, _validate
+from fastconv import _memory, _padding_mode, _validate
 from fastconv import geometry as geo
 
 __all__ = ["conv2d", "layer_forward", "im2col", "space_to_batch", "rmac", "rmac_regions"]
@@ -128,9 +128,10 @@ def _conv_output_chunks(chunks, pads, halo):
 
 
 def _conv2d_block(block, weight, bias, *, stride, padding, dilation, groups, layout,
-                  block_info=None):
-    """conv2d of one block (with its halo), zero-padded only on the sides where the block
-    touches the edge of the whole image."""
+                  padding_mode="zeros", block_info=None):
+    """conv2d of one block (with its halo), padded only on the sides where the block
+    touches the edge of the whole image (a padding mode reads the block's own pixels
+    there: _conv2d makes edge blocks long enough, and keeps a circular axis whole)."""
     _, h_axis, w_axis = _axes(layout)
     location = block_info[0]["chunk-location"]
     counts = block_info[0]["num-chunks"]
@@ -140,11 +141,13 @@ def _conv2d_block(block, weight, bias, *, stride, padding, dilation, groups, lay
         last = location[axis] == counts[axis] - 1
         block_padding.append((pad_before if first else 0, pad_after if last else 0))
     return fastconv.conv2d(block, weight, bias, stride, tuple(block_padding), dilation, groups,
-                           layout=layout)
+                           layout=layout, padding_mode=padding_mode)
 
 
-def _conv2d(x, weight, bias, stride, padding, dilation, groups, layout, fn):
+def _conv2d(x, weight, bias, stride, padding, dilation, groups, layout, fn,
+            padding_mode="zeros"):
     layout = _validate.normalize_layout(layout, fn)
+    padding_mode = _padding_mode.normalize_padding_mode(padding_mode, fn)
     _check_dask_input(x, "input", fn, "conv2d")
     _validate.check_float_dtype(x, "input", fn)
     weight = _validate.as_array(weight, "weight", fn)
@@ -155,7 +158,9 @@ def _conv2d(x, weight, bias, stride, padding, dilation, groups, layout, fn):
     _validate.check_same_dtype(fn, input=x, weight=weight, bias=bias)
     if weight.ndim != 4:
         raise ValueError(f"{fn}: expected a 4-D weight, got shape {weight.shape}")
-    geom = geo.conv2d_geometry(fn, x, weight, stride, padding, dilation, groups, layout, x.shape)
+    geom = geo.conv2d_geometry(fn, x, weight, stride, padding, dilation, groups, layout, x.shape,
+                               padding_mode)
+    mode = geom.window.padding_mode  # the effective one: "zeros" without padding
     _validate.check_bias(fn, bias, geom.out_channels)
     c_axis, h_axis, w_axis = _axes(layout)
     _require_one_chunk(x, [c_axis], layout, "input", fn,
@@ -170,6 +175,11 @@ def _conv2d(x, weight, bias, stride, padding, dilation, groups, layout, fn):
     spatial = zip((h_axis, w_axis), ("H", "W"), geom.kernel_size, geom.stride, geom.dilation,
                   geom.padding, (geom.out_h, geom.out_w))
     for axis, label, kernel, step, rate, pads, out_size in spatial:
+        if mode == "circular" and any(pads) and len(x.chunks[axis]) > 1:
+            # The wrapped padding reads the far end of the axis: keep the axis whole.
+            chunks[axis] = (sum(x.chunks[axis]),)
+            out_chunks[axis] = (out_size,)
+            continue
         if len(x.chunks[axis]) == 1:
             out_chunks[axis] = (out_size,)
             continue
@@ -180,7 +190,10 @@ def _conv2d(x, weight, bias, stride, padding, dilation, groups, layout, fn):
                 f"input.rechunk({{{axis}: -1}})")
         extent = rate * (kernel - 1)
         # Every block must hold its neighbours' halo and leave at least one output row.
-        chunks[axis] = _merge_small_chunks(x.chunks[axis], extent + 1)
+        # (a padding mode reads up to max(pads) pixels of the edge block, beyond its own
+        # edge pixel: "reflect" needs more than that many)
+        chunks[axis] = _merge_small_chunks(
+            x.chunks[axis], extent + 1 if mode == "zeros" else max(extent, *pads) + 1)
         if len(chunks[axis]) == 1:
             out_chunks[axis] = (out_size,)
             continue
@@ -191,14 +204,15 @@ def _conv2d(x, weight, bias, stride, padding, dilation, groups, layout, fn):
     kwargs = dict(weight=_broadcast(np.ascontiguousarray(weight)), bias=_broadcast(
         None if bias is None else np.ascontiguousarray(bias)), stride=geom.stride,
         padding=geom.padding, dilation=geom.dilation, groups=geom.groups, layout=layout,
-        chunks=tuple(out_chunks), dtype=x.dtype, meta=_meta(4, x.dtype))
+        padding_mode=mode, chunks=tuple(out_chunks), dtype=x.dtype, meta=_meta(4, x.dtype))
     if not depth:
         return da.map_blocks(_conv2d_block, x, **kwargs)
     return da.map_overlap(_conv2d_block, x, depth=depth, boundary="none", trim=False,
                           allow_rechunk=False, **kwargs)
 
 
-def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, layout="NCHW"):
+def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, layout="NCHW",
+           padding_mode="zeros"):
     """:func:`fastconv.conv2d` over a dask array, block by block.
 
     Parameters
@@ -215,6 +229,11 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, l
     bias : ndarray (C_out,), optional
     stride, padding, dilation, groups, layout
         As for :func:`fastconv.conv2d` ("valid" and "same" included).
+    padding_mode : {"zeros", "reflect", "replicate", "circular"}
+        As for :func:`fastconv.conv2d`. The edge blocks read the padding from their own
+        pixels (chunks are merged until the edge ones hold more than the padding); a
+        padded axis split into chunks is made one chunk for "circular", whose padding
+        reads the far end of the axis.
 
     Returns
     -------
@@ -251,7 +270,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, l
     True
     """
     return _conv2d(x, weight, bias, stride, padding, dilation, groups, layout,
-                   "fastconv.dask.conv2d")
+                   "fastconv.dask.conv2d", padding_mode)
 
 
 def layer_forward(layer, x):
@@ -294,7 +313,7 @@ def layer_forward(layer, x):
         raise TypeError(f"{fn}: layer must be a fastconv.Conv2D, got {type(layer).__name__}")
     bias = None if layer.bias is None else layer.bias.copy()
     return _conv2d(x, layer.weight.copy(), bias, layer.stride, layer.padding, layer.dilation,
-                   layer.groups, layer.layout, fn)
+                   layer.groups, layer.layout, fn, layer.padding_mode)
 
 
 # --------------------------------------------------------------------------- im2col

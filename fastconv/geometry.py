@@ -6,11 +6,12 @@ Arguments are normalised and checked by :mod:`fastconv._validate` as they are bu
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
 
-from fastconv import _validate
+from fastconv import _padding_mode, _validate
 
 __all__ = ["ConvGeometry", "conv_output_size"]
 
@@ -45,6 +46,11 @@ def conv_output_size(size, pad_before, pad_after, kernel, stride, dilation):
     return (size + pad_before + pad_after - dilation * (kernel - 1) - 1) // stride + 1
 
 
+# The longest padded axis a padding mode other than "zeros" takes: its source-index table
+# holds one entry per padded coordinate (only "replicate" allows padding beyond the image).
+MAX_TABLE = _validate.BLAS_INT_MAX
+
+
 @dataclass(frozen=True)
 class Window:
     """Validated sliding-window geometry for one image, as the kernels take it."""
@@ -58,6 +64,48 @@ class Window:
     dilation: tuple
     out_h: int
     out_w: int
+    padding_mode: str = "zeros"  # the effective mode (_padding_mode.effective_mode)
+
+    @functools.cached_property
+    def source_tables(self):
+        """(rows, cols): the source-index tables of a padding mode other than "zeros"
+        (fastconv._padding_mode.source_index), kept as long as the window; None for
+        "zeros"."""
+        if self.padding_mode == "zeros":
+            return None
+        return tuple(_padding_mode.source_index(size, before, after, self.padding_mode)
+                     for size, (before, after) in zip((self.height, self.width),
+                                                       self.padding))
+
+    @functools.cached_property
+    def table_addresses(self):
+        """(row table, column table) addresses for the kernels' structs, (0, 0) for
+        "zeros" (taken once: ``ndarray.ctypes`` costs microseconds per call)."""
+        tables = self.source_tables
+        if tables is None:
+            return (0, 0)
+        return (tables[0].ctypes.data, tables[1].ctypes.data)
+
+    @functools.cached_property
+    def _struct(self):
+        row_src, col_src = self.table_addresses
+        return {
+            "channels": self.channels, "height": self.height, "width": self.width,
+            "kernel_h": self.kernel_size[0], "kernel_w": self.kernel_size[1],
+            "stride_h": self.stride[0], "stride_w": self.stride[1],
+            "pad_top": self.padding[0][0], "pad_left": self.padding[1][0],
+            "dilation_h": self.dilation[0], "dilation_w": self.dilation[1],
+            "out_h": self.out_h, "out_w": self.out_w, "row_src": row_src, "col_src": col_src,
+        }
+
+    def padded_window(self):
+        """The window of the same convolution on the padded image, unpadded: its columns
+        are this window's, read from the padded image (the adjoint of a padding mode runs
+        on it, then folds the padding back)."""
+        (top, bottom), (left, right) = self.padding
+        return Window(self.channels, self.height + top + bottom, self.width + left + right,
+                      self.kernel_size, self.stride, ((0, 0), (0, 0)), self.dilation,
+                      self.out_h, self.out_w)
 
     @property
     def is_pointwise(self):
@@ -69,20 +117,32 @@ class Window:
                 and (self.out_h, self.out_w) == (self.height, self.width))
 
     def kernel_struct(self):
-        """The dict that Cython converts to its `Geometry` struct."""
-        return {
-            "channels": self.channels, "height": self.height, "width": self.width,
-            "kernel_h": self.kernel_size[0], "kernel_w": self.kernel_size[1],
-            "stride_h": self.stride[0], "stride_w": self.stride[1],
-            "pad_top": self.padding[0][0], "pad_left": self.padding[1][0],
-            "dilation_h": self.dilation[0], "dilation_w": self.dilation[1],
-            "out_h": self.out_h, "out_w": self.out_w,
-        }
+        """The dict that Cython converts to its `Geometry` struct (with a padding mode, the
+        addresses of source_tables, which this window keeps alive); a copy of the one
+        made on first use."""
+        return dict(self._struct)
+
+
+def check_mode(padding_mode, pads, sizes, fn, axis_names, input_desc="input"):
+    """A normalised padding mode against the padding (one (before, after) per axis) and
+    the input's sizes: _padding_mode.check_fits, and a padded axis of at most MAX_TABLE
+    coordinates for a mode's table. ValueError naming the axis."""
+    _padding_mode.check_fits(padding_mode, pads, sizes, fn, axis_names)
+    if _padding_mode.effective_mode(padding_mode, pads) == "zeros":
+        return
+    for axis, size, (before, after) in zip(axis_names, sizes, pads):
+        if size + before + after > MAX_TABLE:
+            raise ValueError(
+                f"{fn}: padding_mode={padding_mode!r} reads the padding through a table per "
+                f"axis: the padded {input_desc} {axis} {size} + {before} + {after} = "
+                f"{size + before + after} must be at most 2**31 - 1")
 
 
 def make_window(channels, height, width, kernel_size, stride, padding, dilation, fn,
-                input_desc="input"):
-    """Validate geometry and compute the output size; the window must fit the padded input."""
+                input_desc="input", padding_mode="zeros"):
+    """Validate geometry and compute the output size; the window must fit the padded input.
+    `padding_mode` (normalised) must fit the image (_padding_mode.check_fits); the window
+    keeps the effective mode."""
     kernel_size = _validate.normalize_pair(kernel_size, "kernel_size", fn)
     stride = _validate.normalize_pair(stride, "stride", fn)
     dilation = _validate.normalize_pair(dilation, "dilation", fn)
@@ -107,7 +167,9 @@ def make_window(channels, height, width, kernel_size, stride, padding, dilation,
                 f"pixels in {axis}, larger than the padded {input_desc} {axis} "
                 f"{size} + {before} + {after} = {size + before + after}")
         out.append(conv_output_size(size, before, after, k, s, d))
-    return Window(channels, height, width, kernel_size, stride, padding, dilation, out[0], out[1])
+    check_mode(padding_mode, padding, (height, width), fn, ("height", "width"), input_desc)
+    return Window(channels, height, width, kernel_size, stride, padding, dilation, out[0], out[1],
+                  _padding_mode.effective_mode(padding_mode, padding))
 
 
 class ConvGeometry:
@@ -117,8 +179,8 @@ class ConvGeometry:
     ----------
     input_shape : tuple of int
         (N, C, H, W) or (C, H, W) for NCHW; (N, H, W, C) or (H, W, C) for NHWC.
-    out_channels, kernel_size, stride, padding, dilation, groups, layout
-        As for :func:`fastconv.conv2d`.
+    out_channels, kernel_size, stride, padding, dilation, groups, layout, padding_mode
+        As for :func:`fastconv.conv2d` (a mode must fit the input's size).
     fn : str, optional
         The name error messages start with (fastconv's functions pass their own).
 
@@ -132,6 +194,8 @@ class ConvGeometry:
         2 × multiply-adds over the whole batch (bias excluded).
     weight_shape : tuple
         The weight conv2d takes: OIHW for NCHW, HWIO for NHWC.
+    padding_mode : str
+        The padding mode asked for, lower case.
 
     Raises
     ------
@@ -156,10 +220,11 @@ class ConvGeometry:
 
     __slots__ = ("layout", "input_shape", "batched", "batch", "in_channels", "height",
                  "width", "out_channels", "groups", "kernel_size", "stride", "dilation",
-                 "padding", "window", "out_h", "out_w")
+                 "padding", "window", "out_h", "out_w", "padding_mode")
 
     def __init__(self, input_shape, out_channels, kernel_size, stride=1, padding=0,
-                 dilation=1, groups=1, *, layout="NCHW", fn="ConvGeometry"):
+                 dilation=1, groups=1, *, layout="NCHW", padding_mode="zeros",
+                 fn="ConvGeometry"):
         layout = _validate.normalize_layout(layout, fn)
         shape = _validate.normalize_shape(input_shape, "input_shape", fn)
         shape4 = shape if len(shape) == 4 else (1,) + shape
@@ -177,25 +242,43 @@ class ConvGeometry:
         dilation = _validate.normalize_pair(dilation, "dilation", fn)
         padding = _validate.resolve_conv_padding(padding, kernel_size, stride, dilation, fn,
                                                  (height, width))
+        mode = _padding_mode.normalize_padding_mode(padding_mode, fn)
         window = make_window(in_channels, height, width, kernel_size, stride, padding,
-                             dilation, fn)
+                             dilation, fn, padding_mode=mode)
         self._fill(layout, shape, batch, in_channels, height, width, out_channels, groups,
-                   window)
+                   window, mode)
 
     def _fill(self, layout, input_shape, batch, in_channels, height, width, out_channels,
-              groups, window):
-        """Set every attribute once (the constructors' common end)."""
+              groups, window, padding_mode="zeros"):
+        """Set every attribute once (the constructors' common end); `padding_mode` is the
+        mode asked for (the window keeps the effective one)."""
         fields = dict(layout=layout, input_shape=input_shape,
                       batched=len(input_shape) == 4, batch=batch, in_channels=in_channels,
                       height=height, width=width, out_channels=out_channels, groups=groups,
                       kernel_size=window.kernel_size, stride=window.stride,
                       dilation=window.dilation, padding=window.padding, window=window,
-                      out_h=window.out_h, out_w=window.out_w)
+                      out_h=window.out_h, out_w=window.out_w, padding_mode=padding_mode)
         for name, value in fields.items():
             object.__setattr__(self, name, value)
 
     def __setattr__(self, name, value):
         raise AttributeError(f"ConvGeometry is immutable: cannot set {name!r}")
+
+    @property
+    def reads_padding(self):
+        """Whether the kernels read the padding through source tables (a padding mode other
+        than "zeros" with some padding): only the column-building strategies serve it."""
+        return self.window.padding_mode != "zeros"
+
+    def padded_geometry(self):
+        """This convolution on the padded input, unpadded, mode "zeros": the input gradient
+        of a padding mode is its input gradient with the padding folded back."""
+        (top, bottom), (left, right) = self.padding
+        h, w = self.height + top + bottom, self.width + left + right
+        shape = ((self.batch, self.in_channels, h, w) if self.layout == "NCHW"
+                 else (self.batch, h, w, self.in_channels))
+        return ConvGeometry(shape, self.out_channels, self.kernel_size, self.stride, 0,
+                            self.dilation, self.groups, layout=self.layout)
 
     @property
     def output_shape(self):
@@ -296,7 +379,9 @@ class ConvGeometry:
     def __repr__(self):
         return (f"ConvGeometry(input_shape={self.input_shape}, out_channels={self.out_channels}, "
                 f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, "
-                f"dilation={self.dilation}, groups={self.groups}, layout={self.layout!r})")
+                f"dilation={self.dilation}, groups={self.groups}, layout={self.layout!r}"
+                + ("" if self.padding_mode == "zeros"
+                   else f", padding_mode={self.padding_mode!r}") + ")")
 
 
 def winograd_blocker(geom):
@@ -316,7 +401,8 @@ def winograd_blocker(geom):
     return None
 
 
-def conv2d_geometry(fn, x4, weight, stride, padding, dilation, groups, layout, x_shape):
+def conv2d_geometry(fn, x4, weight, stride, padding, dilation, groups, layout, x_shape,
+                    padding_mode="zeros"):
     """The ConvGeometry of a conv2d call (4-D `x4`, a 4-D `weight` in `layout`), with the
     channel checks in the words of docs/spec.md §0; `x_shape` is the shape the caller
     passed (3-D or 4-D), for the messages."""
@@ -337,7 +423,7 @@ def conv2d_geometry(fn, x4, weight, stride, padding, dilation, groups, layout, x
     if kh < 1 or kw < 1 or cin_g < 1 or out_channels < 1:
         raise ValueError(f"{fn}: weight has an empty axis, shape {weight.shape}")
     return ConvGeometry(x4.shape, out_channels, (kh, kw), stride, padding, dilation, groups,
-                        layout=layout, fn=fn)
+                        layout=layout, padding_mode=padding_mode, fn=fn)
 
 
 def transposed_conv_geometry(fn, x4, weight, stride, padding, output_padding, groups,

@@ -19,9 +19,11 @@ so each is the other's gradient: :func:`im2col_backward` is col2im and
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
-from fastconv import _memory, _one_d, _tuning, _validate
+from fastconv import _engine, _memory, _one_d, _padding_mode, _tuning, _validate
 from fastconv import geometry as geo
 from fastconv._kernels import _im2col
 
@@ -42,7 +44,8 @@ def _image_shape(batch, window, layout):
 
 
 def _im2col_into(x4, window, layout, cols):
-    """Fill cols (C-contiguous, the full column shape) from the 4-D image x4."""
+    """Fill cols (C-contiguous, the full column shape) from the 4-D image x4 (a padding
+    mode: the padding read through the window's source tables)."""
     if cols.size == 0:
         return
     if x4.size == 0:  # H or W is 0: every entry comes from the padding
@@ -57,11 +60,20 @@ def _im2col_into(x4, window, layout, cols):
 
 
 def _col2im_into(cols, window, layout, image):
-    """Fill image (C-contiguous, 4-D) with the sums of cols."""
+    """Fill image (C-contiguous, 4-D) with the sums of cols. A padding mode: col2im onto
+    the padded image (window.padded_window(), in a scratch), folded back through the
+    source tables."""
     if image.size == 0:
         return
     if cols.size == 0:
         image.fill(0)
+        return
+    if window.padding_mode != "zeros":
+        padded_window = window.padded_window()
+        shape = _image_shape(image.shape[0], padded_window, layout)
+        padded = _memory.scratch("padded_image", math.prod(shape), image.dtype).reshape(shape)
+        _col2im_into(cols, padded_window, layout, padded)
+        _engine.fold_padding(padded, image, window, layout)
         return
     if window.is_pointwise:  # every pixel has exactly one entry: one straight copy
         np.copyto(image, cols.reshape(image.shape))
@@ -71,7 +83,8 @@ def _col2im_into(cols, window, layout, image):
            window.kernel_struct(), image.shape[0], _tuning.threads_for_elements(cols.size))
 
 
-def im2col(x, kernel_size, *, stride=1, padding=0, dilation=1, layout="NCHW", out=None):
+def im2col(x, kernel_size, *, stride=1, padding=0, dilation=1, layout="NCHW", out=None,
+           padding_mode="zeros"):
     """Unfold sliding windows of an image batch into columns (``torch.nn.functional.unfold``).
 
     Parameters
@@ -90,6 +103,11 @@ def im2col(x, kernel_size, *, stride=1, padding=0, dilation=1, layout="NCHW", ou
     out : ndarray, optional
         C-contiguous buffer of the result's shape and dtype, not overlapping `x`; the call
         then allocates nothing of that size.
+    padding_mode : {"zeros", "reflect", "replicate", "circular"}
+        What the padding reads (docs/spec.md §6): zeros, the image mirrored without
+        repeating its edge, the edge repeated, or the image wrapped around. "reflect"
+        needs padding < the image's size along each padded axis, "circular" padding <=
+        it.
 
     Returns
     -------
@@ -105,7 +123,8 @@ def im2col(x, kernel_size, *, stride=1, padding=0, dilation=1, layout="NCHW", ou
         For a dtype other than float, integer or bool.
     ValueError
         Before any work, naming the argument: a bad shape, layout, kernel size, stride,
-        padding or dilation, a window larger than the padded image, or an unusable `out`.
+        padding or dilation, a window larger than the padded image, an unusable `out`, an
+        unknown `padding_mode` or padding too large for it.
 
     See Also
     --------
@@ -136,21 +155,33 @@ def im2col(x, kernel_size, *, stride=1, padding=0, dilation=1, layout="NCHW", ou
     >>> fastconv.im2col(np.arange(5.0).reshape(1, 1, 5), (2,), stride=2)[0]
     array([[0., 2.],
            [1., 3.]])
+
+    Reflected padding reads mirrored pixels instead of zeros:
+
+    >>> fastconv.im2col(np.arange(4.0).reshape(1, 1, 4), (3,), padding=1,
+    ...                 padding_mode="reflect")[0]
+    array([[1., 0., 1., 2.],
+           [0., 1., 2., 3.],
+           [1., 2., 3., 2.]])
     """
     if _one_d.is_one_d_kernel(kernel_size):
         return _checked_im2col_1d(x, kernel_size, stride, padding, dilation, layout, out,
-                                  "im2col", "x")
-    return _checked_im2col(x, kernel_size, stride, padding, dilation, layout, out, "im2col", "x")
+                                  "im2col", "x", padding_mode)
+    return _checked_im2col(x, kernel_size, stride, padding, dilation, layout, out, "im2col", "x",
+                           padding_mode)
 
 
-def _checked_im2col(x, kernel_size, stride, padding, dilation, layout, out, fn, name):
+def _checked_im2col(x, kernel_size, stride, padding, dilation, layout, out, fn, name,
+                    padding_mode="zeros"):
     """im2col, validating and reporting errors as function `fn` with argument `name`."""
     layout = _validate.normalize_layout(layout, fn)
+    padding_mode = _padding_mode.normalize_padding_mode(padding_mode, fn)
     x = _validate.as_array(x, name, fn)
     _validate.check_movable_dtype(x, name, fn)
     x4, batched = _validate.split_batch(x, name, fn, layout)
     n, c, h, w = _validate.image_dims(x4.shape, layout)
-    window = geo.make_window(c, h, w, kernel_size, stride, padding, dilation, fn)
+    window = geo.make_window(c, h, w, kernel_size, stride, padding, dilation, fn,
+                             padding_mode=padding_mode)
     shape = _columns_shape(n, window, layout)
     result_shape = shape if batched else shape[1:]
     out = _validate.check_out(out, result_shape, x.dtype, [x], fn)
@@ -162,7 +193,7 @@ def _checked_im2col(x, kernel_size, stride, padding, dilation, layout, out, fn, 
 
 
 def _parse_columns(cols, output_size, kernel_size, stride, padding, dilation, layout, fn, name,
-                   channels=None):
+                   channels=None, padding_mode="zeros"):
     """Validate a column array against the geometry; returns (cols3, batched, window).
     `channels` is inferred from the column count unless given."""
     if cols.ndim == 3:
@@ -184,7 +215,7 @@ def _parse_columns(cols, output_size, kernel_size, stride, padding, dilation, la
                              f"shape {cols.shape}")
         channels = rows // (kh * kw)
     window = geo.make_window(channels, height, width, (kh, kw), stride, padding, dilation, fn,
-                             input_desc="output")
+                             input_desc="output", padding_mode=padding_mode)
     blocks = cols3.shape[2] if layout == "NCHW" else cols3.shape[1]
     if blocks != window.out_h * window.out_w:
         raise ValueError(
@@ -195,11 +226,12 @@ def _parse_columns(cols, output_size, kernel_size, stride, padding, dilation, la
 
 
 def col2im(cols, output_size, kernel_size, *, stride=1, padding=0, dilation=1, layout="NCHW",
-           out=None):
+           out=None, padding_mode="zeros"):
     """Fold columns back into an image, summing overlaps (``torch.nn.functional.fold``).
 
     The exact adjoint of :func:`im2col` with the same arguments:
-    ``⟨im2col(x), y⟩ = ⟨x, col2im(y)⟩``. Entries that fall in the padding are dropped.
+    ``⟨im2col(x), y⟩ = ⟨x, col2im(y)⟩``. Entries that fall in the padding are dropped, or
+    with a `padding_mode` added onto the pixel that padded coordinate copies.
 
     Parameters
     ----------
@@ -208,7 +240,7 @@ def col2im(cols, output_size, kernel_size, *, stride=1, padding=0, dilation=1, l
         (OH·OW, kh·kw·C). float32, float64 or integer (integer sums wrap as in NumPy).
     output_size : int or (H, W)
         The image size (for 1-D signals the length L); C is inferred from `cols`.
-    kernel_size, stride, padding, dilation, layout, out
+    kernel_size, stride, padding, dilation, layout, out, padding_mode
         As for :func:`im2col` (a 1-tuple `kernel_size` means 1-D signals, `cols`
         (N, C·k, L_out) for NCL or (N, L_out, k·C) for NLC).
 
@@ -243,19 +275,21 @@ def col2im(cols, output_size, kernel_size, *, stride=1, padding=0, dilation=1, l
     """
     if _one_d.is_one_d_kernel(kernel_size):
         return _checked_col2im_1d(cols, output_size, kernel_size, stride, padding, dilation,
-                                  layout, out, "col2im", "cols")
+                                  layout, out, "col2im", "cols", padding_mode=padding_mode)
     return _checked_col2im(cols, output_size, kernel_size, stride, padding, dilation, layout, out,
-                   "col2im", "cols")
+                           "col2im", "cols", padding_mode=padding_mode)
 
 
 def _checked_col2im(cols, output_size, kernel_size, stride, padding, dilation, layout, out, fn,
-                    name, channels=None):
+                    name, channels=None, padding_mode="zeros"):
     """col2im, validating and reporting errors as function `fn` with argument `name`."""
     layout = _validate.normalize_layout(layout, fn)
+    padding_mode = _padding_mode.normalize_padding_mode(padding_mode, fn)
     cols = _validate.as_array(cols, name, fn)
     _validate.check_movable_dtype(cols, name, fn, allow_bool=False)
     cols3, batched, window = _parse_columns(cols, output_size, kernel_size, stride, padding,
-                                            dilation, layout, fn, name, channels)
+                                            dilation, layout, fn, name, channels,
+                                            padding_mode)
     shape = _image_shape(cols3.shape[0], window, layout)
     result_shape = shape if batched else shape[1:]
     out = _validate.check_out(out, result_shape, cols.dtype, [cols], fn)
@@ -267,7 +301,7 @@ def _checked_col2im(cols, output_size, kernel_size, stride, padding, dilation, l
 
 
 def im2col_backward(grad_cols, input_shape, kernel_size, *, stride=1, padding=0, dilation=1,
-                    layout="NCHW", out=None):
+                    layout="NCHW", out=None, padding_mode="zeros"):
     """Gradient of :func:`im2col` with respect to its input: ``col2im`` of `grad_cols`
     (Caffe2's GetIm2ColGradient).
 
@@ -277,7 +311,7 @@ def im2col_backward(grad_cols, input_shape, kernel_size, *, stride=1, padding=0,
         Gradient with respect to im2col's result, of exactly that shape.
     input_shape : tuple of int
         The shape of im2col's input (3-D or 4-D; for 1-D signals 2-D or 3-D).
-    kernel_size, stride, padding, dilation, layout, out
+    kernel_size, stride, padding, dilation, layout, out, padding_mode
         As for :func:`im2col`.
 
     Returns
@@ -302,25 +336,26 @@ def im2col_backward(grad_cols, input_shape, kernel_size, *, stride=1, padding=0,
     fn = "im2col_backward"
     if _one_d.is_one_d_kernel(kernel_size):
         return _im2col_backward_1d(grad_cols, input_shape, kernel_size, stride, padding,
-                                   dilation, layout, out, fn)
+                                   dilation, layout, out, fn, padding_mode)
     layout = _validate.normalize_layout(layout, fn)
+    padding_mode = _padding_mode.normalize_padding_mode(padding_mode, fn)
     shape = _validate.normalize_shape(input_shape, "input_shape", fn)
     shape4 = shape if len(shape) == 4 else (1,) + shape
     n, c, h, w = _validate.image_dims(shape4, layout)
     grad_cols = _validate.as_array(grad_cols, "grad_cols", fn)
     kh, kw = _validate.normalize_pair(kernel_size, "kernel_size", fn)
     expected = _columns_shape(n, geo.make_window(c, h, w, (kh, kw), stride, padding, dilation,
-                                                 fn), layout)
+                                                 fn, padding_mode=padding_mode), layout)
     expected = expected if len(shape) == 4 else expected[1:]
     if grad_cols.shape != expected:
         raise ValueError(f"{fn}: grad_cols must have shape {expected} for input_shape {shape}, "
                          f"got {grad_cols.shape}")
     return _checked_col2im(grad_cols, (h, w), (kh, kw), stride, padding, dilation, layout, out, fn,
-                   "grad_cols", channels=c)
+                           "grad_cols", channels=c, padding_mode=padding_mode)
 
 
 def col2im_backward(grad_image, kernel_size, *, stride=1, padding=0, dilation=1, layout="NCHW",
-                    out=None):
+                    out=None, padding_mode="zeros"):
     """Gradient of :func:`col2im` with respect to its columns: ``im2col`` of `grad_image`
     (Caffe2's GetCol2ImGradient).
 
@@ -329,7 +364,7 @@ def col2im_backward(grad_image, kernel_size, *, stride=1, padding=0, dilation=1,
     grad_image : ndarray
         Gradient with respect to col2im's result: (N, C, H, W) / (C, H, W) for NCHW,
         (N, H, W, C) / (H, W, C) for NHWC; 1-D signals as for :func:`im2col`.
-    kernel_size, stride, padding, dilation, layout, out
+    kernel_size, stride, padding, dilation, layout, out, padding_mode
         As for :func:`col2im`.
 
     Returns
@@ -351,9 +386,9 @@ def col2im_backward(grad_image, kernel_size, *, stride=1, padding=0, dilation=1,
     """
     if _one_d.is_one_d_kernel(kernel_size):
         return _checked_im2col_1d(grad_image, kernel_size, stride, padding, dilation, layout,
-                                  out, "col2im_backward", "grad_image")
+                                  out, "col2im_backward", "grad_image", padding_mode)
     return _checked_im2col(grad_image, kernel_size, stride, padding, dilation, layout, out,
-                   "col2im_backward", "grad_image")
+                           "col2im_backward", "grad_image", padding_mode)
 
 
 # ------------------------------------------------------------------ 1-D images (§6)
@@ -378,20 +413,23 @@ def _layout_1d(layout, fn):
 
 
 def _window_1d(fn, channels, length, kernel_size, stride, padding, dilation,
-               input_desc="input"):
+               input_desc="input", padding_mode="zeros"):
     """The checked 1-D geometry as the height-1 2-D Window (which then cannot fail)."""
     kernel = _one_d.normalize_single(kernel_size, "kernel_size", fn)
     stride = _one_d.normalize_single(stride, "stride", fn)
     dilation = _one_d.normalize_single(dilation, "dilation", fn)
     pads = _one_d.normalize_padding(padding, fn)
     _one_d.output_length(fn, length, kernel, stride, pads, dilation, input_desc)
+    geo.check_mode(padding_mode, (pads,), (length,), fn, ("length",), input_desc)
     return geo.make_window(channels, 1, length, (1, kernel), (1, stride), ((0, 0), pads),
-                           (1, dilation), fn, input_desc)
+                           (1, dilation), fn, input_desc, padding_mode)
 
 
-def _checked_im2col_1d(x, kernel_size, stride, padding, dilation, layout, out, fn, name):
+def _checked_im2col_1d(x, kernel_size, stride, padding, dilation, layout, out, fn, name,
+                       padding_mode="zeros"):
     """im2col of 1-D images, errors reported as function `fn` with argument `name`."""
     layout = _layout_1d(layout, fn)
+    padding_mode = _padding_mode.normalize_padding_mode(padding_mode, fn)
     x = _validate.as_array(x, name, fn)
     _validate.check_movable_dtype(x, name, fn)
     if x.ndim not in (2, 3):
@@ -400,7 +438,8 @@ def _checked_im2col_1d(x, kernel_size, stride, padding, dilation, layout, out, f
                          f"(N, L, C) or (L, C) for 'NLC', got shape {x.shape} ({x.ndim}-D)")
     x3, batched = _one_d.split_batch(x, name, fn, layout)
     n, c, length = _one_d.dims(x3.shape, layout)
-    window = _window_1d(fn, c, length, kernel_size, stride, padding, dilation)
+    window = _window_1d(fn, c, length, kernel_size, stride, padding, dilation,
+                        padding_mode=padding_mode)
     layout2 = _one_d.LAYOUT_2D[layout]
     shape = _columns_shape(n, window, layout2)
     out = _validate.check_out(out, shape if batched else shape[1:], x.dtype, [x], fn)
@@ -412,10 +451,11 @@ def _checked_im2col_1d(x, kernel_size, stride, padding, dilation, layout, out, f
 
 
 def _checked_col2im_1d(cols, output_size, kernel_size, stride, padding, dilation, layout, out,
-                       fn, name, channels=None):
+                       fn, name, channels=None, padding_mode="zeros"):
     """col2im into 1-D images, errors reported as function `fn` with argument `name`;
     `channels` is inferred from the column count unless given."""
     layout = _layout_1d(layout, fn)
+    padding_mode = _padding_mode.normalize_padding_mode(padding_mode, fn)
     cols = _validate.as_array(cols, name, fn)
     _validate.check_movable_dtype(cols, name, fn, allow_bool=False)
     if cols.ndim == 3:
@@ -436,7 +476,8 @@ def _checked_col2im_1d(cols, output_size, kernel_size, stride, padding, dilation
                              f"multiple of k = {kernel} for kernel_size={(kernel,)}; shape "
                              f"{cols.shape}")
         channels = rows // kernel
-    window = _window_1d(fn, channels, length, kernel, stride, padding, dilation, "output")
+    window = _window_1d(fn, channels, length, kernel, stride, padding, dilation, "output",
+                        padding_mode)
     blocks = cols3.shape[2] if layout == "NCL" else cols3.shape[1]
     if blocks != window.out_w:
         raise ValueError(f"{fn}: {name} has {blocks} sliding-window positions, but "
@@ -452,19 +493,22 @@ def _checked_col2im_1d(cols, output_size, kernel_size, stride, padding, dilation
 
 
 def _im2col_backward_1d(grad_cols, input_shape, kernel_size, stride, padding, dilation,
-                        layout, out, fn):
+                        layout, out, fn, padding_mode="zeros"):
     """im2col_backward for 1-D images: col2im of `grad_cols`, checked against the shape
     im2col gives for `input_shape`."""
     layout = _layout_1d(layout, fn)
+    padding_mode = _padding_mode.normalize_padding_mode(padding_mode, fn)
     shape = _one_d.normalize_shape(input_shape, "input_shape", fn)
     shape3 = shape if len(shape) == 3 else (1,) + shape
     n, c, length = _one_d.dims(shape3, layout)
     grad_cols = _validate.as_array(grad_cols, "grad_cols", fn)
-    window = _window_1d(fn, c, length, kernel_size, stride, padding, dilation)
+    window = _window_1d(fn, c, length, kernel_size, stride, padding, dilation,
+                        padding_mode=padding_mode)
     expected = _columns_shape(n, window, _one_d.LAYOUT_2D[layout])
     expected = expected if len(shape) == 3 else expected[1:]
     if grad_cols.shape != expected:
         raise ValueError(f"{fn}: grad_cols must have shape {expected} for input_shape "
                          f"{shape}, got {grad_cols.shape}")
     return _checked_col2im_1d(grad_cols, length, kernel_size, stride, padding, dilation,
-                              layout, out, fn, "grad_cols", channels=c)
+                              layout, out, fn, "grad_cols", channels=c,
+                              padding_mode=padding_mode)

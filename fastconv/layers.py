@@ -12,7 +12,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from fastconv import _engine, _memory, _validate
+from fastconv import _engine, _memory, _padding_mode, _validate
 from fastconv import geometry as geo
 from fastconv.threads import get_num_threads
 
@@ -54,6 +54,11 @@ class Conv2D:
         As for :func:`fastconv.conv2d` (docs/spec.md §5). With Winograd the layer keeps
         the transformed weights between calls and makes them anew when ``weight`` changes
         (also in place, as an optimiser step ``layer.weight -= lr * layer.weight_grad``).
+    padding_mode : {"zeros", "reflect", "replicate", "circular"}
+        What the padding reads, as ``torch.nn.Conv2d``'s (docs/spec.md §6): zeros, the
+        image mirrored without repeating its edge, the edge repeated, or the image wrapped
+        around. "reflect" needs padding < the input's size, "circular" padding <= it
+        (checked per input).
 
     Attributes
     ----------
@@ -103,10 +108,11 @@ class Conv2D:
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
                  dilation=1, groups=1, bias=True, *, layout="NCHW", dtype=np.float32,
-                 seed=None, max_workspace_bytes=None, algorithm="auto"):
+                 seed=None, max_workspace_bytes=None, algorithm="auto", padding_mode="zeros"):
         fn = "Conv2D"
         self.layout = _validate.normalize_layout(layout, fn)
         self.requested_algorithm = _validate.normalize_algorithm(algorithm, fn)
+        self.padding_mode = _padding_mode.normalize_padding_mode(padding_mode, fn)
         self.in_channels = _validate.as_int(in_channels, "in_channels", fn, 1)
         self.out_channels = _validate.as_int(out_channels, "out_channels", fn, 1)
         self.groups = _validate.as_int(groups, "groups", fn, 1)
@@ -174,6 +180,7 @@ class Conv2D:
         return state
 
     def __setstate__(self, state):
+        state.setdefault("padding_mode", "zeros")  # pickled before padding modes
         self.__dict__.update(state)
         self._reset_runtime_state()
 
@@ -195,7 +202,8 @@ class Conv2D:
         cached = self._plans.get(key)
         if cached is None:
             geom = geo.conv2d_geometry("Conv2D", x4, self.weight, self.stride, self.padding,
-                                       self.dilation, self.groups, self.layout, x_shape)
+                                       self.dilation, self.groups, self.layout, x_shape,
+                                       self.padding_mode)
             _validate.check_blas_range("Conv2D", geom)
             itemsize = self.dtype.itemsize
             cap = self.max_workspace_bytes
@@ -215,7 +223,9 @@ class Conv2D:
                                           algorithm=algorithm, weight_cached=True)
             # The input gradient as a convolution: within the cap only in the workspace
             # held (run_backward checks), else sized into it here.
-            flipped = _engine.input_grad_plan(geom, itemsize, requested, weight_cached=True)
+            flipped = (None if geom.reads_padding  # run_backward folds the padded gradient
+                       else _engine.input_grad_plan(geom, itemsize, requested,
+                                                    weight_cached=True))
             cached = _LayerPlans(geom, forward, backward, requested, flipped)
             if len(self._plans) >= 8:  # a bounded cache of recent shapes
                 self._plans.pop(next(iter(self._plans)))
@@ -401,4 +411,6 @@ class Conv2D:
         return (f"Conv2D({self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
                 f"stride={self.stride}, padding={self.padding!r}, dilation={self.dilation}, "
                 f"groups={self.groups}, bias={self.bias is not None}, layout={self.layout!r}, "
-                f"dtype={self.dtype.name})")
+                f"dtype={self.dtype.name}"
+                + ("" if self.padding_mode == "zeros"
+                   else f", padding_mode={self.padding_mode!r}") + ")")

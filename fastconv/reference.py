@@ -11,7 +11,8 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = [
-    "same_padding", "pad_nhwc", "conv2d_naive", "conv2d_matmul", "conv2d_strided",
+    "same_padding", "pad_nhwc", "pad_source", "unpad", "conv2d_naive", "conv2d_matmul",
+    "conv2d_strided",
     "conv2d_backward",
     "im2col", "col2im",
     "conv1d_naive", "conv1d_backward", "conv_transpose1d", "im2col1d", "col2im1d",
@@ -80,18 +81,62 @@ def conv_padding(padding, sizes, kernel_size, stride, dilation):
     return padding_pairs(padding)
 
 
-def pad_nhwc(Z, padding):
-    """Zero-pad the H and W axes of an NHWC batch.
+# PyTorch's padding modes (docs/spec.md §6) as np.pad modes.
+NUMPY_PAD_MODES = {"zeros": "constant", "reflect": "reflect", "replicate": "edge",
+                   "circular": "wrap"}
+
+
+def pad_source(size, before, after, padding_mode="zeros"):
+    """For each coordinate of an axis of `size` padded by (before, after): the index of the
+    entry it copies, or -1 for a zero (np.pad of the indices themselves).
+
+    Examples
+    --------
+    >>> fastconv.reference.pad_source(4, 2, 2, "reflect").tolist()
+    [2, 1, 0, 1, 2, 3, 2, 1]
+    """
+    if padding_mode == "zeros" or size == 0:
+        return np.pad(np.arange(size), (before, after), constant_values=-1)
+    return np.pad(np.arange(size), (before, after), mode=NUMPY_PAD_MODES[padding_mode])
+
+
+def unpad(grad_padded, pads, padding_mode="zeros"):
+    """The adjoint of np.pad in a padding mode: every entry of the padded array added onto
+    the entry it copies (zeros dropped). `pads`: one (before, after) per axis.
+
+    Examples
+    --------
+    >>> fastconv.reference.unpad(np.arange(6.0), [(1, 1)], "replicate")
+    array([1., 2., 3., 9.])
+    """
+    result = np.asarray(grad_padded)
+    for axis, (before, after) in enumerate(pads):
+        if before == 0 and after == 0:
+            continue
+        size = result.shape[axis] - before - after
+        moved = np.moveaxis(result, axis, 0)
+        folded = np.zeros((size,) + moved.shape[1:], dtype=result.dtype)
+        for position, source in enumerate(pad_source(size, before, after, padding_mode)):
+            if source >= 0:
+                folded[source] += moved[position]
+        result = np.moveaxis(folded, 0, axis)
+    return result
+
+
+def pad_nhwc(Z, padding, padding_mode="zeros"):
+    """Pad the H and W axes of an NHWC batch: zeros, or a padding mode as np.pad has it
+    ("reflect", "replicate" → np.pad's "edge", "circular" → "wrap").
 
     Parameters
     ----------
     Z : ndarray, (N, H, W, C)
     padding : int, (pad_h, pad_w) or ((top, bottom), (left, right))
+    padding_mode : {"zeros", "reflect", "replicate", "circular"}
 
     Returns
     -------
     ndarray, (N, top + H + bottom, left + W + right, C)
-        A new array, zeros around a copy of `Z`.
+        A new array, the padding around a copy of `Z`.
 
     Raises
     ------
@@ -104,7 +149,8 @@ def pad_nhwc(Z, padding):
     (1, 3, 4, 3)
     """
     (top, bottom), (left, right) = padding_pairs(padding)
-    return np.pad(Z, ((0, 0), (top, bottom), (left, right), (0, 0)))
+    return np.pad(Z, ((0, 0), (top, bottom), (left, right), (0, 0)),
+                  mode=NUMPY_PAD_MODES[padding_mode])
 
 
 def window_count(size, k, s, d):
@@ -112,7 +158,7 @@ def window_count(size, k, s, d):
     return (size - d * (k - 1) - 1) // s + 1
 
 
-def conv2d_naive(Z, W, stride=1, padding=0, dilation=1, groups=1):
+def conv2d_naive(Z, W, stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros"):
     """Convolution by the seven loops of the lecture.
 
     Parameters
@@ -126,6 +172,9 @@ def conv2d_naive(Z, W, stride=1, padding=0, dilation=1, groups=1):
         "same" pads each axis by :func:`same_padding` (TensorFlow's SAME).
     groups : int
         Divides C_in and C_out.
+    padding_mode : {"zeros", "reflect", "replicate", "circular"}
+        What the padding holds (docs/spec.md §6), by :func:`pad_nhwc`. The other
+        convolution oracles, im2col / col2im and the 1-D ones take it too.
 
     Returns
     -------
@@ -150,7 +199,7 @@ def conv2d_naive(Z, W, stride=1, padding=0, dilation=1, groups=1):
     dh, dw = pair(dilation)
     padding = conv_padding(padding, Z.shape[1:3], W.shape[:2], pair(stride),
                            pair(dilation))
-    Zp = pad_nhwc(Z, padding)
+    Zp = pad_nhwc(Z, padding, padding_mode)
     N, H, Wd, C = Zp.shape
     kh, kw, cin_g, C_out = W.shape
     cout_g = C_out // groups
@@ -169,7 +218,7 @@ def conv2d_naive(Z, W, stride=1, padding=0, dilation=1, groups=1):
     return out
 
 
-def conv2d_matmul(Z, W, stride=1, padding=0, dilation=1, groups=1):
+def conv2d_matmul(Z, W, stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros"):
     """Convolution by one matmul per kernel offset (i, j): out += Z[shifted window] @ W[i, j],
     per group.
 
@@ -197,7 +246,7 @@ def conv2d_matmul(Z, W, stride=1, padding=0, dilation=1, groups=1):
     dh, dw = pair(dilation)
     padding = conv_padding(padding, Z.shape[1:3], W.shape[:2], pair(stride),
                            pair(dilation))
-    Zp = pad_nhwc(Z, padding)
+    Zp = pad_nhwc(Z, padding, padding_mode)
     N, H, Wd, C = Zp.shape
     kh, kw, cin_g, C_out = W.shape
     cout_g = C_out // groups
@@ -214,7 +263,7 @@ def conv2d_matmul(Z, W, stride=1, padding=0, dilation=1, groups=1):
     return out
 
 
-def conv2d_strided(Z, W, stride=1, padding=0, dilation=1, groups=1):
+def conv2d_strided(Z, W, stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros"):
     """Convolution by an ``as_strided`` im2col (a view, no copy), then one matmul per group.
 
     Parameters
@@ -243,7 +292,7 @@ def conv2d_strided(Z, W, stride=1, padding=0, dilation=1, groups=1):
     dh, dw = pair(dilation)
     padding = conv_padding(padding, Z.shape[1:3], W.shape[:2], pair(stride),
                            pair(dilation))
-    Zp = np.ascontiguousarray(pad_nhwc(Z, padding))
+    Zp = np.ascontiguousarray(pad_nhwc(Z, padding, padding_mode))
     N, H, Wd, C = Zp.shape
     kh, kw, cin_g, C_out = W.shape
     cout_g = C_out // groups
@@ -260,7 +309,8 @@ def conv2d_strided(Z, W, stride=1, padding=0, dilation=1, groups=1):
     return out
 
 
-def conv2d_backward(grad_out, Z, W, stride=1, padding=0, dilation=1, groups=1):
+def conv2d_backward(grad_out, Z, W, stride=1, padding=0, dilation=1, groups=1,
+                    padding_mode="zeros"):
     """Gradients of :func:`conv2d_matmul` by the same per-offset matmuls, run backwards.
 
     Parameters
@@ -295,7 +345,7 @@ def conv2d_backward(grad_out, Z, W, stride=1, padding=0, dilation=1, groups=1):
     padding = conv_padding(padding, Z.shape[1:3], W.shape[:2], pair(stride),
                            pair(dilation))
     (top, bottom), (left, right) = padding_pairs(padding)
-    Zp = pad_nhwc(Z, padding)
+    Zp = pad_nhwc(Z, padding, padding_mode)
     N, H, Wd, C = Zp.shape
     kh, kw, cin_g, C_out = W.shape
     cout_g = C_out // groups
@@ -315,11 +365,13 @@ def conv2d_backward(grad_out, Z, W, stride=1, padding=0, dilation=1, groups=1):
                 grad_Zp[:, rows, cols, channels] += G @ Wij.T
                 grad_W[i, j, :, g * cout_g:(g + 1) * cout_g] += np.einsum(
                     "nhwc,nhwo->co", window, G)
-    grad_Z = grad_Zp[:, top:top + Z.shape[1], left:left + Z.shape[2], :]
+    # What each padded pixel received goes back to the pixel it copies (zeros: dropped).
+    grad_Z = unpad(grad_Zp, [(0, 0), (top, bottom), (left, right), (0, 0)], padding_mode)
     return grad_Z, grad_W, grad_out.sum(axis=(0, 1, 2))
 
 
-def im2col(x, kernel_size, stride=1, padding=0, dilation=1, layout="NCHW"):
+def im2col(x, kernel_size, stride=1, padding=0, dilation=1, layout="NCHW",
+           padding_mode="zeros"):
     """:func:`fastconv.im2col` by loops over kernel offsets on a padded copy.
 
     Parameters
@@ -349,7 +401,7 @@ def im2col(x, kernel_size, stride=1, padding=0, dilation=1, layout="NCHW"):
     sh, sw = pair(stride)
     dh, dw = pair(dilation)
     nhwc = x if layout.upper() == "NHWC" else np.moveaxis(x, 1, 3)
-    Zp = pad_nhwc(nhwc, padding)
+    Zp = pad_nhwc(nhwc, padding, padding_mode)
     N, H, Wd, C = Zp.shape
     OH, OW = window_count(H, kh, sh, dh), window_count(Wd, kw, sw, dw)
     patches = np.empty((N, OH, OW, kh, kw, C), dtype=x.dtype)
@@ -363,7 +415,8 @@ def im2col(x, kernel_size, stride=1, padding=0, dilation=1, layout="NCHW"):
     return patches.transpose(0, 5, 3, 4, 1, 2).reshape(N, C * kh * kw, OH * OW)
 
 
-def col2im(cols, output_size, kernel_size, stride=1, padding=0, dilation=1, layout="NCHW"):
+def col2im(cols, output_size, kernel_size, stride=1, padding=0, dilation=1, layout="NCHW",
+           padding_mode="zeros"):
     """:func:`fastconv.col2im` by a scatter-add of every column entry back to its pixel;
     the padding is dropped.
 
@@ -410,7 +463,7 @@ def col2im(cols, output_size, kernel_size, stride=1, padding=0, dilation=1, layo
         for j in range(kw):
             padded[:, i * dh:i * dh + sh * (OH - 1) + 1:sh,
                    j * dw:j * dw + sw * (OW - 1) + 1:sw, :] += patches[:, :, :, i, j, :]
-    image = padded[:, top:top + H, left:left + Wd, :]
+    image = unpad(padded, [(0, 0), (top, bottom), (left, right), (0, 0)], padding_mode)
     return image if layout.upper() == "NHWC" else image.transpose(0, 3, 1, 2)
 
 
@@ -434,7 +487,7 @@ def pad_pair(padding, length, kernel, stride, dilation):
     return (int(padding[0]), int(padding[-1]))
 
 
-def conv1d_naive(Z, W, stride=1, padding=0, dilation=1, groups=1):
+def conv1d_naive(Z, W, stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros"):
     """1-D convolution by loops: ``out[n, t, o] = Σ_i Σ_c Zp[n, t·s + i·d, c] · W[i, c, o]``
     over the input channels c of o's group.
 
@@ -468,7 +521,7 @@ def conv1d_naive(Z, W, stride=1, padding=0, dilation=1, groups=1):
     s, d = single(stride), single(dilation)
     k, cin_g, C_out = W.shape
     before, after = pad_pair(padding, Z.shape[1], k, s, d)
-    Zp = np.pad(Z, ((0, 0), (before, after), (0, 0)))
+    Zp = np.pad(Z, ((0, 0), (before, after), (0, 0)), mode=NUMPY_PAD_MODES[padding_mode])
     N, L, C = Zp.shape
     cout_g = C_out // groups
     L_out = window_count(L, k, s, d)
@@ -483,7 +536,8 @@ def conv1d_naive(Z, W, stride=1, padding=0, dilation=1, groups=1):
     return out
 
 
-def conv1d_backward(grad_out, Z, W, stride=1, padding=0, dilation=1, groups=1):
+def conv1d_backward(grad_out, Z, W, stride=1, padding=0, dilation=1, groups=1,
+                    padding_mode="zeros"):
     """Gradients of :func:`conv1d_naive`, by its loops run backwards: each product
     ``Zp[n, t·s + i·d, c] · W[i, c, o]`` sends ``grad_out[n, t, o]`` times the other
     factor to each.
@@ -517,7 +571,7 @@ def conv1d_backward(grad_out, Z, W, stride=1, padding=0, dilation=1, groups=1):
     s, d = single(stride), single(dilation)
     k, cin_g, C_out = W.shape
     before, _ = pad = pad_pair(padding, Z.shape[1], k, s, d)
-    Zp = np.pad(Z, ((0, 0), pad, (0, 0)))
+    Zp = np.pad(Z, ((0, 0), pad, (0, 0)), mode=NUMPY_PAD_MODES[padding_mode])
     cout_g = C_out // groups
     N, L_out = grad_out.shape[:2]
     grad_Zp = np.zeros(Zp.shape, dtype=np.result_type(grad_out, W))
@@ -531,7 +585,7 @@ def conv1d_backward(grad_out, Z, W, stride=1, padding=0, dilation=1, groups=1):
                         position, channel = t * s + i * d, g * cin_g + c
                         grad_Zp[n, position, channel] += grad_out[n, t, o] * W[i, c, o]
                         grad_W[i, c, o] += grad_out[n, t, o] * Zp[n, position, channel]
-    grad_Z = grad_Zp[:, before:before + Z.shape[1], :]
+    grad_Z = unpad(grad_Zp, [(0, 0), pad, (0, 0)], padding_mode)
     return grad_Z, grad_W, grad_out.sum(axis=(0, 1))
 
 
@@ -583,7 +637,8 @@ def conv_transpose1d(Z, W, stride=1, padding=0, output_padding=0, groups=1, dila
     return out[:, before:full - after, :]
 
 
-def im2col1d(x, kernel_size, stride=1, padding=0, dilation=1, layout="NCL"):
+def im2col1d(x, kernel_size, stride=1, padding=0, dilation=1, layout="NCL",
+             padding_mode="zeros"):
     """:func:`fastconv.im2col` of 1-D signals (a 1-tuple kernel_size), element by element.
 
     Parameters
@@ -615,18 +670,20 @@ def im2col1d(x, kernel_size, stride=1, padding=0, dilation=1, layout="NCL"):
     N, C, L = ncl.shape
     before, after = pad_pair(padding, L, k, s, d)
     L_out = window_count(L + before + after, k, s, d)
+    source = pad_source(L, before, after, padding_mode)
     cols = np.zeros((N, C, k, L_out), dtype=x.dtype)
     for i in range(k):
         for t in range(L_out):
-            position = t * s - before + i * d
-            if 0 <= position < L:
+            position = source[t * s + i * d]  # the sample that padded position copies
+            if position >= 0:
                 cols[:, :, i, t] = ncl[:, :, position]
     if layout.upper() in ("NCL", "NCHW"):
         return cols.reshape(N, C * k, L_out)
     return cols.transpose(0, 3, 2, 1).reshape(N, L_out, k * C)
 
 
-def col2im1d(cols, length, kernel_size, stride=1, padding=0, dilation=1, layout="NCL"):
+def col2im1d(cols, length, kernel_size, stride=1, padding=0, dilation=1, layout="NCL",
+             padding_mode="zeros"):
     """:func:`fastconv.col2im` into 1-D signals: every column entry added back to its sample
     (the adjoint of :func:`im2col1d`); entries in the padding are dropped.
 
@@ -661,11 +718,12 @@ def col2im1d(cols, length, kernel_size, stride=1, padding=0, dilation=1, layout=
     else:
         C = cols.shape[2] // k
         per_tap = cols.reshape(N, L_out, k, C).transpose(0, 3, 2, 1)
+    source = pad_source(L, before, after, padding_mode)
     image = np.zeros((N, C, L), dtype=cols.dtype)
     for i in range(k):
         for t in range(L_out):
-            position = t * s - before + i * d
-            if 0 <= position < L:
+            position = source[t * s + i * d]
+            if position >= 0:
                 image[:, :, position] += per_tap[:, :, i, t]
     return image if layout.upper() in ("NCL", "NCHW") else image.transpose(0, 2, 1)
 

@@ -628,6 +628,70 @@ def check_algorithm(problems, fn, algorithm_arg):
     return None
 
 
+PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
+BAD_PADDING_MODES = ["symmetric", "edge", "wrap", "", "reflect ", None, 3, b"reflect",
+                     ["zeros"]]
+
+
+def padding_mode_args(clean=False):
+    """padding_mode=: absent, a mode (sometimes in random case), and (not clean) now and
+    then a value no function takes (docs/spec.md §6)."""
+    names = st.sampled_from(PADDING_MODES)
+    return weighted((6, st.just(ABSENT)), (2, st.just("zeros")),
+                    (6, st.sampled_from(PADDING_MODES[1:])), (1, names.flatmap(random_case)),
+                    (0 if clean else 1, st.sampled_from(BAD_PADDING_MODES)))
+
+
+def with_padding_mode(kwargs, mode_arg):
+    if mode_arg is not ABSENT:
+        kwargs["padding_mode"] = mode_arg
+    return kwargs
+
+
+def check_padding_mode(problems, fn, mode_arg, transposed=False):
+    """The padding mode asked for, lower case ('zeros' when absent), or None after adding
+    the ValueError of an unknown value (a transposed convolution: of any but 'zeros')."""
+    if mode_arg is ABSENT:
+        return "zeros"
+    if isinstance(mode_arg, str) and mode_arg.lower() in PADDING_MODES:
+        if transposed and mode_arg.lower() != "zeros":
+            problems.add(ValueError, rf"^{fn}: padding_mode must be 'zeros' for a transposed "
+                                     rf"convolution")
+            return None
+        return mode_arg.lower()
+    problems.add(ValueError, rf"^{fn}: padding_mode must be one of 'zeros', 'reflect', "
+                             rf"'replicate', 'circular' \(case-insensitive\), got "
+                             rf"{re.escape(repr(mode_arg))}$")
+    return None
+
+
+def check_mode_fits(problems, fn, mode, padding, sizes, axes=("height", "width")):
+    """docs/spec.md §6: 'reflect' needs padding < the axis size, 'circular' padding <= it,
+    'replicate' a non-empty axis; a mode reads the padding through a table per axis of at
+    most 2**31 − 1 padded coordinates. True when the mode fits (or is 'zeros')."""
+    if mode in (None, "zeros") or padding is None:
+        return True
+    fits = True
+    for (before, after), size, axis in zip(padding, sizes, axes):
+        pad = max(before, after)
+        if pad == 0:
+            continue
+        if (mode == "reflect" and pad >= size or mode == "circular" and pad > size
+                or mode == "replicate" and size == 0):
+            problems.add(ValueError, rf"^{fn}: padding_mode='{mode}' needs .*{axis}")
+            fits = False
+        elif size + before + after > INT_MAX:
+            problems.add(ValueError, rf"^{fn}: padding_mode='{mode}' reads the padding "
+                                     rf"through a table")
+            fits = False
+    return fits
+
+
+def mode_name(mode):
+    """The mode for the oracles: 'zeros' where the model stopped before knowing it."""
+    return mode or "zeros"
+
+
 @st.composite
 def winograd_aim(draw, algorithm_arg):
     """Whether this call draws a geometry Winograd can serve (3×3 kernel, stride and
@@ -739,6 +803,20 @@ def winograd_input_grad_bound(grad4, weight, padding, hw, groups, layout):
     return winograd_bound(g[tuple(index)], flipped, tuple(pads), hw, groups, layout)
 
 
+def mode_input_grad_bound(grad4, weight, padding, hw, groups, layout, mode):
+    """winograd_input_grad_bound for a padding mode: the input gradient of the padded image
+    (unpadded geometry) is what Winograd computes, then each padded pixel's share is added
+    onto the pixel it reads, so their bounds add up the same way (reference.unpad)."""
+    if mode == "zeros":
+        return winograd_input_grad_bound(grad4, weight, padding, hw, groups, layout)
+    padded_hw = tuple(size + before + after for size, (before, after) in zip(hw, padding))
+    bound = winograd_input_grad_bound(grad4, weight, ((0, 0), (0, 0)), padded_hw, groups,
+                                      layout)
+    pads = ([(0, 0), (0, 0)] + list(padding) if layout == "NCHW"
+            else [(0, 0)] + list(padding) + [(0, 0)])
+    return reference.unpad(bound, pads, mode)
+
+
 def winograd_check(bound, dtype, bias=None, layout="NCHW", batched=True, out=None):
     """Comparison within docs/spec.md §5's bound: |result − exact| ≤ rel · (S + |bias|),
     rel 1e-5 (float32) or 1e-12 (float64), S = bound() (batched); exact where that is 0.
@@ -793,10 +871,12 @@ def near(padding, stride, dilation):
     return max(max(p) for p in padding) <= SMALL_PAD and max(stride + dilation) <= SMALL_STEP
 
 
-def oracle_im2col(x4, kernel, stride, padding, dilation, layout, out_hw):
-    """Batched columns: reference.im2col, or the gather oracle for far paddings."""
-    if near(padding, stride, dilation):
-        return reference.im2col(x4, kernel, stride, padding, dilation, layout)
+def oracle_im2col(x4, kernel, stride, padding, dilation, layout, out_hw, mode="zeros"):
+    """Batched columns: reference.im2col, or the gather oracle for far paddings (zeros
+    only: a padding mode's padding is small, or refused)."""
+    if near(padding, stride, dilation) or mode != "zeros":
+        return reference.im2col(x4, kernel, stride, padding, dilation, layout,
+                                padding_mode=mode)
     nchw = x4 if layout == "NCHW" else x4.transpose(0, 3, 1, 2)
     patches, _ = gather_nchw(nchw, kernel, stride, padding, dilation, out_hw)
     n, c = nchw.shape[:2]
@@ -819,9 +899,10 @@ def scatter_nchw(patches, hw, kernel, stride, padding, dilation):
     return image
 
 
-def oracle_col2im(cols3, hw, kernel, stride, padding, dilation, layout, out_hw):
-    if near(padding, stride, dilation):
-        return reference.col2im(cols3, hw, kernel, stride, padding, dilation, layout)
+def oracle_col2im(cols3, hw, kernel, stride, padding, dilation, layout, out_hw, mode="zeros"):
+    if near(padding, stride, dilation) or mode != "zeros":
+        return reference.col2im(cols3, hw, kernel, stride, padding, dilation, layout,
+                                padding_mode=mode)
     n = cols3.shape[0]
     (kh, kw), (oh_count, ow_count) = kernel, out_hw
     if layout == "NCHW":
@@ -842,11 +923,13 @@ def from_nhwc(y, layout):
     return y.transpose(0, 3, 1, 2) if layout == "NCHW" else y
 
 
-def oracle_conv2d(x4, weight, bias, stride, padding, dilation, groups, layout, out_hw):
+def oracle_conv2d(x4, weight, bias, stride, padding, dilation, groups, layout, out_hw,
+                  mode="zeros"):
     """reference.conv2d_strided (or columns by the gather oracle times the weight)."""
     z, w_hwio = to_nhwc_hwio(x4, weight, layout)
-    if near(padding, stride, dilation):
-        y = reference.conv2d_strided(z, w_hwio, stride, padding, dilation, groups)
+    if near(padding, stride, dilation) or mode != "zeros":
+        y = reference.conv2d_strided(z, w_hwio, stride, padding, dilation, groups,
+                                     padding_mode=mode)
     else:
         patches, _ = gather_nchw(z.transpose(0, 3, 1, 2), w_hwio.shape[:2], stride, padding,
                                  dilation, out_hw)
@@ -863,12 +946,14 @@ def oracle_conv2d(x4, weight, bias, stride, padding, dilation, groups, layout, o
     return from_nhwc(y.astype(x4.dtype), layout)
 
 
-def oracle_conv2d_backward(grad4, x4, weight, stride, padding, dilation, groups, layout):
+def oracle_conv2d_backward(grad4, x4, weight, stride, padding, dilation, groups, layout,
+                           mode="zeros"):
     """reference.conv2d_backward in the given layout: (grad_input, grad_weight, grad_bias)."""
     z, w_hwio = to_nhwc_hwio(x4, weight, layout)
     g = grad4.transpose(0, 2, 3, 1) if layout == "NCHW" else grad4
-    if near(padding, stride, dilation):
-        gz, gw, gb = reference.conv2d_backward(g, z, w_hwio, stride, padding, dilation, groups)
+    if near(padding, stride, dilation) or mode != "zeros":
+        gz, gw, gb = reference.conv2d_backward(g, z, w_hwio, stride, padding, dilation, groups,
+                                               padding_mode=mode)
     else:
         gz, gw, gb = gather_backward(g, z, w_hwio, stride, padding, dilation, groups)
     gw = gw.transpose(3, 2, 0, 1) if layout == "NCHW" else gw
@@ -910,9 +995,11 @@ def im2col_strategy(fn="im2col", arg="x"):
         stride_arg = draw(pair_value(1, 3, clean=clean))
         dilation_arg = draw(pair_value(1, 3, clean=clean))
         padding_arg = draw(padding_value(clean=clean))
+        mode_arg = draw(padding_mode_args(clean))
 
         problems = Problems()
         layout = check_layout(problems, fn, layout_arg)
+        mode = check_padding_mode(problems, fn, mode_arg)
         dtype = check_movable(problems, fn, arg, x)
         shape = np.shape(x)
         if len(shape) not in (3, 4):
@@ -925,6 +1012,9 @@ def im2col_strategy(fn="im2col", arg="x"):
             n4, c4, h4, w4 = shape4 if layout == "NCHW" else (shape4[0], shape4[3],
                                                               shape4[1], shape4[2])
             out_hw = window(problems, fn, (h4, w4), kernel, stride, padding, dilation)
+            if out_hw is not None and not check_mode_fits(problems, fn, mode, padding,
+                                                          (h4, w4)):
+                out_hw = None
             if out_hw is not None:
                 kh, kw = kernel
                 positions = out_hw[0] * out_hw[1]
@@ -944,11 +1034,12 @@ def im2col_strategy(fn="im2col", arg="x"):
             if math.prod(result_shape) == 0:
                 return np.zeros(result_shape, dtype)
             x4 = np.array(x) if len(shape) == 4 else np.array(x)[None]
-            cols = oracle_im2col(x4, kernel, stride, padding, dilation, layout, out_hw)
+            cols = oracle_im2col(x4, kernel, stride, padding, dilation, layout, out_hw,
+                                 mode_name(mode))
             return cols if len(shape) == 4 else cols[0]
 
-        kwargs = dict(stride=stride_arg, padding=padding_arg, dilation=dilation_arg,
-                      layout=layout_arg)
+        kwargs = with_padding_mode(dict(stride=stride_arg, padding=padding_arg,
+                                        dilation=dilation_arg, layout=layout_arg), mode_arg)
         if out is not None:
             kwargs["out"] = out
         function = getattr(fastconv, fn)
@@ -976,6 +1067,7 @@ def col2im_cases(draw, fn="col2im"):
     stride_arg = draw(pair_value(1, 3, clean=clean))
     dilation_arg = draw(pair_value(1, 3, clean=clean))
     padding_arg = draw(padding_value(clean=clean))
+    mode_arg = draw(padding_mode_args(clean))
     dtype = draw(dtype_values(movable=True, clean=clean))
     batched = draw(st.booleans())
     # The columns' shape: right for the drawn geometry when it parses, else arbitrary;
@@ -1018,6 +1110,7 @@ def col2im_cases(draw, fn="col2im"):
 
     problems = Problems()
     layout = check_layout(problems, fn, layout_arg)
+    mode = check_padding_mode(problems, fn, mode_arg)
     dtype = check_movable(problems, fn, arg, cols, allow_bool=False)
     kernel, stride, padding, dilation = check_geometry_args(
         problems, fn, kernel_arg, stride_arg, padding_arg, dilation_arg)
@@ -1039,6 +1132,8 @@ def col2im_cases(draw, fn="col2im"):
                                                               shape4[1], shape4[2])
             hw, channels = (h4, w4), c4
             out_hw = window(problems, fn, hw, kernel, stride, padding, dilation)
+            if out_hw is not None and not check_mode_fits(problems, fn, mode, padding, hw):
+                out_hw = None
             if out_hw is not None:
                 kh, kw = kernel
                 want = ((n4, c4 * kh * kw, out_hw[0] * out_hw[1]) if layout == "NCHW"
@@ -1063,6 +1158,9 @@ def col2im_cases(draw, fn="col2im"):
             elif hw is not None:
                 channels = rows // (kh * kw)
                 out_hw = window(problems, fn, hw, kernel, stride, padding, dilation)
+                if out_hw is not None and not check_mode_fits(problems, fn, mode, padding,
+                                                              hw):
+                    out_hw = None
                 if out_hw is not None:
                     positions = cols3[2] if layout == "NCHW" else cols3[1]
                     if positions != out_hw[0] * out_hw[1]:
@@ -1084,11 +1182,12 @@ def col2im_cases(draw, fn="col2im"):
         cols3 = np.array(cols) if len(result_shape) == 4 else np.array(cols)[None]
         if math.prod(cols3.shape) == 0:
             return np.zeros(result_shape, dtype)
-        image = oracle_col2im(cols3, hw, kernel, stride, padding, dilation, layout, out_hw)
+        image = oracle_col2im(cols3, hw, kernel, stride, padding, dilation, layout, out_hw,
+                              mode_name(mode))
         return image if len(result_shape) == 4 else image[0]
 
-    kwargs = dict(stride=stride_arg, padding=padding_arg, dilation=dilation_arg,
-                  layout=layout_arg)
+    kwargs = with_padding_mode(dict(stride=stride_arg, padding=padding_arg,
+                                    dilation=dilation_arg, layout=layout_arg), mode_arg)
     if out is not None:
         kwargs["out"] = out
     second = input_shape if backward else size_arg
@@ -1160,7 +1259,8 @@ def conv_arrays(draw, clean, transposed=False, grouped=True, giant=False, kernel
 
 
 def conv_model(problems, fn, x, weight, bias, groups, stride_arg, padding_arg, dilation_arg,
-               layout_arg, transposed=False, output_padding_arg=0, x_name="input"):
+               layout_arg, transposed=False, output_padding_arg=0, x_name="input",
+               mode="zeros"):
     """docs/spec.md §2 checks of conv2d / conv2d_backward / conv_transpose2d; returns a dict of the
     parsed call, or None when the model found a problem that stops it."""
     layout = check_layout(problems, fn, layout_arg)
@@ -1213,8 +1313,8 @@ def conv_model(problems, fn, x, weight, bias, groups, stride_arg, padding_arg, d
         if transposed:
             transposed_window(problems, fn, (h, w), kernel, stride, padding, dilation,
                               output_padding_arg)
-        else:
-            window(problems, fn, (h, w), kernel, stride, padding, dilation)
+        elif window(problems, fn, (h, w), kernel, stride, padding, dilation) is not None:
+            check_mode_fits(problems, fn, mode, padding, (h, w))
         return None
     parsed = dict(layout=layout, dtype=dtypes[0], n=n, c=c, h=h, w=w, cout=cout,
                   kernel=kernel, stride=stride, padding=padding, dilation=dilation,
@@ -1229,7 +1329,7 @@ def conv_model(problems, fn, x, weight, bias, groups, stride_arg, padding_arg, d
         blas = {cin, cout, cout_g * kh * kw, cin // groups, h * w, sizes[0] * sizes[1]}
     else:
         out_hw = window(problems, fn, (h, w), kernel, stride, padding, dilation)
-        if out_hw is None:
+        if out_hw is None or not check_mode_fits(problems, fn, mode, padding, (h, w)):
             return None
         parsed["out_hw"] = out_hw
         blas = {cout, c, c // groups * kh * kw, cout // groups, out_hw[0] * out_hw[1], h * w}
@@ -1249,6 +1349,26 @@ def output_shape(parsed, channels):
 def four_d(array, batched):
     array = np.array(array)
     return array if batched else array[None]
+
+
+def padded_by_mode(x4, padding, layout, mode):
+    """x4 (batched) padded in `mode` as reference pads it, for the Winograd bound of a
+    padding mode: the kernels read the padded image's values there."""
+    spatial = tuple(padding)
+    widths = ((0, 0), (0, 0)) + spatial if layout == "NCHW" else ((0, 0),) + spatial + ((0, 0),)
+    return np.pad(np.asarray(x4), widths, mode=reference.NUMPY_PAD_MODES[mode])
+
+
+def mode_bound(bound, mode):
+    """`bound` for a padding mode: over the image padded in that mode, unpadded (the
+    kernels read the padding through tables as if the image were padded)."""
+    if mode in (None, "zeros"):
+        return bound
+
+    def padded_bound(x4, weight, padding, out_hw, groups, layout):
+        return bound(padded_by_mode(x4, padding, layout, mode), weight, ((0, 0), (0, 0)),
+                     out_hw, groups, layout)
+    return padded_bound
 
 
 def out_and_comparison(draw, problems, fn, parsed, x, weight, bias, groups, stride_arg,
@@ -1288,12 +1408,14 @@ def conv2d_cases(draw):
     stride_arg = draw(UNIT_PAIRS if aim else pair_value(1, 3, clean=clean))
     dilation_arg = draw(UNIT_PAIRS if aim else pair_value(1, 2, clean=clean))
     padding_arg = draw(padding_value(strings=True, clean=clean))
+    mode_arg = draw(padding_mode_args(clean))
     problems = Problems()
+    mode = check_padding_mode(problems, fn, mode_arg)
     parsed = conv_model(problems, fn, x, weight, bias, groups, stride_arg, padding_arg,
-                        dilation_arg, layout_arg)
+                        dilation_arg, layout_arg, mode=mode)
     out, shape, compare = out_and_comparison(
         draw, problems, fn, parsed, x, weight, bias, groups, stride_arg, dilation_arg,
-        layout_arg, algorithm_arg, clean, winograd_bound)
+        layout_arg, algorithm_arg, clean, mode_bound(winograd_bound, mode))
 
     def expected():
         p = parsed
@@ -1301,11 +1423,13 @@ def conv2d_cases(draw):
             return np.zeros(shape, p["dtype"])
         y = oracle_conv2d(four_d(x, p["batched"]), np.array(weight),
                           None if bias is None else np.array(bias), p["stride"], p["padding"],
-                          p["dilation"], p["groups"], p["layout"], p["out_hw"])
+                          p["dilation"], p["groups"], p["layout"], p["out_hw"],
+                          mode_name(mode))
         return y if p["batched"] else y[0]
 
-    kwargs = with_algorithm(dict(stride=stride_arg, padding=padding_arg, dilation=dilation_arg,
-                                 groups=groups, layout=layout_arg), algorithm_arg)
+    kwargs = with_padding_mode(with_algorithm(dict(
+        stride=stride_arg, padding=padding_arg, dilation=dilation_arg, groups=groups,
+        layout=layout_arg), algorithm_arg), mode_arg)
     if out is not None:
         kwargs["out"] = out
     errors, may_return = settle(problems, [x, weight, bias], shape)
@@ -1329,9 +1453,11 @@ def conv2d_backward_cases(draw):
     needs = draw(st.tuples(st.booleans(), st.booleans(), st.booleans()))
     if aim and not needs[0]:  # Winograd serves the input gradient: ask for it more often
         needs = (draw(st.booleans()),) + needs[1:]
+    mode_arg = draw(padding_mode_args(clean))
     problems = Problems()
+    mode = check_padding_mode(problems, fn, mode_arg)
     parsed = conv_model(problems, fn, x, weight, None, groups, stride_arg, padding_arg,
-                        dilation_arg, layout_arg)
+                        dilation_arg, layout_arg, mode=mode)
     shape = output_shape(parsed, parsed["cout"]) if parsed is not None else \
         draw(st.sampled_from([(1, 1, 1, 1), (2, 3, 4)]))
     change = "none" if clean else draw(st.sampled_from(["none"] * 16 + ["shape", "dtype"]))
@@ -1358,15 +1484,17 @@ def conv2d_backward_cases(draw):
     if parsed is not None and may_run_winograd(algorithm, *known):
         p = parsed
         compare_input = winograd_check(
-            lambda: winograd_input_grad_bound(four_d(grad, p["batched"]), weight, p["padding"],
-                                              (p["h"], p["w"]), p["groups"], p["layout"]),
+            lambda: mode_input_grad_bound(four_d(grad, p["batched"]), weight, p["padding"],
+                                          (p["h"], p["w"]), p["groups"], p["layout"],
+                                          mode_name(mode)),
             p["dtype"], None, p["layout"], p["batched"])
 
     def expected():
         p = parsed
         grads = oracle_conv2d_backward(four_d(grad, p["batched"]), four_d(x, p["batched"]),
                                        np.array(weight), p["stride"], p["padding"],
-                                       p["dilation"], p["groups"], p["layout"])
+                                       p["dilation"], p["groups"], p["layout"],
+                                       mode_name(mode))
         grad_x = grads[0] if p["batched"] else grads[0][0]
         return tuple(value if wanted else None
                      for value, wanted in zip((grad_x, grads[1], grads[2]), needs))
@@ -1380,10 +1508,10 @@ def conv2d_backward_cases(draw):
             else:
                 check(got, want)
 
-    kwargs = with_algorithm(dict(stride=stride_arg, padding=padding_arg, dilation=dilation_arg,
-                                 groups=groups, layout=layout_arg, needs_input_grad=needs[0],
-                                 needs_weight_grad=needs[1], needs_bias_grad=needs[2]),
-                            algorithm_arg)
+    kwargs = with_padding_mode(with_algorithm(dict(
+        stride=stride_arg, padding=padding_arg, dilation=dilation_arg, groups=groups,
+        layout=layout_arg, needs_input_grad=needs[0], needs_weight_grad=needs[1],
+        needs_bias_grad=needs[2]), algorithm_arg), mode_arg)
     errors, may_return = settle(problems, [grad, x, weight], None)
     return Case(f"conv2d_backward(grad: {np.shape(grad)} {dtype_of(grad)}, x: {np.shape(x)} "
                 f"{dtype_of(x)}, weight: {np.shape(weight)} {dtype_of(weight)}, **{kwargs!r})",
@@ -1412,7 +1540,9 @@ def conv_transpose2d_cases(draw):
         padding_arg = draw(padding_value(hi=2, clean=clean))
     output_padding_arg = draw(weighted((6, st.just(0)), (3 if not aim else 0,
                                                         pair_value(0, 2, minimum=0))))
+    mode_arg = draw(padding_mode_args(clean))
     problems = Problems()
+    check_padding_mode(problems, fn, mode_arg, transposed=True)
     parsed = conv_model(problems, fn, x, weight, bias, groups, stride_arg, padding_arg,
                         dilation_arg, layout_arg, transposed=True,
                         output_padding_arg=output_padding_arg)
@@ -1434,9 +1564,9 @@ def conv_transpose2d_cases(draw):
                                        else np.array(bias))
         return grad_image if p["batched"] else grad_image[0]
 
-    kwargs = with_algorithm(dict(stride=stride_arg, padding=padding_arg,
-                                 output_padding=output_padding_arg, groups=groups,
-                                 dilation=dilation_arg, layout=layout_arg), algorithm_arg)
+    kwargs = with_padding_mode(with_algorithm(dict(
+        stride=stride_arg, padding=padding_arg, output_padding=output_padding_arg,
+        groups=groups, dilation=dilation_arg, layout=layout_arg), algorithm_arg), mode_arg)
     if out is not None:
         kwargs["out"] = out
     errors, may_return = settle(problems, [x, weight, bias], shape)
@@ -1471,10 +1601,12 @@ def conv2d_layer_cases(draw):
                               (bad, st.sampled_from([np.float16, np.int32, "complex64"]))))
     cap = draw(weighted((8, st.none()), (2 * bad, st.integers(1, 4096)), (1, st.just(1 << 30)),
                         (bad, BAD_SCALARS.filter(lambda v: v is not None))))
+    mode_arg = draw(padding_mode_args(clean))
 
     fn = "Conv2D"
     problems = Problems()
     layout = check_layout(problems, fn, layout_arg)
+    mode = check_padding_mode(problems, fn, mode_arg)
     for name, value in (("in_channels", in_arg), ("out_channels", out_arg),
                         ("groups", groups_arg)):
         if not (is_int(value) and value >= 1):
@@ -1505,10 +1637,10 @@ def conv2d_layer_cases(draw):
                                                   in_arg))
         elif weight_size * dtype.itemsize >= SMALL_BYTES:
             reject()
-    kwargs = with_algorithm(dict(stride=stride_arg, padding=padding_arg, dilation=dilation_arg,
-                                 groups=groups_arg, bias=use_bias, layout=layout_arg,
-                                 dtype=dtype_arg, seed=draw(st.integers(0, 9)),
-                                 max_workspace_bytes=cap), algorithm_arg)
+    kwargs = with_padding_mode(with_algorithm(dict(
+        stride=stride_arg, padding=padding_arg, dilation=dilation_arg, groups=groups_arg,
+        bias=use_bias, layout=layout_arg, dtype=dtype_arg, seed=draw(st.integers(0, 9)),
+        max_workspace_bytes=cap), algorithm_arg), mode_arg)
     text = f"Conv2D({in_arg!r}, {out_arg!r}, {kernel_arg!r}, **{kwargs!r})"
     if problems:
         return Case(text, lambda: fastconv.Conv2D(in_arg, out_arg, kernel_arg, **kwargs),
@@ -1547,6 +1679,8 @@ def conv2d_layer_cases(draw):
             problems.add(ValueError, rf"{forward_fn}expected input with \d+ channels")
         padding = resolve_strings(problems, fn, padding, kernel, stride, dilation, (h4, w4))
         out_hw = window(problems, fn, (h4, w4), kernel, stride, padding, dilation)
+        if out_hw is not None:
+            check_mode_fits(problems, fn, mode, padding, (h4, w4))
         if not problems:
             shape4 = (n4, out_arg) + out_hw if layout == "NCHW" else (n4,) + out_hw + (out_arg,)
             shape = shape4 if len(xshape) == 4 else shape4[1:]
@@ -1595,26 +1729,26 @@ def conv2d_layer_cases(draw):
             want = np.zeros(shape, dtype)
         else:
             want = oracle_conv2d(x4, layer.weight, bias, stride, padding, dilation, groups_arg,
-                                 layout, p_out)
+                                 layout, p_out, mode)
             want = want if len(xshape) == 4 else want[0]
         if out is not None:
             assert y is out
         batched = len(xshape) == 4
         if winograd:
-            winograd_check(lambda: winograd_bound(x4, layer.weight, padding, p_out, groups_arg,
-                                                  layout),
-                           dtype, bias, layout, batched)(y, want)
+            winograd_check(lambda: mode_bound(winograd_bound, mode)(
+                x4, layer.weight, padding, p_out, groups_arg, layout),
+                dtype, bias, layout, batched)(y, want)
         else:
             assert_same(y, want)
         if grad is None:
             return
         grad4 = four_d(grad, batched)
         grads = oracle_conv2d_backward(grad4, x4, layer.weight, stride, padding, dilation,
-                                       groups_arg, layout)
+                                       groups_arg, layout, mode)
         want = grads[0] if batched else grads[0][0]
         if winograd:
-            winograd_check(lambda: winograd_input_grad_bound(grad4, layer.weight, padding,
-                                                             (h4, w4), groups_arg, layout),
+            winograd_check(lambda: mode_input_grad_bound(grad4, layer.weight, padding,
+                                                         (h4, w4), groups_arg, layout, mode),
                            dtype, None, layout, batched)(grad_x, want)
         else:
             assert_same(grad_x, want)
@@ -2662,7 +2796,8 @@ def from_nlc(array, layout):
 
 
 def conv1d_model(problems, fn, x, weight, bias, groups, stride_arg, padding_arg,
-                 dilation_arg, layout_arg, transposed=False, output_padding_arg=0):
+                 dilation_arg, layout_arg, transposed=False, output_padding_arg=0,
+                 mode="zeros"):
     """docs/spec.md §6 checks of conv1d / conv1d_backward / conv_transpose1d; returns the
     parsed call, or None when a problem stops the model."""
     layout = parse_layout_1d(layout_arg)
@@ -2741,6 +2876,9 @@ def conv1d_model(problems, fn, x, weight, bias, groups, stride_arg, padding_arg,
     else:
         out_len = window_1d(problems, fn, length, k, stride, padding, dilation) \
             if k >= 1 else None
+        if out_len is not None and not check_mode_fits(problems, fn, mode, (padding,),
+                                                       (length,), ("length",)):
+            out_len = None
         if out_len is not None and max(out_len, length, c // groups * k) > INT_MAX:
             problems.add(ValueError, r"exceeds the BLAS int range")
     if problems or out_len is None:
@@ -2752,7 +2890,7 @@ def conv1d_model(problems, fn, x, weight, bias, groups, stride_arg, padding_arg,
         return None
     return dict(layout=layout, dtype=dtype, batched=len(xshape) == 3, stride=stride,
                 padding=padding, dilation=dilation, groups=groups, out_pad=out_pad,
-                shape=shape, length=length)
+                shape=shape, length=length, mode=mode_name(mode))
 
 
 @st.composite
@@ -2797,7 +2935,8 @@ def conv1d_oracle(p, x, weight, bias):
     w = np.array(weight)
     lio = w if p["layout"] == "NLC" else w.transpose(2, 1, 0)
     y = reference.conv1d_naive(to_nlc(x3, p["layout"]), lio, p["stride"], p["padding"],
-                               p["dilation"], p["groups"])
+                               p["dilation"], p["groups"],
+                               padding_mode=p.get("mode", "zeros"))
     if bias is not None:
         y = y + np.array(bias)
     y = from_nlc(y.astype(p["dtype"]), p["layout"])
@@ -2812,15 +2951,18 @@ def conv1d_cases(draw):
     stride_arg = draw(single_value(1, 3, clean=clean))
     dilation_arg = draw(single_value(1, 2, clean=clean))
     padding_arg = draw(padding_1d_value(strings=True, clean=clean))
+    mode_arg = draw(padding_mode_args(clean))
     problems = Problems()
+    mode = check_padding_mode(problems, fn, mode_arg)
     p = conv1d_model(problems, fn, x, weight, bias, groups, stride_arg, padding_arg,
-                     dilation_arg, layout_arg)
+                     dilation_arg, layout_arg, mode=mode)
     out = None
     if p is not None:
         out = draw(out_buffer(p["shape"], p["dtype"], [x, weight, bias], clean=clean))
         check_out(problems, fn, out, p["shape"], p["dtype"], [x, weight, bias])
-    kwargs = dict(stride=stride_arg, padding=padding_arg, dilation=dilation_arg,
-                  groups=groups, layout=layout_arg)
+    kwargs = with_padding_mode(dict(stride=stride_arg, padding=padding_arg,
+                                    dilation=dilation_arg, groups=groups, layout=layout_arg),
+                               mode_arg)
     if out is not None:
         kwargs["out"] = out
     errors, may_return = settle(problems, [x, weight, bias], p and p["shape"])
@@ -2841,9 +2983,11 @@ def conv1d_backward_cases(draw):
     dilation_arg = draw(single_value(1, 2, clean=clean))
     padding_arg = draw(padding_1d_value(strings=True, clean=clean))
     needs = draw(st.tuples(st.booleans(), st.booleans(), st.booleans()))
+    mode_arg = draw(padding_mode_args(clean))
     problems = Problems()
+    mode = check_padding_mode(problems, fn, mode_arg)
     p = conv1d_model(problems, fn, x, weight, None, groups, stride_arg, padding_arg,
-                     dilation_arg, layout_arg)
+                     dilation_arg, layout_arg, mode=mode)
     xdtype = dtype_of(x)
     gdtype = xdtype if xdtype in FLOATS else np.dtype(np.float32)
     gshape = (3,)  # stands in when the model stopped before the output's shape
@@ -2867,7 +3011,8 @@ def conv1d_backward_cases(draw):
         lio = w if layout == "NLC" else w.transpose(2, 1, 0)
         gz, gw, gb = reference.conv1d_backward(to_nlc(g3, layout), to_nlc(x3, layout), lio,
                                                p["stride"], p["padding"], p["dilation"],
-                                               p["groups"])
+                                               p["groups"],
+                                               padding_mode=p.get("mode", "zeros"))
         dtype = p["dtype"]
         gx = from_nlc(gz.astype(dtype), layout)
         gw = (gw if layout == "NLC" else gw.transpose(2, 1, 0)).astype(dtype)
@@ -2880,9 +3025,10 @@ def conv1d_backward_cases(draw):
             else:
                 assert got is None
 
-    kwargs = dict(stride=stride_arg, padding=padding_arg, dilation=dilation_arg,
-                  groups=groups, layout=layout_arg, needs_input_grad=needs[0],
-                  needs_weight_grad=needs[1], needs_bias_grad=needs[2])
+    kwargs = with_padding_mode(dict(
+        stride=stride_arg, padding=padding_arg, dilation=dilation_arg, groups=groups,
+        layout=layout_arg, needs_input_grad=needs[0], needs_weight_grad=needs[1],
+        needs_bias_grad=needs[2]), mode_arg)
     errors, may_return = settle(problems, [x, weight, grad], p and p["shape"])
     return Case(f"conv1d_backward(grad: {np.shape(grad)} {dtype_of(grad)}, x: {np.shape(x)} "
                 f"{dtype_of(x)}, weight: {np.shape(weight)} {dtype_of(weight)}, **{kwargs!r})",
@@ -2902,7 +3048,9 @@ def conv_transpose1d_cases(draw):
     output_padding_arg = draw(weighted((3, st.just(0)), (2, single_value(0, 2, minimum=0,
                                                                       huge=False,
                                                                       clean=clean))))
+    mode_arg = draw(padding_mode_args(clean))
     problems = Problems()
+    check_padding_mode(problems, fn, mode_arg, transposed=True)
     p = conv1d_model(problems, fn, x, weight, bias, groups, stride_arg, padding_arg,
                      dilation_arg, layout_arg, transposed=True,
                      output_padding_arg=output_padding_arg)
@@ -2925,8 +3073,9 @@ def conv_transpose1d_cases(draw):
         y = from_nlc(y.astype(p["dtype"]), layout)
         return y if batched else y[0]
 
-    kwargs = dict(stride=stride_arg, padding=padding_arg, output_padding=output_padding_arg,
-                  groups=groups, dilation=dilation_arg, layout=layout_arg)
+    kwargs = with_padding_mode(dict(
+        stride=stride_arg, padding=padding_arg, output_padding=output_padding_arg,
+        groups=groups, dilation=dilation_arg, layout=layout_arg), mode_arg)
     if out is not None:
         kwargs["out"] = out
     errors, may_return = settle(problems, [x, weight, bias], p and p["shape"])
@@ -3097,10 +3246,12 @@ def conv1d_layer_cases(draw):
     dilation_arg = draw(single_value(1, 2, huge=False, clean=clean))
     padding_arg = draw(padding_1d_value(strings=True, clean=clean))
     dtype = draw(st.sampled_from(FLOATS))
+    mode_arg = draw(padding_mode_args(clean))
     fn = "Conv1D"
     problems = Problems()
     if layout is None:
         problems.add(ValueError, rf"^{fn}: layout")
+    mode = check_padding_mode(problems, fn, mode_arg)
     kernel, stride = parse_single(kernel_arg), parse_single(stride_arg)
     dilation = parse_single(dilation_arg)
     for name, value in (("kernel_size", kernel), ("stride", stride), ("dilation", dilation)):
@@ -3111,8 +3262,17 @@ def conv1d_layer_cases(draw):
             problems.add(ValueError, rf"^{fn}: padding")
     elif parse_padding_1d(padding_arg) is None:
         problems.add(ValueError, rf"^{fn}: padding")
-    kwargs = dict(stride=stride_arg, padding=padding_arg, dilation=dilation_arg, groups=g,
-                  layout=layout_arg, dtype=dtype, seed=draw(st.integers(0, 9)))
+    if not problems:
+        # The weight (C_out, C_in/groups, k) is allocated by the constructor (a huge
+        # kernel_size: it cannot be).
+        weight_bytes = cout * (cin // g) * kernel * np.dtype(dtype).itemsize
+        if weight_bytes >= HUGE_BYTES:
+            problems.extend(HUGE_ERRORS)
+        elif weight_bytes >= SMALL_BYTES:
+            reject()
+    kwargs = with_padding_mode(dict(
+        stride=stride_arg, padding=padding_arg, dilation=dilation_arg, groups=g,
+        layout=layout_arg, dtype=dtype, seed=draw(st.integers(0, 9))), mode_arg)
     text = f"Conv1D({cin}, {cout}, {kernel_arg!r}, **{kwargs!r})"
     if problems:
         return Case(text, lambda: fastconv.Conv1D(cin, cout, kernel_arg, **kwargs), problems)
@@ -3126,6 +3286,9 @@ def conv1d_layer_cases(draw):
                                                               dilation))
     out_len = window_1d(problems, "Conv1D.forward", length, kernel, stride, padding,
                         dilation)
+    if out_len is not None and not check_mode_fits(problems, "Conv1D.forward", mode,
+                                                   (padding,), (length,), ("length",)):
+        out_len = None
     shape = None
     if out_len is not None:
         full = (n, cout, out_len) if layout == "NCL" else (n, out_len, cout)
@@ -3144,13 +3307,15 @@ def conv1d_layer_cases(draw):
     def compare(result, _):
         layer, y, grad, grad_x = result
         p = dict(layout=layout, dtype=np.dtype(dtype), batched=np.ndim(x) == 3,
-                 stride=stride, padding=padding, dilation=dilation, groups=g, shape=shape)
+                 stride=stride, padding=padding, dilation=dilation, groups=g, shape=shape,
+                 mode=mode)
         assert_same(y, conv1d_oracle(p, x, layer.weight, layer.bias))
         x3 = np.array(x) if p["batched"] else np.array(x)[None]
         g3 = grad if p["batched"] else grad[None]
         lio = layer.weight if layout == "NLC" else layer.weight.transpose(2, 1, 0)
         gz, gw, gb = reference.conv1d_backward(to_nlc(g3, layout), to_nlc(x3, layout), lio,
-                                               stride, padding, dilation, g)
+                                               stride, padding, dilation, g,
+                                               padding_mode=mode)
         gx = from_nlc(gz.astype(dtype), layout)
         assert_same(grad_x, gx if p["batched"] else gx[0])
         gw = gw if layout == "NLC" else gw.transpose(2, 1, 0)

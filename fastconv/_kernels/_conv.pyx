@@ -25,7 +25,8 @@ from libc.string cimport memcpy, memset
 from fastconv._kernels._blas cimport (
     FASTCONV_F32_GEMM, fastconv_f32_gemm, fastconv_f32_gemm_gathered, fastconv_f32_gemm_nt,
     fastconv_f32_gemm_pays, gemm)
-from fastconv._kernels._geometry cimport Geometry, input_col, input_row
+from fastconv._kernels._geometry cimport (
+    Geometry, input_col, input_row, source_col, source_row)
 from fastconv._kernels._im2col_helpers cimport (
     col2im_nchw_row, col2im_nhwc_row, im2col_nchw_row, im2col_nchw_rows, im2col_nhwc_row,
     inside_cols)
@@ -216,7 +217,7 @@ cdef void column_block_rows(const float* image, const float** b_rows, float* gat
     read but not used): a pointer into the image where those positions read a run of an
     image row (stride 1, inside the row, COLS values inside the image's buffer), `zeros`
     where the input row is padding, else gathered[k·COLS ...] filled with the values
-    (0 in the padding)."""
+    (0 in the padding, or with a padding mode the pixels the tables name)."""
     cdef Py_ssize_t c, i, j, k = 0, t, h_im, w_first, w_at
     cdef Py_ssize_t plane = g.height * g.width
     cdef const float* image_end = image + g.channels * plane
@@ -224,12 +225,12 @@ cdef void column_block_rows(const float* image, const float** b_rows, float* gat
     cdef float* dst
     for c in range(g.channels):
         for i in range(g.kernel_h):
-            h_im = input_row(g, oh, i)
+            h_im = source_row(g, input_row(g, oh, i))
             # a pointer is formed only to a row inside the image
-            row = image + c * plane + h_im * g.width if 0 <= h_im < g.height else NULL
+            row = image + c * plane + h_im * g.width if h_im >= 0 else NULL
             for j in range(g.kernel_w):
                 w_first = input_col(g, ow0, j)
-                if h_im < 0 or h_im >= g.height:
+                if h_im < 0:
                     b_rows[k] = zeros
                 elif (g.stride_w == 1 and w_first >= 0 and w_first + cols <= g.width
                       and row + w_first + FASTCONV_SMALL_GEMM_COLS <= image_end):
@@ -237,8 +238,8 @@ cdef void column_block_rows(const float* image, const float** b_rows, float* gat
                 else:
                     dst = gathered + k * FASTCONV_SMALL_GEMM_COLS
                     for t in range(FASTCONV_SMALL_GEMM_COLS):
-                        w_at = w_first + t * g.stride_w
-                        dst[t] = row[w_at] if t < cols and 0 <= w_at < g.width else 0
+                        w_at = source_col(g, w_first + t * g.stride_w) if t < cols else -1
+                        dst[t] = row[w_at] if w_at >= 0 else 0
                     b_rows[k] = dst
                 k = k + 1
 
@@ -315,9 +316,9 @@ cdef void forward_tile_direct(const float* image, const float* panels, const flo
             k = 0
             for c in range(g.channels):
                 for i in range(g.kernel_h):
-                    h_im = input_row(g, oh, i)
+                    h_im = source_row(g, input_row(g, oh, i))
                     for j in range(g.kernel_w):
-                        if 0 <= h_im < g.height:
+                        if h_im >= 0:
                             row_starts[k] = image + c * plane + h_im * g.width + j * g.dilation_w
                             if row_starts[k] > last_start:
                                 last_start = row_starts[k]
@@ -355,7 +356,8 @@ cdef void forward_tile_direct(const float* image, const float* panels, const flo
 cdef void nhwc_positions_panel(const float* image, float* panel, const Geometry* g,
                                Py_ssize_t p_first, int rows) noexcept nogil:
     """panel[k·PANEL_ROWS + r] = NHWC column k = (i·kw + j)·C + c of output position
-    p_first + r for r < rows (im2col straight into the packed layout), 0 in the padding.
+    p_first + r for r < rows (im2col straight into the packed layout), 0 in the padding
+    (a padding mode: the pixel the tables name).
     Rows r ≥ rows keep what they held (zeros, or an earlier block's values): the block
     computes them and does not store them."""
     cdef Py_ssize_t r, i, j, c, k, oh, ow, h_im, w_im
@@ -365,10 +367,10 @@ cdef void nhwc_positions_panel(const float* image, float* panel, const Geometry*
         ow = (p_first + r) % g.out_w
         k = 0
         for i in range(g.kernel_h):
-            h_im = input_row(g, oh, i)
+            h_im = source_row(g, input_row(g, oh, i))
             for j in range(g.kernel_w):
-                w_im = input_col(g, ow, j)
-                if 0 <= h_im < g.height and 0 <= w_im < g.width:
+                w_im = source_col(g, input_col(g, ow, j))
+                if h_im >= 0 and w_im >= 0:
                     pixel = image + (h_im * g.width + w_im) * g.channels
                     for c in range(g.channels):
                         panel[(k + c) * FASTCONV_PANEL_ROWS + r] = pixel[c]

@@ -12,7 +12,7 @@ from cython.parallel cimport prange
 from libc.string cimport memcpy, memset
 
 from fastconv._kernels._geometry cimport (
-    Geometry, input_col, input_row, output_col, output_row)
+    Geometry, input_col, input_row, output_col, output_row, source_col, source_row)
 from fastconv._kernels._im2col_helpers cimport inside_cols, inside_rows, valid_range
 from fastconv._kernels._layout cimport transpose
 from fastconv._kernels._openmp cimport omp_get_thread_num
@@ -72,8 +72,9 @@ cdef inline void add_tap_nchw(floating* dst, const floating* src, floating tap,
                               const Geometry* g, Py_ssize_t j, Py_ssize_t ow_begin,
                               Py_ssize_t ow_end) noexcept nogil:
     """dst[ow] += tap·src[ow·sw − left + j·dw] for ow in [ow_begin, ow_end) ∩ the columns
-    whose tap j falls inside the image row `src`."""
-    cdef Py_ssize_t ow, lo, hi
+    whose tap j falls inside the image row `src` (with a padding mode, the others too,
+    through the column table)."""
+    cdef Py_ssize_t ow, lo, hi, w_src
     cdef Py_ssize_t w_offset = j * g.dilation_w - g.pad_left
     valid_range(w_offset, g.stride_w, g.width, g.out_w, &lo, &hi)
     lo = lo if lo > ow_begin else ow_begin
@@ -84,6 +85,16 @@ cdef inline void add_tap_nchw(floating* dst, const floating* src, floating tap,
     else:
         for ow in range(lo, hi):
             dst[ow] += tap * src[ow * g.stride_w + w_offset]
+    if g.col_src == 0:
+        return
+    if lo >= hi:  # no column inside: all of [ow_begin, ow_end) reads the padding
+        lo = hi = ow_end
+    for ow in range(ow_begin, lo):
+        w_src = source_col(g, ow * g.stride_w + w_offset)
+        dst[ow] += tap * src[w_src]
+    for ow in range(hi, ow_end):
+        w_src = source_col(g, ow * g.stride_w + w_offset)
+        dst[ow] += tap * src[w_src]
 
 
 cdef inline void nine_taps_nchw(floating* dst, const floating* top_row, const floating* taps,
@@ -132,16 +143,17 @@ cdef inline void nine_taps_nchw(floating* dst, const floating* top_row, const fl
 cdef floating output_pixel_nchw(const floating* plane, const floating* taps, floating bias,
                                 const Geometry* g, Py_ssize_t oh, Py_ssize_t ow) noexcept nogil:
     """bias + Σ_ij taps[i, j]·plane[oh·sh − top + i·dh, ow·sw − left + j·dw] over the taps
-    inside the image, added in (i, j) order: one output pixel at the image's edge."""
+    inside the image (with a padding mode, all of them, the padding read through the
+    tables), added in (i, j) order: one output pixel at the image's edge."""
     cdef Py_ssize_t i, j, h_im, w_im
     cdef floating total = bias
     for i in range(g.kernel_h):
-        h_im = input_row(g, oh, i)
-        if h_im < 0 or h_im >= g.height:
+        h_im = source_row(g, input_row(g, oh, i))
+        if h_im < 0:
             continue
         for j in range(g.kernel_w):
-            w_im = input_col(g, ow, j)
-            if 0 <= w_im < g.width:
+            w_im = source_col(g, input_col(g, ow, j))
+            if w_im >= 0:
                 total = total + taps[i * g.kernel_w + j] * plane[h_im * g.width + w_im]
     return total
 
@@ -168,8 +180,8 @@ cdef void forward_plane_nchw(const floating* plane, const floating* taps, floati
         for ow in range(g.out_w):
             dst[ow] = bias
         for i in range(g.kernel_h):
-            h_im = input_row(g, oh, i)
-            if h_im < 0 or h_im >= g.height:
+            h_im = source_row(g, input_row(g, oh, i))
+            if h_im < 0:
                 continue
             for j in range(g.kernel_w):
                 add_tap_nchw(dst, plane + h_im * g.width, taps[i * g.kernel_w + j], g, j, 0,
@@ -438,20 +450,24 @@ cdef inline void pixel_taps_nhwc(const floating* image, floating* taps, floating
                                  const Geometry* g, Py_ssize_t oh, Py_ssize_t ow,
                                  Py_ssize_t multiplier, Py_ssize_t out_channels,
                                  bint into_taps) noexcept nogil:
-    """For each tap (i, j) of output pixel (oh, ow) that reads an input pixel x:
+    """For each tap (i, j) of output pixel (oh, ow) that reads an input pixel x (with a
+    padding mode, every tap: the padding read through the tables), in (i, j) order:
     into_taps: taps[i, j, o] += pixel[o]·x[o // multiplier] (the weight gradient);
     else:      pixel[o] += taps[i, j, o]·x[o // multiplier] (the forward pass)."""
-    cdef Py_ssize_t i, j, h_im, j_lo, j_hi
+    cdef Py_ssize_t i, j, h_im, j_lo, j_hi, w_src
     cdef Py_ssize_t w_im = input_col(g, ow, 0)
     cdef const floating* src
     cdef floating* tap
     valid_range(w_im, g.dilation_w, g.width, g.kernel_w, &j_lo, &j_hi)
+    if g.col_src != 0:  # a padding mode: every tap reads a pixel
+        j_lo, j_hi = 0, g.kernel_w
     for i in range(g.kernel_h):
-        h_im = input_row(g, oh, i)
-        if h_im < 0 or h_im >= g.height:
+        h_im = source_row(g, input_row(g, oh, i))
+        if h_im < 0:
             continue
         for j in range(j_lo, j_hi):
-            src = image + (h_im * g.width + w_im + j * g.dilation_w) * g.channels
+            w_src = source_col(g, w_im + j * g.dilation_w)
+            src = image + (h_im * g.width + w_src) * g.channels
             tap = taps + (i * g.kernel_w + j) * out_channels
             if into_taps:
                 multiply_add_pixel(tap, pixel, src, g.channels, multiplier)
@@ -459,20 +475,27 @@ cdef inline void pixel_taps_nhwc(const floating* image, floating* taps, floating
                 multiply_add_pixel(pixel, tap, src, g.channels, multiplier)
 
 
-cdef inline void three_taps_pixel_nhwc(floating* dst, const floating* left,
-                                       const floating* taps, const Geometry* g) noexcept nogil:
-    """dst[c] = ((dst[c] + taps[0, c]·x[0, c]) + taps[1, c]·x[dw, c]) + taps[2, c]·x[2dw, c]:
-    one kernel row of a 3-wide kernel (multiplier 1) whose taps are inside the image, x
-    starting at `left`; one pass over dst instead of three, the same additions in order."""
+cdef inline void three_pixels_nhwc(floating* dst, const floating* x0, const floating* x1,
+                                   const floating* x2, const floating* taps,
+                                   const Geometry* g) noexcept nogil:
+    """dst[c] = ((dst[c] + taps[0, c]·x0[c]) + taps[1, c]·x1[c]) + taps[2, c]·x2[c]: one
+    kernel row of a 3-wide kernel (multiplier 1) over three pixels anywhere (a padding
+    mode's edge pixels read through the column table)."""
     cdef Py_ssize_t c, channels = g.channels
-    cdef const floating* x0 = left
-    cdef const floating* x1 = left + g.dilation_w * channels
-    cdef const floating* x2 = left + 2 * g.dilation_w * channels
     cdef const floating* t0 = taps
     cdef const floating* t1 = taps + channels
     cdef const floating* t2 = taps + 2 * channels
     for c in range(channels):
         dst[c] = ((dst[c] + t0[c] * x0[c]) + t1[c] * x1[c]) + t2[c] * x2[c]
+
+
+cdef inline void three_taps_pixel_nhwc(floating* dst, const floating* left,
+                                       const floating* taps, const Geometry* g) noexcept nogil:
+    """dst[c] = ((dst[c] + taps[0, c]·x[0, c]) + taps[1, c]·x[dw, c]) + taps[2, c]·x[2dw, c]:
+    one kernel row of a 3-wide kernel (multiplier 1) whose taps are inside the image, x
+    starting at `left`; one pass over dst instead of three, the same additions in order."""
+    three_pixels_nhwc(dst, left, left + g.dilation_w * g.channels,
+                      left + 2 * g.dilation_w * g.channels, taps, g)
 
 
 cdef void forward_row_nhwc(const floating* image, const floating* weight, const floating* bias,
@@ -481,8 +504,9 @@ cdef void forward_row_nhwc(const floating* image, const floating* weight, const 
     """out_row[ow, o] = bias[o] + Σ_ij weight[i, j, o]·image[h_im, w_im, o // multiplier],
     summed in (i, j) order; with a 3-wide kernel and multiplier 1, a pixel whose columns are
     inside the image adds each kernel row's three taps in one pass."""
-    cdef Py_ssize_t ow, o, i, h_im, w_im, lo = 0, hi = 0
+    cdef Py_ssize_t ow, o, i, h_im, w_im, w0, w1, w2, lo = 0, hi = 0
     cdef bint three_wide = g.kernel_w == 3 and multiplier == 1
+    cdef const floating* row
     cdef floating* dst
     cdef const float* rows[3]
     if floating is float:
@@ -498,10 +522,21 @@ cdef void forward_row_nhwc(const floating* image, const floating* weight, const 
         for o in range(out_channels):
             dst[o] = bias[o] if bias != NULL else 0
         w_im = input_col(g, ow, 0)
+        if three_wide and g.col_src != 0:
+            # a padding mode: each of the three taps reads the pixel the tables name
+            w0 = source_col(g, w_im) * g.channels
+            w1 = source_col(g, w_im + g.dilation_w) * g.channels
+            w2 = source_col(g, w_im + 2 * g.dilation_w) * g.channels
+            for i in range(g.kernel_h):
+                h_im = source_row(g, input_row(g, oh, i))
+                row = image + h_im * g.width * g.channels
+                three_pixels_nhwc(dst, row + w0, row + w1, row + w2,
+                                  weight + i * 3 * out_channels, g)
+            continue
         if three_wide and w_im >= 0 and w_im + 2 * g.dilation_w < g.width:
             for i in range(g.kernel_h):
-                h_im = input_row(g, oh, i)
-                if 0 <= h_im < g.height:
+                h_im = source_row(g, input_row(g, oh, i))
+                if h_im >= 0:
                     three_taps_pixel_nhwc(dst, image + (h_im * g.width + w_im) * g.channels,
                                           weight + i * 3 * out_channels, g)
             continue
@@ -748,6 +783,8 @@ cdef inline Geometry padded(const Geometry* g, Py_ssize_t channels) noexcept nog
                                  g.dilation_w)
     result.pad_top = 0
     result.pad_left = 0
+    result.row_src = 0  # the tile holds the padding: every window reads inside it
+    result.col_src = 0
     return result
 
 
@@ -872,22 +909,50 @@ cdef void scatter_block(const floating* src, floating* dst, Py_ssize_t stride, b
 cdef void to_padded_tile(const floating* src, Py_ssize_t stride, bint nhwc, floating* plain,
                          floating* tile, const Geometry* g, const Geometry* tiled) noexcept nogil:
     """tile = the block (`tiled.channels` channels of g's image, see gather_block),
-    channels-last and zero-padded to `tiled`'s size (NCHW through the unpadded copy
-    `plain`)."""
+    channels-last and padded to `tiled`'s size (NCHW through the unpadded copy `plain`):
+    with zeros, or with a padding mode the pixels g's source tables name
+    (fill_tile_padding)."""
     cdef Py_ssize_t h, w, channels = tiled.channels
     cdef Py_ssize_t row = g.width * channels
     cdef floating* dst
-    memset(tile, 0, tiled.height * tiled.width * channels * sizeof(floating))
+    if g.row_src == 0:
+        memset(tile, 0, tiled.height * tiled.width * channels * sizeof(floating))
     if nhwc:
         for h in range(g.height):
             dst = tile + ((g.pad_top + h) * tiled.width + g.pad_left) * channels
             for w in range(g.width):
                 copy_run(dst + w * channels, src + (h * g.width + w) * stride, channels)
-        return
-    gather_block(src, stride, False, plain, channels, g.height * g.width)
-    for h in range(g.height):
-        memcpy(tile + ((g.pad_top + h) * tiled.width + g.pad_left) * channels,
-               plain + h * row, row * sizeof(floating))
+    else:
+        gather_block(src, stride, False, plain, channels, g.height * g.width)
+        for h in range(g.height):
+            memcpy(tile + ((g.pad_top + h) * tiled.width + g.pad_left) * channels,
+                   plain + h * row, row * sizeof(floating))
+    if g.row_src != 0:
+        fill_tile_padding(tile, g, tiled)
+
+
+cdef void fill_tile_padding(floating* tile, const Geometry* g,
+                            const Geometry* tiled) noexcept nogil:
+    """A padding mode (docs/spec.md §6): the padding of a tile whose image part is filled,
+    copied from the tile's own image pixels the source tables name: first the columns
+    left and right of each image row, then whole padding rows (with their columns). A
+    mode's tables name a pixel for every coordinate; the tile never reaches beyond the
+    padded image, the tables' length."""
+    cdef Py_ssize_t th, tw, source, channels = tiled.channels
+    cdef Py_ssize_t row = tiled.width * channels
+    cdef floating* dst
+    for th in range(g.pad_top, g.pad_top + g.height):
+        dst = tile + th * row
+        for tw in range(tiled.width):
+            if g.pad_left <= tw < g.pad_left + g.width:
+                continue
+            source = source_col(g, tw - g.pad_left)
+            copy_run(dst + tw * channels, dst + (g.pad_left + source) * channels, channels)
+    for th in range(tiled.height):
+        if g.pad_top <= th < g.pad_top + g.height:
+            continue
+        source = source_row(g, th - g.pad_top)
+        memcpy(tile + th * row, tile + (g.pad_top + source) * row, row * sizeof(floating))
 
 
 cdef void block_taps_of(const floating* weight, bint nhwc, Py_ssize_t o0, Py_ssize_t width,

@@ -11,6 +11,10 @@ from fastconv._kernels._types cimport element_t
 from fastconv._kernels._im2col_helpers cimport (
     col2im_nchw_plane, col2im_nchw_row, col2im_nhwc_row, im2col_nchw_rows, im2col_nhwc_row)
 
+cdef enum:
+    # channels-last: channels per fold_padded task (fixed, never the thread count)
+    FOLD_CHANNELS = 64
+
 
 def im2col_nchw(const element_t[::1] image, element_t[::1] col, Geometry g,
                 Py_ssize_t batch, int num_threads):
@@ -82,3 +86,65 @@ def col2im_nhwc(const element_t[::1] col, element_t[::1] image, Geometry g,
         memset(dst + task * row_size, 0, row_size * sizeof(element_t))
         col2im_nhwc_row(src + (task // g.height) * col_image, dst + task * row_size, &g,
                         task % g.height, 0, g.channels, 0, g.out_h)
+
+
+def fold_padded(const element_t[::1] padded, element_t[::1] image, const Py_ssize_t[::1] rows,
+                const Py_ssize_t[::1] cols, Py_ssize_t planes, Py_ssize_t height,
+                Py_ssize_t width, Py_ssize_t channels, Py_ssize_t left, int num_threads):
+    """Padding modes (docs/spec.md §6): image = what each coordinate of the padded image
+    `padded` received, added onto the pixel the tables name (rows[p], cols[q]; −1: none),
+    the adjoint of reading through the tables. NCHW: `planes` = N·C planes of one channel;
+    NHWC: `planes` = N images of `channels` channels. Each pixel sums in a fixed order
+    (ascending padded row; in a row, its own column, then the padding's in ascending order),
+    whatever the thread count."""
+    cdef Py_ssize_t padded_h = rows.shape[0], padded_w = cols.shape[0]
+    cdef Py_ssize_t blocks = (channels + FOLD_CHANNELS - 1) // FOLD_CHANNELS
+    cdef Py_ssize_t task, plane, c0, c1, p, q, r, s, c, w_src
+    cdef const element_t* src
+    cdef element_t* dst
+    cdef const Py_ssize_t* row_table = &rows[0]
+    cdef const Py_ssize_t* col_table = &cols[0]
+    cdef const element_t* padded_p = &padded[0]
+    cdef element_t* image_p = &image[0]
+    for task in prange(planes * blocks, nogil=True, num_threads=num_threads,
+                       schedule="static"):
+        plane = task // blocks
+        c0 = (task % blocks) * FOLD_CHANNELS
+        c1 = c0 + FOLD_CHANNELS if c0 + FOLD_CHANNELS < channels else channels
+        if channels == 1:
+            memset(image_p + plane * height * width, 0, height * width * sizeof(element_t))
+        else:
+            for s in range(height * width):
+                memset(image_p + (plane * height * width + s) * channels + c0, 0,
+                       (c1 - c0) * sizeof(element_t))
+        for p in range(padded_h):
+            r = row_table[p]
+            if r < 0:
+                continue
+            src = padded_p + (plane * padded_h + p) * padded_w * channels
+            dst = image_p + (plane * height + r) * width * channels
+            if channels == 1:
+                for s in range(width):
+                    dst[s] += src[left + s]
+                for q in range(left):  # the padding columns, before and after the image
+                    w_src = col_table[q]
+                    if w_src >= 0:
+                        dst[w_src] += src[q]
+                for q in range(left + width, padded_w):
+                    w_src = col_table[q]
+                    if w_src >= 0:
+                        dst[w_src] += src[q]
+                continue
+            for s in range(width):
+                for c in range(c0, c1):
+                    dst[s * channels + c] += src[(left + s) * channels + c]
+            for q in range(left):
+                w_src = col_table[q]
+                if w_src >= 0:
+                    for c in range(c0, c1):
+                        dst[w_src * channels + c] += src[q * channels + c]
+            for q in range(left + width, padded_w):
+                w_src = col_table[q]
+                if w_src >= 0:
+                    for c in range(c0, c1):
+                        dst[w_src * channels + c] += src[q * channels + c]

@@ -2,7 +2,8 @@
 # They trust their arguments: fastconv.geometry validated every index beforehand.
 from libc.string cimport memcpy, memset
 
-from fastconv._kernels._geometry cimport Geometry, input_col, input_row, output_row
+from fastconv._kernels._geometry cimport (
+    Geometry, col_sources, input_col, input_row, output_row, source_row)
 from fastconv._kernels._types cimport element_t
 
 
@@ -65,11 +66,28 @@ cdef inline void im2col_nchw_rows(const element_t* plane, element_t* col_rows, c
         im2col_nchw_row(plane, col_rows + j * row_len, g, i, j, oh_begin, oh_end)
 
 
+cdef inline void edge_columns(element_t* dst, const element_t* src, const Geometry* g,
+                              Py_ssize_t ow_begin, Py_ssize_t ow_end,
+                              Py_ssize_t w_offset) noexcept nogil:
+    """dst[ow] for ow in [ow_begin, ow_end), positions whose column ow·sw + w_offset lies in
+    the padding: 0, or with a padding mode the value of the image row `src` at the column
+    the table names."""
+    cdef Py_ssize_t ow, w_src
+    cdef const Py_ssize_t* table = col_sources(g)
+    if table == NULL:
+        for ow in range(ow_begin, ow_end):
+            dst[ow] = 0
+        return
+    for ow in range(ow_begin, ow_end):
+        w_src = table[ow * g.stride_w + w_offset + g.pad_left]
+        dst[ow] = src[w_src] if w_src >= 0 else 0
+
+
 cdef inline void im2col_nchw_row(const element_t* plane, element_t* col_row, const Geometry* g,
                                  Py_ssize_t i, Py_ssize_t j, Py_ssize_t oh_begin,
                                  Py_ssize_t oh_end) noexcept nogil:
     """col_row[(oh - oh_begin)*OW + ow] = plane[oh*sh - top + i*dh, ow*sw - left + j*dw];
-    0 in the padding."""
+    0 in the padding, or with a padding mode the pixel the tables name."""
     cdef Py_ssize_t w_offset = j * g.dilation_w - g.pad_left
     cdef Py_ssize_t ow_lo, ow_hi, oh, ow, h_im
     cdef element_t* dst
@@ -77,16 +95,15 @@ cdef inline void im2col_nchw_row(const element_t* plane, element_t* col_row, con
     valid_range(w_offset, g.stride_w, g.width, g.out_w, &ow_lo, &ow_hi)
     for oh in range(oh_begin, oh_end):
         dst = col_row + (oh - oh_begin) * g.out_w
-        h_im = input_row(g, oh, i)
-        if h_im < 0 or h_im >= g.height:
+        h_im = source_row(g, input_row(g, oh, i))
+        if h_im < 0:
             for ow in range(g.out_w):
                 dst[ow] = 0
             continue
         # Plain loops, not memcpy/memset: rows are short (7 to 224 elements), and the
         # compiler vectorises these without a call per row.
         src = plane + h_im * g.width
-        for ow in range(ow_lo):
-            dst[ow] = 0
+        edge_columns(dst, src, g, 0, ow_lo, w_offset)
         if g.stride_w == 1:
             for ow in range(ow_lo, ow_hi):
                 dst[ow] = src[ow + w_offset]
@@ -96,18 +113,34 @@ cdef inline void im2col_nchw_row(const element_t* plane, element_t* col_row, con
         else:
             for ow in range(ow_lo, ow_hi):
                 dst[ow] = src[ow * g.stride_w + w_offset]
-        for ow in range(ow_hi, g.out_w):
-            dst[ow] = 0
+        edge_columns(dst, src, g, ow_hi, g.out_w, w_offset)
+
+
+cdef inline void edge_pixels(element_t* dst, const element_t* src_row, const Geometry* g,
+                             const Py_ssize_t* table, Py_ssize_t w_im, Py_ssize_t j_begin,
+                             Py_ssize_t j_end, Py_ssize_t c_count) noexcept nogil:
+    """dst[j*c_count .. +c_count] for taps j in [j_begin, j_end) whose column
+    w_im + j*dw lies in the padding: the pixel of the image row `src_row` (from channel
+    c_begin on) the column table names, or zeros where it names none."""
+    cdef Py_ssize_t j, w_src
+    for j in range(j_begin, j_end):
+        w_src = table[w_im + j * g.dilation_w + g.pad_left]
+        if w_src >= 0:
+            memcpy(dst + j * c_count, src_row + w_src * g.channels, c_count * sizeof(element_t))
+        else:
+            memset(dst + j * c_count, 0, c_count * sizeof(element_t))
 
 
 cdef inline void im2col_nhwc_row(const element_t* image, element_t* col_rows, const Geometry* g,
                                  Py_ssize_t oh, Py_ssize_t c_begin,
                                  Py_ssize_t c_count) noexcept nogil:
     """col_rows[ow, (i*kw + j)*Cg + c]
-    = image[oh*sh - top + i*dh, ow*sw - left + j*dw, c_begin + c]."""
+    = image[oh*sh - top + i*dh, ow*sw - left + j*dw, c_begin + c] (0 in the padding, or
+    with a padding mode the pixel the tables name)."""
     cdef Py_ssize_t row_len = g.kernel_h * g.kernel_w * c_count
     cdef Py_ssize_t run = g.kernel_w * c_count
     cdef Py_ssize_t ow, i, j, h_im, w_im, j_lo, j_hi
+    cdef const Py_ssize_t* table = col_sources(g)
     cdef element_t* dst
     cdef const element_t* src_row
     for ow in range(g.out_w):
@@ -115,12 +148,15 @@ cdef inline void im2col_nhwc_row(const element_t* image, element_t* col_rows, co
         valid_range(w_im, g.dilation_w, g.width, g.kernel_w, &j_lo, &j_hi)
         for i in range(g.kernel_h):
             dst = col_rows + ow * row_len + i * run
-            h_im = input_row(g, oh, i)
-            if h_im < 0 or h_im >= g.height:
+            h_im = source_row(g, input_row(g, oh, i))
+            if h_im < 0:
                 memset(dst, 0, run * sizeof(element_t))
                 continue
             src_row = image + h_im * g.width * g.channels + c_begin
-            memset(dst, 0, j_lo * c_count * sizeof(element_t))
+            if table == NULL:
+                memset(dst, 0, j_lo * c_count * sizeof(element_t))
+            else:
+                edge_pixels(dst, src_row, g, table, w_im, 0, j_lo, c_count)
             if g.dilation_w == 1 and c_count == g.channels and j_lo < j_hi:
                 # Neighbouring kernel columns are neighbouring pixels: one contiguous run.
                 memcpy(dst + j_lo * c_count, src_row + (w_im + j_lo) * g.channels,
@@ -129,7 +165,10 @@ cdef inline void im2col_nhwc_row(const element_t* image, element_t* col_rows, co
                 for j in range(j_lo, j_hi):
                     memcpy(dst + j * c_count, src_row + (w_im + j * g.dilation_w) * g.channels,
                            c_count * sizeof(element_t))
-            memset(dst + j_hi * c_count, 0, (g.kernel_w - j_hi) * c_count * sizeof(element_t))
+            if table == NULL:
+                memset(dst + j_hi * c_count, 0, (g.kernel_w - j_hi) * c_count * sizeof(element_t))
+            else:
+                edge_pixels(dst, src_row, g, table, w_im, j_hi, g.kernel_w, c_count)
 
 
 cdef inline void col2im_nchw_row(const element_t* col_channel, element_t* dst_row,

@@ -77,6 +77,11 @@ ctypedef struct WinogradPlan:
     # by point) instead of one block each: for transformed weights larger than a core's
     # cache, which one block per thread would stream once per block
     bint shared
+    # A padding mode other than "zeros" (docs/spec.md §6): the addresses of the source-index
+    # tables of rows and columns (fastconv.geometry.Window.source_tables, indexed by
+    # padded coordinate h_im + pad_top, of length H + top + bottom = out_h + 2), 0 for zeros
+    Py_ssize_t row_src
+    Py_ssize_t col_src
 
 
 ctypedef struct Tiling:
@@ -209,6 +214,18 @@ cdef void change_layout(const floating* src, floating* dst, Py_ssize_t batch,
 
 
 # ---------------------------------------------------------------- tile transforms
+cdef inline Py_ssize_t source_index(Py_ssize_t index, Py_ssize_t size, Py_ssize_t pad,
+                                    Py_ssize_t padded, Py_ssize_t table) noexcept nogil:
+    """The image index that coordinate `index` (pad before it, `padded` coordinates in all)
+    reads: itself inside [0, size), else the table's entry (−1: a zero; also past the
+    padded image, where only outputs that are not stored read)."""
+    if 0 <= index < size:
+        return index
+    if table == 0 or index + pad < 0 or index + pad >= padded:
+        return -1
+    return (<const Py_ssize_t*> table)[index + pad]
+
+
 cdef inline void input_tile(const floating* image, floating* dst, Py_ssize_t point_stride,
                             const WinogradPlan* p, const Tiling* t, Py_ssize_t ty,
                             Py_ssize_t tx) noexcept nogil:
@@ -217,12 +234,13 @@ cdef inline void input_tile(const floating* image, floating* dst, Py_ssize_t poi
     cdef const floating* pixels[MAX_POINTS]
     cdef Py_ssize_t i, j, h_im, w_im
     for i in range(t.alpha):
-        h_im = ty * p.m - p.pad_top + i
+        h_im = source_index(ty * p.m - p.pad_top + i, p.height, p.pad_top, p.out_h + 2,
+                            p.row_src)
         for j in range(t.alpha):
-            w_im = tx * p.m - p.pad_left + j
+            w_im = source_index(tx * p.m - p.pad_left + j, p.width, p.pad_left, p.out_w + 2,
+                                p.col_src)
             pixels[i * t.alpha + j] = (image + (h_im * p.width + w_im) * p.channels
-                                       if 0 <= h_im < p.height and 0 <= w_im < p.width
-                                       else NULL)
+                                       if h_im >= 0 and w_im >= 0 else NULL)
     if floating is float:
         if p.m == 2:
             fastconv_wino2_input_f32(pixels, dst, point_stride, p.channels)
@@ -255,13 +273,15 @@ cdef floating direct_output(const floating* image, const floating* weight, float
     cdef floating tap, pixel
     for c in range(cin_g):
         for i in range(3):
-            h_im = oh - p.pad_top + i
+            h_im = source_index(oh - p.pad_top + i, p.height, p.pad_top, p.out_h + 2,
+                                p.row_src)
             for j in range(3):
-                w_im = ow - p.pad_left + j
+                w_im = source_index(ow - p.pad_left + j, p.width, p.pad_left, p.out_w + 2,
+                                    p.col_src)
                 tap = (weight[((i * 3 + j) * cin_g + c) * p.out_channels + o] if p.nhwc
                        else weight[((o * cin_g + c) * 3 + i) * 3 + j])
                 pixel = 0
-                if 0 <= h_im < p.height and 0 <= w_im < p.width:
+                if h_im >= 0 and w_im >= 0:
                     pixel = image[(h_im * p.width + w_im) * p.channels + c0 + c]
                 total = total + tap * pixel
     return total

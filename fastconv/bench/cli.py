@@ -12,7 +12,7 @@ import json
 import os
 
 from fastconv.bench import compare, network
-from fastconv.bench.config import DTYPES, LAYOUTS, make_config
+from fastconv.bench.config import DTYPES, LAYOUTS, PADDING_MODES, make_config
 from fastconv.bench.plot import check_plot_target, plot_rows
 from fastconv.bench.report import format_table, to_json
 from fastconv.bench.sections import SECTIONS, run
@@ -88,6 +88,9 @@ def add_arguments(parser):
                              "channels_last)")
     parser.add_argument("--dtype", choices=DTYPES, default="float32",
                         help="element type (default float32)")
+    parser.add_argument("--padding-mode", choices=PADDING_MODES, default="reflect",
+                        help="the padding_mode section's mode, timed against zero padding "
+                             "on the same layers (default reflect)")
     parser.add_argument("--ops", nargs="+", choices=list(SECTIONS), metavar="OP",
                         help=f"sections to run, from {', '.join(SECTIONS)} (default: all)")
     parser.add_argument("--full", action="store_true",
@@ -142,7 +145,8 @@ def run_sections(args, parser):
                              layout=args.layout or "NCHW",
                              dtype=args.dtype, threads=args.threads, full=args.full,
                              ops=args.ops, use_torch=not args.no_torch, repeats=args.repeats,
-                             user_layers=args.conv, user_signals=args.conv1d)
+                             user_layers=args.conv, user_signals=args.conv1d,
+                             padding_mode=args.padding_mode)
     except BenchError as error:
         parser.error(str(error))
     warn_if_busy()

@@ -13,10 +13,11 @@ from fastconv.bench.sections import SECTIONS
 from fastconv.bench.suite import SIGNALS, BenchError, Case, SignalCase, load_layers
 from fastconv.bench.timing import FAST, FULL, Timing
 
-__all__ = ["LAYOUTS", "DTYPES", "Config", "load_torch", "make_config"]
+__all__ = ["LAYOUTS", "DTYPES", "PADDING_MODES", "Config", "load_torch", "make_config"]
 
 LAYOUTS = ("NCHW", "NHWC")
 DTYPES = ("float32", "float64")
+PADDING_MODES = ("reflect", "replicate", "circular")  # the padding_mode section's choices
 
 
 @dataclass
@@ -33,6 +34,7 @@ class Config:
     torch: object = None  # the torch module, or None to skip the torch baseline
     seed: int = 0
     signals: list = ()    # the 1-D layers of the conv1d sections
+    padding_mode: str = "reflect"  # the padding_mode section's mode (vs "zeros")
 
     def layer_cases(self):
         """(layer, batch) cases in suite order."""
@@ -81,7 +83,7 @@ def _select(patterns, user_given):
 
 def make_config(layers=None, batches=None, layout="NCHW", dtype="float32", threads=None,
                 full=False, ops=None, use_torch=True, repeats=None, user_layers=None,
-                user_signals=None):
+                user_signals=None, padding_mode="reflect"):
     """A validated :class:`Config`; bad values raise :class:`BenchError` (one-line message).
 
     `layers` selects the suite's 2-D layers and 1-D signals by name or glob.
@@ -100,6 +102,9 @@ def make_config(layers=None, batches=None, layout="NCHW", dtype="float32", threa
         raise BenchError(f"batch sizes must be >= 1, got {list(batches)}")
     if threads is not None and int(threads) < 1:
         raise BenchError(f"threads must be >= 1, got {threads}")
+    if padding_mode not in PADDING_MODES:
+        raise BenchError(f"padding_mode must be one of {', '.join(PADDING_MODES)}, got "
+                         f"{padding_mode!r}")
     ops = tuple(ops or SECTIONS)
     unknown = [op for op in ops if op not in SECTIONS]
     if unknown:
@@ -119,4 +124,5 @@ def make_config(layers=None, batches=None, layout="NCHW", dtype="float32", threa
         batches=tuple(int(b) for b in batches) if batches else None,
         layout=layout, dtype=np.dtype(dtype),
         threads=int(threads) if threads is not None else fastconv.get_num_threads(),
-        timing=timing, ops=ops, torch=load_torch(use_torch), signals=signals)
+        timing=timing, ops=ops, torch=load_torch(use_torch), signals=signals,
+        padding_mode=padding_mode)

@@ -136,7 +136,8 @@ def _copy(result):
 
 
 def measure_row(op, case, config, nbytes, fastconv_fn, numpy_fn, torch_fn, exact=False, *,
-                same=None, flops=None, gemm_fn=None, blas=False, algorithm_fns=None):
+                same=None, flops=None, gemm_fn=None, blas=False, algorithm_fns=None,
+                peer_fns=None):
     """Time the implementations of one case and check fastconv against NumPy once.
 
     The checking calls are the warm-up calls of fastconv and NumPy. `same(result, expected)`
@@ -154,6 +155,10 @@ def measure_row(op, case, config, nbytes, fastconv_fn, numpy_fn, torch_fn, exact
     with each algorithm forced: sampled round-robin with fastconv and torch, each first
     call checked against NumPy too (``matches_numpy`` holds only if every fastconv call
     matched), their times in the row's ``algorithm_s``.
+
+    `peer_fns` ({name: fn}) are other fastconv calls to compare fastconv with (the same
+    layer with zero padding in the padding_mode section): sampled round-robin with
+    fastconv and torch, not checked, their times in the row's ``extra[f"{name}_s"]``.
     """
     timing = config.timing
     fns = {"fastconv": fastconv_fn, "numpy": numpy_fn}
@@ -163,6 +168,8 @@ def measure_row(op, case, config, nbytes, fastconv_fn, numpy_fn, torch_fn, exact
     # Keyed apart from "gemm", the ceiling.
     forced = {f"algorithm={name}": fn for name, fn in (algorithm_fns or {}).items()}
     fns.update(forced)
+    peers = {f"peer={name}": fn for name, fn in (peer_fns or {}).items()}
+    fns.update(peers)
     first, seconds = {}, {}
 
     def warm_up(names):
@@ -179,7 +186,7 @@ def measure_row(op, case, config, nbytes, fastconv_fn, numpy_fn, torch_fn, exact
             seconds.update(zip(rest, best_times([fns[name] for name in rest], timing,
                                                 [first[name] for name in rest])))
 
-    own = [name for name in ("fastconv", "torch", *forced) if name in fns]
+    own = [name for name in ("fastconv", "torch", *forced, *peers) if name in fns]
     result, first["fastconv"] = timed_call(fastconv_fn)
     if blas:
         result = _copy(result)  # the samples reuse fastconv's out= buffer
@@ -211,4 +218,5 @@ def measure_row(op, case, config, nbytes, fastconv_fn, numpy_fn, torch_fn, exact
         nbytes=nbytes, fastconv_s=seconds["fastconv"], numpy_s=seconds.get("numpy"),
         torch_s=seconds.get("torch"), matches_numpy=matches, flops=flops,
         gemm_s=seconds.get("gemm"),
-        algorithm_s={name: seconds[f"algorithm={name}"] for name in algorithm_fns or {}})
+        algorithm_s={name: seconds[f"algorithm={name}"] for name in algorithm_fns or {}},
+        extra={f"{name}_s": seconds[f"peer={name}"] for name in peer_fns or {}})

@@ -23,7 +23,8 @@ from fastconv.bench.sections import SECTIONS
 from fastconv.bench.timing import load_average
 
 __all__ = ["geometric_mean", "summary", "format_ms", "format_ratio", "plural",
-           "table_lines", "COLUMNS", "ALGORITHM_COLUMNS", "algorithm_lines", "format_table",
+           "table_lines", "COLUMNS", "ALGORITHM_COLUMNS", "algorithm_lines", "PADDING_COLUMNS",
+           "padding_mode_lines", "format_table",
            "to_json"]
 
 
@@ -106,7 +107,31 @@ def _cells(row):
             _times(row.speedup_torch))
 
 
-_CONV_SECTIONS = ("conv2d", "conv2d_backward", "layer")
+_CONV_SECTIONS = ("conv2d", "conv2d_backward", "layer", "padding_mode")
+
+PADDING_COLUMNS = ("layer", "batch", "mode", "algorithm", "mode ms", "zeros ms",
+                   "mode vs zeros")
+
+
+def padding_mode_lines(rows):
+    """The padding_mode section's comparison with zero padding (no lines without it):
+    per layer the layer with the mode and with zeros, and their ratio (issue 17: at most
+    1.10), then the geometric mean and the largest ratio."""
+    padded = [row for row in rows if "mode_vs_zeros" in row.extra]
+    if not padded:
+        return []
+    mode = padded[0].extra["padding_mode"]
+    lines = [f"padding_mode={mode!r} vs zeros (the same Conv2D with zero padding, timed "
+             f"round-robin with the rows above; mode vs zeros = mode ms / zeros ms):"]
+    cells = [(row.layer, str(row.batch), row.extra["padding_mode"], row.auto_algorithm or "-",
+              format_ms(row.fastconv_s), f"{row.extra['zeros_ms']:.3f}",
+              format_ratio(row.extra["mode_vs_zeros"])) for row in padded]
+    lines += [_INDENT + line for line in table_lines(PADDING_COLUMNS, cells,
+                                                     {"layer", "mode", "algorithm"})]
+    ratios = [row.extra["mode_vs_zeros"] for row in padded]
+    lines.append(f"geometric mean {mode} vs zeros: {format_ratio(geometric_mean(ratios))}, "
+                 f"largest {format_ratio(max(ratios))}")
+    return lines
 
 # The algorithm= table below the main one, one line per Winograd-eligible row.
 ALGORITHM_COLUMNS = ("operator", "layer", "batch", "auto", "auto ms", "gemm ms",
@@ -210,6 +235,9 @@ def format_table(rows, config):
     algorithms = algorithm_lines(rows)
     if algorithms:
         lines += [""] + algorithms
+    padding = padding_mode_lines(rows)
+    if padding:
+        lines += [""] + padding
     if any(row.matches_numpy is False for row in rows):
         lines.append("! fastconv's result (algorithm='auto' or, on 3x3 stride-1 layers, one "
                      "forced) differs from the NumPy baseline on these rows")
@@ -224,6 +252,7 @@ def to_json(rows, config):
             "layout": config.layout, "dtype": str(config.dtype), "threads": config.threads,
             "batches": list(config.batches) if config.batches else None,
             "layers": [layer.name for layer in config.layers], "ops": list(config.ops),
+            "padding_mode": config.padding_mode,
             "timing": vars(config.timing).copy(),
             "torch": None if config.torch is None else config.torch.__version__,
             "load_average": load_average(),

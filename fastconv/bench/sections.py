@@ -23,6 +23,7 @@ from functools import partial
 import numpy as np
 
 import fastconv
+from fastconv import reference
 from fastconv.bench.algorithms import eligible_algorithms, forward_algorithm, input_grad_algorithm
 from fastconv.bench.baselines import (
     as_nchw,
@@ -214,6 +215,65 @@ def bench_layer(case, config):
     return row
 
 
+def bench_padding_mode(case, config):
+    """fastconv.Conv2D forward (steady state) with padding_mode=config.padding_mode
+    ("reflect" unless --padding-mode) vs NumPy (np.pad in that mode, then the unpadded
+    :func:`numpy_conv2d`) vs torch.nn.Conv2d(padding_mode=...) under no_grad; the same
+    layer with zero padding (same weights) runs round-robin with them: fastconv against
+    itself, whose ratio issue 17 wants at most 1.10 (the row's extra: "zeros_s",
+    "padding_mode", "mode_vs_zeros"). Layers without padding read no padding: every mode
+    runs as "zeros" there."""
+    layout, layer, mode = config.layout, case.layer, config.padding_mode
+    geom = case.geometry(layout)
+
+    def make_layer(padding_mode):
+        return fastconv.Conv2D(layer.in_channels, layer.out_channels, layer.kernel,
+                               stride=layer.stride, padding=layer.padding,
+                               groups=layer.groups, layout=layout, dtype=config.dtype,
+                               seed=config.seed, padding_mode=padding_mode)
+
+    conv, zeros = make_layer(mode), make_layer("zeros")
+    x = config.random(geom.input_shape)
+    out = np.empty(geom.output_shape, dtype=config.dtype)
+    out_zeros = np.empty_like(out)
+    (top, bottom), (left, right) = geom.padding
+    spatial = ((top, bottom), (left, right))
+    widths = ((0, 0), (0, 0)) + spatial if layout == "NCHW" else ((0, 0),) + spatial + ((0, 0),)
+    numpy_mode = reference.NUMPY_PAD_MODES[mode]
+
+    def numpy_fn():
+        return numpy_conv2d(np.pad(x, widths, mode=numpy_mode), conv.weight, conv.bias,
+                            stride=layer.stride, groups=layer.groups, layout=layout)
+    torch_fn = None
+    torch = config.torch
+    if torch is not None:
+        module = torch.nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel,
+                                 stride=layer.stride, padding=layer.padding,
+                                 groups=layer.groups, dtype=getattr(torch, config.dtype.name),
+                                 padding_mode=mode)
+        weight = conv.weight if layout == "NCHW" else conv.weight.transpose(3, 2, 0, 1)
+        with torch.no_grad():
+            module.weight.copy_(torch.from_numpy(np.ascontiguousarray(weight)))
+            module.bias.copy_(torch.from_numpy(conv.bias))
+        x_t = torch.from_numpy(as_nchw(x, layout))
+
+        def torch_fn():
+            with torch.no_grad():
+                return module(x_t)
+    np.copyto(zeros.weight, conv.weight)
+    np.copyto(zeros.bias, conv.bias)
+    row = measure_row(
+        "padding_mode", case, config, geom.column_bytes(config.dtype),
+        lambda: conv.forward(x, out=out), numpy_fn, torch_fn, same=close_result,
+        flops=geom.flops, blas=True,
+        peer_fns={"zeros": lambda: zeros.forward(x, out=out_zeros)})
+    zeros_s = row.extra.pop("zeros_s")
+    row.extra.update(padding_mode=mode, zeros_ms=zeros_s * 1e3,
+                     mode_vs_zeros=row.fastconv_s / zeros_s)
+    row.auto_algorithm = conv.algorithm
+    return row
+
+
 def signal_cases(config):
     """The selected 1-D layers at the selected batches."""
     return config.signal_cases()
@@ -383,6 +443,10 @@ SECTIONS = {section.name: section for section in (
     Section("layer", suite_cases, bench_layer,
             "fastconv.Conv2D forward (steady state) vs torch.nn.Conv2d (no_grad); "
             "algorithm='gemm' and 'winograd' on 3x3 stride-1 layers", "nn.Conv2d"),
+    Section("padding_mode", suite_cases, bench_padding_mode,
+            "fastconv.Conv2D forward with padding_mode='reflect' (--padding-mode) vs the "
+            "same layer with zero padding, vs NumPy np.pad + matmul and torch.nn.Conv2d "
+            "with that padding_mode", "nn.Conv2d"),
     Section("conv1d", signal_cases, bench_conv1d,
             "fastconv.conv1d vs NumPy as_strided im2col + matmul vs torch conv1d, on the 1-D "
             "layers (issue 17's targets, or --conv1d)", "conv1d"),
