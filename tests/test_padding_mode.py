@@ -164,6 +164,8 @@ CONV_CASES = [
     (2, 3, 7, 6, 4, 3, 1, 1, 1, 1),
     (1, 4, 8, 8, 6, 3, 2, ((1, 2), (2, 0)), 1, 2),
     (2, 4, 6, 5, 4, 3, 1, 2, 2, 4),          # depthwise, dilated
+    (2, 32, 9, 10, 32, 3, 1, 1, 1, 32),      # depthwise, 16-channel blocks (the zero-padding
+    (1, 16, 8, 7, 16, 3, 2, 1, 1, 16),       # register rows must not serve a mode)
     (1, 2, 5, 5, 3, 5, 1, 2, 1, 1),
     (1, 16, 12, 12, 16, 3, 1, 1, 1, 1),      # a 3x3 layer "auto" runs on Winograd in zeros
     (2, 3, 9, 9, 8, 7, 2, 3, 1, 1),          # a ResNet-stem-like layer

@@ -62,9 +62,11 @@ cdef inline void tap_rows_nhwc(const float* image, const Geometry* g, Py_ssize_t
 cdef inline bint register_forward_nhwc(const Geometry* g, Py_ssize_t multiplier) noexcept nogil:
     """Whether the forward rows run fastconv_dw3x3_nhwc_forward, padding rows and edge
     columns included: float32 AVX-512 builds, a 3×3 kernel, multiplier 1, channels a
-    multiple of FASTCONV_LANES."""
+    multiple of FASTCONV_LANES, zero padding (the register rows skip the padding; a mode's
+    padding is read through the tables by the scalar loops)."""
     return (FASTCONV_DEPTHWISE_3X3 and g.kernel_h == 3 and g.kernel_w == 3
-            and multiplier == 1 and g.channels % FASTCONV_LANES == 0)
+            and multiplier == 1 and g.channels % FASTCONV_LANES == 0
+            and g.row_src == 0 and g.col_src == 0)
 
 
 # ---------------------------------------------------------------- NCHW
@@ -582,7 +584,7 @@ cdef void input_grad_row_nhwc(const floating* grad_out, const floating* weight,
         # The whole row in registers, edge columns and kernel rows that miss it included.
         if (FASTCONV_DEPTHWISE_3X3 and g.kernel_h == 3 and g.kernel_w == 3
                 and g.stride_w == 1 and multiplier == 1
-                and g.channels % FASTCONV_LANES == 0):
+                and g.channels % FASTCONV_LANES == 0 and g.row_src == 0 and g.col_src == 0):
             for i in range(3):
                 oh = output_row(g, h_im, i)
                 rows[i] = grad_out + oh * g.out_w * out_channels if oh >= 0 else NULL
