@@ -38,6 +38,10 @@ cdef struct Vol:
     Py_ssize_t dilation_d
     Py_ssize_t dilation_h
     Py_ssize_t dilation_w
+    # Where the width table reads the image in order: t.w[q] = q − pad_w for every q with
+    # 0 <= q − pad_w < width (pad_w may be negative); those runs are copied without the
+    # table.
+    Py_ssize_t pad_w
 
 
 cdef struct Run:
@@ -61,6 +65,24 @@ cdef struct Tables:
 
 
 # ------------------------------------------------------------------ one image, serial
+cdef inline void interior(const Vol* v, Py_ssize_t k, Py_ssize_t ow, Py_ssize_t end,
+                          Py_ssize_t* lo, Py_ssize_t* hi) noexcept nogil:
+    """[lo, hi) within [ow, end): the output columns whose tap k reads the image in order
+    (0 <= q·sw + k·dw − pad_w < width)."""
+    cdef Py_ssize_t first = v.pad_w - k * v.dilation_w
+    cdef Py_ssize_t last = first + v.width - 1
+    cdef Py_ssize_t a = 0 if first <= 0 else (first + v.stride_w - 1) // v.stride_w
+    cdef Py_ssize_t b = 0 if last < 0 else last // v.stride_w + 1
+    if a < ow:
+        a = ow
+    if b > end:
+        b = end
+    if b < a:
+        b = a
+    lo[0] = a
+    hi[0] = b
+
+
 cdef void vol2col_cf(const element_t* image, element_t* col, const Vol* v, const Tables* t,
                      Py_ssize_t c0, Py_ssize_t cc, Py_ssize_t p0,
                      Py_ssize_t p1) noexcept nogil:
@@ -70,7 +92,7 @@ cdef void vol2col_cf(const element_t* image, element_t* col, const Vol* v, const
     cdef Py_ssize_t plane = v.height * v.width
     cdef Py_ssize_t volume = v.depth * plane
     cdef Py_ssize_t out_plane = v.out_h * v.out_w
-    cdef Py_ssize_t c, i, j, k, p, od, oh, ow, end, q, sd, sh, s
+    cdef Py_ssize_t c, i, j, k, p, od, oh, ow, end, q, sd, sh, s, lo, hi
     cdef const element_t* src
     cdef const element_t* row
     cdef element_t* dst
@@ -95,7 +117,18 @@ cdef void vol2col_cf(const element_t* image, element_t* col, const Vol* v, const
                             memset(dst, 0, (end - ow) * sizeof(element_t))
                         else:
                             row = src + sd * plane + sh * v.width
-                            for q in range(ow, end):
+                            interior(v, k, ow, end, &lo, &hi)
+                            for q in range(ow, lo):
+                                s = t.w[q * v.stride_w + k * v.dilation_w]
+                                dst[q - ow] = row[s] if s >= 0 else 0
+                            s = k * v.dilation_w - v.pad_w
+                            if v.stride_w == 1:
+                                for q in range(lo, hi):
+                                    dst[q - ow] = row[q + s]
+                            else:
+                                for q in range(lo, hi):
+                                    dst[q - ow] = row[q * v.stride_w + s]
+                            for q in range(hi, end):
                                 s = t.w[q * v.stride_w + k * v.dilation_w]
                                 dst[q - ow] = row[s] if s >= 0 else 0
                         dst += end - ow
@@ -110,7 +143,7 @@ cdef void col2vol_cf(const element_t* col, element_t* image, const Vol* v, const
     cdef Py_ssize_t plane = v.height * v.width
     cdef Py_ssize_t volume = v.depth * plane
     cdef Py_ssize_t out_plane = v.out_h * v.out_w
-    cdef Py_ssize_t c, i, j, k, p, od, oh, ow, end, q, sd, sh, s
+    cdef Py_ssize_t c, i, j, k, p, od, oh, ow, end, q, sd, sh, s, lo, hi
     cdef element_t* dst
     cdef element_t* row
     cdef const element_t* src
@@ -133,7 +166,19 @@ cdef void col2vol_cf(const element_t* col, element_t* image, const Vol* v, const
                         sh = t.h[oh * v.stride_h + j * v.dilation_h]
                         if sd >= 0 and sh >= 0:
                             row = dst + sd * plane + sh * v.width
-                            for q in range(ow, end):
+                            interior(v, k, ow, end, &lo, &hi)
+                            for q in range(ow, lo):
+                                s = t.w[q * v.stride_w + k * v.dilation_w]
+                                if s >= 0:
+                                    row[s] += src[q - ow]
+                            s = k * v.dilation_w - v.pad_w
+                            if v.stride_w == 1:
+                                for q in range(lo, hi):
+                                    row[q + s] += src[q - ow]
+                            else:
+                                for q in range(lo, hi):
+                                    row[q * v.stride_w + s] += src[q - ow]
+                            for q in range(hi, end):
                                 s = t.w[q * v.stride_w + k * v.dilation_w]
                                 if s >= 0:
                                     row[s] += src[q - ow]
