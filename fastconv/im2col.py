@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fastconv import _memory, _one_d, _tuning, _validate
+from fastconv import _im2col3d, _memory, _one_d, _three_d, _tuning, _validate
 from fastconv import geometry as geo
 from fastconv._kernels import _im2col
 
@@ -71,7 +71,8 @@ def _col2im_into(cols, window, layout, image):
            window.kernel_struct(), image.shape[0], _tuning.threads_for_elements(cols.size))
 
 
-def im2col(x, kernel_size, *, stride=1, padding=0, dilation=1, layout="NCHW", out=None):
+def im2col(x, kernel_size, *, stride=1, padding=0, dilation=1, layout="NCHW", out=None,
+           padding_mode="zeros"):
     """Unfold sliding windows of an image batch into columns (``torch.nn.functional.unfold``).
 
     Parameters
@@ -137,6 +138,10 @@ def im2col(x, kernel_size, *, stride=1, padding=0, dilation=1, layout="NCHW", ou
     array([[0., 2.],
            [1., 3.]])
     """
+    if _three_d.is_three_d_kernel(kernel_size):
+        return _im2col3d.im2col(x, kernel_size, stride, padding, dilation, layout, out,
+                                "im2col", "x", padding_mode)
+    _im2col3d.zeros_only(padding_mode, "im2col")
     if _one_d.is_one_d_kernel(kernel_size):
         return _checked_im2col_1d(x, kernel_size, stride, padding, dilation, layout, out,
                                   "im2col", "x")
@@ -195,7 +200,7 @@ def _parse_columns(cols, output_size, kernel_size, stride, padding, dilation, la
 
 
 def col2im(cols, output_size, kernel_size, *, stride=1, padding=0, dilation=1, layout="NCHW",
-           out=None):
+           out=None, padding_mode="zeros"):
     """Fold columns back into an image, summing overlaps (``torch.nn.functional.fold``).
 
     The exact adjoint of :func:`im2col` with the same arguments:
@@ -241,6 +246,10 @@ def col2im(cols, output_size, kernel_size, *, stride=1, padding=0, dilation=1, l
     >>> fastconv.col2im(np.ones((36, 27), np.float32), (8, 8), 3, layout="NHWC").shape
     (8, 8, 3)
     """
+    if _three_d.is_three_d_kernel(kernel_size):
+        return _im2col3d.col2im(cols, output_size, kernel_size, stride, padding, dilation,
+                                layout, out, "col2im", "cols", padding_mode)
+    _im2col3d.zeros_only(padding_mode, "col2im")
     if _one_d.is_one_d_kernel(kernel_size):
         return _checked_col2im_1d(cols, output_size, kernel_size, stride, padding, dilation,
                                   layout, out, "col2im", "cols")
@@ -267,7 +276,7 @@ def _checked_col2im(cols, output_size, kernel_size, stride, padding, dilation, l
 
 
 def im2col_backward(grad_cols, input_shape, kernel_size, *, stride=1, padding=0, dilation=1,
-                    layout="NCHW", out=None):
+                    layout="NCHW", out=None, padding_mode="zeros"):
     """Gradient of :func:`im2col` with respect to its input: ``col2im`` of `grad_cols`
     (Caffe2's GetIm2ColGradient).
 
@@ -300,6 +309,10 @@ def im2col_backward(grad_cols, input_shape, kernel_size, *, stride=1, padding=0,
     ((1, 1, 3, 3), 4.0)
     """
     fn = "im2col_backward"
+    if _three_d.is_three_d_kernel(kernel_size):
+        return _im2col3d.im2col_backward(grad_cols, input_shape, kernel_size, stride, padding,
+                                         dilation, layout, out, fn, padding_mode)
+    _im2col3d.zeros_only(padding_mode, fn)
     if _one_d.is_one_d_kernel(kernel_size):
         return _im2col_backward_1d(grad_cols, input_shape, kernel_size, stride, padding,
                                    dilation, layout, out, fn)
@@ -320,7 +333,7 @@ def im2col_backward(grad_cols, input_shape, kernel_size, *, stride=1, padding=0,
 
 
 def col2im_backward(grad_image, kernel_size, *, stride=1, padding=0, dilation=1, layout="NCHW",
-                    out=None):
+                    out=None, padding_mode="zeros"):
     """Gradient of :func:`col2im` with respect to its columns: ``im2col`` of `grad_image`
     (Caffe2's GetCol2ImGradient).
 
@@ -349,6 +362,10 @@ def col2im_backward(grad_image, kernel_size, *, stride=1, padding=0, dilation=1,
     >>> fastconv.col2im_backward(np.ones((1, 1, 3, 3)), 2).shape
     (1, 4, 4)
     """
+    if _three_d.is_three_d_kernel(kernel_size):
+        return _im2col3d.im2col(grad_image, kernel_size, stride, padding, dilation, layout,
+                                out, "col2im_backward", "grad_image", padding_mode)
+    _im2col3d.zeros_only(padding_mode, "col2im_backward")
     if _one_d.is_one_d_kernel(kernel_size):
         return _checked_im2col_1d(grad_image, kernel_size, stride, padding, dilation, layout,
                                   out, "col2im_backward", "grad_image")
