@@ -689,8 +689,8 @@ def pad_triples(padding, sizes, kernel, stride, dilation):
     if isinstance(padding, str):
         if padding.lower() == "valid":
             return ((0, 0),) * 3
-        return tuple(same_padding(n, k, s, d)
-                     for n, k, s, d in zip(sizes, kernel, stride, dilation))
+        return tuple(same_padding(n, k, s, d) for n, k, s, d in
+                     zip(sizes, triple(kernel), triple(stride), triple(dilation)))
     if isinstance(padding, (int, np.integer)):
         return ((int(padding),) * 2,) * 3
     return tuple((int(p),) * 2 if isinstance(p, (int, np.integer)) else (int(p[0]), int(p[1]))

@@ -192,13 +192,13 @@ cdef void vol2col_cl(const element_t* image, element_t* col, const Vol* v, const
     """col[p − p0, ((i·kh + j)·kw + k)·cc + c] = image[td[..], th[..], tw[..], c0 + c] for the
     positions p in [p0, p1) of one channels-last image."""
     cdef Py_ssize_t out_plane = v.out_h * v.out_w
-    cdef Py_ssize_t p, od, oh, ow, i, j, k, c, sd, sh, sw
+    cdef Py_ssize_t _p, od, oh, ow, i, j, k, c, sd, sh, sw
     cdef const element_t* src
     cdef element_t* dst = col
     od = p0 // out_plane
     oh = (p0 - od * out_plane) // v.out_w
     ow = p0 - od * out_plane - oh * v.out_w
-    for p in range(p0, p1):
+    for _p in range(p0, p1):
         for i in range(v.kernel_d):
             sd = t.d[od * v.stride_d + i * v.dilation_d]
             for j in range(v.kernel_h):
@@ -226,13 +226,13 @@ cdef void col2vol_cl(const element_t* col, element_t* image, const Vol* v, const
                      Py_ssize_t p1) noexcept nogil:
     """The adjoint of vol2col_cl."""
     cdef Py_ssize_t out_plane = v.out_h * v.out_w
-    cdef Py_ssize_t p, od, oh, ow, i, j, k, c, sd, sh, sw
+    cdef Py_ssize_t _p, od, oh, ow, i, j, k, c, sd, sh, sw
     cdef element_t* dst
     cdef const element_t* src = col
     od = p0 // out_plane
     oh = (p0 - od * out_plane) // v.out_w
     ow = p0 - od * out_plane - oh * v.out_w
-    for p in range(p0, p1):
+    for _p in range(p0, p1):
         for i in range(v.kernel_d):
             sd = t.d[od * v.stride_d + i * v.dilation_d]
             for j in range(v.kernel_h):
@@ -272,10 +272,9 @@ def vol2col(const element_t[::1] image, element_t[::1] col, Vol v, const Py_ssiz
     cdef Py_ssize_t rows = v.channels * v.kernel_d * v.kernel_h * v.kernel_w
     cdef Py_ssize_t volume = v.channels * v.depth * v.height * v.width
     cdef Py_ssize_t tiles = (positions + tile - 1) // tile
-    cdef Py_ssize_t task, n, p0, p1, c, i
+    cdef Py_ssize_t task, n, p0, p1, c
     cdef const element_t* src = &image[0]
     cdef element_t* dst = &col[0]
-    cdef element_t* buffer
     if channels_last:
         for task in prange(batch * tiles, nogil=True, num_threads=num_threads,
                            schedule="static"):
