@@ -837,3 +837,31 @@ def test_empty_volume_with_padding_and_batch_zero(rng):
     assert y0.shape == (0, 2, 6, 4, 4)
     t0 = fastconv.conv_transpose3d(np.zeros((0, 2, 3, 3, 3)), w, None)
     assert t0.shape == (0, 3, 3, 5, 5)
+
+
+# ------------------------------------------------------------------ the asv benchmark
+def test_asv_conv3d_benchmarks(monkeypatch, torch):
+    """benchmarks/bench_conv3d.py runs every class on a small stand-in for its layer."""
+    from conftest import asv_benchmark
+
+    module = asv_benchmark(monkeypatch, "bench_conv3d")
+    from fastconv.bench import suite
+
+    small = suite.Volume("conv3d.32to32.k3", 4, (5, 6, 7), 3, 3, 1, 1)
+    monkeypatch.setattr(module, "VOLUMES", (small,))
+    monkeypatch.setattr(module, "BATCH", 2)
+    assert module.NAMES == ["conv3d.32to32.k3"]
+    for layout in module.LAYOUTS:
+        for cls, timer, tracker in ((module.Conv3DForward, "time_forward",
+                                     "track_forward_ratio"),
+                                    (module.Conv3DBackward, "time_backward",
+                                     "track_backward_ratio"),
+                                    (module.Conv3DLayer, "time_layer_forward", None)):
+            benchmark = cls()
+            benchmark.setup(small.name, layout)
+            try:
+                getattr(benchmark, timer)(small.name, layout)
+                if tracker:
+                    assert getattr(benchmark, tracker)(small.name, layout) > 0
+            finally:
+                benchmark.teardown()

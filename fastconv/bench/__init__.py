@@ -2,14 +2,14 @@
 
 Shapes come from the layer suite ``fastconv/data/layers.json`` (ResNet-50, VGG-16,
 MobileNet layers) or the user's ``--conv`` layers, the 1-D layers of issue 17 or the
-user's ``--conv1d`` ones, and its 3-D layer or the user's ``--conv3d`` ones. For each case fastconv (with a
-preallocated ``out=`` where it has one) is timed against a plain NumPy baseline and, when
-torch is installed, against torch; ``--compare`` instead checks the performance targets.
-fastconv runs with ``algorithm="auto"``; on Winograd-eligible layers (3×3, stride 1,
-dilation 1, not depthwise) the convolutions are also timed with ``algorithm="gemm"`` and
-``algorithm="winograd"`` forced, shown side by side in a second table. ``--network NAME``
-instead times every convolution of ResNet-50, VGG-16 or MobileNetV2 against torch and sums
-them over the network.
+user's ``--conv1d`` ones, and its 3-D layer or the user's ``--conv3d`` ones. For each case
+fastconv (with a preallocated ``out=`` where it has one) is timed against a plain NumPy
+baseline and, when torch is installed, against torch; ``--compare`` instead checks the
+performance targets. fastconv runs with ``algorithm="auto"``; on Winograd-eligible layers
+(3×3, stride 1, dilation 1, not depthwise) the convolutions are also timed with
+``algorithm="gemm"`` and ``algorithm="winograd"`` forced, shown side by side in a second
+table. ``--network NAME`` instead times every convolution of ResNet-50, VGG-16 or
+MobileNetV2 against torch and sums them over the network.
 
 Modules, from the bottom up:
 
