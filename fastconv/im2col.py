@@ -91,6 +91,11 @@ def im2col(x, kernel_size, *, stride=1, padding=0, dilation=1, layout="NCHW", ou
     out : ndarray, optional
         C-contiguous buffer of the result's shape and dtype, not overlapping `x`; the call
         then allocates nothing of that size.
+    padding_mode : {"zeros", "reflect", "replicate", "circular"}
+        What the padding reads (docs/spec.md §6); other than "zeros" for volumes only: a
+        3-tuple `kernel_size` (kd, kh, kw) means volumes (N, C, D, H, W) / (N, D, H, W, C),
+        layout "NCDHW" / "NDHWC", columns (N, C·kd·kh·kw, OD·OH·OW) with row
+        ``((c·kd + i)·kh + j)·kw + k`` or (N, OD·OH·OW, kd·kh·kw·C).
 
     Returns
     -------
@@ -137,6 +142,12 @@ def im2col(x, kernel_size, *, stride=1, padding=0, dilation=1, layout="NCHW", ou
     >>> fastconv.im2col(np.arange(5.0).reshape(1, 1, 5), (2,), stride=2)[0]
     array([[0., 2.],
            [1., 3.]])
+
+    Volumes, with a 3-tuple kernel size and a padding mode:
+
+    >>> v = np.arange(8.0).reshape(1, 1, 2, 2, 2)
+    >>> fastconv.im2col(v, (1, 1, 2), padding=(0, 0, 1), padding_mode="reflect").shape
+    (1, 2, 12)
     """
     if _three_d.is_three_d_kernel(kernel_size):
         return _im2col3d.im2col(x, kernel_size, stride, padding, dilation, layout, out,
@@ -213,9 +224,10 @@ def col2im(cols, output_size, kernel_size, *, stride=1, padding=0, dilation=1, l
         (OH·OW, kh·kw·C). float32, float64 or integer (integer sums wrap as in NumPy).
     output_size : int or (H, W)
         The image size (for 1-D signals the length L); C is inferred from `cols`.
-    kernel_size, stride, padding, dilation, layout, out
+    kernel_size, stride, padding, dilation, layout, out, padding_mode
         As for :func:`im2col` (a 1-tuple `kernel_size` means 1-D signals, `cols`
-        (N, C·k, L_out) for NCL or (N, L_out, k·C) for NLC).
+        (N, C·k, L_out) for NCL or (N, L_out, k·C) for NLC; a 3-tuple volumes, `output_size`
+        then (D, H, W); padded entries are added onto the voxel the padding mode read).
 
     Returns
     -------
@@ -285,8 +297,9 @@ def im2col_backward(grad_cols, input_shape, kernel_size, *, stride=1, padding=0,
     grad_cols : ndarray
         Gradient with respect to im2col's result, of exactly that shape.
     input_shape : tuple of int
-        The shape of im2col's input (3-D or 4-D; for 1-D signals 2-D or 3-D).
-    kernel_size, stride, padding, dilation, layout, out
+        The shape of im2col's input (3-D or 4-D; for 1-D signals 2-D or 3-D; for volumes
+        4-D or 5-D).
+    kernel_size, stride, padding, dilation, layout, out, padding_mode
         As for :func:`im2col`.
 
     Returns
@@ -341,8 +354,8 @@ def col2im_backward(grad_image, kernel_size, *, stride=1, padding=0, dilation=1,
     ----------
     grad_image : ndarray
         Gradient with respect to col2im's result: (N, C, H, W) / (C, H, W) for NCHW,
-        (N, H, W, C) / (H, W, C) for NHWC; 1-D signals as for :func:`im2col`.
-    kernel_size, stride, padding, dilation, layout, out
+        (N, H, W, C) / (H, W, C) for NHWC; 1-D signals and volumes as for :func:`im2col`.
+    kernel_size, stride, padding, dilation, layout, out, padding_mode
         As for :func:`col2im`.
 
     Returns
