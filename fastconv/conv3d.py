@@ -24,8 +24,9 @@ import threading
 
 import numpy as np
 
-from fastconv import _memory, _padding_mode, _three_d, _tuning, _validate, cpu
-from fastconv.conv import Gradients
+from fastconv import _engine, _memory, _padding_mode, _three_d, _tuning, _validate, cpu
+from fastconv import geometry as geo
+from fastconv.conv import Gradients, conv2d
 from fastconv.threads import blas_limit
 
 __all__ = ["conv3d", "conv3d_backward", "conv_transpose3d", "Conv3D"]
@@ -125,20 +126,120 @@ def _channels_last_weight(weight):
     return np.ascontiguousarray(weight.transpose(2, 3, 4, 1, 0))
 
 
-def _forward(x5, weight, bias, out5, geom, tables, alloc=_scratch, cap=None):
+def _plane_geometry(geom, fn):
+    """The 2-D convolution of one depth tap over the depth planes (N·D, H, W, C) of a
+    channels-last volume."""
+    n, c, (d, h, w) = geom.batch, geom.in_channels, geom.sizes
+    kd, kh, kw = geom.kernel
+    return geo.ConvGeometry((n * d, h, w, c), geom.out_channels, (kh, kw), geom.stride[1:],
+                            geom.padding[1:], geom.dilation[1:], geom.groups, layout="NHWC",
+                            fn=fn)
+
+
+def planes_algorithm(geom, itemsize, algorithm="auto", fn="conv3d", capped=False):
+    """'winograd' when the forward pass of `geom` (channels-last) runs as one 2-D Winograd
+    convolution of the depth planes per depth tap (the 2-D engine's F(m×m, 3×3): 3×3 in
+    height and width, stride and dilation 1 there, zero padding there, not depthwise),
+    else 'gemm' (vol2col + GEMM). "auto" takes it for float32 where the 2-D engine's rule
+    takes Winograd; "winograd" requires it (a ValueError where it cannot serve)."""
+    hw_padded = any(before or after for before, after in geom.padding[1:])
+    blocker = None
+    if geom.mode != "zeros" and hw_padded:
+        blocker = (f"needs padding_mode='zeros' along height and width (got "
+                   f"{geom.padding_mode!r})")
+    elif min(geom.padding[1] + geom.padding[2]) < 0:
+        blocker = "cannot serve this input gradient"
+    elif capped:
+        blocker = "keeps transformed weights beside the workspace: not with max_workspace_bytes"
+    if algorithm == "gemm" or (algorithm == "auto" and (blocker or itemsize != 4)):
+        return "gemm"
+    if blocker is None:
+        geom2 = _plane_geometry(geom, fn)
+        blocker = geo.winograd_blocker(geom2)
+        if blocker is None and algorithm == "auto":
+            return _engine.choose_algorithm(geom2, itemsize, "auto")
+    if blocker is not None:
+        if algorithm == "winograd":
+            raise ValueError(f"{fn}: algorithm='winograd' {blocker}")
+        return "gemm"
+    return "winograd"
+
+
+def _depth_runs(table, out_d, stride, dilation, tap):
+    """(first output plane, count, first source plane) of each run of output planes whose
+    source planes (depth table) advance by `stride` for depth tap `tap`; planes that read
+    zeros are left out."""
+    sources = table[np.arange(out_d) * stride + tap * dilation]
+    runs = []
+    od = 0
+    while od < out_d:
+        if sources[od] < 0:
+            od += 1
+            continue
+        end = od + 1
+        while end < out_d and sources[end] == sources[end - 1] + stride:
+            end += 1
+        runs.append((od, end - od, int(sources[od])))
+        od = end
+    return runs
+
+
+def _forward_planes(x5, weight, bias, out5, geom, depth_table, alloc):
+    """out5 = conv3d(x5, weight) + bias for channels-last x5 / DHWIO weight: for each depth
+    tap, the 2-D Winograd convolution of every depth plane with that tap's HWIO weight,
+    added onto the output planes that read it, in tap order."""
+    n, d, h, w, c = x5.shape
+    od, oh, ow = geom.out_sizes
+    cout = geom.out_channels
+    step = geom.stride[0]
+    runs = [_depth_runs(depth_table, od, step, geom.dilation[0], tap)
+            for tap in range(geom.kernel[0])]
+    args = (geom.stride[1:], geom.padding[1:], geom.dilation[1:], geom.groups)
+    # A tap whose output plane od reads input plane od for every od (the centre tap of a
+    # "same" convolution) writes the output directly, with the bias.
+    direct = next((tap for tap, tap_runs in enumerate(runs)
+                   if d == od and tap_runs == [(0, od, 0)] and step == 1), None)
+    if direct is not None:
+        conv2d(x5.reshape(n * d, h, w, c), weight[direct], bias, *args, layout="NHWC",
+               out=out5.reshape(n * od, oh, ow, cout), algorithm="winograd")
+    elif bias is None:
+        out5.fill(0)
+    else:
+        out5[...] = bias
+    planes = None
+    for tap, tap_runs in enumerate(runs):
+        if tap == direct or not tap_runs:
+            continue
+        if planes is None:
+            planes = alloc("conv3d_planes", n * d * oh * ow * cout, x5.dtype).reshape(
+                n, d, oh, ow, cout)
+        conv2d(x5.reshape(n * d, h, w, c), weight[tap], None, *args, layout="NHWC",
+               out=planes.reshape(n * d, oh, ow, cout), algorithm="winograd")
+        for first, count, source in tap_runs:
+            out5[:, first:first + count] += planes[:, source:source + (count - 1) * step + 1:
+                                                   step]
+
+
+def _forward(x5, weight, bias, out5, geom, tables, alloc=_scratch, cap=None,
+             algorithm="auto"):
     """out5 = conv3d(x5, weight) + bias: all C-contiguous, 5-D in geom.layout."""
     if out5.size == 0:
         return
-    if x5.size and _channels_last_pays(geom):
+    route = planes_algorithm(geom, x5.dtype.itemsize, algorithm, capped=cap is not None)
+    if x5.size and (_channels_last_pays(geom) or (geom.layout == "NCDHW"
+                                                  and route == "winograd")):
         n, c, od, oh, ow = out5.shape
         y = alloc("conv3d_y_cl", out5.size, out5.dtype).reshape(n, od, oh, ow, c)
         _forward(_to_channels_last(x5, "conv3d_x_cl", alloc), _channels_last_weight(weight),
-                 bias, y, geom._replace(layout="NDHWC"), tables, alloc, cap)
+                 bias, y, geom._replace(layout="NDHWC"), tables, alloc, cap, algorithm)
         np.copyto(out5, y.transpose(0, 4, 1, 2, 3))
         return
     if x5.size == 0:  # an empty volume with enough padding: every window reads zeros
         out5[...] = 0 if bias is None else (
             bias.reshape(-1, 1, 1, 1) if geom.layout == "NCDHW" else bias)
+        return
+    if geom.layout == "NDHWC" and route == "winograd":
+        _forward_planes(x5, weight, bias, out5, geom, tables[0], alloc)
         return
     vol, run, threads, ws, _ = _plan(
         geom.batch, geom.in_channels, geom.sizes, geom.out_channels, geom.groups,
@@ -211,7 +312,43 @@ def _fold(padded, geom):
     return padded
 
 
-def _input_grad(grad5, weight, geom, grad_x5, alloc=_scratch, cap=None):
+def _flipped(geom, grad_x5, alloc):
+    """(target, geometry, tables) of the flipped convolution whose forward pass is the
+    input gradient of a stride-1 convolution: padded by dilation·(k − 1) − before
+    (negative: the table starts inside the output gradient) for "zeros", straight into
+    grad_x5; for the other modes by dilation·(k − 1) on both sides, into a scratch volume
+    of the padded size that _fold folds back."""
+    kernel, dilation = geom.kernel, geom.dilation
+    reach = [d * (k - 1) for d, k in zip(dilation, kernel)]
+    if geom.mode == "zeros":
+        target, sizes = grad_x5, geom.sizes
+        pads = tuple((r - before, r - after) for r, (before, after) in zip(reach,
+                                                                           geom.padding))
+    else:
+        sizes = tuple(s + b + a for s, (b, a) in zip(geom.sizes, geom.padding))
+        target = alloc("conv3d_padded_grad", geom.batch * geom.in_channels * math.prod(sizes),
+                       grad_x5.dtype).reshape(_three_d.image_shape(
+                           geom.batch, geom.in_channels, sizes, geom.layout))
+        pads = tuple((r, r) for r in reach)
+    flipped = _three_d.Geometry(geom.batch, geom.out_channels, geom.out_sizes,
+                                geom.in_channels, geom.groups, kernel, (1, 1, 1), pads,
+                                dilation, sizes, geom.layout)
+    tables = [_three_d.shifted_table(out, before, 0, "zeros", size + r)
+              for out, (before, _), size, r in zip(geom.out_sizes, pads, sizes, reach)]
+    return target, flipped, tables
+
+
+def _flipped_algorithm(flipped, itemsize, algorithm, capped=False):
+    """The algorithm of the flipped convolution of an input gradient: Winograd where it
+    can serve and `algorithm` asks for it ("winograd") or its rule takes it ("auto")."""
+    try:
+        route = planes_algorithm(flipped, itemsize, algorithm, capped=capped)
+    except ValueError:  # "winograd" asked, but this flipped convolution is not eligible
+        route = "gemm"
+    return route
+
+
+def _input_grad(grad5, weight, geom, grad_x5, alloc=_scratch, cap=None, algorithm="auto"):
     """grad_x5 (C-contiguous, the input's shape) = the gradient of conv3d w.r.t. its
     input."""
     if grad_x5.size == 0:
@@ -224,38 +361,16 @@ def _input_grad(grad5, weight, geom, grad_x5, alloc=_scratch, cap=None):
         grad_xl = alloc("conv3d_x_cl", grad_x5.size, grad_x5.dtype).reshape(n, d, h, w, c)
         _input_grad(_to_channels_last(grad5, "conv3d_grad_cl", alloc),
                     _channels_last_weight(weight), geom._replace(layout="NDHWC"), grad_xl,
-                    alloc, cap)
+                    alloc, cap, algorithm)
         np.copyto(grad_x5, grad_xl.transpose(0, 4, 1, 2, 3))
         return
     channels_last = geom.layout == "NDHWC"
     itemsize = grad5.dtype.itemsize
     if geom.stride == (1, 1, 1):
-        mode = geom.mode
-        kernel, dilation = geom.kernel, geom.dilation
-        flip = flipped_weight(weight, geom.layout, geom.groups)
-        if mode == "zeros":
-            target, sizes, befores = grad_x5, geom.sizes, [
-                d * (k - 1) - before for d, k, (before, _) in zip(dilation, kernel,
-                                                                  geom.padding)]
-        else:
-            sizes = tuple(s + b + a for s, (b, a) in zip(geom.sizes, geom.padding))
-            target = _memory.empty(_three_d.image_shape(geom.batch, geom.in_channels, sizes,
-                                                        geom.layout), grad5.dtype)
-            befores = [d * (k - 1) for d, k in zip(dilation, kernel)]
-        tables = [_three_d.shifted_table(out, before, 0, "zeros", size + d * (k - 1))
-                  for out, before, size, d, k in zip(geom.out_sizes, befores, sizes,
-                                                     dilation, kernel)]
-        pointwise = kernel == (1, 1, 1) and all(b == 0 for b in befores) and \
-            sizes == geom.out_sizes
-        vol, run, threads, ws, _ = _plan(
-            geom.batch, geom.out_channels, geom.out_sizes, geom.in_channels, geom.groups,
-            kernel, (1, 1, 1), dilation, sizes, channels_last, pointwise, itemsize, befores[2],
-            cap=cap)
-        workspace = alloc("conv3d_workspace", max(ws, 1), grad5.dtype)
-        with blas_limit(1):
-            _vol2col.conv3d_forward(grad5.reshape(-1), flip.reshape(-1),
-                                    np.zeros(1, grad5.dtype), target.reshape(-1), workspace,
-                                    vol, *tables, run, threads)
+        target, flipped, tables = _flipped(geom, grad_x5, alloc)
+        _forward(grad5, flipped_weight(weight, geom.layout, geom.groups), None, target,
+                 flipped, tables, alloc, cap,
+                 _flipped_algorithm(flipped, itemsize, algorithm, cap is not None))
         if target is not grad_x5:
             np.copyto(grad_x5, _fold(target, geom))
         return
@@ -279,7 +394,7 @@ def bias_grad(grad5, layout):
 
 # ------------------------------------------------------------------ public functions
 def conv3d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
-           layout="NCDHW", padding_mode="zeros", out=None):
+           layout="NCDHW", padding_mode="zeros", out=None, algorithm="auto"):
     """3-D convolution (cross-correlation), as ``torch.nn.functional.conv3d``.
 
     Parameters
@@ -304,6 +419,11 @@ def conv3d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
         "reflect" needs padding < the axis size, "circular" padding <= it.
     out : ndarray, optional
         C-contiguous buffer of the result's shape and dtype, not overlapping an input.
+    algorithm : {"auto", "gemm", "winograd"}
+        "winograd": each depth tap as the 2-D engine's Winograd convolution of the depth
+        planes (3×3 in height and width, stride and dilation 1 there, zero padding there,
+        not depthwise; :func:`conv2d`'s rule); "gemm": vol2col + GEMM; "auto" (default):
+        Winograd for float32 where conv2d's rule takes it for the planes.
 
     Returns
     -------
@@ -320,7 +440,8 @@ def conv3d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
     ValueError
         Before any work, naming the argument: mismatched channels or groups, a bad
         geometry, layout, padding mode or `out`, a padding the mode cannot read from the
-        volume, or a GEMM dimension beyond BLAS's int.
+        volume, a GEMM dimension beyond BLAS's int, or ``algorithm="winograd"`` where it
+        cannot serve.
 
     See Also
     --------
@@ -345,19 +466,21 @@ def conv3d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
     fn = "conv3d"
     layout = _three_d.normalize_layout(layout, fn)
     mode = _padding_mode.normalize_padding_mode(padding_mode, fn)
+    algorithm = _validate.normalize_algorithm(algorithm, fn)
     x, weight, bias = _three_d.check_conv_arrays(fn, x, weight, bias)
     x5, batched = _three_d.split_batch(x, "input", fn, layout)
     geom = _three_d.conv_geometry(fn, x5, weight, stride, padding, dilation, groups, layout,
                                   x.shape, mode)
     _validate.check_bias(fn, bias, geom.out_channels)
     _three_d.check_blas_range(fn, geom)
+    planes_algorithm(geom, x.dtype.itemsize, algorithm, fn)  # checks 'winograd'
     shape = geom.output_shape
     out = _validate.check_out(out, shape if batched else shape[1:], x.dtype,
                               [x, weight, bias], fn)
     out5 = _memory.result(out, shape, x.dtype)
     _forward(np.ascontiguousarray(x5), np.ascontiguousarray(weight),
              None if bias is None else np.ascontiguousarray(bias), out5, geom,
-             _three_d.tables(geom))
+             _three_d.tables(geom), algorithm=algorithm)
     if out is not None:
         return out
     return out5 if batched else out5[0]
@@ -365,7 +488,7 @@ def conv3d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
 
 def conv3d_backward(grad_output, x, weight, *, stride=1, padding=0, dilation=1, groups=1,
                     layout="NCDHW", padding_mode="zeros", needs_input_grad=True,
-                    needs_weight_grad=True, needs_bias_grad=True):
+                    needs_weight_grad=True, needs_bias_grad=True, algorithm="auto"):
     """Gradients of :func:`conv3d` (as PyTorch autograd computes them).
 
     Parameters
@@ -376,6 +499,10 @@ def conv3d_backward(grad_output, x, weight, *, stride=1, padding=0, dilation=1, 
         The forward call's arguments.
     needs_input_grad, needs_weight_grad, needs_bias_grad : bool
         Which gradients to compute; the others are returned as None.
+    algorithm : {"auto", "gemm", "winograd"}
+        For the input gradient, at stride 1 the convolution of grad_output with the flipped
+        weight: as for :func:`conv3d` ("winograd" requires the forward convolution to be
+        eligible). The weight gradient always runs on GEMMs.
 
     Returns
     -------
@@ -410,6 +537,7 @@ def conv3d_backward(grad_output, x, weight, *, stride=1, padding=0, dilation=1, 
     fn = "conv3d_backward"
     layout = _three_d.normalize_layout(layout, fn)
     mode = _padding_mode.normalize_padding_mode(padding_mode, fn)
+    algorithm = _validate.normalize_algorithm(algorithm, fn)
     x, weight, _ = _three_d.check_conv_arrays(fn, x, weight, None)
     grad_output = _validate.as_array(grad_output, "grad_output", fn)
     _validate.check_float_dtype(grad_output, "grad_output", fn)
@@ -418,6 +546,7 @@ def conv3d_backward(grad_output, x, weight, *, stride=1, padding=0, dilation=1, 
     geom = _three_d.conv_geometry(fn, x5, weight, stride, padding, dilation, groups, layout,
                                   x.shape, mode)
     _three_d.check_blas_range(fn, geom)
+    planes_algorithm(geom, x.dtype.itemsize, algorithm, fn)  # checks 'winograd'
     expected = geom.output_shape if batched else geom.output_shape[1:]
     if grad_output.shape != expected:
         raise ValueError(f"{fn}: expected grad_output of shape {expected} (the conv3d output "
@@ -428,7 +557,7 @@ def conv3d_backward(grad_output, x, weight, *, stride=1, padding=0, dilation=1, 
     grad_x = grad_w = grad_b = None
     if needs_input_grad:
         grad_x = _memory.empty(geom.input_shape, x.dtype)
-        _input_grad(grad5, weight, geom, grad_x)
+        _input_grad(grad5, weight, geom, grad_x, algorithm=algorithm)
         grad_x = grad_x if batched else grad_x[0]
     if needs_weight_grad:
         grad_w = _memory.empty(weight.shape, x.dtype)
@@ -439,7 +568,8 @@ def conv3d_backward(grad_output, x, weight, *, stride=1, padding=0, dilation=1, 
 
 
 def conv_transpose3d(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
-                     dilation=1, *, layout="NCDHW", padding_mode="zeros", out=None):
+                     dilation=1, *, layout="NCDHW", padding_mode="zeros", out=None,
+                     algorithm="auto"):
     """Transposed 3-D convolution, as ``torch.nn.functional.conv_transpose3d``: the
     gradient of conv3d with respect to its input.
 
@@ -460,6 +590,10 @@ def conv_transpose3d(x, weight, bias=None, stride=1, padding=0, output_padding=0
         Only "zeros", as PyTorch's ConvTranspose3d.
     out : ndarray, optional
         C-contiguous buffer of the result's shape and dtype, not overlapping an input.
+    algorithm : {"auto", "gemm", "winograd"}
+        At stride 1 the result is a convolution of `x` with the flipped weight: Winograd
+        serves it as in :func:`conv3d` where that convolution is eligible ("winograd" on
+        one that is not is a ValueError).
 
     Returns
     -------
@@ -491,6 +625,7 @@ def conv_transpose3d(x, weight, bias=None, stride=1, padding=0, output_padding=0
     fn = "conv_transpose3d"
     layout = _three_d.normalize_layout(layout, fn)
     _padding_mode.normalize_padding_mode(padding_mode, fn, transposed=True)
+    algorithm = _validate.normalize_algorithm(algorithm, fn)
     x, weight, bias = _three_d.check_conv_arrays(fn, x, weight, bias)
     x5, batched = _three_d.split_batch(x, "input", fn, layout)
     groups = _validate.as_int(groups, "groups", fn, 1)
@@ -528,11 +663,16 @@ def conv_transpose3d(x, weight, bias=None, stride=1, padding=0, output_padding=0
                              tuple(sizes), layout)
     _validate.check_bias(fn, bias, cout)
     _three_d.check_blas_range(fn, geom)
+    if algorithm == "winograd":
+        if stride != (1, 1, 1):
+            raise ValueError(f"{fn}: algorithm='winograd' needs stride 1, got {stride}")
+        planes_algorithm(_flipped(geom, None, None)[1], x.dtype.itemsize, algorithm, fn)
     shape = geom.input_shape
     out = _validate.check_out(out, shape if batched else shape[1:], x.dtype,
                               [x, weight, bias], fn)
     out5 = _memory.result(out, shape, x.dtype)
-    _input_grad(np.ascontiguousarray(x5), np.ascontiguousarray(weight), geom, out5)
+    _input_grad(np.ascontiguousarray(x5), np.ascontiguousarray(weight), geom, out5,
+                algorithm=algorithm)
     if bias is not None and out5.size:
         out5 += bias.reshape(-1, 1, 1, 1) if layout == "NCDHW" else bias
     if out is not None:
@@ -570,7 +710,10 @@ class Conv3D:
         Cap on the workspace (column tiles and weight-gradient accumulators); below what
         the threads would use, fewer threads run and then smaller tiles, with the same
         result up to float rounding. A cap below one output position's columns and one
-        accumulator is a ValueError on the call.
+        accumulator is a ValueError on the call. A capped layer runs no Winograd.
+    algorithm : {"auto", "gemm", "winograd"}
+        As for :func:`fastconv.conv3d` ("winograd" where it cannot serve is a ValueError
+        on the call).
 
     Attributes
     ----------
@@ -604,9 +747,10 @@ class Conv3D:
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
                  dilation=1, groups=1, bias=True, padding_mode="zeros", *, layout="NCDHW",
-                 dtype=np.float32, seed=None, max_workspace_bytes=None):
+                 dtype=np.float32, seed=None, max_workspace_bytes=None, algorithm="auto"):
         fn = "Conv3D"
         self.layout = _three_d.normalize_layout(layout, fn)
+        self.algorithm = _validate.normalize_algorithm(algorithm, fn)
         self.padding_mode = _padding_mode.normalize_padding_mode(padding_mode, fn)
         self.in_channels = _validate.as_int(in_channels, "in_channels", fn, 1)
         self.out_channels = _validate.as_int(out_channels, "out_channels", fn, 1)
@@ -687,13 +831,15 @@ class Conv3D:
                                           self.padding, self.dilation, self.layout,
                                           self.padding_mode)
             _three_d.check_blas_range(fn, geom)
+            planes_algorithm(geom, self.dtype.itemsize, self.algorithm, fn,
+                             capped=self.max_workspace_bytes is not None)
             cached = self._geometries[key] = (geom, _three_d.tables(geom))
         return cached
 
-    def _run(self, call, *args):
+    def _run(self, call, *args, **kwargs):
         """Run a pass; a workspace cap too small is reported under this layer's name."""
         try:
-            return call(*args, alloc=self._alloc, cap=self.max_workspace_bytes)
+            return call(*args, alloc=self._alloc, cap=self.max_workspace_bytes, **kwargs)
         except ValueError as error:
             if str(error).startswith("max_workspace_bytes"):
                 raise ValueError(f"Conv3D: {error}") from None
@@ -745,7 +891,7 @@ class Conv3D:
             x5 = np.ascontiguousarray(x5)
             bias = None if self.bias is None else np.ascontiguousarray(self.bias)
             self._run(_forward, x5, np.ascontiguousarray(self.weight), bias, out5, geom,
-                      tables)
+                      tables, algorithm=self.algorithm)
             self._saved.input = (x5, batched)
         if out is not None:
             return out
@@ -802,7 +948,7 @@ class Conv3D:
             grad5 = np.ascontiguousarray(grad_output).reshape(geom.output_shape)
             weight = np.ascontiguousarray(self.weight)
             grad_x5 = _memory.empty(x5.shape, self.dtype)
-            self._run(_input_grad, grad5, weight, geom, grad_x5)
+            self._run(_input_grad, grad5, weight, geom, grad_x5, algorithm=self.algorithm)
             grad_w = self._alloc("weight_grad", weight.size, self.dtype).reshape(weight.shape)
             self._run(_weight_grad, grad5, x5, geom, tables, grad_w)
             self.weight_grad += grad_w
@@ -839,4 +985,5 @@ class Conv3D:
                 f"kernel_size={self.kernel_size}, stride={self.stride}, "
                 f"padding={self.padding!r}, dilation={self.dilation}, groups={self.groups}, "
                 f"bias={self.bias is not None}, padding_mode={self.padding_mode!r}, "
-                f"layout={self.layout!r}, dtype={self.dtype.name})")
+                f"layout={self.layout!r}, dtype={self.dtype.name}, "
+                f"algorithm={self.algorithm!r})")

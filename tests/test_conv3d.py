@@ -8,6 +8,7 @@ adjoint identities in exact integers for every padding mode.
 """
 from __future__ import annotations
 
+import importlib
 import pickle
 import threading
 import tracemalloc
@@ -865,3 +866,103 @@ def test_asv_conv3d_benchmarks(monkeypatch, torch):
                     assert getattr(benchmark, tracker)(small.name, layout) > 0
             finally:
                 benchmark.teardown()
+
+
+# ------------------------------------------------------------------ Winograd (algorithm=)
+def _wide(rng, layout, dtype=np.float32, channels=32, sizes=(5, 9, 10)):
+    x = rng.standard_normal((2, channels) + sizes).astype(dtype)
+    w = (rng.standard_normal((channels, channels, 3, 3, 3)) / 10).astype(dtype)
+    return in_layout(x, w, layout)
+
+
+@pytest.mark.parametrize("padding, mode", [(1, "zeros"), ((2, 1, 1), "reflect"),
+                                           (((0, 2), 1, 1), "circular"),
+                                           ((1, (1, 0), 1), "zeros")])
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_winograd_planes_match_gemm_and_torch(torch, rng, layout, padding, mode):
+    """algorithm="winograd" (each depth tap as the 2-D engine's Winograd convolution of the
+    depth planes) equals algorithm="gemm" and PyTorch to Winograd's rounding; for
+    "reflect" / "circular" (height and width padded) only the input gradient can run
+    Winograd (its flipped convolution pads with zeros)."""
+    xs, ws = _wide(rng, layout)
+    b = rng.standard_normal(32).astype(np.float32)
+    kw = dict(padding=padding, layout=layout, padding_mode=mode)
+    hw_ok = mode == "zeros"
+    if hw_ok:
+        y = fastconv.conv3d(xs, ws, b, algorithm="winograd", **kw)
+    else:
+        with pytest.raises(ValueError, match=r"^conv3d: algorithm='winograd' needs "
+                                             r"padding_mode='zeros' along height and width"):
+            fastconv.conv3d(xs, ws, b, algorithm="winograd", **kw)
+        y = fastconv.conv3d(xs, ws, b, **kw)
+    want = fastconv.conv3d(xs, ws, b, algorithm="gemm", **kw)
+    scale = np.abs(want).max()
+    np.testing.assert_allclose(y, want, atol=1e-5 * scale)
+    g = rng.standard_normal(y.shape).astype(np.float32)
+    got = fastconv.conv3d_backward(g, xs, ws, **kw)
+    ref = fastconv.conv3d_backward(g, xs, ws, algorithm="gemm", **kw)
+    for a, c in zip(got, ref):
+        np.testing.assert_allclose(a, c, atol=1e-5 * np.abs(c).max())
+    x = xs if layout == "NCDHW" else to_cf(xs)
+    w = ws if layout == "NCDHW" else ws.transpose(4, 3, 0, 1, 2)
+    xt = torch.tensor(x, requires_grad=True)
+    yt = _torch_conv(torch, xt, torch.tensor(w), torch.tensor(b),
+                     dict(padding=padding, stride=1, dilation=1, groups=1,
+                          padding_mode=mode))
+    yt.backward(torch.tensor(from_layout(g, layout)))
+    np.testing.assert_allclose(from_layout(y, layout), yt.detach().numpy(),
+                               atol=1e-5 * scale)
+    np.testing.assert_allclose(from_layout(got.grad_input, layout), xt.grad.numpy(),
+                               atol=1e-5 * np.abs(xt.grad.numpy()).max())
+
+
+def test_winograd_auto_rule_and_threads(rng):
+    """"auto" takes Winograd for float32 where conv2d's rule takes it for the planes, never
+    for float64; Winograd results are bit-identical on 1 and 2 threads."""
+    conv3d_module = importlib.import_module("fastconv.conv3d")
+    xs, ws = _wide(rng, "NDHWC")
+    geom = fastconv._three_d.conv_geometry("t", xs, ws, 1, 1, 1, 1, "NDHWC", xs.shape)
+    assert conv3d_module.planes_algorithm(geom, 4) == "winograd"
+    assert conv3d_module.planes_algorithm(geom, 8) == "gemm"
+    assert conv3d_module.planes_algorithm(geom, 4, "gemm") == "gemm"
+    small = fastconv._three_d.conv_geometry("t", xs[..., :4], ws[..., :4, :], 1, 1, 1, 1,
+                                            "NDHWC", xs.shape)
+    assert conv3d_module.planes_algorithm(small, 4) == "gemm"
+    _needs_two_threads()
+    results = []
+    for n in (1, 2):
+        with fastconv.threads(n):
+            y = fastconv.conv3d(xs, ws, padding=1, layout="NDHWC")
+            g = fastconv.conv3d_backward(y, xs, ws, padding=1, layout="NDHWC")
+            t = fastconv.conv_transpose3d(y, ws, padding=1, layout="NDHWC")
+            layer = fastconv.Conv3D(32, 32, 3, padding=1, layout="NDHWC", seed=0)
+            ly = layer(xs)
+            results.append((y, *g, t, ly, layer.backward(ly)))
+    for a, b in zip(*results):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_winograd_errors_and_layer(rng):
+    xs, ws = _wide(rng, "NCDHW", sizes=(4, 6, 6))
+    with pytest.raises(ValueError, match=r"^conv3d: algorithm must be one of 'auto', "
+                                         r"'gemm', 'winograd'"):
+        fastconv.conv3d(xs, ws, algorithm="fft")
+    with pytest.raises(ValueError, match=r"^conv3d: algorithm='winograd' .*stride"):
+        fastconv.conv3d(xs, ws, stride=(1, 2, 2), algorithm="winograd")
+    with pytest.raises(ValueError, match=r"^conv3d_backward: algorithm='winograd'"):
+        fastconv.conv3d_backward(xs[:, :, :2, :2, :2], xs, ws, stride=(1, 2, 2),
+                                 algorithm="winograd")
+    with pytest.raises(ValueError, match=r"^conv_transpose3d: algorithm='winograd' needs "
+                                         r"stride 1"):
+        fastconv.conv_transpose3d(xs, ws, stride=2, algorithm="winograd")
+    layer = fastconv.Conv3D(32, 32, 3, padding=1, algorithm="winograd", seed=0,
+                            max_workspace_bytes=1 << 30)
+    with pytest.raises(ValueError, match=r"^Conv3D.forward: algorithm='winograd' keeps "
+                                         r"transformed weights"):
+        layer(xs)
+    layer = fastconv.Conv3D(32, 32, 3, padding=1, algorithm="winograd", seed=0)
+    y = layer(xs)
+    np.testing.assert_allclose(y, fastconv.conv3d(xs, layer.weight, layer.bias, padding=1,
+                                                  algorithm="gemm"),
+                               atol=1e-5 * np.abs(y).max())
+    assert "algorithm='winograd'" in repr(layer)
