@@ -386,6 +386,36 @@ def _input_grad(grad5, weight, geom, grad_x5, alloc=_scratch, cap=None, algorith
                                    *_three_d.tables(geom), run, threads)
 
 
+def _backward(grad5, x5, weight, geom, tables, grad_x5, grad_w, alloc=_scratch, cap=None,
+              algorithm="auto"):
+    """The input gradient into grad_x5 and the weight gradient into grad_w (either may be
+    None); an NCDHW convolution that runs channels-last transposes the output gradient
+    and the input once for both."""
+    convert = grad5.size and x5.size and (
+        _channels_last_pays(geom) or (geom.layout == "NCDHW" and planes_algorithm(
+            geom, grad5.dtype.itemsize, algorithm, capped=cap is not None) == "winograd"))
+    if not convert:
+        if grad_x5 is not None:
+            _input_grad(grad5, weight, geom, grad_x5, alloc, cap, algorithm)
+        if grad_w is not None:
+            _weight_grad(grad5, x5, geom, tables, grad_w, alloc, cap)
+        return
+    geom_l = geom._replace(layout="NDHWC")
+    grad_l = _to_channels_last(grad5, "conv3d_grad_cl", alloc)
+    weight_l = _channels_last_weight(weight)
+    if grad_x5 is not None:
+        n, c, d, h, w = grad_x5.shape
+        grad_xl = alloc("conv3d_grad_x_cl", grad_x5.size, grad_x5.dtype).reshape(n, d, h, w,
+                                                                                  c)
+        _input_grad(grad_l, weight_l, geom_l, grad_xl, alloc, cap, algorithm)
+        np.copyto(grad_x5, grad_xl.transpose(0, 4, 1, 2, 3))
+    if grad_w is not None:
+        grad_wl = alloc("conv3d_weight_cl", grad_w.size, grad_w.dtype).reshape(weight_l.shape)
+        _weight_grad(grad_l, _to_channels_last(x5, "conv3d_x_cl", alloc), geom_l, tables,
+                     grad_wl, alloc, cap)
+        np.copyto(grad_w, grad_wl.transpose(4, 3, 0, 1, 2))
+
+
 def bias_grad(grad5, layout):
     """Σ of the output gradient over the batch and every position, per channel."""
     axes = (0, 2, 3, 4) if layout == "NCDHW" else (0, 1, 2, 3)
@@ -554,14 +584,13 @@ def conv3d_backward(grad_output, x, weight, *, stride=1, padding=0, dilation=1, 
                          f"{grad_output.shape}")
     grad5 = np.ascontiguousarray(grad_output).reshape(geom.output_shape)
     weight = np.ascontiguousarray(weight)
-    grad_x = grad_w = grad_b = None
-    if needs_input_grad:
-        grad_x = _memory.empty(geom.input_shape, x.dtype)
-        _input_grad(grad5, weight, geom, grad_x, algorithm=algorithm)
-        grad_x = grad_x if batched else grad_x[0]
-    if needs_weight_grad:
-        grad_w = _memory.empty(weight.shape, x.dtype)
-        _weight_grad(grad5, np.ascontiguousarray(x5), geom, _three_d.tables(geom), grad_w)
+    grad_x = _memory.empty(geom.input_shape, x.dtype) if needs_input_grad else None
+    grad_w = _memory.empty(weight.shape, x.dtype) if needs_weight_grad else None
+    _backward(grad5, np.ascontiguousarray(x5), weight, geom, _three_d.tables(geom), grad_x,
+              grad_w, algorithm=algorithm)
+    if grad_x is not None and not batched:
+        grad_x = grad_x[0]
+    grad_b = None
     if needs_bias_grad:
         grad_b = bias_grad(grad5, layout)
     return Gradients(grad_x, grad_w, grad_b)
@@ -948,9 +977,9 @@ class Conv3D:
             grad5 = np.ascontiguousarray(grad_output).reshape(geom.output_shape)
             weight = np.ascontiguousarray(self.weight)
             grad_x5 = _memory.empty(x5.shape, self.dtype)
-            self._run(_input_grad, grad5, weight, geom, grad_x5, algorithm=self.algorithm)
             grad_w = self._alloc("weight_grad", weight.size, self.dtype).reshape(weight.shape)
-            self._run(_weight_grad, grad5, x5, geom, tables, grad_w)
+            self._run(_backward, grad5, x5, weight, geom, tables, grad_x5, grad_w,
+                      algorithm=self.algorithm)
             self.weight_grad += grad_w
             if self.bias is not None:
                 self.bias_grad += bias_grad(grad5, self.layout)
