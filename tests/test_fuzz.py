@@ -3186,6 +3186,19 @@ def parse_layout_3d(value, two_d_names=False):
     return upper if upper in LAYOUTS_3D else None
 
 
+ALGORITHM_3D_ARGS = weighted((12, st.sampled_from(["auto", "gemm"])),
+                             (2, st.sampled_from(["AUTO", "Gemm"])),
+                             (1, st.sampled_from(["fft", "", None, 1])))
+
+
+def check_algorithm_3d(problems, fn, value):
+    """algorithm= of the 3-D convolutions: 'auto' / 'gemm' / 'winograd' in any case
+    ('winograd' is not drawn: these small channel counts never take it under 'auto', and
+    a forced Winograd is not exact on integers)."""
+    if not (isinstance(value, str) and value.lower() in ("auto", "gemm", "winograd")):
+        problems.add(ValueError, rf"^{fn}: algorithm")
+
+
 def parse_mode(problems, fn, value, transposed=False):
     """padding_mode (docs/spec.md §6): the four names in any case; "zeros" only for the
     transposed convolution."""
@@ -3461,7 +3474,9 @@ def conv3d_cases(draw):
     dilation_arg = draw(triple_value(1, 2, clean=clean))
     padding_arg = draw(padding_3d_value(strings=True, clean=clean))
     mode_arg = draw(st.sampled_from(MODES_3D) if clean else MODE_ARGS)
+    algorithm_arg = draw(st.just("auto") if clean else ALGORITHM_3D_ARGS)
     problems = Problems()
+    check_algorithm_3d(problems, fn, algorithm_arg)
     p = conv3d_model(problems, fn, x, weight, bias, groups, stride_arg, padding_arg,
                      dilation_arg, layout_arg, mode_arg)
     out = None
@@ -3469,7 +3484,8 @@ def conv3d_cases(draw):
         out = draw(out_buffer(p["shape"], p["dtype"], [x, weight, bias], clean=clean))
         check_out(problems, fn, out, p["shape"], p["dtype"], [x, weight, bias])
     kwargs = dict(stride=stride_arg, padding=padding_arg, dilation=dilation_arg,
-                  groups=groups, layout=layout_arg, padding_mode=mode_arg)
+                  groups=groups, layout=layout_arg, padding_mode=mode_arg,
+                  algorithm=algorithm_arg)
     if out is not None:
         kwargs["out"] = out
     errors, may_return = settle(problems, [x, weight, bias], p and p["shape"])
@@ -3503,7 +3519,9 @@ def conv3d_backward_cases(draw):
     padding_arg = draw(padding_3d_value(strings=True, clean=clean))
     mode_arg = draw(st.sampled_from(MODES_3D) if clean else MODE_ARGS)
     needs = draw(st.tuples(st.booleans(), st.booleans(), st.booleans()))
+    algorithm_arg = draw(st.just("auto") if clean else ALGORITHM_3D_ARGS)
     problems = Problems()
+    check_algorithm_3d(problems, fn, algorithm_arg)
     p = conv3d_model(problems, fn, x, weight, None, groups, stride_arg, padding_arg,
                      dilation_arg, layout_arg, mode_arg)
     xdtype = dtype_of(x)
@@ -3531,7 +3549,7 @@ def conv3d_backward_cases(draw):
     kwargs = dict(stride=stride_arg, padding=padding_arg, dilation=dilation_arg,
                   groups=groups, layout=layout_arg, padding_mode=mode_arg,
                   needs_input_grad=needs[0], needs_weight_grad=needs[1],
-                  needs_bias_grad=needs[2])
+                  needs_bias_grad=needs[2], algorithm=algorithm_arg)
     errors, may_return = settle(problems, [x, weight, grad], p and p["shape"])
     return Case(f"conv3d_backward(grad: {np.shape(grad)} {dtype_of(grad)}, x: {np.shape(x)} "
                 f"{dtype_of(x)}, weight: {np.shape(weight)} {dtype_of(weight)}, **{kwargs!r})",
