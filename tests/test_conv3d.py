@@ -966,3 +966,40 @@ def test_winograd_errors_and_layer(rng):
                                                   algorithm="gemm"),
                                atol=1e-5 * np.abs(y).max())
     assert "algorithm='winograd'" in repr(layer)
+
+
+# ------------------------------------------------------------------ the SIMD builds
+def _vol2col_builds():
+    from fastconv import cpu
+    builds = [("baseline", importlib.import_module("fastconv._kernels._vol2col"))]
+    for isa in cpu.supported_isas():
+        try:
+            builds.append((isa, importlib.import_module(f"fastconv._kernels._vol2col_{isa}")))
+        except ImportError:
+            pass
+    return builds
+
+
+VOL2COL_BUILDS = _vol2col_builds()
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("isa,module", VOL2COL_BUILDS, ids=[i for i, _ in VOL2COL_BUILDS])
+def test_every_vol2col_build_agrees(monkeypatch, rng, isa, module, layout):
+    """Every build (baseline, AVX2, AVX-512 with fastconv's own GEMM) gives the oracle's
+    values: exact on integers in float32, whatever GEMM ran."""
+    conv3d_module = importlib.import_module("fastconv.conv3d")
+    monkeypatch.setattr(conv3d_module, "_vol2col", module)
+    x, w, b, kw = _case(rng, "channels-last-copy", np.float32)
+    xs, ws = in_layout(x, w, layout)
+    kw = dict(kw, padding_mode="replicate")
+    y = fastconv.conv3d(xs, ws, b, layout=layout, algorithm="gemm", **kw)
+    want = reference.conv3d_naive(to_cl(x), oidhw_to_dhwio(w), **kw) + b
+    np.testing.assert_array_equal(from_layout(y, layout), to_cf(want))
+    g = ints(rng, y.shape, np.float32)
+    got = fastconv.conv3d_backward(g, xs, ws, layout=layout, algorithm="gemm", **kw)
+    gx, gw, _ = reference.conv3d_backward(g if layout == "NDHWC" else to_cl(g), to_cl(x),
+                                          oidhw_to_dhwio(w), **kw)
+    np.testing.assert_array_equal(from_layout(got.grad_input, layout), to_cf(gx))
+    np.testing.assert_array_equal(
+        got.grad_weight, gw if layout == "NDHWC" else gw.transpose(4, 3, 0, 1, 2))

@@ -343,10 +343,11 @@ def is_sequence(value):
 
 
 def not_one_d(kernel_size):
-    """A kernel_size of one value in a sequence makes im2col/col2im work on 1-D images
-    (docs/spec.md §6), modelled by the 1-D strategies, not by the 2-D ones."""
+    """A kernel_size of one value in a sequence makes im2col/col2im work on 1-D images, of
+    three values on volumes (docs/spec.md §6), modelled by the 1-D and 3-D strategies, not
+    by the 2-D ones."""
     return not (is_sequence(kernel_size) and np.ndim(kernel_size) == 1
-                and len(kernel_size) == 1)
+                and len(kernel_size) in (1, 3))
 
 
 def parse_pair(value, minimum=1):

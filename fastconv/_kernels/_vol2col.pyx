@@ -198,11 +198,23 @@ cdef void vol2col_cl(const element_t* image, element_t* col, const Vol* v, const
     od = p0 // out_plane
     oh = (p0 - od * out_plane) // v.out_w
     ow = p0 - od * out_plane - oh * v.out_w
+    cdef Py_ssize_t first, run = v.kernel_w * cc
+    # With every channel and dilation 1 along the width, the kw taps of a window inside the
+    # width read kw·C consecutive values: one copy instead of kw.
+    cdef bint whole = cc == v.channels and v.dilation_w == 1
     for _p in range(p0, p1):
+        first = ow * v.stride_w - v.pad_w
         for i in range(v.kernel_d):
             sd = t.d[od * v.stride_d + i * v.dilation_d]
             for j in range(v.kernel_h):
                 sh = t.h[oh * v.stride_h + j * v.dilation_h]
+                if whole and sd >= 0 and sh >= 0 and first >= 0 \
+                        and first + v.kernel_w <= v.width:
+                    src = image + ((sd * v.height + sh) * v.width + first) * v.channels
+                    for c in range(run):
+                        dst[c] = src[c]
+                    dst += run
+                    continue
                 for k in range(v.kernel_w):
                     sw = t.w[ow * v.stride_w + k * v.dilation_w]
                     if sd < 0 or sh < 0 or sw < 0:
