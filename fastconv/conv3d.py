@@ -121,9 +121,12 @@ def _to_channels_last(array5, slot, alloc):
     return result
 
 
-def _channels_last_weight(weight):
-    """OIDHW → DHWIO (a small copy)."""
-    return np.ascontiguousarray(weight.transpose(2, 3, 4, 1, 0))
+def _channels_last_weight(weight, alloc=_scratch):
+    """OIDHW → DHWIO, copied into the scratch slot "conv3d_weight_l"."""
+    o, i, kd, kh, kw = weight.shape
+    result = alloc("conv3d_weight_l", weight.size, weight.dtype).reshape(kd, kh, kw, i, o)
+    np.copyto(result, weight.transpose(2, 3, 4, 1, 0))
+    return result
 
 
 def _plane_geometry(geom, fn):
@@ -230,7 +233,7 @@ def _forward(x5, weight, bias, out5, geom, tables, alloc=_scratch, cap=None,
                                                   and route == "winograd")):
         n, c, od, oh, ow = out5.shape
         y = alloc("conv3d_y_cl", out5.size, out5.dtype).reshape(n, od, oh, ow, c)
-        _forward(_to_channels_last(x5, "conv3d_x_cl", alloc), _channels_last_weight(weight),
+        _forward(_to_channels_last(x5, "conv3d_x_cl", alloc), _channels_last_weight(weight, alloc),
                  bias, y, geom._replace(layout="NDHWC"), tables, alloc, cap, algorithm)
         np.copyto(out5, y.transpose(0, 4, 1, 2, 3))
         return
@@ -281,20 +284,23 @@ def _weight_grad(grad5, x5, geom, tables, grad_w, alloc=_scratch, cap=None):
     np.sum(partials.reshape(run["chunks"], -1), axis=0, out=grad_w.reshape(-1))
 
 
-def flipped_weight(weight, layout, groups):
+def flipped_weight(weight, layout, groups, alloc=_scratch):
     """The weight of the flipped convolution whose forward pass is the input gradient: in
-    and out channels swapped per group and the window reversed along every axis."""
+    and out channels swapped per group and the window reversed along every axis (copied
+    into the scratch slot "conv3d_flipped")."""
     if layout == "NCDHW":
         cout, cin_g = weight.shape[:2]
         w = weight.reshape(groups, cout // groups, cin_g, *weight.shape[2:])
         w = w.transpose(0, 2, 1, 3, 4, 5).reshape(groups * cin_g, cout // groups,
-                                                   *weight.shape[2:])
-        return np.ascontiguousarray(w[:, :, ::-1, ::-1, ::-1])
-    cin_g, cout = weight.shape[3:]
-    w = weight.reshape(*weight.shape[:3], cin_g, groups, cout // groups)
-    w = w.transpose(0, 1, 2, 5, 4, 3).reshape(*weight.shape[:3], cout // groups,
-                                              groups * cin_g)
-    return np.ascontiguousarray(w[::-1, ::-1, ::-1])
+                                                   *weight.shape[2:])[:, :, ::-1, ::-1, ::-1]
+    else:
+        cin_g, cout = weight.shape[3:]
+        w = weight.reshape(*weight.shape[:3], cin_g, groups, cout // groups)
+        w = w.transpose(0, 1, 2, 5, 4, 3).reshape(*weight.shape[:3], cout // groups,
+                                                  groups * cin_g)[::-1, ::-1, ::-1]
+    result = alloc("conv3d_flipped", w.size, w.dtype).reshape(w.shape)
+    np.copyto(result, w)
+    return result
 
 
 def _fold(padded, geom):
@@ -360,7 +366,7 @@ def _input_grad(grad5, weight, geom, grad_x5, alloc=_scratch, cap=None, algorith
         n, c, d, h, w = grad_x5.shape
         grad_xl = alloc("conv3d_x_cl", grad_x5.size, grad_x5.dtype).reshape(n, d, h, w, c)
         _input_grad(_to_channels_last(grad5, "conv3d_grad_cl", alloc),
-                    _channels_last_weight(weight), geom._replace(layout="NDHWC"), grad_xl,
+                    _channels_last_weight(weight, alloc), geom._replace(layout="NDHWC"), grad_xl,
                     alloc, cap, algorithm)
         np.copyto(grad_x5, grad_xl.transpose(0, 4, 1, 2, 3))
         return
@@ -368,7 +374,7 @@ def _input_grad(grad5, weight, geom, grad_x5, alloc=_scratch, cap=None, algorith
     itemsize = grad5.dtype.itemsize
     if geom.stride == (1, 1, 1):
         target, flipped, tables = _flipped(geom, grad_x5, alloc)
-        _forward(grad5, flipped_weight(weight, geom.layout, geom.groups), None, target,
+        _forward(grad5, flipped_weight(weight, geom.layout, geom.groups, alloc), None, target,
                  flipped, tables, alloc, cap,
                  _flipped_algorithm(flipped, itemsize, algorithm, cap is not None))
         if target is not grad_x5:
@@ -402,7 +408,7 @@ def _backward(grad5, x5, weight, geom, tables, grad_x5, grad_w, alloc=_scratch, 
         return
     geom_l = geom._replace(layout="NDHWC")
     grad_l = _to_channels_last(grad5, "conv3d_grad_cl", alloc)
-    weight_l = _channels_last_weight(weight)
+    weight_l = _channels_last_weight(weight, alloc)
     if grad_x5 is not None:
         n, c, d, h, w = grad_x5.shape
         grad_xl = alloc("conv3d_grad_x_cl", grad_x5.size, grad_x5.dtype).reshape(n, d, h, w,

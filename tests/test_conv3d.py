@@ -532,11 +532,12 @@ def _traced_peak(fn):
     return peak, result
 
 
+@pytest.mark.parametrize("channels", [16, 32])   # 32: the Winograd planes ("auto")
 @pytest.mark.parametrize("layout", LAYOUTS)
-def test_layer_workspace_is_reused(rng, layout):
-    layer = fastconv.Conv3D(16, 16, 3, padding=1, layout=layout, seed=0)
-    shape = (2, 16, 12, 12, 12)
-    x = rng.standard_normal(shape if layout == "NCDHW" else (2, 12, 12, 12, 16))
+def test_layer_workspace_is_reused(rng, layout, channels):
+    layer = fastconv.Conv3D(channels, channels, 3, padding=1, layout=layout, seed=0)
+    shape = (2, channels, 12, 12, 12)
+    x = rng.standard_normal(shape if layout == "NCDHW" else (2, 12, 12, 12, channels))
     x = x.astype(np.float32)
     out = np.empty(x.shape, np.float32)
     assert layer(x, out=out) is out
