@@ -113,11 +113,24 @@ def _channels_last_pays(geom):
             and geom.in_channels // geom.groups >= CHANNELS_LAST_MIN_CHANNELS)
 
 
+def _change_layout(src5, dst5, to_channels_last):
+    """dst5 = src5 in the other layout: NCDHW → NDHWC (to_channels_last) or back, both
+    C-contiguous."""
+    if to_channels_last:
+        n, c = src5.shape[:2]
+    else:
+        n, c = src5.shape[0], src5.shape[4]
+    if src5.size == 0:
+        return
+    _vol2col.change_layout(src5.reshape(-1), dst5.reshape(-1), n, c, src5.size // (n * c),
+                           to_channels_last, _tuning.threads_for_elements(src5.size))
+
+
 def _to_channels_last(array5, slot, alloc):
     """An NCDHW array copied into the NDHWC scratch `slot`."""
     n, c, d, h, w = array5.shape
     result = alloc(slot, array5.size, array5.dtype).reshape(n, d, h, w, c)
-    np.copyto(result, array5.transpose(0, 2, 3, 4, 1))
+    _change_layout(array5, result, True)
     return result
 
 
@@ -235,7 +248,7 @@ def _forward(x5, weight, bias, out5, geom, tables, alloc=_scratch, cap=None,
         y = alloc("conv3d_y_cl", out5.size, out5.dtype).reshape(n, od, oh, ow, c)
         _forward(_to_channels_last(x5, "conv3d_x_cl", alloc), _channels_last_weight(weight, alloc),
                  bias, y, geom._replace(layout="NDHWC"), tables, alloc, cap, algorithm)
-        np.copyto(out5, y.transpose(0, 4, 1, 2, 3))
+        _change_layout(y, out5, False)
         return
     if x5.size == 0:  # an empty volume with enough padding: every window reads zeros
         out5[...] = 0 if bias is None else (
@@ -368,7 +381,7 @@ def _input_grad(grad5, weight, geom, grad_x5, alloc=_scratch, cap=None, algorith
         _input_grad(_to_channels_last(grad5, "conv3d_grad_cl", alloc),
                     _channels_last_weight(weight, alloc), geom._replace(layout="NDHWC"), grad_xl,
                     alloc, cap, algorithm)
-        np.copyto(grad_x5, grad_xl.transpose(0, 4, 1, 2, 3))
+        _change_layout(grad_xl, grad_x5, False)
         return
     channels_last = geom.layout == "NDHWC"
     itemsize = grad5.dtype.itemsize
@@ -414,7 +427,7 @@ def _backward(grad5, x5, weight, geom, tables, grad_x5, grad_w, alloc=_scratch, 
         grad_xl = alloc("conv3d_grad_x_cl", grad_x5.size, grad_x5.dtype).reshape(n, d, h, w,
                                                                                   c)
         _input_grad(grad_l, weight_l, geom_l, grad_xl, alloc, cap, algorithm)
-        np.copyto(grad_x5, grad_xl.transpose(0, 4, 1, 2, 3))
+        _change_layout(grad_xl, grad_x5, False)
     if grad_w is not None:
         grad_wl = alloc("conv3d_weight_cl", grad_w.size, grad_w.dtype).reshape(weight_l.shape)
         _weight_grad(grad_l, _to_channels_last(x5, "conv3d_x_cl", alloc), geom_l, tables,

@@ -17,6 +17,7 @@ from cython.parallel cimport prange
 from libc.string cimport memset
 
 from fastconv._kernels._blas cimport gemm
+from fastconv._kernels._layout cimport transpose
 from fastconv._kernels._openmp cimport omp_get_thread_num
 from fastconv._kernels._types cimport element_t
 
@@ -531,3 +532,26 @@ def conv3d_input_grad(const floating[::1] grad_out, const floating[::1] weight,
                      ws + grp * m_g * k_g, <int> k_g, g + grp * m_g * positions + p0,
                      <int> positions, 0, buf, <int> (p1 - p0))
                 col2vol_cf(buf, image, &v, &t, grp * cin_g, cin_g, p0, p1)
+
+
+# ------------------------------------------------------------------ layouts
+def change_layout(const floating[::1] src, floating[::1] dst, Py_ssize_t batch,
+                  Py_ssize_t channels, Py_ssize_t pixels, bint to_channels_last,
+                  int num_threads):
+    """dst[n, q, c] = src[n, c, q] (to_channels_last) or dst[n, c, q] = src[n, q, c], for
+    the `pixels` voxels q of each volume: by runs of 64 voxels, whose channels-last block
+    stays in cache while its C rows are read or written (16×16 register transposes in the
+    AVX-512 build)."""
+    cdef Py_ssize_t runs = (pixels + 63) // 64
+    cdef Py_ssize_t row, n, q0, first, last
+    cdef const floating* s = &src[0]
+    cdef floating* d = &dst[0]
+    for row in prange(batch * runs, nogil=True, num_threads=num_threads, schedule="static"):
+        n = row // runs
+        q0 = row % runs * 64
+        first = n * channels * pixels + q0
+        last = (n * pixels + q0) * channels
+        if to_channels_last:
+            transpose(s + first, pixels, d + last, channels, channels, min(64, pixels - q0))
+        else:
+            transpose(s + last, channels, d + first, pixels, min(64, pixels - q0), channels)
