@@ -23,7 +23,16 @@ import math
 
 import numpy as np
 
-from fastconv import _engine, _memory, _one_d, _padding_mode, _tuning, _validate
+from fastconv import (
+    _engine,
+    _im2col3d,
+    _memory,
+    _one_d,
+    _padding_mode,
+    _three_d,
+    _tuning,
+    _validate,
+)
 from fastconv import geometry as geo
 from fastconv._kernels import _im2col
 
@@ -108,6 +117,9 @@ def im2col(x, kernel_size, *, stride=1, padding=0, dilation=1, layout="NCHW", ou
         repeating its edge, the edge repeated, or the image wrapped around. "reflect"
         needs padding < the image's size along each padded axis, "circular" padding <=
         it.
+        A 3-tuple `kernel_size` (kd, kh, kw) means volumes (N, C, D, H, W) / (N, D, H, W, C),
+        layout "NCDHW" / "NDHWC", columns (N, C·kd·kh·kw, OD·OH·OW) with row
+        ``((c·kd + i)·kh + j)·kw + k`` or (N, OD·OH·OW, kd·kh·kw·C).
 
     Returns
     -------
@@ -163,7 +175,16 @@ def im2col(x, kernel_size, *, stride=1, padding=0, dilation=1, layout="NCHW", ou
     array([[1., 0., 1., 2.],
            [0., 1., 2., 3.],
            [1., 2., 3., 2.]])
+
+    Volumes, with a 3-tuple kernel size and a padding mode:
+
+    >>> v = np.arange(8.0).reshape(1, 1, 2, 2, 2)
+    >>> fastconv.im2col(v, (1, 1, 2), padding=(0, 0, 1), padding_mode="reflect").shape
+    (1, 2, 12)
     """
+    if _three_d.is_three_d_kernel(kernel_size):
+        return _im2col3d.im2col(x, kernel_size, stride, padding, dilation, layout, out,
+                                "im2col", "x", padding_mode)
     if _one_d.is_one_d_kernel(kernel_size):
         return _checked_im2col_1d(x, kernel_size, stride, padding, dilation, layout, out,
                                   "im2col", "x", padding_mode)
@@ -242,7 +263,8 @@ def col2im(cols, output_size, kernel_size, *, stride=1, padding=0, dilation=1, l
         The image size (for 1-D signals the length L); C is inferred from `cols`.
     kernel_size, stride, padding, dilation, layout, out, padding_mode
         As for :func:`im2col` (a 1-tuple `kernel_size` means 1-D signals, `cols`
-        (N, C·k, L_out) for NCL or (N, L_out, k·C) for NLC).
+        (N, C·k, L_out) for NCL or (N, L_out, k·C) for NLC; a 3-tuple volumes, `output_size`
+        then (D, H, W); padded entries are added onto the voxel the padding mode read).
 
     Returns
     -------
@@ -273,6 +295,9 @@ def col2im(cols, output_size, kernel_size, *, stride=1, padding=0, dilation=1, l
     >>> fastconv.col2im(np.ones((36, 27), np.float32), (8, 8), 3, layout="NHWC").shape
     (8, 8, 3)
     """
+    if _three_d.is_three_d_kernel(kernel_size):
+        return _im2col3d.col2im(cols, output_size, kernel_size, stride, padding, dilation,
+                                layout, out, "col2im", "cols", padding_mode)
     if _one_d.is_one_d_kernel(kernel_size):
         return _checked_col2im_1d(cols, output_size, kernel_size, stride, padding, dilation,
                                   layout, out, "col2im", "cols", padding_mode=padding_mode)
@@ -310,7 +335,8 @@ def im2col_backward(grad_cols, input_shape, kernel_size, *, stride=1, padding=0,
     grad_cols : ndarray
         Gradient with respect to im2col's result, of exactly that shape.
     input_shape : tuple of int
-        The shape of im2col's input (3-D or 4-D; for 1-D signals 2-D or 3-D).
+        The shape of im2col's input (3-D or 4-D; for 1-D signals 2-D or 3-D; for volumes
+        4-D or 5-D).
     kernel_size, stride, padding, dilation, layout, out, padding_mode
         As for :func:`im2col`.
 
@@ -334,6 +360,9 @@ def im2col_backward(grad_cols, input_shape, kernel_size, *, stride=1, padding=0,
     ((1, 1, 3, 3), 4.0)
     """
     fn = "im2col_backward"
+    if _three_d.is_three_d_kernel(kernel_size):
+        return _im2col3d.im2col_backward(grad_cols, input_shape, kernel_size, stride, padding,
+                                         dilation, layout, out, fn, padding_mode)
     if _one_d.is_one_d_kernel(kernel_size):
         return _im2col_backward_1d(grad_cols, input_shape, kernel_size, stride, padding,
                                    dilation, layout, out, fn, padding_mode)
@@ -363,7 +392,7 @@ def col2im_backward(grad_image, kernel_size, *, stride=1, padding=0, dilation=1,
     ----------
     grad_image : ndarray
         Gradient with respect to col2im's result: (N, C, H, W) / (C, H, W) for NCHW,
-        (N, H, W, C) / (H, W, C) for NHWC; 1-D signals as for :func:`im2col`.
+        (N, H, W, C) / (H, W, C) for NHWC; 1-D signals and volumes as for :func:`im2col`.
     kernel_size, stride, padding, dilation, layout, out, padding_mode
         As for :func:`col2im`.
 
@@ -384,6 +413,9 @@ def col2im_backward(grad_image, kernel_size, *, stride=1, padding=0, dilation=1,
     >>> fastconv.col2im_backward(np.ones((1, 1, 3, 3)), 2).shape
     (1, 4, 4)
     """
+    if _three_d.is_three_d_kernel(kernel_size):
+        return _im2col3d.im2col(grad_image, kernel_size, stride, padding, dilation, layout,
+                                out, "col2im_backward", "grad_image", padding_mode)
     if _one_d.is_one_d_kernel(kernel_size):
         return _checked_im2col_1d(grad_image, kernel_size, stride, padding, dilation, layout,
                                   out, "col2im_backward", "grad_image", padding_mode)

@@ -16,6 +16,7 @@ __all__ = [
     "conv2d_backward",
     "im2col", "col2im",
     "conv1d_naive", "conv1d_backward", "conv_transpose1d", "im2col1d", "col2im1d",
+    "conv3d_naive", "conv3d_backward", "conv_transpose3d", "im2col3d", "col2im3d",
     "space_to_batch", "batch_to_space",
     "rmac_step", "rmac_regions", "rmac_cirtorch_regions", "roi_max_pool", "rmac",
 ]
@@ -726,6 +727,299 @@ def col2im1d(cols, length, kernel_size, stride=1, padding=0, dilation=1, layout=
             if position >= 0:
                 image[:, :, position] += per_tap[:, :, i, t]
     return image if layout.upper() in ("NCL", "NCHW") else image.transpose(0, 2, 1)
+
+
+# --------------------------------------------------------------------------- 3-D (§6)
+# Volumes NDHWC (N, D, H, W, C), weights DHWIO (kd, kh, kw, C_in/groups, C_out). Padded
+# copies are made with np.pad: "zeros" → constant, "reflect" → reflect, "replicate" →
+# edge, "circular" → wrap (the kernels never copy; these oracles may).
+NP_PAD_MODES = {"zeros": "constant", "reflect": "reflect", "replicate": "edge",
+                "circular": "wrap"}
+
+
+def triple(v):
+    """int or (d, h, w) → (d, h, w)."""
+    return (int(v),) * 3 if np.ndim(v) == 0 else tuple(int(a) for a in v)
+
+
+def pad_triples(padding, sizes, kernel, stride, dilation):
+    """Three (before, after) pairs from an int, three ints or pairs, "valid" or "same"."""
+    if isinstance(padding, str):
+        if padding.lower() == "valid":
+            return ((0, 0),) * 3
+        return tuple(same_padding(n, k, s, d) for n, k, s, d in
+                     zip(sizes, triple(kernel), triple(stride), triple(dilation)))
+    if isinstance(padding, (int, np.integer)):
+        return ((int(padding),) * 2,) * 3
+    return tuple((int(p),) * 2 if isinstance(p, (int, np.integer)) else (int(p[0]), int(p[1]))
+                 for p in padding)
+
+
+def pad_ndhwc(Z, pads, padding_mode="zeros"):
+    """Z (N, D, H, W, C) padded on its three spatial axes by `pads` in `padding_mode`."""
+    return np.pad(Z, ((0, 0), *pads, (0, 0)), mode=NP_PAD_MODES[padding_mode])
+
+
+def _source_indices(size, pad, padding_mode):
+    """For each padded coordinate the volume index np.pad copies it from (-1: a zero)."""
+    if padding_mode == "zeros":
+        return np.pad(np.arange(size), pad, mode="constant", constant_values=-1)
+    return np.pad(np.arange(size), pad, mode=NP_PAD_MODES[padding_mode])
+
+
+def conv3d_naive(Z, W, stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros"):
+    """3-D convolution, one kernel tap at a time: ``out[n, od, oh, ow, o] = Σ_{i,j,k,c}
+    Zp[n, od·sd + i·dd, oh·sh + j·dh, ow·sw + k·dw, c] · W[i, j, k, c, o]`` over the input
+    channels c of o's group, Zp the padded volume.
+
+    Parameters
+    ----------
+    Z : ndarray, (N, D, H, W, C_in)
+    W : ndarray, (kd, kh, kw, C_in/groups, C_out)
+    stride, dilation : int or (d, h, w)
+    padding : int, three ints or (before, after) pairs, "valid" or "same"
+    groups : int
+    padding_mode : {"zeros", "reflect", "replicate", "circular"}
+
+    Returns
+    -------
+    ndarray, (N, OD, OH, OW, C_out)
+
+    Raises
+    ------
+    IndexError, ValueError
+        From NumPy when the shapes do not fit: nothing is validated here.
+
+    Examples
+    --------
+    >>> Z, W = np.ones((1, 3, 3, 3, 2)), np.ones((3, 3, 3, 2, 1))
+    >>> fastconv.reference.conv3d_naive(Z, W, padding=1)[0, :, 1, 1, 0]   # 2·18, 2·27, 2·18
+    array([36., 54., 36.])
+    """
+    s, d = triple(stride), triple(dilation)
+    kernel = W.shape[:3]
+    pads = pad_triples(padding, Z.shape[1:4], kernel, s, d)
+    Zp = pad_ndhwc(Z, pads, padding_mode)
+    cin_g, C_out = W.shape[3:]
+    cout_g = C_out // groups
+    outs = [window_count(n, k, st, di) for n, k, st, di in zip(Zp.shape[1:4], kernel, s, d)]
+    out = np.zeros((Z.shape[0], *outs, C_out), dtype=np.result_type(Z, W))
+    for i, j, k in np.ndindex(*kernel):
+        patch = Zp[:, i * d[0]:i * d[0] + (outs[0] - 1) * s[0] + 1:s[0],
+                   j * d[1]:j * d[1] + (outs[1] - 1) * s[1] + 1:s[1],
+                   k * d[2]:k * d[2] + (outs[2] - 1) * s[2] + 1:s[2]]
+        for g in range(groups):
+            out[..., g * cout_g:(g + 1) * cout_g] += (
+                patch[..., g * cin_g:(g + 1) * cin_g] @ W[i, j, k, :, g * cout_g:(g + 1) * cout_g])
+    return out
+
+
+def conv3d_backward(grad_out, Z, W, stride=1, padding=0, dilation=1, groups=1,
+                    padding_mode="zeros"):
+    """Gradients of :func:`conv3d_naive`, tap by tap: the gradient of the padded volume,
+    then every padded coordinate's share added onto the voxel np.pad copied it from.
+
+    Parameters
+    ----------
+    grad_out : ndarray, (N, OD, OH, OW, C_out)
+    Z : ndarray, (N, D, H, W, C_in)
+    W : ndarray, (kd, kh, kw, C_in/groups, C_out)
+    stride, padding, dilation, groups, padding_mode
+        The forward call's arguments.
+
+    Returns
+    -------
+    grad_Z, grad_W, grad_bias : ndarray
+        Shaped like `Z`, like `W`, and (C_out,).
+
+    Raises
+    ------
+    ValueError
+        From NumPy when the shapes do not fit: nothing is validated here.
+
+    Examples
+    --------
+    >>> Z, W = np.ones((1, 3, 3, 3, 1)), np.ones((2, 2, 2, 1, 1))
+    >>> gZ, gW, gb = fastconv.reference.conv3d_backward(np.ones((1, 2, 2, 2, 1)), Z, W)
+    >>> float(gZ[0, 1, 1, 1, 0]), float(gW[0, 0, 0, 0, 0]), gb
+    (8.0, 8.0, array([8.]))
+    """
+    s, d = triple(stride), triple(dilation)
+    kernel = W.shape[:3]
+    pads = pad_triples(padding, Z.shape[1:4], kernel, s, d)
+    Zp = pad_ndhwc(Z, pads, padding_mode)
+    cin_g, C_out = W.shape[3:]
+    cout_g = C_out // groups
+    outs = grad_out.shape[1:4]
+    dtype = np.result_type(grad_out, Z, W)
+    grad_Zp = np.zeros(Zp.shape, dtype=dtype)
+    grad_W = np.zeros(W.shape, dtype=dtype)
+    for i, j, k in np.ndindex(*kernel):
+        window = (slice(None), slice(i * d[0], i * d[0] + (outs[0] - 1) * s[0] + 1, s[0]),
+                  slice(j * d[1], j * d[1] + (outs[1] - 1) * s[1] + 1, s[1]),
+                  slice(k * d[2], k * d[2] + (outs[2] - 1) * s[2] + 1, s[2]))
+        for g in range(groups):
+            go = grad_out[..., g * cout_g:(g + 1) * cout_g]
+            cin = slice(g * cin_g, (g + 1) * cin_g)
+            grad_Zp[window + (cin,)] += go @ W[i, j, k, :, g * cout_g:(g + 1) * cout_g].T
+            grad_W[i, j, k, :, g * cout_g:(g + 1) * cout_g] += np.einsum(
+                "ndhwc,ndhwo->co", Zp[window + (cin,)], go)
+    grad_Z = np.zeros(Z.shape, dtype=dtype)
+    index = [_source_indices(n, p, padding_mode) for n, p in zip(Z.shape[1:4], pads)]
+    for pd, ph, pw in np.ndindex(*Zp.shape[1:4]):
+        source = index[0][pd], index[1][ph], index[2][pw]
+        if min(source) >= 0:
+            grad_Z[:, source[0], source[1], source[2]] += grad_Zp[:, pd, ph, pw]
+    return grad_Z, grad_W, grad_out.sum(axis=(0, 1, 2, 3))
+
+
+def conv_transpose3d(Z, W, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
+    """Transposed 3-D convolution, tap by tap: each input voxel times the weight is added
+    at ``position·stride + tap·dilation`` of the full output, which is then cropped by
+    `padding`.
+
+    Parameters
+    ----------
+    Z : ndarray, (N, D, H, W, C_in)
+    W : ndarray, (kd, kh, kw, C_out/groups, C_in)
+    stride, dilation, output_padding : int or (d, h, w)
+    padding : int or three ints or (before, after) pairs
+    groups : int
+
+    Returns
+    -------
+    ndarray, (N, OD, OH, OW, C_out)
+
+    Raises
+    ------
+    ValueError
+        From NumPy when the shapes do not fit: nothing is validated here.
+
+    Examples
+    --------
+    >>> fastconv.reference.conv_transpose3d(np.ones((1, 2, 2, 2, 1)),
+    ...                                     np.ones((2, 2, 2, 1, 1)), stride=2).shape
+    (1, 4, 4, 4, 1)
+    """
+    s, d, op = triple(stride), triple(dilation), triple(output_padding)
+    kernel = W.shape[:3]
+    pads = pad_triples(padding, None, kernel, s, d)
+    cout_g, C_in = W.shape[3:]
+    cin_g = C_in // groups
+    sizes = Z.shape[1:4]
+    full = [(n - 1) * st + di * (k - 1) + o + 1
+            for n, st, di, k, o in zip(sizes, s, d, kernel, op)]
+    out = np.zeros((Z.shape[0], *full, cout_g * groups), dtype=np.result_type(Z, W))
+    for i, j, k in np.ndindex(*kernel):
+        window = (slice(None), slice(i * d[0], i * d[0] + (sizes[0] - 1) * s[0] + 1, s[0]),
+                  slice(j * d[1], j * d[1] + (sizes[1] - 1) * s[1] + 1, s[1]),
+                  slice(k * d[2], k * d[2] + (sizes[2] - 1) * s[2] + 1, s[2]))
+        for g in range(groups):
+            out[window + (slice(g * cout_g, (g + 1) * cout_g),)] += (
+                Z[..., g * cin_g:(g + 1) * cin_g] @ W[i, j, k, :, g * cin_g:(g + 1) * cin_g].T)
+    (b0, a0), (b1, a1), (b2, a2) = pads
+    return out[:, b0:full[0] - a0, b1:full[1] - a1, b2:full[2] - a2]
+
+
+def im2col3d(x, kernel_size, stride=1, padding=0, dilation=1, layout="NCDHW",
+             padding_mode="zeros"):
+    """:func:`fastconv.im2col` of volumes (a 3-tuple kernel_size), tap by tap.
+
+    Parameters
+    ----------
+    x : ndarray, (N, C, D, H, W) for NCDHW or (N, D, H, W, C) for NDHWC
+    kernel_size, stride, dilation : int or (d, h, w)
+    padding : int or three ints or (before, after) pairs
+    layout : {"NCDHW", "NDHWC"}
+    padding_mode : {"zeros", "reflect", "replicate", "circular"}
+
+    Returns
+    -------
+    ndarray
+        NCDHW: (N, C·kd·kh·kw, OD·OH·OW), row ((c·kd + i)·kh + j)·kw + k;
+        NDHWC: (N, OD·OH·OW, kd·kh·kw·C), column ((i·kh + j)·kw + k)·C + c.
+
+    Raises
+    ------
+    IndexError, ValueError
+        From NumPy when the shapes do not fit: nothing is validated here.
+
+    Examples
+    --------
+    >>> fastconv.reference.im2col3d(np.arange(8.0).reshape(1, 1, 2, 2, 2), (2, 2, 2)).ravel()
+    array([0., 1., 2., 3., 4., 5., 6., 7.])
+    """
+    kernel, s, d = triple(kernel_size), triple(stride), triple(dilation)
+    channels_first = layout.upper() == "NCDHW"
+    Z = np.moveaxis(x, 1, -1) if channels_first else x
+    pads = pad_triples(padding, Z.shape[1:4], kernel, s, d)
+    Zp = pad_ndhwc(Z, pads, padding_mode)
+    N, C = Z.shape[0], Z.shape[4]
+    outs = [window_count(n, k, st, di) for n, k, st, di in zip(Zp.shape[1:4], kernel, s, d)]
+    cols = np.zeros((N, *outs, *kernel, C), dtype=x.dtype)
+    for i, j, k in np.ndindex(*kernel):
+        cols[:, :, :, :, i, j, k] = Zp[:, i * d[0]:i * d[0] + (outs[0] - 1) * s[0] + 1:s[0],
+                                       j * d[1]:j * d[1] + (outs[1] - 1) * s[1] + 1:s[1],
+                                       k * d[2]:k * d[2] + (outs[2] - 1) * s[2] + 1:s[2]]
+    positions, taps = int(np.prod(outs)), int(np.prod(kernel))
+    if channels_first:
+        return cols.transpose(0, 7, 4, 5, 6, 1, 2, 3).reshape(N, C * taps, positions)
+    return cols.reshape(N, positions, taps * C)
+
+
+def col2im3d(cols, output_size, kernel_size, stride=1, padding=0, dilation=1,
+             layout="NCDHW", padding_mode="zeros"):
+    """:func:`fastconv.col2im` into volumes: the adjoint of :func:`im2col3d`, every column
+    entry added onto the voxel it was read from (through the padding mode).
+
+    Parameters
+    ----------
+    cols : ndarray, NCDHW (N, C·kd·kh·kw, OD·OH·OW) or NDHWC (N, OD·OH·OW, kd·kh·kw·C)
+    output_size : int or (D, H, W)
+    kernel_size, stride, padding, dilation, layout, padding_mode
+        As for :func:`im2col3d`.
+
+    Returns
+    -------
+    ndarray, (N, C, D, H, W) for NCDHW or (N, D, H, W, C) for NDHWC
+
+    Raises
+    ------
+    ValueError
+        From NumPy when the shapes do not fit: nothing is validated here.
+
+    Examples
+    --------
+    >>> fastconv.reference.col2im3d(np.ones((1, 8, 8)), 3, 2)[0, 0, 1]
+    array([[2., 4., 2.],
+           [4., 8., 4.],
+           [2., 4., 2.]])
+    """
+    sizes, kernel = triple(output_size), triple(kernel_size)
+    s, d = triple(stride), triple(dilation)
+    channels_first = layout.upper() == "NCDHW"
+    pads = pad_triples(padding, sizes, kernel, s, d)
+    padded = [n + b + a for n, (b, a) in zip(sizes, pads)]
+    outs = [window_count(n, k, st, di) for n, k, st, di in zip(padded, kernel, s, d)]
+    N, taps = cols.shape[0], int(np.prod(kernel))
+    if channels_first:
+        C = cols.shape[1] // taps
+        per_tap = cols.reshape(N, C, *kernel, *outs).transpose(0, 5, 6, 7, 2, 3, 4, 1)
+    else:
+        C = cols.shape[2] // taps
+        per_tap = cols.reshape(N, *outs, *kernel, C)
+    grad_p = np.zeros((N, *padded, C), dtype=cols.dtype)
+    for i, j, k in np.ndindex(*kernel):
+        grad_p[:, i * d[0]:i * d[0] + (outs[0] - 1) * s[0] + 1:s[0],
+               j * d[1]:j * d[1] + (outs[1] - 1) * s[1] + 1:s[1],
+               k * d[2]:k * d[2] + (outs[2] - 1) * s[2] + 1:s[2]] += per_tap[:, :, :, :, i, j, k]
+    image = np.zeros((N, *sizes, C), dtype=cols.dtype)
+    index = [_source_indices(n, p, padding_mode) for n, p in zip(sizes, pads)]
+    for pd, ph, pw in np.ndindex(*padded):
+        source = index[0][pd], index[1][ph], index[2][pw]
+        if min(source) >= 0:
+            image[:, source[0], source[1], source[2]] += grad_p[:, pd, ph, pw]
+    return np.moveaxis(image, -1, 1) if channels_first else image
 
 
 # --------------------------------------------------------------------------- R-MAC

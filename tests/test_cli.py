@@ -23,6 +23,7 @@ PACKAGE_PARENT = str(Path(fastconv.__file__).resolve().parents[1])
 TINY = ["--layers", "lecture.8to16", "--batch", "1", "--repeats", "1"]
 # The sections of 1-D layers (bench.suite.SIGNALS or --conv1d), not of the 2-D suite.
 ONE_D = ("conv1d", "conv1d_backward")
+THREE_D = ("conv3d", "conv3d_backward")
 
 ROW_KEYS = {"op", "layer", "batch", "shape", "column_bytes", "fastconv_ms", "gbps",
             "numpy_ms", "torch_ms", "speedup_numpy", "speedup_torch", "matches_numpy"}
@@ -104,7 +105,7 @@ def test_bench_tiny_with_json(tmp_path):
     rows = document["rows"]
     # All sections by default; rmac times its own feature maps, not the layer suite; the
     # conv1d sections time the 1-D layers, which --layers lecture.8to16 does not name.
-    two_d = [op for op in sections.SECTIONS if op not in ONE_D]
+    two_d = [op for op in sections.SECTIONS if op not in ONE_D + THREE_D]
     assert list(dict.fromkeys(row["op"] for row in rows)) == two_d
     maps = {fmap.name for fmap in suite.RMAC_MAPS}
     for row in rows:
@@ -563,7 +564,7 @@ def test_non_square_user_layer_runs_every_section(layout):
     # rmac times its own ResNet/VGG feature maps, not the layers
     rows = [row for row in sections.run(config, progress=False) if row.op != "rmac"]
     assert [row.op for row in rows] == [op for op in sections.SECTIONS
-                                        if op != "rmac" and op not in ONE_D]
+                                        if op != "rmac" and op not in ONE_D + THREE_D]
     for row in rows:
         assert row.layer == layer.name and row.batch == 2
         assert row.shape == ((2, 3, 9, 5) if layout == "NCHW" else (2, 9, 5, 3))
@@ -666,6 +667,55 @@ def test_bench_conv1d_cli_json(tmp_path, torch):
         ("conv1d_backward", "user1d.N2.C3.L30.O4.k3.s1.p1")]
     for row in rows:
         assert row["matches_numpy"] and row["torch_ms"] > 0
+
+
+def test_bad_conv3d_option_is_a_clean_error():
+    result = run_cli("bench", "--conv3d", "1,2,3")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "--conv3d" in result.stderr and "expected 9" in result.stderr
+    result = run_cli("bench", "--conv3d", "1,2,3,3,3,4,5,1,0")
+    assert result.returncode == 2 and "kernel k=5 is larger than the padded axis" in \
+        result.stderr
+    result = run_cli("bench", "--compare", "--conv3d", "1,2,4,4,4,4,3,1,1")
+    assert result.returncode == 2 and "takes no --conv3d" in result.stderr
+
+
+def test_conv3d_selection():
+    """The issue's 3-D layer runs by default (batch 2), by --layers name, alone with
+    --conv3d; --conv alone runs no 3-D layer."""
+    assert [v.name for v in suite.VOLUMES] == ["conv3d.32to32.k3"]
+    config = make_config(use_torch=False)
+    assert [(case.layer.name, case.batch) for case in config.volume_cases()] == [
+        ("conv3d.32to32.k3", 2)]
+    layer = suite.VOLUMES[0]
+    assert (layer.in_channels, layer.size, layer.out_channels, layer.kernel,
+            layer.padding) == (32, (32, 32, 32), 32, 3, 1)
+    config = make_config(layers=["conv3d.*"], use_torch=False)
+    assert config.layers == [] and config.signals == [] and len(config.volumes) == 1
+    user = suite.parse_conv3d("2,3,4,5,6,4,3,1,1")
+    assert user.name == "user3d.N2.C3.D4.H5.W6.O4.k3.s1.p1"
+    config = make_config(user_volumes=[user, user], use_torch=False)
+    assert config.volumes == [user] and config.layers == [] and config.signals == []
+    config = make_config(user_layers=[suite.parse_conv("1,2,5,7,2,1,1,0")], use_torch=False)
+    assert config.volumes == []
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+def test_conv3d_sections_match_numpy(layout, torch):
+    volume = suite.parse_conv3d("2,3,5,6,7,4,3,2,1")
+    config = make_config(user_volumes=[volume], layout=layout, dtype="float64", repeats=1,
+                         ops=list(THREE_D))
+    rows = sections.run(config, progress=False)
+    assert [row.op for row in rows] == list(THREE_D)
+    case = suite.VolumeCase(volume, 2)
+    for row in rows:
+        assert row.layer == volume.name and row.batch == 2 and row.matches_numpy is True
+        assert row.shape == ((2, 3, 5, 6, 7) if layout == "NCHW" else (2, 5, 6, 7, 3))
+        assert row.fastconv_s > 0 and row.torch_s > 0
+    assert rows[0].flops == case.flops == 2 * 2 * 4 * 3 * 27 * 3 * 3 * 4
+    assert rows[1].flops == 2 * case.flops
+    assert "conv3d: " + ("NCDHW" if layout == "NCHW" else "NDHWC") in report.format_table(
+        rows, config)
 
 
 def _fake_rows():

@@ -30,7 +30,9 @@ example database.
 
 The 1-D operators of docs/spec.md §6 (conv1d, conv1d_backward, conv_transpose1d, Conv1D,
 and im2col / col2im / col2im_backward with a 1-tuple kernel_size) have their own
-strategies and model (section "1-D") against fastconv.reference's 1-D loops.
+strategies and model (section "1-D") against fastconv.reference's 1-D loops; the 3-D ones
+(conv3d, conv3d_backward, conv_transpose3d, Conv3D, and im2col / col2im / col2im_backward
+with a 3-tuple kernel_size, with padding_mode) likewise (section "3-D").
 
 Adding a function: write a strategy that draws a ``Case`` (the call, its model's errors
 and oracle) and add a row to ``TARGETS``. The geometry, dtype, array and ``out=`` helpers
@@ -341,10 +343,11 @@ def is_sequence(value):
 
 
 def not_one_d(kernel_size):
-    """A kernel_size of one value in a sequence makes im2col/col2im work on 1-D images
-    (docs/spec.md §6), modelled by the 1-D strategies, not by the 2-D ones."""
+    """A kernel_size of one value in a sequence makes im2col/col2im work on 1-D images, of
+    three values on volumes (docs/spec.md §6), modelled by the 1-D and 3-D strategies, not
+    by the 2-D ones."""
     return not (is_sequence(kernel_size) and np.ndim(kernel_size) == 1
-                and len(kernel_size) == 1)
+                and len(kernel_size) in (1, 3))
 
 
 def parse_pair(value, minimum=1):
@@ -3326,6 +3329,680 @@ def conv1d_layer_cases(draw):
                 (lambda: None) if not problems else None, compare, (x,))
 
 
+# ================================================================== 3-D (docs/spec.md §6)
+# conv3d, conv3d_backward, conv_transpose3d, Conv3D, and im2col / col2im with a 3-tuple
+# kernel_size, modelled from docs/spec.md §6 in 3-D words, with padding_mode; the oracles
+# are fastconv.reference's 3-D tap loops (NDHWC volumes, DHWIO weights, np.pad copies),
+# exact on small integers.
+LAYOUTS_3D = ("NCDHW", "NDHWC")
+LAYOUT_3D_ARGS = weighted((30, st.sampled_from(LAYOUTS_3D)),
+                          (3, st.sampled_from(["ncdhw", "ndhwc", "NdHwC"])),
+                          (1, st.sampled_from(["NCHW", "NCL", "", None, 0, b"NCDHW"])))
+MODES_3D = ("zeros", "reflect", "replicate", "circular")
+MODE_ARGS = weighted((12, st.sampled_from(MODES_3D)), (2, st.sampled_from(["Reflect", "ZEROS"])),
+                     (1, st.sampled_from(["mirror", "", None, 0, "edge"])))
+
+
+def parse_layout_3d(value, two_d_names=False):
+    if not isinstance(value, str):
+        return None
+    upper = value.upper()
+    if two_d_names:
+        upper = {"NCHW": "NCDHW", "NHWC": "NDHWC"}.get(upper, upper)
+    return upper if upper in LAYOUTS_3D else None
+
+
+ALGORITHM_3D_ARGS = weighted((12, st.sampled_from(["auto", "gemm"])),
+                             (2, st.sampled_from(["AUTO", "Gemm"])),
+                             (1, st.sampled_from(["fft", "", None, 1])))
+
+
+def check_algorithm_3d(problems, fn, value):
+    """algorithm= of the 3-D convolutions: 'auto' / 'gemm' / 'winograd' in any case
+    ('winograd' is not drawn: these small channel counts never take it under 'auto', and
+    a forced Winograd is not exact on integers)."""
+    if not (isinstance(value, str) and value.lower() in ("auto", "gemm", "winograd")):
+        problems.add(ValueError, rf"^{fn}: algorithm")
+
+
+def parse_mode(problems, fn, value, transposed=False):
+    """padding_mode (docs/spec.md §6): the four names in any case; "zeros" only for the
+    transposed convolution."""
+    mode = value.lower() if isinstance(value, str) and value.lower() in MODES_3D else None
+    if mode is None or (transposed and mode != "zeros"):
+        problems.add(ValueError, rf"^{fn}: padding_mode")
+        return None
+    return mode
+
+
+def triple_value(lo, hi, minimum=1, huge=True, clean=False):
+    """stride / dilation / kernel_size of a 3-D call: an int or a 3-tuple; sometimes bad."""
+    small = st.integers(lo, hi)
+    if clean:
+        return weighted((3, small), (1, st.tuples(small, small, small)))
+    scalar = int_value(lo, hi, huge)
+    bad = weighted((3, BAD_SCALARS.filter(lambda v: not (is_int(v) and v >= minimum))),
+                   (2, st.tuples(scalar, scalar)), (1, st.just(())),
+                   (1, st.tuples(scalar, scalar, BAD_SCALARS)))
+    return weighted((16, scalar), (8, st.tuples(scalar, scalar, scalar)),
+                    (1, st.lists(scalar, min_size=3, max_size=3)), (1, bad))
+
+
+def parse_triple(value, minimum=1):
+    if is_sequence(value):
+        if np.ndim(value) == 1 and len(value) == 3 and all(is_int(v) and v >= minimum
+                                                           for v in value):
+            return tuple(int(v) for v in value)
+        return None
+    return (int(value),) * 3 if is_int(value) and value >= minimum else None
+
+
+def padding_3d_value(strings=False, clean=False):
+    """int, or three entries each an int or a (before, after) pair; for the convolutions
+    also 'valid' / 'same'; sometimes bad."""
+    small = st.integers(0, 2)
+    entry = weighted((2, small), (1, st.tuples(small, small)))
+    if clean:
+        options = [(3, small), (3, st.tuples(entry, entry, entry))]
+        if strings:
+            options.append((2, st.sampled_from(["same", "valid"])))
+        return weighted(*options)
+    scalar = int_value(0, 2, huge=False)
+    options = [(12, scalar), (8, st.tuples(entry, entry, entry)),
+               (1, st.tuples(scalar, scalar)), (1, st.tuples(st.tuples(scalar, scalar, scalar),
+                                                             scalar, scalar)),
+               (1, BAD_SCALARS.filter(lambda v: not (is_int(v) and v >= 0)))]
+    if strings:
+        options.append((4, st.sampled_from(["same", "valid", "SAME", "full"])))
+    return weighted(*options)
+
+
+def parse_padding_3d(value):
+    if is_int(value):
+        return ((int(value),) * 2,) * 3 if value >= 0 else None
+    if not (is_sequence(value) and len(value) == 3):
+        return None
+    pairs = []
+    for entry in value:
+        if is_int(entry) and entry >= 0:
+            pairs.append((int(entry),) * 2)
+        elif (is_sequence(entry) and np.ndim(entry) == 1 and len(entry) == 2
+              and all(is_int(v) and v >= 0 for v in entry)):
+            pairs.append(tuple(int(v) for v in entry))
+        else:
+            return None
+    return tuple(pairs)
+
+
+def window_3d(problems, fn, sizes, kernel, stride, pads, dilation, mode="zeros"):
+    """(OD, OH, OW) of docs/spec.md §6, or None after adding the problems."""
+    if None in (kernel, stride, pads, dilation):
+        return None
+    outs = []
+    for size, k, s, (b, a), d in zip(sizes, kernel, stride, pads, dilation):
+        if max(k, s, d) > LIMIT or size + b + a > LIMIT:
+            problems.add(ValueError, rf"^{fn}: (kernel_size|stride|dilation|padding)")
+            return None
+        if size + b + a < d * (k - 1) + 1:
+            problems.add(ValueError, rf"^{fn}: kernel_size=.* with dilation")
+            return None
+        outs.append((size + b + a - d * (k - 1) - 1) // s + 1)
+    for size, (b, a) in zip(sizes, pads):
+        pad = max(b, a)
+        if pad and mode != "zeros" and (mode == "reflect" and pad >= size
+                                        or mode == "circular" and pad > size
+                                        or mode == "replicate" and size == 0):
+            problems.add(ValueError, rf"^{fn}: padding_mode='{mode}' needs")
+            return None
+    return tuple(outs)
+
+
+def dims_3d(shape5, layout):
+    return (shape5[0], shape5[1], tuple(shape5[2:])) if layout == "NCDHW" else \
+        (shape5[0], shape5[4], tuple(shape5[1:4]))
+
+
+def volume_shape(ndim, layout, n, c, sizes):
+    dims = (n, c) + tuple(sizes) if layout == "NCDHW" else (n,) + tuple(sizes) + (c,)
+    return {5: dims, 4: dims[1:], 3: dims[2:], 6: dims + (1,)}[ndim]
+
+
+VOLUME_NDIMS = weighted((12, st.just(5)), (5, st.just(4)), (1, st.sampled_from([3, 6])))
+
+
+def to_ndhwc(array, layout):
+    array = np.array(array)
+    return array if layout == "NDHWC" else np.ascontiguousarray(np.moveaxis(array, 1, -1))
+
+
+def from_ndhwc(array, layout):
+    return array if layout == "NDHWC" else np.ascontiguousarray(np.moveaxis(array, -1, 1))
+
+
+def as_dhwio(weight, layout):
+    w = np.array(weight)
+    return w if layout == "NDHWC" else np.ascontiguousarray(w.transpose(2, 3, 4, 1, 0))
+
+
+def from_dhwio(weight, layout):
+    return weight if layout == "NDHWC" else np.ascontiguousarray(weight.transpose(4, 3, 0, 1, 2))
+
+
+@st.composite
+def conv3d_arrays(draw, clean, transposed=False):
+    """layout argument, x, weight, bias and groups of a 3-D convolution (sometimes
+    mismatched when not clean)."""
+    layout_arg = draw(st.sampled_from(LAYOUTS_3D) if clean else LAYOUT_3D_ARGS)
+    layout = parse_layout_3d(layout_arg) or "NCDHW"
+    groups = draw(weighted((6, st.just(1)), (2, st.integers(2, 3)),
+                           (0 if clean else 1, BAD_SCALARS)))
+    g = groups if is_int(groups) and groups >= 1 else 1
+    cin_g, cout_g = draw(st.integers(1, 2)), draw(st.integers(1, 3))
+    n = draw(st.integers(0, 2))
+    sizes = tuple(draw(st.integers(0, 4)) for _ in range(3))
+    kernel = tuple(draw(st.integers(1, 3)) for _ in range(3))
+    change = "none" if clean else draw(st.sampled_from(
+        ["none"] * 12 + ["channels", "weight-ndim", "dtype", "empty-weight", "bias", "ndim"]))
+    dtype = draw(st.sampled_from(FLOATS) if clean else dtype_values())
+    c = cin_g * g + (1 if change == "channels" else 0)
+    ndim = draw(st.sampled_from([5, 5, 4]) if clean or change != "ndim" else VOLUME_NDIMS)
+    x = draw(arrays(volume_shape(ndim, layout, n, c, sizes), dtype,
+                    [o for o in MEMORY_ORDERS if o != "list"]))
+    first, second = (cin_g * g, cout_g) if transposed else (cout_g * g, cin_g)
+    wshape = (first, second) + kernel if layout == "NCDHW" else kernel + (second, first)
+    if change == "weight-ndim":
+        wshape = wshape[1:]
+    if change == "empty-weight":
+        wshape = (0,) + wshape[1:] if layout == "NDHWC" else wshape[:-1] + (0,)
+    weight = draw(arrays(wshape, draw(dtype_values()) if change == "dtype" else dtype))
+    bias = None
+    if draw(st.booleans()):
+        bias = draw(arrays((cout_g * g + (1 if change == "bias" else 0),), dtype))
+    return layout_arg, x, weight, bias, groups
+
+
+def conv3d_model(problems, fn, x, weight, bias, groups, stride_arg, padding_arg,
+                 dilation_arg, layout_arg, mode_arg, transposed=False, output_padding_arg=0):
+    """docs/spec.md §6 checks of conv3d / conv3d_backward / conv_transpose3d; the parsed
+    call, or None when a problem stops the model."""
+    layout = parse_layout_3d(layout_arg)
+    if layout is None:
+        problems.add(ValueError, rf"^{fn}: layout")
+    mode = parse_mode(problems, fn, mode_arg, transposed)
+    dtypes = [check_float(problems, fn, "input", x), check_float(problems, fn, "weight", weight)]
+    if bias is not None:
+        dtypes.append(check_float(problems, fn, "bias", bias))
+    if len(set(dtypes)) > 1:
+        problems.add(TypeError, rf"^{fn}: \w+ has dtype \S+ but \w+ has dtype")
+    wshape, xshape = np.shape(weight), np.shape(x)
+    if len(wshape) != 5:
+        problems.add(ValueError, rf"^{fn}: expected a 5-D weight")
+    if len(xshape) not in (4, 5):
+        problems.add(ValueError, rf"^{fn}: expected input of shape")
+    groups_ok = is_int(groups) and groups >= 1
+    if not groups_ok:
+        problems.add(ValueError, rf"^{fn}: groups")
+    stride, dilation = parse_triple(stride_arg), parse_triple(dilation_arg)
+    for name, value in (("stride", stride), ("dilation", dilation)):
+        if value is None:
+            problems.add(ValueError, rf"^{fn}: {name}")
+    if isinstance(padding_arg, str) and not transposed:
+        padding = padding_arg.lower() if padding_arg.lower() in ("same", "valid") else None
+    else:
+        padding = parse_padding_3d(padding_arg)
+    if padding is None:
+        problems.add(ValueError, rf"^{fn}: padding")
+    out_pad = parse_triple(output_padding_arg, minimum=0) if transposed else (0, 0, 0)
+    if out_pad is None:
+        problems.add(ValueError, rf"^{fn}: output_padding")
+    if not (layout and len(wshape) == 5 and len(xshape) in (4, 5) and groups_ok):
+        return None
+    x5 = xshape if len(xshape) == 5 else (1,) + xshape
+    n, c, sizes = dims_3d(x5, layout)
+    first, second = (wshape[0], wshape[1]) if layout == "NCDHW" else (wshape[4], wshape[3])
+    kernel = tuple(wshape[2:]) if layout == "NCDHW" else tuple(wshape[:3])
+    if transposed:
+        cin, cout_g = first, second
+        cout = cout_g * groups
+        if c != cin:
+            problems.add(ValueError, rf"^{fn}: expected input with \d+ channels")
+        if cin % groups:
+            problems.add(ValueError, rf"^{fn}: groups=\d+ must divide")
+        if min(kernel + (cout_g, cin)) < 1:
+            problems.add(ValueError, rf"^{fn}: weight has an empty axis")
+    else:
+        cout, cin_g = first, second
+        if cout % groups:
+            problems.add(ValueError, rf"^{fn}: groups=\d+ must divide")
+        if c != cin_g * groups:
+            problems.add(ValueError, rf"^{fn}: expected input with \d+ channels")
+        if min(kernel + (cin_g, cout)) < 1:
+            problems.add(ValueError, rf"^{fn}: weight has an empty axis")
+    if bias is not None and np.shape(bias) != (cout,):
+        problems.add(ValueError, rf"^{fn}: expected bias of shape")
+    if padding == "valid":
+        padding = ((0, 0),) * 3
+    elif padding == "same":
+        padding = None if None in (stride, dilation) else tuple(
+            same_1d(size, k, s, d) for size, k, s, d in zip(sizes, kernel, stride, dilation))
+    if min(kernel) < 1 or None in (stride, dilation, padding, out_pad, mode):
+        return None
+    if transposed:
+        outs = []
+        if any(op >= max(s, d) for op, s, d in zip(out_pad, stride, dilation)):
+            problems.add(ValueError, rf"^{fn}: output_padding")
+            return None
+        for size, k, s, d, (b, a), op in zip(sizes, kernel, stride, dilation, padding,
+                                             out_pad):
+            full = (size - 1) * s + d * (k - 1) + op + 1
+            if full - b - a < 1:
+                problems.add(ValueError, rf"^{fn}: padding=.* removes the whole output")
+                return None
+            outs.append(full - b - a)
+        if window_3d(problems, fn, outs, kernel, stride, padding, dilation) is None:
+            return None
+    else:
+        outs = window_3d(problems, fn, sizes, kernel, stride, padding, dilation, mode)
+        if outs is None:
+            return None
+    if problems:
+        return None
+    dtype = dtypes[0]
+    full = (n, cout) + tuple(outs) if layout == "NCDHW" else (n,) + tuple(outs) + (cout,)
+    shape = full if len(xshape) == 5 else full[1:]
+    if not check_sizes(problems, shape, dtype, [x, weight, bias]):
+        return None
+    return dict(layout=layout, dtype=dtype, batched=len(xshape) == 5, stride=stride,
+                padding=padding, dilation=dilation, groups=groups, out_pad=out_pad,
+                shape=shape, mode=mode)
+
+
+def conv3d_oracle(p, x, weight, bias):
+    """reference.conv3d_naive in the call's layout."""
+    if math.prod(p["shape"]) == 0:
+        return np.zeros(p["shape"], p["dtype"])
+    x5 = np.array(x) if p["batched"] else np.array(x)[None]
+    y = reference.conv3d_naive(to_ndhwc(x5, p["layout"]), as_dhwio(weight, p["layout"]),
+                               p["stride"], p["padding"], p["dilation"], p["groups"],
+                               p["mode"])
+    if bias is not None:
+        y = y + np.array(bias)
+    y = from_ndhwc(y.astype(p["dtype"]), p["layout"])
+    return y if p["batched"] else y[0]
+
+
+@st.composite
+def conv3d_cases(draw):
+    clean = draw(st.integers(0, 3)) > 0
+    fn = "conv3d"
+    layout_arg, x, weight, bias, groups = draw(conv3d_arrays(clean))
+    stride_arg = draw(triple_value(1, 2, clean=clean))
+    dilation_arg = draw(triple_value(1, 2, clean=clean))
+    padding_arg = draw(padding_3d_value(strings=True, clean=clean))
+    mode_arg = draw(st.sampled_from(MODES_3D) if clean else MODE_ARGS)
+    algorithm_arg = draw(st.just("auto") if clean else ALGORITHM_3D_ARGS)
+    problems = Problems()
+    check_algorithm_3d(problems, fn, algorithm_arg)
+    p = conv3d_model(problems, fn, x, weight, bias, groups, stride_arg, padding_arg,
+                     dilation_arg, layout_arg, mode_arg)
+    out = None
+    if p is not None:
+        out = draw(out_buffer(p["shape"], p["dtype"], [x, weight, bias], clean=clean))
+        check_out(problems, fn, out, p["shape"], p["dtype"], [x, weight, bias])
+    kwargs = dict(stride=stride_arg, padding=padding_arg, dilation=dilation_arg,
+                  groups=groups, layout=layout_arg, padding_mode=mode_arg,
+                  algorithm=algorithm_arg)
+    if out is not None:
+        kwargs["out"] = out
+    errors, may_return = settle(problems, [x, weight, bias], p and p["shape"])
+    return Case(f"conv3d(x: {np.shape(x)} {dtype_of(x)}, weight: {np.shape(weight)} "
+                f"{dtype_of(weight)}, bias: {None if bias is None else np.shape(bias)}, "
+                f"**{kwargs!r})",
+                lambda: fastconv.conv3d(x, weight, bias, **kwargs), errors,
+                (lambda: conv3d_oracle(p, x, weight, bias)) if may_return else None,
+                assert_into(out) if out is not None else None, (x, weight, bias))
+
+
+def conv3d_backward_oracle(p, grad, x, weight):
+    layout, batched, dtype = p["layout"], p["batched"], p["dtype"]
+    x5 = np.array(x) if batched else np.array(x)[None]
+    g5 = np.array(grad) if batched else np.array(grad)[None]
+    gz, gw, gb = reference.conv3d_backward(to_ndhwc(g5, layout), to_ndhwc(x5, layout),
+                                           as_dhwio(weight, layout), p["stride"],
+                                           p["padding"], p["dilation"], p["groups"],
+                                           p["mode"])
+    gx = from_ndhwc(gz.astype(dtype), layout)
+    return (gx if batched else gx[0], from_dhwio(gw, layout).astype(dtype), gb.astype(dtype))
+
+
+@st.composite
+def conv3d_backward_cases(draw):
+    clean = draw(st.integers(0, 3)) > 0
+    fn = "conv3d_backward"
+    layout_arg, x, weight, _, groups = draw(conv3d_arrays(clean))
+    stride_arg = draw(triple_value(1, 2, clean=clean))
+    dilation_arg = draw(triple_value(1, 2, clean=clean))
+    padding_arg = draw(padding_3d_value(strings=True, clean=clean))
+    mode_arg = draw(st.sampled_from(MODES_3D) if clean else MODE_ARGS)
+    needs = draw(st.tuples(st.booleans(), st.booleans(), st.booleans()))
+    algorithm_arg = draw(st.just("auto") if clean else ALGORITHM_3D_ARGS)
+    problems = Problems()
+    check_algorithm_3d(problems, fn, algorithm_arg)
+    p = conv3d_model(problems, fn, x, weight, None, groups, stride_arg, padding_arg,
+                     dilation_arg, layout_arg, mode_arg)
+    xdtype = dtype_of(x)
+    gdtype = xdtype if xdtype in FLOATS else np.dtype(np.float32)
+    gshape = (1, 1, 1, 1, 1)
+    if p is not None:
+        gshape = p["shape"] if clean or draw(st.integers(0, 8)) else \
+            tuple(p["shape"][:-1]) + (p["shape"][-1] + 1,)
+    if not clean and draw(st.integers(0, 8)) == 0:
+        gdtype = draw(dtype_values())
+    grad = draw(arrays(gshape, gdtype, [o for o in MEMORY_ORDERS if o != "list"]))
+    gd = check_float(problems, fn, "grad_output", grad)
+    if gd in FLOATS and xdtype in FLOATS and gd != xdtype:
+        problems.add(TypeError, rf"^{fn}: input has dtype \S+ but grad_output has dtype")
+    if p is not None and np.shape(grad) != p["shape"]:
+        problems.add(ValueError, rf"^{fn}: expected grad_output of shape")
+
+    def compare(result, want):
+        for got, value, needed in zip(result, want, needs):
+            if needed:
+                assert_same(got, value)
+            else:
+                assert got is None
+
+    kwargs = dict(stride=stride_arg, padding=padding_arg, dilation=dilation_arg,
+                  groups=groups, layout=layout_arg, padding_mode=mode_arg,
+                  needs_input_grad=needs[0], needs_weight_grad=needs[1],
+                  needs_bias_grad=needs[2], algorithm=algorithm_arg)
+    errors, may_return = settle(problems, [x, weight, grad], p and p["shape"])
+    return Case(f"conv3d_backward(grad: {np.shape(grad)} {dtype_of(grad)}, x: {np.shape(x)} "
+                f"{dtype_of(x)}, weight: {np.shape(weight)} {dtype_of(weight)}, **{kwargs!r})",
+                lambda: fastconv.conv3d_backward(grad, x, weight, **kwargs), errors,
+                (lambda: conv3d_backward_oracle(p, grad, x, weight)) if may_return else None,
+                compare, (x, weight, grad))
+
+
+@st.composite
+def conv_transpose3d_cases(draw):
+    clean = draw(st.integers(0, 3)) > 0
+    fn = "conv_transpose3d"
+    layout_arg, x, weight, bias, groups = draw(conv3d_arrays(clean, transposed=True))
+    stride_arg = draw(triple_value(1, 2, clean=clean))
+    dilation_arg = draw(triple_value(1, 2, clean=clean))
+    padding_arg = draw(padding_3d_value(clean=clean) if clean
+                       else weighted((8, padding_3d_value()), (1, st.just("same"))))
+    output_padding_arg = draw(weighted((3, st.just(0)), (2, triple_value(
+        0, 1, minimum=0, huge=False, clean=clean))))
+    mode_arg = draw(weighted((10, st.just("zeros")), (0 if clean else 1, MODE_ARGS)))
+    problems = Problems()
+    p = conv3d_model(problems, fn, x, weight, bias, groups, stride_arg, padding_arg,
+                     dilation_arg, layout_arg, mode_arg, transposed=True,
+                     output_padding_arg=output_padding_arg)
+    out = None
+    if p is not None:
+        out = draw(out_buffer(p["shape"], p["dtype"], [x, weight, bias], clean=clean))
+        check_out(problems, fn, out, p["shape"], p["dtype"], [x, weight, bias])
+
+    def expected():
+        if math.prod(p["shape"]) == 0:
+            return np.zeros(p["shape"], p["dtype"])
+        layout, batched = p["layout"], p["batched"]
+        x5 = np.array(x) if batched else np.array(x)[None]
+        y = reference.conv_transpose3d(to_ndhwc(x5, layout), as_dhwio(weight, layout),
+                                       p["stride"], p["padding"], p["out_pad"], p["groups"],
+                                       p["dilation"])
+        if bias is not None:
+            y = y + np.array(bias)
+        y = from_ndhwc(y.astype(p["dtype"]), layout)
+        return y if batched else y[0]
+
+    kwargs = dict(stride=stride_arg, padding=padding_arg, output_padding=output_padding_arg,
+                  groups=groups, dilation=dilation_arg, layout=layout_arg,
+                  padding_mode=mode_arg)
+    if out is not None:
+        kwargs["out"] = out
+    errors, may_return = settle(problems, [x, weight, bias], p and p["shape"])
+    return Case(f"conv_transpose3d(x: {np.shape(x)} {dtype_of(x)}, weight: {np.shape(weight)}"
+                f" {dtype_of(weight)}, bias: {None if bias is None else np.shape(bias)}, "
+                f"**{kwargs!r})",
+                lambda: fastconv.conv_transpose3d(x, weight, bias, **kwargs), errors,
+                expected if may_return else None,
+                assert_into(out) if out is not None else None, (x, weight, bias))
+
+
+@st.composite
+def conv3d_layer_cases(draw):
+    """Conv3D: a valid layer (integer weights), forward then two backward passes, against
+    the oracles; or a bad constructor argument."""
+    clean = draw(st.integers(0, 3)) > 0
+    layout_arg = draw(st.sampled_from(LAYOUTS_3D) if clean else LAYOUT_3D_ARGS)
+    layout = parse_layout_3d(layout_arg)
+    g = draw(weighted((6, st.just(1)), (2, st.integers(2, 3))))
+    cin, cout = draw(st.integers(1, 2)) * g, draw(st.integers(1, 2)) * g
+    kernel_arg = draw(triple_value(1, 3, huge=False, clean=True) if clean
+                      else weighted((8, triple_value(1, 3, huge=False, clean=True)),
+                                    (1, triple_value(1, 3))))
+    stride_arg = draw(triple_value(1, 2, huge=False, clean=clean))
+    dilation_arg = draw(triple_value(1, 2, huge=False, clean=clean))
+    padding_arg = draw(padding_3d_value(strings=True, clean=clean))
+    mode_arg = draw(st.sampled_from(MODES_3D) if clean else MODE_ARGS)
+    dtype = draw(st.sampled_from(FLOATS))
+    fn = "Conv3D"
+    problems = Problems()
+    if layout is None:
+        problems.add(ValueError, rf"^{fn}: layout")
+    mode = parse_mode(problems, fn, mode_arg)
+    kernel, stride = parse_triple(kernel_arg), parse_triple(stride_arg)
+    dilation = parse_triple(dilation_arg)
+    for name, value in (("kernel_size", kernel), ("stride", stride), ("dilation", dilation)):
+        if value is None or max(value) > LIMIT:
+            problems.add(ValueError, rf"^{fn}: {name}")
+    if isinstance(padding_arg, str):
+        if padding_arg.lower() not in ("same", "valid"):
+            problems.add(ValueError, rf"^{fn}: padding")
+    elif parse_padding_3d(padding_arg) is None:
+        problems.add(ValueError, rf"^{fn}: padding")
+    kwargs = dict(stride=stride_arg, padding=padding_arg, dilation=dilation_arg, groups=g,
+                  padding_mode=mode_arg, layout=layout_arg, dtype=dtype,
+                  seed=draw(st.integers(0, 9)))
+    text = f"Conv3D({cin}, {cout}, {kernel_arg!r}, **{kwargs!r})"
+    if problems:
+        return Case(text, lambda: fastconv.Conv3D(cin, cout, kernel_arg, **kwargs), problems)
+    n = draw(st.integers(0, 2))
+    sizes = tuple(draw(st.integers(0, 4)) for _ in range(3))
+    ndim = draw(st.sampled_from([5, 5, 4]))
+    x = draw(arrays(volume_shape(ndim, layout, n, cin, sizes), np.dtype(dtype),
+                    [o for o in MEMORY_ORDERS if o != "list"]))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    if isinstance(padding_arg, str):
+        padding = (((0, 0),) * 3 if padding_arg.lower() == "valid" else tuple(
+            same_1d(size, k, s, d) for size, k, s, d in zip(sizes, kernel, stride, dilation)))
+    else:
+        padding = parse_padding_3d(padding_arg)
+    outs = window_3d(problems, "Conv3D.forward", sizes, kernel, stride, padding, dilation,
+                     mode)
+    shape = None
+    if outs is not None:
+        full = (n, cout) + outs if layout == "NCDHW" else (n,) + outs + (cout,)
+        shape = full if ndim == 5 else full[1:]
+
+    def call():
+        layer = fastconv.Conv3D(cin, cout, kernel_arg, **kwargs)
+        layer.weight[...] = fill(rng, layer.weight.shape, np.dtype(dtype))
+        layer.bias[...] = fill(rng, layer.bias.shape, np.dtype(dtype))
+        y = layer(x)
+        grad = fill(rng, y.shape, np.dtype(dtype))
+        first = layer.backward(grad)
+        np.testing.assert_array_equal(first, layer.backward(grad))
+        return layer, y, grad, first
+
+    def compare(result, _):
+        layer, y, grad, grad_x = result
+        p = dict(layout=layout, dtype=np.dtype(dtype), batched=ndim == 5, stride=stride,
+                 padding=padding, dilation=dilation, groups=g, shape=shape, mode=mode)
+        assert_same(y, conv3d_oracle(p, x, layer.weight, layer.bias))
+        gx, gw, gb = conv3d_backward_oracle(p, grad, x, layer.weight)
+        assert_same(grad_x, gx)
+        assert_same(layer.weight_grad, 2 * gw)
+        assert_same(layer.bias_grad, 2 * gb)
+
+    return Case(f"{text}; forward(x: {np.shape(x)})", call, problems,
+                (lambda: None) if not problems else None, compare, (x,))
+
+
+def im2col_3d_strategy(fn="im2col", arg="x"):
+    """im2col / col2im_backward with a 3-tuple kernel_size (docs/spec.md §6)."""
+    @st.composite
+    def strategy(draw):
+        clean = draw(st.integers(0, 3)) > 0
+        layout_arg = draw(st.sampled_from(LAYOUTS_3D + ("NCHW", "NHWC")) if clean
+                          else LAYOUT_3D_ARGS)
+        layout = parse_layout_3d(layout_arg, two_d_names=True)
+        n, c = draw(st.integers(0, 2)), draw(st.integers(0, 3))
+        sizes = tuple(draw(st.integers(0, 4)) for _ in range(3))
+        dtype = draw(dtype_values(movable=True, clean=clean))
+        ndim = draw(st.sampled_from([5, 5, 4]) if clean else VOLUME_NDIMS)
+        x = draw(arrays(volume_shape(ndim, layout or "NCDHW", n, c, sizes), dtype))
+        kernel = tuple(draw(st.integers(0 if not clean else 1, 3)) for _ in range(3))
+        kernel_arg = draw(st.sampled_from([kernel, list(kernel), np.array(kernel)]))
+        stride_arg = draw(triple_value(1, 2, clean=clean))
+        dilation_arg = draw(triple_value(1, 2, clean=clean))
+        padding_arg = draw(padding_3d_value(clean=clean))
+        mode_arg = draw(st.sampled_from(MODES_3D) if clean else MODE_ARGS)
+
+        problems = Problems()
+        if layout is None:
+            problems.add(ValueError, rf"^{fn}: layout")
+        mode = parse_mode(problems, fn, mode_arg)
+        dtype = check_movable(problems, fn, arg, x)
+        shape = np.shape(x)
+        if len(shape) not in (4, 5):
+            problems.add(ValueError, rf"^{fn}: kernel_size=.* means volumes")
+        kernel, stride = parse_triple(kernel_arg), parse_triple(stride_arg)
+        dilation, padding = parse_triple(dilation_arg), parse_padding_3d(padding_arg)
+        for name, value in (("kernel_size", kernel), ("stride", stride),
+                            ("dilation", dilation), ("padding", padding)):
+            if value is None:
+                problems.add(ValueError, rf"^{fn}: {name}")
+        result_shape = None
+        if layout and len(shape) in (4, 5) and mode is not None:
+            shape5 = shape if len(shape) == 5 else (1,) + shape
+            n5, c5, s5 = dims_3d(shape5, layout)
+            outs = window_3d(problems, fn, s5, kernel, stride, padding, dilation, mode)
+            if outs is not None:
+                rows, positions = c5 * math.prod(kernel), math.prod(outs)
+                full = (n5, rows, positions) if layout == "NCDHW" else (n5, positions, rows)
+                ok = check_sizes(problems, full, dtype, [x])
+                result_shape = (full if len(shape) == 5 else full[1:]) if ok else None
+        out = None
+        if result_shape is not None and not problems:
+            out = draw(out_buffer(result_shape, dtype, [x], clean=clean))
+            check_out(problems, fn, out, result_shape, dtype, [x])
+
+        def expected():
+            if math.prod(result_shape) == 0:
+                return np.zeros(result_shape, dtype)
+            x5 = np.array(x) if len(shape) == 5 else np.array(x)[None]
+            cols = reference.im2col3d(x5, kernel, stride, padding, dilation, layout, mode)
+            return cols if len(shape) == 5 else cols[0]
+
+        kwargs = dict(stride=stride_arg, padding=padding_arg, dilation=dilation_arg,
+                      layout=layout_arg, padding_mode=mode_arg)
+        if out is not None:
+            kwargs["out"] = out
+        function = getattr(fastconv, fn)
+        errors, may_return = settle(problems, [x], result_shape)
+        return Case(f"{fn}({arg}: {np.shape(x)} {dtype_of(x)}, {kernel_arg!r}, **{kwargs!r})",
+                    lambda: function(x, kernel_arg, **kwargs), errors,
+                    expected if may_return else None,
+                    assert_into(out) if out is not None else None, (x,))
+    return strategy()
+
+
+@st.composite
+def col2im_3d_cases(draw):
+    """col2im with a 3-tuple kernel_size: columns of the right shape for a drawn geometry
+    (sometimes perturbed), folded back into volumes of `output_size`."""
+    clean = draw(st.integers(0, 3)) > 0
+    fn = "col2im"
+    layout_arg = draw(st.sampled_from(LAYOUTS_3D) if clean else LAYOUT_3D_ARGS)
+    layout = parse_layout_3d(layout_arg, two_d_names=True)
+    n, c = draw(st.integers(0, 2)), draw(st.integers(1, 3))
+    sizes = tuple(draw(st.integers(0, 4)) for _ in range(3))
+    kernel = tuple(draw(st.integers(1, 3)) for _ in range(3))
+    stride_arg = draw(triple_value(1, 2, huge=False, clean=clean))
+    dilation_arg = draw(triple_value(1, 2, huge=False, clean=clean))
+    padding_arg = draw(padding_3d_value(clean=clean))
+    mode_arg = draw(st.sampled_from(MODES_3D) if clean else MODE_ARGS)
+    guess = window_3d(Problems(), fn, sizes, kernel, parse_triple(stride_arg) or (1, 1, 1),
+                      parse_padding_3d(padding_arg) or ((0, 0),) * 3,
+                      parse_triple(dilation_arg) or (1, 1, 1))
+    positions = math.prod(guess) if guess is not None else draw(st.integers(0, 3))
+    rows = c * math.prod(kernel)
+    change = "none" if clean else draw(st.sampled_from(["none"] * 12 + ["rows", "positions",
+                                                                       "ndim", "size"]))
+    rows += draw(st.sampled_from([-1, 1])) if change == "rows" else 0
+    positions += 1 if change == "positions" else 0
+    batched = draw(st.booleans())
+    shape = (n, rows, positions) if layout != "NDHWC" else (n, positions, rows)
+    shape = shape if batched else shape[1:]
+    if change == "ndim":
+        shape = shape[-1:]
+    dtype = draw(dtype_values(movable=True, clean=clean))
+    cols = draw(arrays(shape, dtype, [o for o in MEMORY_ORDERS if o != "list"]))
+    size_arg = sizes if change != "size" else draw(st.sampled_from([sizes[:2], -1, None]))
+
+    problems = Problems()
+    if layout is None:
+        problems.add(ValueError, rf"^{fn}: layout")
+    mode = parse_mode(problems, fn, mode_arg)
+    dtype = check_movable(problems, fn, "cols", cols, allow_bool=False)
+    if len(shape) not in (2, 3):
+        problems.add(ValueError, rf"^{fn}: expected cols of shape")
+    size = parse_triple(size_arg, minimum=0)
+    stride, dilation = parse_triple(stride_arg), parse_triple(dilation_arg)
+    padding = parse_padding_3d(padding_arg)
+    for name, value in (("output_size", size), ("stride", stride), ("dilation", dilation),
+                        ("padding", padding)):
+        if value is None:
+            problems.add(ValueError, rf"^{fn}: {name}")
+    result_shape = None
+    if layout and len(shape) in (2, 3) and mode is not None:
+        cols3 = shape if len(shape) == 3 else (1,) + shape
+        rows3 = cols3[1] if layout == "NCDHW" else cols3[2]
+        taps = math.prod(kernel)
+        if rows3 == 0 or rows3 % taps:
+            problems.add(ValueError, rf"^{fn}: cols has \d+ (rows|columns)")
+        elif size is not None:
+            outs = window_3d(problems, fn, size, kernel, stride, padding, dilation, mode)
+            if outs is not None:
+                if (cols3[2] if layout == "NCDHW" else cols3[1]) != math.prod(outs):
+                    problems.add(ValueError, rf"^{fn}: cols has \d+ sliding-window")
+                else:
+                    image = ((cols3[0], rows3 // taps) + size if layout == "NCDHW"
+                             else (cols3[0],) + size + (rows3 // taps,))
+                    result_shape = image if len(shape) == 3 else image[1:]
+
+    def expected():
+        if math.prod(result_shape) == 0:
+            return np.zeros(result_shape, dtype)
+        cols3 = np.array(cols) if len(shape) == 3 else np.array(cols)[None]
+        if cols3.size == 0:
+            return np.zeros(result_shape, dtype)
+        image = reference.col2im3d(cols3, size, kernel, stride, padding, dilation, layout,
+                                   mode)
+        return image if len(shape) == 3 else image[0]
+
+    kwargs = dict(stride=stride_arg, padding=padding_arg, dilation=dilation_arg,
+                  layout=layout_arg, padding_mode=mode_arg)
+    errors, may_return = settle(problems, [cols], result_shape)
+    return Case(f"col2im(cols: {shape} {dtype_of(cols)}, {size_arg!r}, {kernel}, **{kwargs!r})",
+                lambda: fastconv.col2im(cols, size_arg, kernel, **kwargs), errors,
+                expected if may_return else None, None, (cols,))
+
+
 # ================================================================== the table
 # name → strategy drawing a Case. New public functions add a row (see the module docstring).
 TARGETS = {
@@ -3354,6 +4031,13 @@ TARGETS = {
     "im2col_1d": im2col_1d_strategy(),
     "col2im_backward_1d": im2col_1d_strategy("col2im_backward", "grad_image"),
     "col2im_1d": col2im_1d_cases(),
+    "conv3d": conv3d_cases(),
+    "conv3d_backward": conv3d_backward_cases(),
+    "conv_transpose3d": conv_transpose3d_cases(),
+    "Conv3D": conv3d_layer_cases(),
+    "im2col_3d": im2col_3d_strategy(),
+    "col2im_backward_3d": im2col_3d_strategy("col2im_backward", "grad_image"),
+    "col2im_3d": col2im_3d_cases(),
 }
 
 

@@ -843,7 +843,8 @@ IM2COL_VALUE_ERRORS = {
     "kernel-bool": (X4, dict(kernel_size=True), r"im2col: kernel_size.*True"),
     "kernel-str": (X4, dict(kernel_size="3"), r"im2col: kernel_size"),
     "kernel-None": (X4, dict(kernel_size=None), r"im2col: kernel_size.*None"),
-    "kernel-len3": (X4, dict(kernel_size=(1, 2, 3)), r"im2col: kernel_size.*\(1, 2, 3\)"),
+    # (a 3-tuple means volumes, docs/spec.md §6: tests/test_conv3d.py)
+    "kernel-len4": (X4, dict(kernel_size=(1, 2, 3, 4)), r"im2col: kernel_size.*\(1, 2, 3, 4\)"),
     "kernel-len1": (X4, dict(kernel_size=(2,)), r"im2col: kernel_size.*\(2,\)"),
     "stride-0": (X4, dict(kernel_size=2, stride=0), r"im2col: stride.*0"),
     "stride-neg": (X4, dict(kernel_size=2, stride=(1, -1)), r"im2col: stride.*-1"),
@@ -953,7 +954,7 @@ COL2IM_VALUE_ERRORS = {
     "output_size-None": (C3, None, dict(kernel_size=2), r"col2im: output_size"),
     "kernel-0": (C3, (4, 4), dict(kernel_size=0), r"col2im: kernel_size.*0"),
     "kernel-float": (C3, (4, 4), dict(kernel_size=2.5), r"col2im: kernel_size.*2\.5"),
-    "kernel-len3": (C3, (4, 4), dict(kernel_size=(2, 2, 1)), r"col2im: kernel_size"),
+    "kernel-len4": (C3, (4, 4), dict(kernel_size=(2, 2, 1, 1)), r"col2im: kernel_size"),
     "stride-0": (C3, (4, 4), dict(kernel_size=2, stride=0), r"col2im: stride.*0"),
     "dilation-neg": (C3, (4, 4), dict(kernel_size=2, dilation=(-1, 1)), r"col2im: dilation"),
     "padding-neg": (C3, (4, 4), dict(kernel_size=2, padding=-1), r"col2im: padding.*-1"),

@@ -1,15 +1,15 @@
 """The benchmark behind ``python -m fastconv bench``: fastconv timed against NumPy and torch.
 
 Shapes come from the layer suite ``fastconv/data/layers.json`` (ResNet-50, VGG-16,
-MobileNet layers) or the user's ``--conv`` layers, and the 1-D layers of issue 17 or the
-user's ``--conv1d`` ones. For each case fastconv (with a
-preallocated ``out=`` where it has one) is timed against a plain NumPy baseline and, when
-torch is installed, against torch; ``--compare`` instead checks the performance targets.
-fastconv runs with ``algorithm="auto"``; on Winograd-eligible layers (3×3, stride 1,
-dilation 1, not depthwise) the convolutions are also timed with ``algorithm="gemm"`` and
-``algorithm="winograd"`` forced, shown side by side in a second table. ``--network NAME``
-instead times every convolution of ResNet-50, VGG-16 or MobileNetV2 against torch and sums
-them over the network.
+MobileNet layers) or the user's ``--conv`` layers, the 1-D layers of issue 17 or the
+user's ``--conv1d`` ones, and its 3-D layer or the user's ``--conv3d`` ones. For each case
+fastconv (with a preallocated ``out=`` where it has one) is timed against a plain NumPy
+baseline and, when torch is installed, against torch; ``--compare`` instead checks the
+performance targets. fastconv runs with ``algorithm="auto"``; on Winograd-eligible layers
+(3×3, stride 1, dilation 1, not depthwise) the convolutions are also timed with
+``algorithm="gemm"`` and ``algorithm="winograd"`` forced, shown side by side in a second
+table. ``--network NAME`` instead times every convolution of ResNet-50, VGG-16 or
+MobileNetV2 against torch and sums them over the network.
 
 Modules, from the bottom up:
 
@@ -40,11 +40,14 @@ from fastconv.bench.baselines import (
                                       numpy_col2im,
                                       numpy_conv2d,
                                       numpy_conv2d_backward,
+                                      numpy_conv3d,
+                                      numpy_conv3d_backward,
                                       numpy_im2col,
                                       numpy_rmac,
                                       numpy_space_to_batch,
                                       torch_conv1d_backward,
                                       torch_conv2d_backward,
+                                      torch_conv3d_backward,
                                       torch_rmac,
                                       torch_space_to_batch,
 )
@@ -63,19 +66,24 @@ from fastconv.bench.suite import (
                                       MapCase,
                                       Signal,
                                       SignalCase,
+                                      Volume,
+                                      VolumeCase,
                                       load_layers,
                                       parse_conv,
                                       parse_conv1d,
+                                      parse_conv3d,
                                       select_layers,
 )
 from fastconv.bench.timing import Timing, best_time, best_times
 
 __all__ = [
     "Layer", "Case", "FeatureMap", "MapCase", "RMAC_MAPS", "BenchError", "load_layers",
-    "select_layers", "parse_conv", "Signal", "SignalCase", "parse_conv1d", "Timing",
+    "select_layers", "parse_conv", "Signal", "SignalCase", "parse_conv1d", "Volume",
+    "VolumeCase", "parse_conv3d", "Timing",
     "best_time", "best_times", "Config",
     "make_config", "Row", "Section", "SECTIONS", "run", "format_table", "summary", "to_json",
     "plot_rows", "plot_series", "gemm_ceiling", "numpy_im2col", "numpy_col2im",
     "numpy_conv2d", "numpy_conv2d_backward", "numpy_space_to_batch", "numpy_rmac",
     "torch_conv2d_backward", "torch_conv1d_backward", "torch_space_to_batch", "torch_rmac",
+    "numpy_conv3d", "numpy_conv3d_backward", "torch_conv3d_backward",
 ]

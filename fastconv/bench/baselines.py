@@ -15,7 +15,8 @@ from fastconv.reference import padding_pairs, pair, window_count
 
 __all__ = ["numpy_im2col", "numpy_col2im", "numpy_conv2d", "numpy_conv2d_backward",
            "numpy_space_to_batch", "numpy_rmac", "as_nchw", "torch_conv2d_backward",
-           "torch_conv1d_backward",
+           "torch_conv1d_backward", "numpy_conv3d", "numpy_conv3d_backward",
+           "torch_conv3d_backward",
            "torch_space_to_batch", "torch_rmac"]
 
 
@@ -295,6 +296,68 @@ def torch_conv1d_backward(torch, grad_t, x_t, weight_t, bias_t, args):
                                 [padding], [1], False, [0], 1, [True, True, True])
     leaves = [t.detach().requires_grad_() for t in (x_t, weight_t, bias_t)]
     y = torch.nn.functional.conv1d(*leaves, **args)
+    return lambda: torch.autograd.grad(y, leaves, grad_t, retain_graph=True)
+
+
+def _taps_3d(shape, kernel, stride):
+    """Each tap (i, j, k) with the strided slice of the padded volume it reads (NDHWC)."""
+    outs = [(n - k) // stride + 1 for n, k in zip(shape, kernel)]
+    for i, j, k in np.ndindex(*kernel):
+        yield (i, j, k), (slice(None), slice(i, i + (outs[0] - 1) * stride + 1, stride),
+                          slice(j, j + (outs[1] - 1) * stride + 1, stride),
+                          slice(k, k + (outs[2] - 1) * stride + 1, stride))
+
+
+def numpy_conv3d(x, weight, bias, stride=1, padding=0, layout="NCDHW"):
+    """3-D convolution in NumPy: the zero-padded volume (NDHWC), one matmul per kernel tap
+    summed (the plain-NumPy way; no 3-D as_strided im2col, which would need the whole
+    column matrix)."""
+    z = x if layout == "NDHWC" else np.moveaxis(x, 1, -1)
+    w = weight if layout == "NDHWC" else weight.transpose(2, 3, 4, 1, 0)
+    zp = np.pad(z, ((0, 0),) + ((padding, padding),) * 3 + ((0, 0),))
+    out = None
+    for (i, j, k), window in _taps_3d(zp.shape[1:4], w.shape[:3], stride):
+        term = zp[window] @ w[i, j, k]
+        out = term if out is None else out + term
+    if bias is not None:
+        out += bias
+    return out if layout == "NDHWC" else np.ascontiguousarray(np.moveaxis(out, -1, 1))
+
+
+def numpy_conv3d_backward(grad, x, weight, stride=1, padding=0, layout="NCDHW"):
+    """The three gradients of :func:`numpy_conv3d`, tap by tap."""
+    g = grad if layout == "NDHWC" else np.moveaxis(grad, 1, -1)
+    z = x if layout == "NDHWC" else np.moveaxis(x, 1, -1)
+    w = weight if layout == "NDHWC" else weight.transpose(2, 3, 4, 1, 0)
+    zp = np.pad(z, ((0, 0),) + ((padding, padding),) * 3 + ((0, 0),))
+    grad_zp = np.zeros_like(zp)
+    grad_w = np.empty_like(w)
+    g2 = g.reshape(-1, g.shape[-1])
+    for (i, j, k), window in _taps_3d(zp.shape[1:4], w.shape[:3], stride):
+        grad_zp[window] += g @ w[i, j, k].T
+        grad_w[i, j, k] = zp[window].reshape(-1, zp.shape[-1]).T @ g2
+    d, h, wd = z.shape[1:4]
+    grad_z = grad_zp[:, padding:padding + d, padding:padding + h, padding:padding + wd]
+    if layout == "NCDHW":
+        grad_z = np.ascontiguousarray(np.moveaxis(grad_z, -1, 1))
+        grad_w = np.ascontiguousarray(grad_w.transpose(4, 3, 0, 1, 2))
+    return grad_z, grad_w, g2.sum(axis=0)
+
+
+def torch_conv3d_backward(torch, grad_t, x_t, weight_t, bias_t, args):
+    """A function computing torch's three conv3d gradients, as
+    :func:`torch_conv2d_backward` does for conv2d."""
+    stride, padding = args["stride"], args["padding"]
+    try:
+        backward = torch.ops.aten.convolution_backward
+    except (AttributeError, RuntimeError):
+        backward = None
+    if backward is not None:
+        return lambda: backward(grad_t, x_t, weight_t, [weight_t.shape[0]], [stride] * 3,
+                                [padding] * 3, [1] * 3, False, [0] * 3, 1,
+                                [True, True, True])
+    leaves = [t.detach().requires_grad_() for t in (x_t, weight_t, bias_t)]
+    y = torch.nn.functional.conv3d(*leaves, **args)
     return lambda: torch.autograd.grad(y, leaves, grad_t, retain_graph=True)
 
 

@@ -16,7 +16,7 @@ from fastconv.bench.config import DTYPES, LAYOUTS, PADDING_MODES, make_config
 from fastconv.bench.plot import check_plot_target, plot_rows
 from fastconv.bench.report import format_table, to_json
 from fastconv.bench.sections import SECTIONS, run
-from fastconv.bench.suite import BenchError, parse_conv, parse_conv1d
+from fastconv.bench.suite import BenchError, parse_conv, parse_conv1d, parse_conv3d
 from fastconv.bench.timing import warn_if_busy
 
 __all__ = ["add_arguments", "check_output_targets", "run_sections", "run_compare",
@@ -50,6 +50,14 @@ def _conv1d_argument(text):
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
+def _conv3d_argument(text):
+    """argparse type of ``--conv3d``: :func:`parse_conv3d`, its errors as argparse's."""
+    try:
+        return parse_conv3d(text)
+    except BenchError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 # What ``bench --help`` says below the options about the algorithm= tables.
 EPILOG = ("fastconv's columns are algorithm='auto', what users get. On Winograd-eligible "
           "layers (3x3, stride 1, dilation 1, not depthwise) the conv2d, conv2d_backward "
@@ -65,7 +73,8 @@ def add_arguments(parser):
     parser.add_argument("--layers", nargs="+", metavar="NAME",
                         help="layers of fastconv/data/layers.json, and 1-D layers of the "
                              "conv1d sections (conv1d.64to64.k3, conv1d.64to64.k9, "
-                             "audio.frontend), to run (names or globs such as 'resnet50.*'; "
+                             "audio.frontend) and 3-D layers of the conv3d sections "
+                             "(conv3d.32to32.k3), to run (names or globs such as 'resnet50.*'; "
                              "default: all)")
     parser.add_argument("--conv", action="append", type=_conv_argument,
                         metavar="N,C,H,W,O,k,s,p",
@@ -77,6 +86,11 @@ def add_arguments(parser):
                         help="also time your own 1-D layer in the conv1d sections: batch, "
                              "in channels, length, out channels, kernel, stride, padding "
                              "(repeatable; alone, only these layers run)")
+    parser.add_argument("--conv3d", action="append", type=_conv3d_argument,
+                        metavar="N,C,D,H,W,O,k,s,p",
+                        help="also time your own 3-D layer in the conv3d sections: batch, "
+                             "in channels, depth, height, width, out channels, kernel, "
+                             "stride, padding (repeatable; alone, only these layers run)")
     parser.add_argument("--batch", nargs="+", type=_positive_int, metavar="N",
                         help="batch sizes (default: each layer's own, normally 1 and 8)")
     parser.add_argument("--threads", type=_positive_int, metavar="N",
@@ -146,7 +160,7 @@ def run_sections(args, parser):
                              dtype=args.dtype, threads=args.threads, full=args.full,
                              ops=args.ops, use_torch=not args.no_torch, repeats=args.repeats,
                              user_layers=args.conv, user_signals=args.conv1d,
-                             padding_mode=args.padding_mode)
+                             padding_mode=args.padding_mode, user_volumes=args.conv3d)
     except BenchError as error:
         parser.error(str(error))
     warn_if_busy()
@@ -189,7 +203,8 @@ def run_network(args, parser):
     return _run_report(
         args, parser, network, network.make_network_config,
         (("--compare", args.compare), ("--ops", args.ops), ("--layers", args.layers),
-         ("--conv", args.conv), ("--conv1d", args.conv1d), ("--plot", args.plot)),
+         ("--conv", args.conv), ("--conv1d", args.conv1d), ("--conv3d", args.conv3d),
+         ("--plot", args.plot)),
         "--network times the networks' convolutions, forward and backward",
         networks=args.network)
 
@@ -200,6 +215,6 @@ def run_compare(args, parser):
     return _run_report(
         args, parser, compare, compare.make_compare_config,
         (("--ops", args.ops), ("--conv", args.conv), ("--conv1d", args.conv1d),
-         ("--plot", args.plot)),
+         ("--conv3d", args.conv3d), ("--plot", args.plot)),
         "--compare runs conv2d forward and backward on the suite's layers",
         layers=args.layers)

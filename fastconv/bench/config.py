@@ -10,7 +10,15 @@ import numpy as np
 
 import fastconv
 from fastconv.bench.sections import SECTIONS
-from fastconv.bench.suite import SIGNALS, BenchError, Case, SignalCase, load_layers
+from fastconv.bench.suite import (
+    SIGNALS,
+    VOLUMES,
+    BenchError,
+    Case,
+    SignalCase,
+    VolumeCase,
+    load_layers,
+)
 from fastconv.bench.timing import FAST, FULL, Timing
 
 __all__ = ["LAYOUTS", "DTYPES", "PADDING_MODES", "Config", "load_torch", "make_config"]
@@ -35,6 +43,7 @@ class Config:
     seed: int = 0
     signals: list = ()    # the 1-D layers of the conv1d sections
     padding_mode: str = "reflect"  # the padding_mode section's mode (vs "zeros")
+    volumes: list = ()    # the 3-D layers of the conv3d sections
 
     def layer_cases(self):
         """(layer, batch) cases in suite order."""
@@ -45,6 +54,11 @@ class Config:
         """(1-D layer, batch) cases, :data:`~fastconv.bench.suite.SIGNALS` order first."""
         return [SignalCase(signal, batch) for signal in self.signals
                 for batch in (self.batches or signal.batches)]
+
+    def volume_cases(self):
+        """(3-D layer, batch) cases, :data:`~fastconv.bench.suite.VOLUMES` order first."""
+        return [VolumeCase(volume, batch) for volume in self.volumes
+                for batch in (self.batches or volume.batches)]
 
     def random(self, shape):
         """Reproducible standard-normal data of the configured dtype."""
@@ -63,13 +77,15 @@ def load_torch(enabled=True):
 
 
 def _select(patterns, user_given):
-    """(2-D layers, 1-D signals) of the suite named by `patterns` (names or globs over
-    both); every layer and signal without patterns unless the user gave layers of their
-    own (then none). A pattern that names nothing is a BenchError listing the names."""
+    """(2-D layers, 1-D signals, 3-D volumes) of the suite named by `patterns` (names or
+    globs over all three); every layer without patterns unless the user gave layers of
+    their own (then none). A pattern that names nothing is a BenchError listing the
+    names."""
     layers = load_layers()
     if not patterns:
-        return ([], []) if user_given else (layers, list(SIGNALS))
-    names = [layer.name for layer in layers] + [signal.name for signal in SIGNALS]
+        return ([], [], []) if user_given else (layers, list(SIGNALS), list(VOLUMES))
+    names = ([layer.name for layer in layers] + [signal.name for signal in SIGNALS]
+             + [volume.name for volume in VOLUMES])
     unknown = [p for p in patterns if not fnmatch.filter(names, p)]
     if unknown:
         raise BenchError(f"unknown layer {', '.join(map(repr, unknown))}; "
@@ -78,20 +94,21 @@ def _select(patterns, user_given):
     def chosen(items):
         return [item for item in items
                 if any(fnmatch.fnmatchcase(item.name, p) for p in patterns)]
-    return chosen(layers), chosen(SIGNALS)
+    return chosen(layers), chosen(SIGNALS), chosen(VOLUMES)
 
 
 def make_config(layers=None, batches=None, layout="NCHW", dtype="float32", threads=None,
                 full=False, ops=None, use_torch=True, repeats=None, user_layers=None,
-                user_signals=None, padding_mode="reflect"):
+                user_signals=None, padding_mode="reflect", user_volumes=None):
     """A validated :class:`Config`; bad values raise :class:`BenchError` (one-line message).
 
     `layers` selects the suite's 2-D layers and 1-D signals by name or glob.
     `user_layers` (:class:`~fastconv.bench.suite.Layer` objects, e.g. from
     :func:`~fastconv.bench.suite.parse_conv`) and `user_signals`
     (:class:`~fastconv.bench.suite.Signal`, from
-    :func:`~fastconv.bench.suite.parse_conv1d`) run after the suite's; with user layers or
-    signals and no `layers`, only the user's run.
+    :func:`~fastconv.bench.suite.parse_conv1d`) and `user_volumes`
+    (:class:`~fastconv.bench.suite.Volume`, from :func:`~fastconv.bench.suite.parse_conv3d`)
+    run after the suite's; with user layers and no `layers`, only the user's run.
     """
     layout = str(layout).upper()
     if layout not in LAYOUTS:
@@ -116,13 +133,15 @@ def make_config(layers=None, batches=None, layout="NCHW", dtype="float32", threa
             raise BenchError(f"repeats must be >= 1, got {repeats}")
         timing = Timing(repeats=int(repeats), min_repeats=int(repeats), budget_s=0.0,
                         min_sample_s=timing.min_sample_s, once_s=timing.once_s)
-    chosen, signals = _select(layers, bool(user_layers or user_signals))
+    chosen, signals, volumes = _select(layers,
+                                       bool(user_layers or user_signals or user_volumes))
     chosen += list({layer.name: layer for layer in user_layers or ()}.values())
     signals += list({signal.name: signal for signal in user_signals or ()}.values())
+    volumes += list({volume.name: volume for volume in user_volumes or ()}.values())
     return Config(
         layers=chosen,
         batches=tuple(int(b) for b in batches) if batches else None,
         layout=layout, dtype=np.dtype(dtype),
         threads=int(threads) if threads is not None else fastconv.get_num_threads(),
         timing=timing, ops=ops, torch=load_torch(use_torch), signals=signals,
-        padding_mode=padding_mode)
+        padding_mode=padding_mode, volumes=volumes)

@@ -204,6 +204,12 @@ def _header(config):
                      "GFLOP/s = 2 x multiply-adds / fastconv time (backward: 2x that); "
                      "NumPy = the conv2d baseline on height-1 views; torch = F.conv1d and "
                      "convolution_backward on NCL.")
+    if any(op in ("conv3d", "conv3d_backward") for op in config.ops):
+        layout = "NCDHW" if config.layout == "NCHW" else "NDHWC"
+        lines.append(f"conv3d: {layout} (weight {'OIDHW' if layout == 'NCDHW' else 'DHWIO'}); "
+                     "GFLOP/s = 2 x multiply-adds / fastconv time (backward: 2x that); "
+                     "NumPy = one matmul per kernel tap; torch = F.conv3d and "
+                     "convolution_backward (channels_last_3d for NDHWC).")
     if "rmac" in config.ops:
         lines.append("rmac: GB/s of the feature map; NumPy = one slice-and-max per region; "
                      "torch = cirtorch's rmac (F.max_pool2d per region); descriptors/s below.")

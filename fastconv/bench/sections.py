@@ -1,7 +1,8 @@
 """The sections of ``python -m fastconv bench`` and the run over them.
 
 A run is a list of *sections* (``im2col``, ``col2im``, ``conv2d``, ``conv2d_backward``,
-``layer``, ``conv1d``, ``conv1d_backward``, ``space_to_batch``, ``rmac``). A section says
+``layer``, ``conv1d``, ``conv1d_backward``, ``conv3d``, ``conv3d_backward``,
+``space_to_batch``, ``rmac``). A section says
 which cases it measures and how to time one case; every case becomes one
 :class:`~fastconv.bench.measure.Row` of a single table, so adding a section is writing two
 functions and one entry in :data:`SECTIONS`.
@@ -30,23 +31,27 @@ from fastconv.bench.baselines import (
     numpy_col2im,
     numpy_conv2d,
     numpy_conv2d_backward,
+    numpy_conv3d,
+    numpy_conv3d_backward,
     numpy_im2col,
     numpy_rmac,
     numpy_space_to_batch,
     torch_conv1d_backward,
     torch_conv2d_backward,
+    torch_conv3d_backward,
     torch_rmac,
     torch_space_to_batch,
 )
 from fastconv.bench.ceiling import gemm_ceiling
 from fastconv.bench.measure import close_result, measure_row
 from fastconv.bench.progress import Progress
-from fastconv.bench.suite import RMAC_BATCHES, RMAC_MAPS, Case, MapCase, layout_1d
+from fastconv.bench.suite import RMAC_BATCHES, RMAC_MAPS, Case, MapCase, layout_1d, layout_3d
 from fastconv.bench.timing import best_time, thread_limits
 
 __all__ = ["conv_inputs", "suite_cases", "space_to_batch_cases", "rmac_cases",
            "bench_im2col", "bench_col2im", "bench_conv2d", "bench_conv2d_backward",
            "bench_layer", "bench_conv1d", "bench_conv1d_backward", "signal_cases",
+           "volume_cases", "bench_conv3d", "bench_conv3d_backward",
            "bench_space_to_batch", "bench_rmac", "SPACE_TO_BATCH_BLOCK",
            "Section", "SECTIONS", "run"]
 
@@ -350,6 +355,67 @@ def bench_conv1d_backward(case, config):
         numpy_fn, torch_fn, same=close_result, flops=2 * case.flops, blas=True)
 
 
+def volume_cases(config):
+    """The selected 3-D layers at the selected batches."""
+    return config.volume_cases()
+
+
+def _conv3d_inputs(case, config):
+    """x, weight, bias in the configured layout (NCDHW for NCHW, NDHWC for NHWC) and torch
+    tensors (NCDHW / OIDHW, in channels_last_3d memory for NDHWC) or None."""
+    layout = layout_3d(config.layout)
+    x = config.random(case.image_shape(layout))
+    weight = config.random(case.weight_shape(layout))
+    bias = config.random((case.layer.out_channels,))
+    tensors = None
+    if config.torch is not None:
+        torch = config.torch
+        if layout == "NCDHW":
+            tensors = tuple(torch.from_numpy(a) for a in (x, weight, bias))
+        else:  # the same memory, seen by torch as NCDHW / OIDHW channels_last_3d tensors
+            tensors = (torch.from_numpy(x).permute(0, 4, 1, 2, 3),
+                       torch.from_numpy(np.ascontiguousarray(weight.transpose(4, 0, 1, 2, 3)))
+                       .permute(0, 4, 1, 2, 3), torch.from_numpy(bias))
+    return layout, x, weight, bias, tensors
+
+
+def bench_conv3d(case, config):
+    """fastconv.conv3d (out=, with bias) vs :func:`numpy_conv3d` vs
+    torch.nn.functional.conv3d (channels_last_3d for NDHWC)."""
+    layout, x, weight, bias, tensors = _conv3d_inputs(case, config)
+    args = case.conv_args()
+    out = np.empty(case.output_shape(layout), dtype=config.dtype)
+    torch_fn = None
+    if tensors is not None:
+        conv3d = config.torch.nn.functional.conv3d
+        x_t, w_t, b_t = tensors
+        torch_fn = lambda: conv3d(x_t, w_t, b_t, **args)  # noqa: E731
+    return measure_row(
+        "conv3d", case, config, case.column_elements() * config.dtype.itemsize,
+        lambda: fastconv.conv3d(x, weight, bias, layout=layout, out=out, **args),
+        lambda: numpy_conv3d(x, weight, bias, layout=layout, **args),
+        torch_fn, same=close_result, flops=case.flops, blas=True)
+
+
+def bench_conv3d_backward(case, config):
+    """fastconv.conv3d_backward (all three gradients) vs :func:`numpy_conv3d_backward` vs
+    torch's convolution_backward. FLOPs: twice the forward's."""
+    layout, x, weight, _, tensors = _conv3d_inputs(case, config)
+    args = case.conv_args()
+    grad = config.random(case.output_shape(layout))
+    torch_fn = None
+    if tensors is not None:
+        grad_t = config.torch.from_numpy(grad)
+        if layout == "NDHWC":
+            grad_t = grad_t.permute(0, 4, 1, 2, 3)
+        torch_fn = torch_conv3d_backward(config.torch, grad_t, *tensors, args)
+    return measure_row(
+        "conv3d_backward", case, config, case.column_elements() * config.dtype.itemsize,
+        lambda: tuple(fastconv.conv3d_backward(grad, x, weight, layout=layout, **args)),
+        lambda: numpy_conv3d_backward(grad, x, weight, layout=layout, **args),
+        torch_fn, same=close_result, flops=2 * case.flops, blas=True)
+
+
 def rmac_cases(config):
     """:data:`~fastconv.bench.suite.RMAC_MAPS` at the configured batches (default
     :data:`~fastconv.bench.suite.RMAC_BATCHES`)."""
@@ -453,6 +519,12 @@ SECTIONS = {section.name: section for section in (
     Section("conv1d_backward", signal_cases, bench_conv1d_backward,
             "fastconv.conv1d_backward vs NumPy matmuls + col2im vs torch "
             "convolution_backward, on the 1-D layers", "convolution_backward"),
+    Section("conv3d", volume_cases, bench_conv3d,
+            "fastconv.conv3d vs NumPy per-tap matmuls vs torch conv3d (channels_last_3d for "
+            "NHWC), on the 3-D layers (issue 17's target, or --conv3d)", "conv3d"),
+    Section("conv3d_backward", volume_cases, bench_conv3d_backward,
+            "fastconv.conv3d_backward vs NumPy per-tap matmuls vs torch "
+            "convolution_backward, on the 3-D layers", "convolution_backward"),
     Section("space_to_batch", space_to_batch_cases, bench_space_to_batch,
             "fastconv.space_to_batch (block 2) of each layer's input vs NumPy pad + transpose "
             "vs torch pad + permute, and numpy.copyto of the same bytes", "pad+permute"),

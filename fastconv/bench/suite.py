@@ -1,5 +1,6 @@
 """What the benchmark measures: the layer suite, the user's ``--conv`` layers, the 1-D
-signals (:data:`SIGNALS` and the user's ``--conv1d`` ones) and R-MAC's feature maps.
+signals (:data:`SIGNALS` and the user's ``--conv1d`` ones), the 3-D volumes
+(:data:`VOLUMES` and the user's ``--conv3d`` ones) and R-MAC's feature maps.
 
 The suite is the package data ``fastconv/data/layers.json`` (ResNet-50, VGG-16, MobileNet
 layers); a :class:`Case` is one layer at one batch size, the unit every section times.
@@ -15,7 +16,8 @@ import fastconv
 
 __all__ = ["BenchError", "DEFAULT_BATCHES", "Layer", "load_layers", "select_layers",
            "CONV_FIELDS", "parse_conv", "Case", "FeatureMap", "RMAC_MAPS", "RMAC_BATCHES",
-           "MapCase", "Signal", "SIGNALS", "CONV1D_FIELDS", "parse_conv1d", "SignalCase"]
+           "MapCase", "Signal", "SIGNALS", "CONV1D_FIELDS", "parse_conv1d", "SignalCase",
+           "Volume", "VOLUMES", "CONV3D_FIELDS", "parse_conv3d", "VolumeCase"]
 
 DEFAULT_BATCHES = (1, 8)
 
@@ -332,6 +334,121 @@ class SignalCase:
         """Elements of the whole batch's column matrix (C·k × L_out per signal)."""
         layer = self.layer
         return self.batch * layer.in_channels * layer.kernel * layer.out_length
+
+    def __str__(self):
+        return f"{self.layer.name} batch {self.batch}"
+
+
+# ------------------------------------------------------------------ 3-D volumes (§6)
+@dataclass(frozen=True)
+class Volume:
+    """One 3-D convolution layer: `in_channels` volumes of `size` (D, H, W), `out_channels`
+    filters of kernel³ taps, symmetric `padding` on every axis."""
+
+    name: str
+    in_channels: int
+    size: tuple
+    out_channels: int
+    kernel: int
+    stride: int = 1
+    padding: int = 0
+    batches: tuple = (2,)
+
+    @property
+    def out_size(self):
+        return tuple((n + 2 * self.padding - self.kernel) // self.stride + 1
+                     for n in self.size)
+
+
+# Issue 17's 3-D target: 32 → 32 channels over 32³ volumes, kernel 3, padding 1, batch 2.
+VOLUMES = (
+    Volume("conv3d.32to32.k3", 32, (32, 32, 32), 32, 3, 1, 1),
+)
+
+# The fields of ``--conv3d N,C,D,H,W,O,k,s,p``: (letter, meaning, smallest value).
+CONV3D_FIELDS = (("N", "batch", 1), ("C", "in_channels", 1), ("D", "depth", 1),
+                 ("H", "height", 1), ("W", "width", 1), ("O", "out_channels", 1),
+                 ("k", "kernel", 1), ("s", "stride", 1), ("p", "padding", 0))
+
+
+def parse_conv3d(text):
+    """A user's 3-D layer from a ``--conv3d N,C,D,H,W,O,k,s,p`` value.
+
+    Parameters
+    ----------
+    text : str
+        Nine comma-separated integers: batch N, input channels C, depth D, height H,
+        width W, output channels O, kernel k (k×k×k), stride s, symmetric padding p
+        (p ≥ 0, the others ≥ 1).
+
+    Returns
+    -------
+    Volume
+        Named ``user3d.N2.C32.D32.H32.W32.O32.k3.s1.p1`` (for ``2,32,32,32,32,32,3,1,1``),
+        run at batch N unless ``--batch`` says otherwise.
+
+    Raises
+    ------
+    BenchError
+        Not nine fields, a field that is not an integer or is too small (the message names
+        it), or a kernel larger than a padded axis.
+    """
+    values = _integer_fields(text, CONV3D_FIELDS)
+    for letter in "DHW":
+        if values[letter] + 2 * values["p"] < values["k"]:
+            raise BenchError(f"kernel k={values['k']} is larger than the padded axis "
+                             f"({letter}={values[letter]} + 2*p={2 * values['p']}) in "
+                             f"{text!r}")
+    name = "user3d." + ".".join(f"{letter}{values[letter]}" for letter, _, _ in CONV3D_FIELDS)
+    return Volume(name=name, in_channels=values["C"],
+                  size=(values["D"], values["H"], values["W"]), out_channels=values["O"],
+                  kernel=values["k"], stride=values["s"], padding=values["p"],
+                  batches=(values["N"],))
+
+
+def layout_3d(layout):
+    """The 3-D layout of a bench layout: NCHW (channels first) → NCDHW, NHWC → NDHWC."""
+    return "NCDHW" if layout.upper() in ("NCHW", "NCDHW") else "NDHWC"
+
+
+@dataclass(frozen=True)
+class VolumeCase:
+    """One 3-D layer at one batch size (``layer`` names it in the table, like a Case)."""
+
+    layer: Volume
+    batch: int
+
+    def image_shape(self, layout):
+        n, c, size = self.batch, self.layer.in_channels, self.layer.size
+        return (n, c, *size) if layout_3d(layout) == "NCDHW" else (n, *size, c)
+
+    def output_shape(self, layout):
+        n, o, size = self.batch, self.layer.out_channels, self.layer.out_size
+        return (n, o, *size) if layout_3d(layout) == "NCDHW" else (n, *size, o)
+
+    def weight_shape(self, layout):
+        """OIDHW or DHWIO."""
+        layer, k = self.layer, self.layer.kernel
+        if layout_3d(layout) == "NCDHW":
+            return (layer.out_channels, layer.in_channels, k, k, k)
+        return (k, k, k, layer.in_channels, layer.out_channels)
+
+    def conv_args(self):
+        return {"stride": self.layer.stride, "padding": self.layer.padding}
+
+    @property
+    def flops(self):
+        """2 × multiply-adds (bias excluded)."""
+        layer = self.layer
+        od, oh, ow = layer.out_size
+        return (2 * self.batch * layer.out_channels * layer.in_channels * layer.kernel ** 3
+                * od * oh * ow)
+
+    def column_elements(self):
+        """Elements of the whole batch's column matrix (C·k³ × OD·OH·OW per volume)."""
+        layer = self.layer
+        od, oh, ow = layer.out_size
+        return self.batch * layer.in_channels * layer.kernel ** 3 * od * oh * ow
 
     def __str__(self):
         return f"{self.layer.name} batch {self.batch}"
