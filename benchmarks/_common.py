@@ -5,6 +5,8 @@ Every benchmark is parametrised over the image layout, the dtype, a few layers o
 size and fastconv's thread count, and its ``setup`` allocates every input and ``out=``
 buffer, so only the operator (and its argument checks) is measured.
 """
+import time
+
 import numpy as np
 
 import fastconv
@@ -24,6 +26,20 @@ def suite_case(name, batch):
 def random(shape, dtype, seed=0):
     """Standard-normal data of `shape` and `dtype`, the same on every run."""
     return np.random.default_rng(seed).standard_normal(shape, dtype=np.dtype(dtype))
+
+
+def best_times(functions, rounds=5):
+    """Best time of each function over `rounds` round-robin samples (after a warm call),
+    for the ``track_`` ratios against torch."""
+    best = [float("inf")] * len(functions)
+    for function in functions:
+        function()
+    for _ in range(rounds):
+        for index, function in enumerate(functions):
+            start = time.perf_counter()
+            function()
+            best[index] = min(best[index], time.perf_counter() - start)
+    return best
 
 
 class ThreadedBenchmark:

@@ -9,32 +9,18 @@ the three gradients); ``track_forward_ratio`` / ``track_backward_ratio`` return 
 without torch; torch runs NCL). ``time_layer_forward`` is the Conv1D layer's steady state.
 """
 import importlib.util
-import time
 
 import numpy as np
 
 import fastconv
 from fastconv.bench.suite import SIGNALS, SignalCase
 
-from ._common import random
+from ._common import best_times, random
 
 NAMES = [signal.name for signal in SIGNALS]
 LAYOUTS = ["NCL", "NLC"]
 BATCH = 8
 THREADS = 2
-
-
-def _best(functions, rounds=5):
-    """Best time of each function over `rounds` round-robin samples (after a warm call)."""
-    best = [float("inf")] * len(functions)
-    for function in functions:
-        function()
-    for _ in range(rounds):
-        for index, function in enumerate(functions):
-            start = time.perf_counter()
-            function()
-            best[index] = min(best[index], time.perf_counter() - start)
-    return best
 
 
 class _Conv1D:
@@ -88,7 +74,7 @@ class Conv1DForward(_Conv1D):
     def track_forward_ratio(self, *params):
         torch, x, w, b, _ = self._torch()
         s, p = self.signal.stride, self.signal.padding
-        fast, slow = _best([self._forward,
+        fast, slow = best_times([self._forward,
                             lambda: torch.nn.functional.conv1d(x, w, b, stride=s, padding=p)])
         return slow / fast
 
@@ -103,7 +89,7 @@ class Conv1DBackward(_Conv1D):
         torch, x, w, _, g = self._torch()
         s, p = self.signal.stride, self.signal.padding
         backward = torch.ops.aten.convolution_backward
-        fast, slow = _best([self._backward,
+        fast, slow = best_times([self._backward,
                             lambda: backward(g, x, w, [w.shape[0]], [s], [p], [1], False, [0],
                                              1, [True, True, True])])
         return slow / fast

@@ -9,32 +9,18 @@ without torch; for NDHWC torch runs channels_last_3d). ``time_layer_forward`` /
 ``time_layer_backward`` are the Conv3D layer's steady state.
 """
 import importlib.util
-import time
 
 import numpy as np
 
 import fastconv
 from fastconv.bench.suite import VOLUMES, VolumeCase
 
-from ._common import random
+from ._common import best_times, random
 
 NAMES = [volume.name for volume in VOLUMES]
 LAYOUTS = ["NCDHW", "NDHWC"]
 BATCH = 2
 THREADS = 2
-
-
-def _best(functions, rounds=5):
-    """Best time of each function over `rounds` round-robin samples (after a warm call)."""
-    best = [float("inf")] * len(functions)
-    for function in functions:
-        function()
-    for _ in range(rounds):
-        for index, function in enumerate(functions):
-            start = time.perf_counter()
-            function()
-            best[index] = min(best[index], time.perf_counter() - start)
-    return best
 
 
 class _Conv3D:
@@ -89,7 +75,7 @@ class Conv3DForward(_Conv3D):
     def track_forward_ratio(self, *params):
         torch, x, w, b, _ = self._torch()
         s, p = self.volume.stride, self.volume.padding
-        fast, slow = _best([self._forward,
+        fast, slow = best_times([self._forward,
                             lambda: torch.nn.functional.conv3d(x, w, b, stride=s, padding=p)])
         return slow / fast
 
@@ -104,7 +90,7 @@ class Conv3DBackward(_Conv3D):
         torch, x, w, _, g = self._torch()
         s, p = self.volume.stride, self.volume.padding
         backward = torch.ops.aten.convolution_backward
-        fast, slow = _best([self._backward,
+        fast, slow = best_times([self._backward,
                             lambda: backward(g, x, w, None, [s] * 3, [p] * 3, [1] * 3, False,
                                              [0] * 3, 1, [True, True, False])])
         return slow / fast

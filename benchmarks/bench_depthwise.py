@@ -8,13 +8,12 @@ gradients); ``track_forward_ratio`` / ``track_backward_ratio`` return torch time
 time from one round-robin measurement (``NotImplementedError``, asv's skip, without torch).
 """
 import importlib.util
-import time
 
 import numpy as np
 
 import fastconv
 
-from ._common import random
+from ._common import best_times, random
 
 # (channels, image side, kernel (kh, kw), stride)
 CASES = ["576@14 3x3 s1", "576@14 5x5 s1", "576@14 1x7 s1", "576@14 7x1 s1",
@@ -29,19 +28,6 @@ def _parse(case):
     channels, size = (int(v) for v in channels_size.split("@"))
     kh, kw = (int(v) for v in kernel.split("x"))
     return channels, size, (kh, kw), int(stride[1:])
-
-
-def _best(functions, rounds=7):
-    """Best time of each function over `rounds` round-robin samples (after a warm call)."""
-    best = [float("inf")] * len(functions)
-    for function in functions:
-        function()
-    for _ in range(rounds):
-        for index, function in enumerate(functions):
-            start = time.perf_counter()
-            function()
-            best[index] = min(best[index], time.perf_counter() - start)
-    return best
 
 
 class _Depthwise:
@@ -99,7 +85,7 @@ class DepthwiseForward(_Depthwise):
 
     def track_forward_ratio(self, *params):
         theirs, _ = self._torch()
-        ours, peer = _best([self._forward, theirs])
+        ours, peer = best_times([self._forward, theirs], rounds=7)
         return peer / ours
 
     track_forward_ratio.unit = "ratio"
@@ -111,7 +97,7 @@ class DepthwiseBackward(_Depthwise):
 
     def track_backward_ratio(self, *params):
         _, theirs = self._torch()
-        ours, peer = _best([self._backward, theirs])
+        ours, peer = best_times([self._backward, theirs], rounds=7)
         return peer / ours
 
     track_backward_ratio.unit = "ratio"

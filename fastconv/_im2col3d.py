@@ -113,14 +113,9 @@ def col2im(cols, output_size, kernel_size, stride, padding, dilation, layout, ou
     mode = _padding_mode.normalize_padding_mode(padding_mode, fn)
     cols = _validate.as_array(cols, name, fn)
     _validate.check_movable_dtype(cols, name, fn, allow_bool=False)
-    if cols.ndim == 3:
-        cols3, batched = cols, True
-    elif cols.ndim == 2:
-        cols3, batched = cols[np.newaxis], False
-    else:
-        expected = ("(N, C·kd·kh·kw, OD·OH·OW) or (C·kd·kh·kw, OD·OH·OW)" if layout == "NCDHW"
-                    else "(N, OD·OH·OW, kd·kh·kw·C) or (OD·OH·OW, kd·kh·kw·C)")
-        raise ValueError(f"{fn}: expected {name} of shape {expected}, got shape {cols.shape}")
+    expected = ("(N, C·kd·kh·kw, OD·OH·OW) or (C·kd·kh·kw, OD·OH·OW)" if layout == "NCDHW"
+                else "(N, OD·OH·OW, kd·kh·kw·C) or (OD·OH·OW, kd·kh·kw·C)")
+    cols3, batched = _validate.split_columns(cols, name, fn, expected)
     sizes = _three_d.normalize_triple(output_size, "output_size", fn, minimum=0)
     kernel = _three_d.normalize_triple(kernel_size, "kernel_size", fn)
     taps = kernel[0] * kernel[1] * kernel[2]

@@ -200,17 +200,7 @@ class Geometry(NamedTuple):
 
 def check_conv_arrays(fn, x, weight, bias, x_name="input"):
     """ndarrays of float32/float64 sharing one dtype; weight 5-D; bias 1-D or None."""
-    x = _validate.as_array(x, x_name, fn)
-    weight = _validate.as_array(weight, "weight", fn)
-    _validate.check_float_dtype(x, x_name, fn)
-    _validate.check_float_dtype(weight, "weight", fn)
-    if bias is not None:
-        bias = _validate.as_array(bias, "bias", fn)
-        _validate.check_float_dtype(bias, "bias", fn)
-    _validate.check_same_dtype(fn, **{x_name: x, "weight": weight, "bias": bias})
-    if weight.ndim != 5:
-        raise ValueError(f"{fn}: expected a 5-D weight, got shape {weight.shape}")
-    return x, weight, bias
+    return _validate.check_conv_arrays(fn, x, weight, bias, x_name, weight_ndim=5)
 
 
 def conv_geometry(fn, x5, weight, stride, padding, dilation, groups, layout, x_shape,

@@ -166,6 +166,16 @@ def normalize_shape(shape, name, fn, ndims=(3, 4)):
     return dims
 
 
+def split_columns(cols, name, fn, expected):
+    """(cols3, batched) of a column array: 3-D a batch, 2-D one image (a batch of one view);
+    any other ndim is a ValueError naming `expected`, the shapes it may have."""
+    if cols.ndim == 3:
+        return cols, True
+    if cols.ndim == 2:
+        return cols[np.newaxis], False
+    raise ValueError(f"{fn}: expected {name} of shape {expected}, got shape {cols.shape}")
+
+
 def check_float_dtype(array, name, fn):
     """float32 / float64 only, for arithmetic operators."""
     if array.dtype not in FLOAT_DTYPES:
@@ -235,8 +245,9 @@ def check_movable_dtype(x, name, fn, allow_bool=True):
 
 
 # ------------------------------------------------------------------ convolution arguments
-def check_conv_arrays(fn, x, weight, bias, x_name="input"):
-    """ndarrays of float32/float64 sharing one dtype; weight 4-D; bias 1-D or None."""
+def check_conv_arrays(fn, x, weight, bias, x_name="input", weight_ndim=4):
+    """ndarrays of float32/float64 sharing one dtype; weight `weight_ndim`-D (4 for 2-D
+    convolutions, 3 for 1-D, 5 for 3-D); bias 1-D or None."""
     x = as_array(x, x_name, fn)
     weight = as_array(weight, "weight", fn)
     check_float_dtype(x, x_name, fn)
@@ -245,8 +256,8 @@ def check_conv_arrays(fn, x, weight, bias, x_name="input"):
         bias = as_array(bias, "bias", fn)
         check_float_dtype(bias, "bias", fn)
     check_same_dtype(fn, **{x_name: x, "weight": weight, "bias": bias})
-    if weight.ndim != 4:
-        raise ValueError(f"{fn}: expected a 4-D weight, got shape {weight.shape}")
+    if weight.ndim != weight_ndim:
+        raise ValueError(f"{fn}: expected a {weight_ndim}-D weight, got shape {weight.shape}")
     return x, weight, bias
 
 

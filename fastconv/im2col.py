@@ -217,14 +217,9 @@ def _parse_columns(cols, output_size, kernel_size, stride, padding, dilation, la
                    channels=None, padding_mode="zeros"):
     """Validate a column array against the geometry; returns (cols3, batched, window).
     `channels` is inferred from the column count unless given."""
-    if cols.ndim == 3:
-        cols3, batched = cols, True
-    elif cols.ndim == 2:
-        cols3, batched = cols[np.newaxis], False
-    else:
-        expected = "(N, C·kh·kw, L) or (C·kh·kw, L)" if layout == "NCHW" else \
-            "(N, L, kh·kw·C) or (L, kh·kw·C)"
-        raise ValueError(f"{fn}: expected {name} of shape {expected}, got shape {cols.shape}")
+    expected = ("(N, C·kh·kw, L) or (C·kh·kw, L)" if layout == "NCHW"
+                else "(N, L, kh·kw·C) or (L, kh·kw·C)")
+    cols3, batched = _validate.split_columns(cols, name, fn, expected)
     height, width = _validate.normalize_pair(output_size, "output_size", fn, minimum=0)
     kh, kw = _validate.normalize_pair(kernel_size, "kernel_size", fn)
     rows = cols3.shape[1] if layout == "NCHW" else cols3.shape[2]
@@ -490,14 +485,9 @@ def _checked_col2im_1d(cols, output_size, kernel_size, stride, padding, dilation
     padding_mode = _padding_mode.normalize_padding_mode(padding_mode, fn)
     cols = _validate.as_array(cols, name, fn)
     _validate.check_movable_dtype(cols, name, fn, allow_bool=False)
-    if cols.ndim == 3:
-        cols3, batched = cols, True
-    elif cols.ndim == 2:
-        cols3, batched = cols[np.newaxis], False
-    else:
-        expected = ("(N, C·k, L_out) or (C·k, L_out)" if layout == "NCL"
-                    else "(N, L_out, k·C) or (L_out, k·C)")
-        raise ValueError(f"{fn}: expected {name} of shape {expected}, got shape {cols.shape}")
+    expected = ("(N, C·k, L_out) or (C·k, L_out)" if layout == "NCL"
+                else "(N, L_out, k·C) or (L_out, k·C)")
+    cols3, batched = _validate.split_columns(cols, name, fn, expected)
     length = _one_d.normalize_single(output_size, "output_size", fn, minimum=0)
     kernel = _one_d.normalize_single(kernel_size, "kernel_size", fn)
     rows = cols3.shape[1] if layout == "NCL" else cols3.shape[2]
