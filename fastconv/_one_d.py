@@ -102,15 +102,7 @@ def output_length(fn, length, kernel, stride, padding, dilation, input_desc="inp
     return (padded - extent) // stride + 1
 
 
-def split_batch(x, name, fn, layout):
-    """3-D → (x, True); 2-D one signal → (x[None], False); other ndim is a ValueError."""
-    axes, single = ("(N, C, L)", "(C, L)") if layout == "NCL" else ("(N, L, C)", "(L, C)")
-    if x.ndim == 3:
-        return x, True
-    if x.ndim == 2:
-        return x[np.newaxis], False
-    raise ValueError(f"{fn}: expected {name} of shape {axes} or {single} for layout "
-                     f"{layout!r}, got shape {x.shape} ({x.ndim}-D)")
+split_batch = _validate.split_batch  # the layout names its shapes
 
 
 def normalize_shape(shape, name, fn):

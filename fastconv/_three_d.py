@@ -120,16 +120,7 @@ def output_sizes(fn, sizes, kernel, stride, padding, dilation, input_desc="input
     return tuple(result)
 
 
-def split_batch(x, name, fn, layout):
-    """5-D → (x, True); 4-D one volume → (x[None], False); other ndim is a ValueError."""
-    axes, single = (("(N, C, D, H, W)", "(C, D, H, W)") if layout == "NCDHW"
-                    else ("(N, D, H, W, C)", "(D, H, W, C)"))
-    if x.ndim == 5:
-        return x, True
-    if x.ndim == 4:
-        return x[np.newaxis], False
-    raise ValueError(f"{fn}: expected {name} of shape {axes} or {single} for layout "
-                     f"{layout!r}, got shape {x.shape} ({x.ndim}-D)")
+split_batch = _validate.split_batch  # the layout names its shapes
 
 
 def dims(shape5, layout):

@@ -192,13 +192,22 @@ def check_same_dtype(fn, **arrays):
                             f"{array.dtype}; convert one (no implicit casting)")
 
 
+# The shapes of a batch and of one image, per layout (1-D, 2-D and 3-D), for split_batch.
+BATCH_SHAPES = {
+    "NCL": ("(N, C, L)", "(C, L)"), "NLC": ("(N, L, C)", "(L, C)"),
+    "NCHW": ("(N, C, H, W)", "(C, H, W)"), "NHWC": ("(N, H, W, C)", "(H, W, C)"),
+    "NCDHW": ("(N, C, D, H, W)", "(C, D, H, W)"), "NDHWC": ("(N, D, H, W, C)", "(D, H, W, C)"),
+}
+
+
 def split_batch(x, name, fn, layout):
-    """4-D → (x, True); 3-D one image → (x[None], False); other ndim is a ValueError."""
-    axes = "(N, C, H, W)" if layout == "NCHW" else "(N, H, W, C)"
-    single = "(C, H, W)" if layout == "NCHW" else "(H, W, C)"
-    if x.ndim == 4:
+    """A batch in `layout` → (x, True); one image (no N axis) → (x[None], False); any other
+    ndim is a ValueError naming both shapes."""
+    axes, single = BATCH_SHAPES[layout]
+    ndim = axes.count(",") + 1
+    if x.ndim == ndim:
         return x, True
-    if x.ndim == 3:
+    if x.ndim == ndim - 1:
         return x[np.newaxis], False
     raise ValueError(f"{fn}: expected {name} of shape {axes} or {single} for layout "
                      f"{layout!r}, got shape {x.shape} ({x.ndim}-D)")
