@@ -20,10 +20,7 @@ LAYOUT_2D = {"NCL": "NCHW", "NLC": "NHWC"}
 
 def normalize_layout(layout, fn):
     """'ncl' / 'NLC' → 'NCL' / 'NLC'; anything else is a ValueError listing both."""
-    if isinstance(layout, str) and layout.upper() in LAYOUTS:
-        return layout.upper()
-    raise ValueError(f"{fn}: layout must be one of {', '.join(map(repr, LAYOUTS))} "
-                     f"(case-insensitive), got {layout!r}")
+    return _validate.normalize_layout(layout, fn, LAYOUTS)
 
 
 def is_one_d_kernel(kernel_size):

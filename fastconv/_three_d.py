@@ -18,10 +18,7 @@ AXES = ("depth", "height", "width")
 
 def normalize_layout(layout, fn):
     """'ncdhw' / 'NDHWC' → 'NCDHW' / 'NDHWC'; anything else is a ValueError listing both."""
-    if isinstance(layout, str) and layout.upper() in LAYOUTS:
-        return layout.upper()
-    raise ValueError(f"{fn}: layout must be one of {', '.join(map(repr, LAYOUTS))} "
-                     f"(case-insensitive), got {layout!r}")
+    return _validate.normalize_layout(layout, fn, LAYOUTS)
 
 
 def is_three_d_kernel(kernel_size):

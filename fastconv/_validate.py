@@ -22,11 +22,12 @@ BLAS_INT_MAX = 2**31 - 1
 MAX_WINDOW_VALUE = 2**62
 
 
-def normalize_layout(layout, fn):
-    """'nchw' / 'NHWC' → 'NCHW' / 'NHWC'; anything else is a ValueError listing both."""
-    if isinstance(layout, str) and layout.upper() in LAYOUTS:
+def normalize_layout(layout, fn, layouts=LAYOUTS):
+    """'nchw' / 'NHWC' → 'NCHW' / 'NHWC' (or one of `layouts`, e.g. the 1-D or 3-D ones, in
+    any case); anything else is a ValueError listing them."""
+    if isinstance(layout, str) and layout.upper() in layouts:
         return layout.upper()
-    raise ValueError(f"{fn}: layout must be one of {', '.join(map(repr, LAYOUTS))} "
+    raise ValueError(f"{fn}: layout must be one of {', '.join(map(repr, layouts))} "
                      f"(case-insensitive), got {layout!r}")
 
 
