@@ -13,10 +13,13 @@ import threading
 
 import numpy as np
 
-from fastconv import _memory, _one_d, _padding_mode, _validate
+from fastconv import _memory, _one_d, _padding_mode, _tuning, _validate, cpu
 from fastconv import geometry as geo
 from fastconv.conv import Gradients, conv2d, conv2d_backward, conv_transpose2d
 from fastconv.layers import Conv2D
+
+# The blocked layout change (16×16 register transposes, OpenMP) the 3-D code uses.
+_vol2col = cpu.load_kernel("_vol2col")
 
 __all__ = ["conv1d", "conv1d_backward", "conv_transpose1d", "Conv1D"]
 
@@ -29,6 +32,15 @@ __all__ = ["conv1d", "conv1d_backward", "conv_transpose1d", "Conv1D"]
 # conditions.
 CHANNELS_LAST_MIN_KERNEL = 128
 CHANNELS_LAST_MIN_STRIDE = 2
+
+
+def _nlc_to_ncl(y_nlc, y):
+    """y (N, C, L) = y_nlc (N, L, C), both C-contiguous, by the blocked transpose kernel
+    (numpy.copyto of the transposed view ran on one thread, element by element)."""
+    n, length, channels = y_nlc.shape
+    if y.size:
+        _vol2col.change_layout(y_nlc.reshape(-1), y.reshape(-1), n, channels, length, False,
+                               _tuning.threads_for_elements(y.size))
 
 
 def _one_channel_as_nlc(geom, layout):
@@ -128,7 +140,7 @@ def conv1d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, l
                dilation2, 1, layout="NHWC", out=_one_d.as_2d(y_nlc, "NLC"),
                padding_mode=padding_mode)
         y = _memory.result(None if out is None else out.reshape(shape), shape, x.dtype)
-        np.copyto(y, y_nlc.transpose(0, 2, 1))
+        _nlc_to_ncl(y_nlc, y)
     else:
         out4 = None if out is None else _one_d.as_2d(out.reshape(shape), layout)
         y4 = conv2d(_one_d.as_2d(x3, layout), _one_d.weight_view(weight, layout), bias,
@@ -570,7 +582,7 @@ class Conv1D:
             self._inner(self._conv.forward, x3.reshape(n, 1, length, 1), out=y_nlc)
             y = _memory.result(None if out is None else out.reshape(shape), shape,
                                self.dtype)
-            np.copyto(y, y_nlc[:, 0].transpose(0, 2, 1))
+            _nlc_to_ncl(y_nlc[:, 0], y)
         else:
             out4 = None if out is None else _one_d.as_2d(out.reshape(shape), self.layout)
             y4 = self._inner(self._conv.forward, _one_d.as_2d(x3, self.layout), out=out4)
