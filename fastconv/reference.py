@@ -91,6 +91,19 @@ def pad_source(size, before, after, padding_mode="zeros"):
     """For each coordinate of an axis of `size` padded by (before, after): the index of the
     entry it copies, or -1 for a zero (np.pad of the indices themselves).
 
+    Parameters
+    ----------
+    size : int
+        The axis's length.
+    before, after : int
+        The padding on each side.
+    padding_mode : {"zeros", "reflect", "replicate", "circular"}
+        What the padding reads (docs/spec.md §6).
+
+    Returns
+    -------
+    ndarray of int, (before + size + after,)
+
     Examples
     --------
     >>> fastconv.reference.pad_source(4, 2, 2, "reflect").tolist()
@@ -103,7 +116,21 @@ def pad_source(size, before, after, padding_mode="zeros"):
 
 def unpad(grad_padded, pads, padding_mode="zeros"):
     """The adjoint of np.pad in a padding mode: every entry of the padded array added onto
-    the entry it copies (zeros dropped). `pads`: one (before, after) per axis.
+    the entry it copies (zeros dropped).
+
+    Parameters
+    ----------
+    grad_padded : ndarray
+        An array of the padded shape (e.g. a gradient with respect to a padded image).
+    pads : sequence of (int, int)
+        One (before, after) per axis, from the first.
+    padding_mode : {"zeros", "reflect", "replicate", "circular"}
+        The mode the padding was made in.
+
+    Returns
+    -------
+    ndarray
+        The unpadded shape: each axis shortened by its padding.
 
     Examples
     --------
@@ -227,6 +254,8 @@ def conv2d_matmul(Z, W, stride=1, padding=0, dilation=1, groups=1, padding_mode=
     ----------
     Z, W, stride, padding, dilation, groups
         As for :func:`conv2d_naive` (NHWC input, HWIO weight).
+    padding_mode : {"zeros", "reflect", "replicate", "circular"}
+        What the padding reads (np.pad in the mode; docs/spec.md §6).
 
     Returns
     -------
@@ -271,6 +300,8 @@ def conv2d_strided(Z, W, stride=1, padding=0, dilation=1, groups=1, padding_mode
     ----------
     Z, W, stride, padding, dilation, groups
         As for :func:`conv2d_naive` (NHWC input, HWIO weight).
+    padding_mode : {"zeros", "reflect", "replicate", "circular"}
+        What the padding reads (np.pad in the mode; docs/spec.md §6).
 
     Returns
     -------
@@ -322,6 +353,8 @@ def conv2d_backward(grad_out, Z, W, stride=1, padding=0, dilation=1, groups=1,
     W : ndarray, (kh, kw, C_in/groups, C_out)
     stride, padding, dilation, groups
         The forward call's arguments.
+    padding_mode : {"zeros", "reflect", "replicate", "circular"}
+        What the padding reads (np.pad in the mode; docs/spec.md §6).
 
     Returns
     -------
@@ -381,6 +414,8 @@ def im2col(x, kernel_size, stride=1, padding=0, dilation=1, layout="NCHW",
         A batched input (4-D only).
     kernel_size, stride, padding, dilation, layout
         As for :func:`fastconv.im2col`.
+    padding_mode : {"zeros", "reflect", "replicate", "circular"}
+        What the padding reads (np.pad in the mode; docs/spec.md §6).
 
     Returns
     -------
@@ -428,6 +463,8 @@ def col2im(cols, output_size, kernel_size, stride=1, padding=0, dilation=1, layo
     output_size : int or (H, W)
     kernel_size, stride, padding, dilation, layout
         As for :func:`fastconv.col2im`.
+    padding_mode : {"zeros", "reflect", "replicate", "circular"}
+        What the padding reads (np.pad in the mode; docs/spec.md §6).
 
     Returns
     -------
@@ -502,6 +539,8 @@ def conv1d_naive(Z, W, stride=1, padding=0, dilation=1, groups=1, padding_mode="
     padding : int, (before, after), "valid" or "same"
         "same" pads by :func:`same_padding`.
     groups : int
+    padding_mode : {"zeros", "reflect", "replicate", "circular"}
+        What the padding reads (np.pad in the mode; docs/spec.md §6).
 
     Returns
     -------
@@ -550,6 +589,8 @@ def conv1d_backward(grad_out, Z, W, stride=1, padding=0, dilation=1, groups=1,
     W : ndarray, (k, C_in/groups, C_out)
     stride, padding, dilation, groups
         The forward call's arguments.
+    padding_mode : {"zeros", "reflect", "replicate", "circular"}
+        What the padding reads (np.pad in the mode; docs/spec.md §6).
 
     Returns
     -------
@@ -648,6 +689,8 @@ def im2col1d(x, kernel_size, stride=1, padding=0, dilation=1, layout="NCL",
     kernel_size, stride, dilation : int or (v,)
     padding : int or (before, after)
     layout : {"NCL", "NLC"}
+    padding_mode : {"zeros", "reflect", "replicate", "circular"}
+        What the padding reads (np.pad in the mode; docs/spec.md §6).
 
     Returns
     -------
@@ -694,6 +737,8 @@ def col2im1d(cols, length, kernel_size, stride=1, padding=0, dilation=1, layout=
     length : int or (L,)
     kernel_size, stride, padding, dilation, layout
         As for :func:`im2col1d`.
+    padding_mode : {"zeros", "reflect", "replicate", "circular"}
+        What the padding reads (np.pad in the mode; docs/spec.md §6).
 
     Returns
     -------
