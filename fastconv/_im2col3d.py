@@ -14,20 +14,10 @@ import numpy as np
 from fastconv import _memory, _padding_mode, _three_d, _tuning, _validate
 from fastconv._kernels import _vol2col
 
-_CHANNELS_FIRST = ("NCDHW", "NCHW")
-_CHANNELS_LAST = ("NDHWC", "NHWC")
-
 
 def layout_3d(layout, fn):
     """'NCDHW' (or the 2-D default 'NCHW') → 'NCDHW'; 'NDHWC' (or 'NHWC') → 'NDHWC'."""
-    if isinstance(layout, str):
-        if layout.upper() in _CHANNELS_FIRST:
-            return "NCDHW"
-        if layout.upper() in _CHANNELS_LAST:
-            return "NDHWC"
-    raise ValueError(f"{fn}: layout must be one of 'NCDHW', 'NDHWC' for volumes (a 3-tuple "
-                     f"kernel_size; 'NCHW' / 'NHWC' are read as 'NCDHW' / 'NDHWC'), got "
-                     f"{layout!r}")
+    return _validate.columns_layout(layout, fn, "NCDHW", "NDHWC", "volumes (a 3-tuple")
 
 
 def window(fn, channels, sizes, kernel_size, stride, padding, dilation, padding_mode,

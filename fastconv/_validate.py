@@ -31,6 +31,20 @@ def normalize_layout(layout, fn, layouts=LAYOUTS):
                      f"(case-insensitive), got {layout!r}")
 
 
+def columns_layout(layout, fn, first, last, data):
+    """An im2col/col2im layout for 1-D or 3-D `data` ("1-D images (a 1-tuple", "volumes (a
+    3-tuple"): `first` or im2col's default 'NCHW' → `first`, `last` or 'NHWC' → `last`
+    (the 2-D names serve every dimension); anything else is a ValueError naming both."""
+    if isinstance(layout, str):
+        if layout.upper() in (first, "NCHW"):
+            return first
+        if layout.upper() in (last, "NHWC"):
+            return last
+    raise ValueError(f"{fn}: layout must be one of {first!r}, {last!r} for {data} "
+                     f"kernel_size; 'NCHW' / 'NHWC' are read as {first!r} / {last!r}), got "
+                     f"{layout!r}")
+
+
 ALGORITHMS = ("auto", "gemm", "winograd")
 
 

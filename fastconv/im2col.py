@@ -423,20 +423,9 @@ def col2im_backward(grad_image, kernel_size, *, stride=1, padding=0, dilation=1,
 # (N, L, C) channels-last, run as the height-1 2-D images (N, C, 1, L) / (N, 1, L, C). Their
 # 2-D columns, (N, C·1·k, 1·L_out) and (N, 1·L_out, 1·k·C), are the 1-D ones: same shape,
 # same memory order.
-_CHANNELS_FIRST = ("NCL", "NCHW")
-_CHANNELS_LAST = ("NLC", "NHWC")
-
-
 def _layout_1d(layout, fn):
     """'NCL' (or the 2-D default 'NCHW') → 'NCL'; 'NLC' (or 'NHWC') → 'NLC'."""
-    if isinstance(layout, str):
-        if layout.upper() in _CHANNELS_FIRST:
-            return "NCL"
-        if layout.upper() in _CHANNELS_LAST:
-            return "NLC"
-    raise ValueError(f"{fn}: layout must be one of 'NCL', 'NLC' for 1-D images (a 1-tuple "
-                     f"kernel_size; 'NCHW' / 'NHWC' are read as 'NCL' / 'NLC'), got "
-                     f"{layout!r}")
+    return _validate.columns_layout(layout, fn, "NCL", "NLC", "1-D images (a 1-tuple")
 
 
 def _window_1d(fn, channels, length, kernel_size, stride, padding, dilation,
