@@ -80,7 +80,8 @@ class Tuning:
     # Transformed weights larger than winograd_block_bytes are shared by the threads block
     # by block, each block as large as this (half the L3 cache), so each transformed weight
     # is read once per block of many tiles (docs/performance.md#winograd_shared_block_bytes).
-    winograd_shared_block_bytes: int = cpu.l3_cache_bytes() // 2
+    # The L3 counted is this process's share (cpu.l3_share_bytes; docs/performance.md#l3-share).
+    winograd_shared_block_bytes: int = cpu.l3_share_bytes() // 2
     # The output tiles m of F(m×m, 3×3) a layer may run: the one estimated fastest
     # (docs/performance.md#winograd_tile).
     winograd_tiles: tuple = (2, 4)
@@ -97,7 +98,7 @@ class Tuning:
     # it goes out to memory and comes back for the GEMMs) ...
     winograd_weight_cost: float = 20.0
     winograd_large_weight_cost: float = 30.0
-    winograd_large_weight_bytes: int = cpu.l3_cache_bytes()
+    winograd_large_weight_bytes: int = cpu.l3_share_bytes()
     # ... and the Winograd-domain GEMMs of a block of b tiles run at b / (b + this) of the
     # im2col GEMM's speed.
     winograd_gemm_half_tiles: int = 16
@@ -118,8 +119,8 @@ DERIVED = {
     "work_items": "max(8, 2 × os.cpu_count())",
     "depthwise_block_bytes": "L2 per core",
     "winograd_block_bytes": "L2 per core",
-    "winograd_shared_block_bytes": "L3 / 2",
-    "winograd_large_weight_bytes": "L3",
+    "winograd_shared_block_bytes": "L3 share / 2",
+    "winograd_large_weight_bytes": "L3 share",
 }
 
 DEFAULT = Tuning()

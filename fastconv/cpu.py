@@ -17,7 +17,14 @@ import importlib
 import os
 
 __all__ = ["ISAS", "cpu_features", "supported_isas", "requested_isa", "load_kernel",
-           "loaded_kernels", "l2_cache_bytes", "l3_cache_bytes"]
+           "loaded_kernels", "l2_cache_bytes", "l3_cache_bytes", "l3_share_bytes",
+           "L3_MAX_BYTES_PER_CPU"]
+
+# The most L3 cache the planner counts on per CPU that shares it. No x86 part has much more
+# per core (AMD's 3D V-Cache parts 12 MiB, Intel Xeons 1.4–5 MiB); a virtual machine may
+# report its host socket's whole L3 for a couple of vCPUs (300 MiB for two on an Intel Xeon
+# here), most of it other tenants' (docs/performance.md#l3-share).
+L3_MAX_BYTES_PER_CPU = 16 << 20
 
 # Widest first: (name, the CPU features it needs, as NumPy names them).
 ISAS = (
@@ -231,6 +238,59 @@ def l3_cache_bytes(default=16 << 20):
     True
     """
     return _cache_bytes(3, default)
+
+
+def l3_share_bytes(default=16 << 20):
+    """Bytes of L3 cache the planner counts on: :func:`l3_cache_bytes`, at most
+    L3_MAX_BYTES_PER_CPU for each CPU that Linux says shares it (else each CPU of
+    ``os.cpu_count()``).
+
+    Parameters
+    ----------
+    default : int
+        The L3 size assumed when sysfs does not say.
+
+    Returns
+    -------
+    int
+
+    Raises
+    ------
+    None
+        Unreadable sysfs entries give `default` (and ``os.cpu_count()`` sharers).
+
+    Examples
+    --------
+    >>> from fastconv.cpu import l3_cache_bytes, l3_share_bytes
+    >>> 0 < l3_share_bytes() <= l3_cache_bytes()
+    True
+    """
+    sharers = _cache_sharers(3) or os.cpu_count() or 1
+    return min(l3_cache_bytes(default), sharers * L3_MAX_BYTES_PER_CPU)
+
+
+def _cache_sharers(level):
+    """How many CPUs share cpu0's cache of this level (sysfs shared_cpu_list), or 0."""
+    base = "/sys/devices/system/cpu/cpu0/cache"
+    try:
+        for index in sorted(os.listdir(base)):
+            with open(os.path.join(base, index, "level")) as handle:
+                if handle.read().strip() != str(level):
+                    continue
+            with open(os.path.join(base, index, "shared_cpu_list")) as handle:
+                return _count_cpus(handle.read())
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def _count_cpus(cpu_list):
+    """The number of CPUs in a Linux CPU list such as ``"0-3,8,10-11"``."""
+    count = 0
+    for part in cpu_list.strip().split(","):
+        first, _, last = part.partition("-")
+        count += int(last or first) - int(first) + 1
+    return count
 
 
 def _cache_bytes(level, default):

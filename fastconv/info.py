@@ -140,6 +140,7 @@ def _tuning_info():
 
     tuning = _tuning.active()
     return {"l2_cache_bytes": cpu.l2_cache_bytes(), "l3_cache_bytes": cpu.l3_cache_bytes(),
+            "l3_share_bytes": cpu.l3_share_bytes(),
             "derived": {name: {"value": getattr(tuning, name), "from": source}
                         for name, source in _tuning.DERIVED.items()}}
 
@@ -231,7 +232,8 @@ def format_build_info(info):
 
 def _format_tuning(tuning):
     lines = [f"Tuning derived from this machine (L2 {tuning['l2_cache_bytes'] >> 10} KiB per "
-             f"core, L3 {tuning['l3_cache_bytes'] >> 10} KiB; docs/performance.md)"]
+             f"core, L3 {tuning['l3_cache_bytes'] >> 10} KiB of which "
+             f"{tuning['l3_share_bytes'] >> 10} KiB counted; docs/performance.md)"]
     for name, entry in tuning["derived"].items():
         lines.append(f"  {name:<28} {entry['value']} ({entry['from']})")
     return lines

@@ -70,7 +70,10 @@ def test_info_prints_the_tuning_derived_from_the_machine():
     assert "Tuning derived from this machine" in text
     assert f"depthwise_block_bytes        {_tuning.DEFAULT.depthwise_block_bytes}" in text
     assert _tuning.DEFAULT.depthwise_block_bytes == cpu.l2_cache_bytes()
-    assert _tuning.DEFAULT.winograd_shared_block_bytes == cpu.l3_cache_bytes() // 2
+    assert info["l3_share_bytes"] == cpu.l3_share_bytes() <= cpu.l3_cache_bytes()
+    assert _tuning.DEFAULT.winograd_shared_block_bytes == cpu.l3_share_bytes() // 2
+    assert _tuning.DEFAULT.winograd_large_weight_bytes == cpu.l3_share_bytes()
+    assert f"of which {cpu.l3_share_bytes() >> 10} KiB counted" in text
 
 
 def test_build_info_keys():

@@ -168,3 +168,24 @@ def test_every_rmac_build_agrees(monkeypatch, rng, isa, module, layout):
     np.testing.assert_array_equal(fastconv.roi_max_pool(x, rois, layout=layout), pooled)
     np.testing.assert_allclose(fastconv.rmac(x, layout=layout), descriptor, rtol=1e-6,
                                atol=1e-7)
+
+
+@pytest.mark.parametrize("l3,sharers,expected", [
+    (300 << 20, 2, 32 << 20),    # a VM shown its host's whole L3 (the Xeon seen here)
+    (32 << 20, 2, 32 << 20),     # an AMD Zen 4 CCD's L3 shown to two vCPUs: all of it
+    (32 << 20, 8, 32 << 20),     # the same CCD on bare metal
+    (16 << 20, 0, 16 << 20),     # sysfs silent on sharing: os.cpu_count() CPUs
+])
+def test_the_l3_counted_is_at_most_a_share_per_cpu(monkeypatch, l3, sharers, expected):
+    """l3_share_bytes: the L3 read, capped at L3_MAX_BYTES_PER_CPU per CPU sharing it
+    (docs/performance.md#l3-share)."""
+    monkeypatch.setattr(cpu, "l3_cache_bytes", lambda default=16 << 20: l3)
+    monkeypatch.setattr(cpu, "_cache_sharers", lambda level: sharers)
+    monkeypatch.setattr(cpu.os, "cpu_count", lambda: 2)
+    assert cpu.l3_share_bytes() == expected
+
+
+def test_linux_cpu_lists_are_counted():
+    assert cpu._count_cpus("0") == 1
+    assert cpu._count_cpus("0-1\n") == 2
+    assert cpu._count_cpus("0-3,8,10-11") == 7

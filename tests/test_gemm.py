@@ -116,3 +116,7 @@ def test_own_gemm_rule():
     assert pays(64, 576, 64, True) and not pays(32, 576, 64, True)
     assert not pays(64, 100, 512, True)        # A·Bᵀ: narrow columns, shallow
     assert pays(24, 27, 1024, True)            # ... deep: any shape
+    # B's rows 4 KB-multiples apart: sgemm (it packs B) from 96 rows of A
+    assert not pays(392, 2048, 512, False) and not pays(392, 512, 512, False, 1024)
+    assert pays(392, 2064, 512, False) and pays(49, 512, 512, False, 2048)
+    assert pays(392, 64, 1024, True, 1024)     # A·Bᵀ copies Bᵀ: no aliasing

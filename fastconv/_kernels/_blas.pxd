@@ -7,9 +7,10 @@ from scipy.linalg.cython_blas cimport dgemm, sgemm
 cdef extern from "f32_gemm_12x32_avx512.h" nogil:
     # 1 where the functions below are compiled (AVX-512 builds).
     int FASTCONV_F32_GEMM
-    # Whether it measured faster than sgemm for an m×n product, B as stored or transposed
-    # (0 where it is not compiled, in builds without AVX-512; docs/performance.md#own-gemm).
-    int fastconv_f32_gemm_pays(int m, int n, int depth, int trans_b)
+    # Whether it measured faster than sgemm for an m×n product, B as stored (rows ldb
+    # apart) or transposed (0 where it is not compiled, in builds without AVX-512;
+    # docs/performance.md#own-gemm).
+    int fastconv_f32_gemm_pays(int m, int n, int depth, long ldb, int trans_b)
     # C (+)= A·B and C (+)= A·Bᵀ; A(r, k) = a[r·a_row + k·a_col].
     void fastconv_f32_gemm(int m, int n, int depth, const float* a, long a_row, long a_col,
                            const float* b, long ldb, float* c, long ldc, int accumulate)
@@ -31,7 +32,7 @@ cdef inline void gemm(bint trans_a, bint trans_b, int m, int n, int k, floating 
     cdef char transb = b'T' if trans_a else b'N'
     if floating is float:
         if (alpha == 1 and (beta == 0 or beta == 1)
-                and fastconv_f32_gemm_pays(m, n, k, trans_b)):
+                and fastconv_f32_gemm_pays(m, n, k, ldb, trans_b)):
             if trans_b:
                 fastconv_f32_gemm_nt(m, n, k, a, 1 if trans_a else lda, lda if trans_a else 1,
                                      b, ldb, c, ldc, beta == 1)

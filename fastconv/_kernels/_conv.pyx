@@ -894,9 +894,11 @@ def conv2d_weight_grad(const floating[::1] grad_out, const floating[::1] x,
         # (docs/performance.md#weight-grad-transposed).
         transposed = (plan.nhwc and plan.pointwise and plan.groups == 1
                       and not fastconv_f32_gemm_pays(g.channels, <int> plan.out_channels,
-                                                     <int> (g.out_h * g.out_w), False)
+                                                     <int> (g.out_h * g.out_w),
+                                                     plan.out_channels, False)
                       and fastconv_f32_gemm_pays(<int> plan.out_channels, g.channels,
-                                                 <int> (g.out_h * g.out_w), False))
+                                                 <int> (g.out_h * g.out_w), g.channels,
+                                                 False))
     for item in prange(plan.batch * tiles, nogil=True, num_threads=num_threads,
                        schedule="static"):
         n = item // tiles
@@ -1074,7 +1076,9 @@ def gemm_f32(bint trans_a, bint trans_b, int m, int n, int k, const float[:, ::1
                           &b[0, 0], ldb, &c[0, 0], ldc, beta == 1)
 
 
-def own_gemm_pays(int m, int n, int k, bint trans_b):
+def own_gemm_pays(int m, int n, int k, bint trans_b, long ldb=0):
     """fastconv_f32_gemm_pays: whether `gemm` takes fastconv's own GEMM for an m×n product
-    of depth k."""
-    return bool(fastconv_f32_gemm_pays(m, n, k, trans_b))
+    of depth k, B's rows ldb apart (default: n, or k when trans_b)."""
+    if ldb == 0:
+        ldb = k if trans_b else n
+    return bool(fastconv_f32_gemm_pays(m, n, k, ldb, trans_b))

@@ -44,6 +44,13 @@
    place, its 12 rows would fall in one 8-way set of L1 (512×196×1024: 92 GFLOP/s in place,
    sgemm 100). */
 #define FASTCONV_GEMM_ALIASED_ROW 1024
+/* B's rows are read in place: when they are a multiple of ALIASED_ROW floats apart (NHWC
+   weights of 1024 or 2048 output channels) and at least MIN_M_ALIASED_B rows of A pass
+   over each block, sgemm, which packs B. The KC rows a tile reads then share a few sets of
+   L1 and of L2 (a 16-way L2 holds 16 rows 8 KB apart): 392×2048×512 ran 93 GFLOP/s,
+   392×2064×512 145, sgemm 151 (Intel Xeon, model 207). With fewer rows B is read about
+   once anyway (49 rows × 512 of 2048 columns: own 1.1-1.15× sgemm). */
+#define FASTCONV_GEMM_MIN_M_ALIASED_B 96
 /* ... and with fewer rows than MIN_M_WIDE, more columns than one block and a depth of
    MAX_DEPTH_WIDE or more: sgemm. B may come from memory, and that many rows of B, ldb
    apart, defeat the hardware prefetcher on the first sliver's pass, which too few slivers
@@ -206,10 +213,12 @@ static inline void fastconv_f32_gemm_narrow_tile(int depth, const float* a, long
 
 /* Whether fastconv_f32_gemm (fastconv_f32_gemm_nt when trans_b) measured faster than sgemm
    for an m×n product (see the constants above; docs/performance.md#own-gemm). */
-static inline int fastconv_f32_gemm_pays(int m, int n, int depth, int trans_b) {
+static inline int fastconv_f32_gemm_pays(int m, int n, int depth, long ldb, int trans_b) {
     if (trans_b)
         return depth >= FASTCONV_GEMM_MIN_DEPTH_NT
                || (m >= FASTCONV_GEMM_MIN_M_NT && (n % 16 == 0 || n >= FASTCONV_GEMM_MIN_N));
+    if (ldb % FASTCONV_GEMM_ALIASED_ROW == 0 && m >= FASTCONV_GEMM_MIN_M_ALIASED_B)
+        return 0;
     if (n % 16 != 0 && n < FASTCONV_GEMM_MIN_N)
         return n >= FASTCONV_GEMM_MIN_N_NARROW && m >= FASTCONV_GEMM_MIN_M_NARROW
                && depth >= FASTCONV_GEMM_MIN_DEPTH_NARROW
@@ -355,8 +364,8 @@ static inline FASTCONV_NO_WRAPV void fastconv_f32_gemm_gathered(
 #define FASTCONV_F32_GEMM 0
 
 /* Where FASTCONV_F32_GEMM is 0, BLAS serves every product. */
-static inline int fastconv_f32_gemm_pays(int m, int n, int depth, int trans_b) {
-    (void)m; (void)n; (void)depth; (void)trans_b;
+static inline int fastconv_f32_gemm_pays(int m, int n, int depth, long ldb, int trans_b) {
+    (void)m; (void)n; (void)depth; (void)ldb; (void)trans_b;
     return 0;
 }
 
