@@ -271,17 +271,11 @@ def l3_share_bytes(default=16 << 20):
 
 def _cache_sharers(level):
     """How many CPUs share cpu0's cache of this level (sysfs shared_cpu_list), or 0."""
-    base = "/sys/devices/system/cpu/cpu0/cache"
+    cpu_list = _cache_entry(level, "shared_cpu_list")
     try:
-        for index in sorted(os.listdir(base)):
-            with open(os.path.join(base, index, "level")) as handle:
-                if handle.read().strip() != str(level):
-                    continue
-            with open(os.path.join(base, index, "shared_cpu_list")) as handle:
-                return _count_cpus(handle.read())
-    except (OSError, ValueError):
-        pass
-    return 0
+        return _count_cpus(cpu_list) if cpu_list else 0
+    except ValueError:
+        return 0
 
 
 def _count_cpus(cpu_list):
@@ -294,16 +288,24 @@ def _count_cpus(cpu_list):
 
 
 def _cache_bytes(level, default):
+    size = (_cache_entry(level, "size") or "").upper()
+    units = {"K": 1 << 10, "M": 1 << 20}
+    try:
+        return int(size[:-1]) * units[size[-1]] if size[-1:] in units else int(size)
+    except ValueError:
+        return default
+
+
+def _cache_entry(level, name):
+    """The text of sysfs file `name` of cpu0's cache of this level, or None."""
     base = "/sys/devices/system/cpu/cpu0/cache"
     try:
         for index in sorted(os.listdir(base)):
             with open(os.path.join(base, index, "level")) as handle:
                 if handle.read().strip() != str(level):
                     continue
-            with open(os.path.join(base, index, "size")) as handle:
-                size = handle.read().strip().upper()
-            units = {"K": 1 << 10, "M": 1 << 20}
-            return int(size[:-1]) * units[size[-1]] if size[-1] in units else int(size)
-    except (OSError, ValueError):
+            with open(os.path.join(base, index, name)) as handle:
+                return handle.read().strip()
+    except OSError:
         pass
-    return default
+    return None
