@@ -507,7 +507,7 @@ cdef void forward_shared_columns(const floating* images, const floating* weight,
     cdef Py_ssize_t task, grp, m0
     if not plan.pointwise:
         image_columns_parallel(images, col, g, plan, count, num_threads)
-    for task in prange(plan.groups * blocks, num_threads=num_threads, schedule="static"):
+    for task in prange(plan.groups * blocks, num_threads=num_threads, schedule="dynamic"):
         grp = task // blocks
         m0 = (task % blocks) * plan.m_block
         output_block(group_columns(images, col, &d, plan, grp, positions),
@@ -562,7 +562,7 @@ cdef void input_grad_shared_columns(const floating* grad_out, const floating* we
     cdef int count
     cdef floating* target
     cdef int ld
-    for task in prange(plan.groups * blocks, num_threads=num_threads, schedule="static"):
+    for task in prange(plan.groups * blocks, num_threads=num_threads, schedule="dynamic"):
         grp = task // blocks
         k0 = (task % blocks) * plan.k_block
         count = <int> (block_end(k0, plan.k_block, d.Kg) - k0)
@@ -792,7 +792,7 @@ cdef void pointwise_input_grad_over_batch(const floating* grad_out, const floati
     cdef Py_ssize_t row_blocks = (rows + POINTWISE_GRAD_ROWS - 1) // POINTWISE_GRAD_ROWS
     cdef Py_ssize_t col_blocks = (d.C + POINTWISE_GRAD_COLS - 1) // POINTWISE_GRAD_COLS
     cdef Py_ssize_t item, r0, c0
-    for item in prange(row_blocks * col_blocks, num_threads=num_threads, schedule="static"):
+    for item in prange(row_blocks * col_blocks, num_threads=num_threads, schedule="dynamic"):
         r0 = (item // col_blocks) * POINTWISE_GRAD_ROWS
         c0 = (item % col_blocks) * POINTWISE_GRAD_COLS
         pointwise_input_grad_block(grad_out, weight, grad_x, g, plan, r0,
@@ -838,7 +838,7 @@ def conv2d_forward(const floating[::1] x, const floating[::1] weight, const floa
                 panels = ws
                 ws = ws + packed_size(plan.out_channels, depth)
             for item in prange(plan.batch * tiles, nogil=True, num_threads=num_threads,
-                               schedule="static"):
+                               schedule="dynamic"):
                 n = item // tiles
                 oh0 = (item % tiles) * plan.tile_rows
                 if plan.nhwc:
@@ -852,8 +852,12 @@ def conv2d_forward(const floating[::1] x, const floating[::1] weight, const floa
                                         ws + omp_get_thread_num() * col_size, &g, &plan, oh0,
                                         tile_end(oh0, &g, &plan))
             return
+    # "dynamic" wherever items are whole GEMMs that write their own part of the result: a
+    # thread that finishes takes the next, so a core another process keeps busy does not
+    # hold the rest back, and the bits stay the same (docs/performance.md
+    # #dynamic-scheduling).
     for item in prange(plan.batch * tiles, nogil=True, num_threads=num_threads,
-                       schedule="static"):
+                       schedule="dynamic"):
         n = item // tiles
         oh0 = (item % tiles) * plan.tile_rows
         forward_tile(xp + n * image_size, &weight[0], bias_ptr, outp + n * out_size,
@@ -960,7 +964,7 @@ def conv2d_input_grad(const floating[::1] grad_out, const floating[::1] weight,
         return
     if plan.pointwise:  # every input pixel comes from one output pixel: tiles are independent
         for item in prange(plan.batch * tiles, nogil=True, num_threads=num_threads,
-                           schedule="static"):
+                           schedule="dynamic"):
             n = item // tiles
             oh0 = (item % tiles) * plan.tile_rows
             input_grad_columns(gop + n * out_size, wp, gxp + n * image_size, 0, 0, &g, &plan,
@@ -970,7 +974,7 @@ def conv2d_input_grad(const floating[::1] grad_out, const floating[::1] weight,
     if plan.batch >= num_threads:
         # Enough images: one per thread, its tiles in turn. Each pixel still sums its
         # contributions in ascending oh, so the result equals the round-based one below.
-        for n in prange(plan.batch, nogil=True, num_threads=num_threads, schedule="static"):
+        for n in prange(plan.batch, nogil=True, num_threads=num_threads, schedule="dynamic"):
             input_grad_image(gop + n * out_size, wp, gxp + n * image_size,
                              ws + omp_get_thread_num() * col_size, &g, &plan)
         return
