@@ -965,3 +965,36 @@ def test_asv_conv1d_benchmarks(monkeypatch, torch):
                     assert getattr(benchmark, tracker)(small.name, layout) > 0
             finally:
                 benchmark.teardown()
+
+
+@pytest.mark.parametrize("case", [
+    # (N, L, C_in, C_out, k, stride, padding, layout): windows that are image runs (the
+    # own GEMM reads them in place), and neighbours that are not
+    (3, 1700, 1, 64, 400, 160, 0, "NCL"),    # the audio front end, shortened
+    (2, 1700, 1, 48, 400, 160, 0, "NLC"),    # C_out a multiple of 16, not of 32
+    (2, 999, 3, 32, 9, 2, 0, "NLC"),         # several channels per tap
+    (1, 640, 5, 64, 7, 1, 0, "NLC"),         # stride 1, batch 1
+    (2, 811, 4, 64, 9, 3, 0, "NLC"),         # the last window ends before the signal
+    (2, 640, 4, 64, 9, 1, 4, "NLC"),         # padded: im2col / direct as before
+    (0, 640, 4, 64, 9, 1, 0, "NLC"),         # batch 0
+])
+@pytest.mark.parametrize("bias", [False, True])
+def test_windows_read_in_place_are_exact(rng, case, bias):
+    """Integer data, so every path's sum is exact: the windows a 1-D convolution reads as
+    contiguous runs of the signal (docs/performance.md#image-run-windows) give exactly the
+    oracle's result, with and without bias, on one and two threads."""
+    n, length, cin, cout, k, stride, padding, layout = case
+    x = rng.integers(-3, 4, (n, length, cin)).astype(np.float32)
+    w = rng.integers(-3, 4, (k, cin, cout)).astype(np.float32)
+    b = rng.integers(-3, 4, cout).astype(np.float32) if bias else None
+    want = reference.conv1d_naive(x.astype(np.float64), w.astype(np.float64), stride, padding)
+    if bias:
+        want = want + b
+    if layout == "NCL":
+        x = np.ascontiguousarray(x.transpose(0, 2, 1))
+        w = np.ascontiguousarray(w.transpose(2, 1, 0))
+        want = want.transpose(0, 2, 1)
+    for threads in (1, 2):
+        with fastconv.threads(threads):
+            got = fastconv.conv1d(x, w, b, stride=stride, padding=padding, layout=layout)
+        np.testing.assert_array_equal(got, want.astype(np.float32))

@@ -185,14 +185,54 @@ cdef inline const floating* pointwise_columns(const floating* image, const Dims*
     return image + p0 * d.C + grp * d.Cg if nhwc else image + grp * d.Cg * d.P + p0
 
 
+cdef inline bint windows_are_image_runs(const Geometry* g, const Plan* plan) noexcept nogil:
+    """Whether every window of an output row is one contiguous run of the NHWC image
+    (kw·C values, sw·C apart from the next): one kernel row, no dilation across it, one
+    group, and no window reaching into padding (a 1-D signal's convolution; the audio front
+    end's 400-tap windows every 160 samples). The own GEMM then reads them in place, as
+    the rows of its left operand (docs/performance.md#image-run-windows)."""
+    return (FASTCONV_F32_GEMM and plan.nhwc and not plan.pointwise and plan.groups == 1
+            and g.kernel_h == 1 and g.dilation_w == 1 and g.pad_top == 0
+            and g.pad_left == 0 and (g.out_h - 1) * g.stride_h < g.height
+            and (g.out_w - 1) * g.stride_w + g.kernel_w <= g.width
+            and fastconv_f32_gemm_pays(<int> g.out_w, <int> plan.out_channels,
+                                       <int> (g.kernel_w * g.channels),
+                                       plan.out_channels, False))
+
+
+cdef void forward_rows_in_place(const float* image, const float* weight, const float* bias,
+                                float* out, const Geometry* g, const Plan* plan,
+                                Py_ssize_t oh0, Py_ssize_t oh1) noexcept nogil:
+    """Output rows [oh0, oh1) of one NHWC image whose windows are image runs
+    (windows_are_image_runs): per row, out = runs · W (+ bias), no columns built."""
+    cdef Py_ssize_t oh, p, o
+    cdef float* row
+    for oh in range(oh0, oh1):
+        row = out + oh * g.out_w * plan.out_channels
+        if bias != NULL:
+            for p in range(g.out_w):
+                for o in range(plan.out_channels):
+                    row[p * plan.out_channels + o] = bias[o]
+        fastconv_f32_gemm(<int> g.out_w, <int> plan.out_channels,
+                          <int> (g.kernel_w * g.channels),
+                          image + oh * g.stride_h * g.width * g.channels,
+                          g.stride_w * g.channels, 1, weight, plan.out_channels, row,
+                          plan.out_channels, bias != NULL)
+
+
 cdef void forward_tile(const floating* image, const floating* weight, const floating* bias,
                        floating* out, floating* col, const Geometry* g, const Plan* plan,
                        Py_ssize_t oh0, Py_ssize_t oh1) noexcept nogil:
-    """Output rows [oh0, oh1) of one image, every channel: columns of the tile, then GEMMs."""
+    """Output rows [oh0, oh1) of one image, every channel: columns of the tile, then GEMMs
+    (or the GEMMs alone, reading windows that are image runs in place)."""
     cdef Dims d = dims_of(g, plan)
     cdef Py_ssize_t p0 = oh0 * g.out_w, p1 = oh1 * g.out_w
     cdef int tile = <int> (p1 - p0)
     cdef Py_ssize_t grp
+    if floating is float:
+        if windows_are_image_runs(g, plan):
+            forward_rows_in_place(image, weight, bias, out, g, plan, oh0, oh1)
+            return
     if not plan.pointwise and not plan.nhwc:
         image_to_columns(image, col, g, plan, 0, oh0, oh1)
     for grp in range(plan.groups):
@@ -831,7 +871,9 @@ def conv2d_forward(const floating[::1] x, const floating[::1] weight, const floa
     cdef Py_ssize_t depth = g.channels * g.kernel_h * g.kernel_w
     cdef const float* panels = NULL
     if floating is float:
-        if plan.direct:
+        # Windows that are image runs go to forward_tile's in-place GEMMs, even where the
+        # direct path was planned (its panels copy the windows).
+        if plan.direct and not windows_are_image_runs(&g, &plan):
             if not plan.nhwc:  # NCHW: the weight packed once, ahead of the threads' scratch
                 with nogil:
                     pack_panels(&weight[0], plan.out_channels, depth, ws)
