@@ -969,9 +969,10 @@ def test_asv_conv1d_benchmarks(monkeypatch, torch):
 
 @pytest.mark.parametrize("case", [
     # (N, L, C_in, C_out, k, stride, padding, layout): windows that are image runs (the
-    # own GEMM reads them in place), and neighbours that are not
-    (3, 1700, 1, 64, 400, 160, 0, "NCL"),    # the audio front end, shortened
-    (2, 1700, 1, 48, 400, 160, 0, "NLC"),    # C_out a multiple of 16, not of 32
+    # own GEMM reads them in place from 128 a row), and neighbours that are not
+    (3, 21000, 1, 64, 400, 160, 0, "NCL"),   # the audio front end, shorter: 129 windows
+    (2, 21000, 1, 48, 400, 160, 0, "NLC"),   # C_out a multiple of 16, not of 32
+    (2, 1700, 1, 64, 400, 160, 0, "NLC"),    # 9 windows a row: columns as before
     (2, 999, 3, 32, 9, 2, 0, "NLC"),         # several channels per tap
     (1, 640, 5, 64, 7, 1, 0, "NLC"),         # stride 1, batch 1
     (2, 811, 4, 64, 9, 3, 0, "NLC"),         # the last window ends before the signal

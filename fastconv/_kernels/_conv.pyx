@@ -50,6 +50,10 @@ SMALL_GEMM_LANES = FASTCONV_LANES
 
 cdef enum:
     DIRECT_MAX_DEPTH = 2048  # C·kh·kw of the direct path: its row pointers live on the stack
+    # Fewest output positions per row for windows read in place (windows_are_image_runs):
+    # the strided 1×1 layers of ResNet (28 or 14 per row, weights of 0.5–2 MB) keep their
+    # columns and one GEMM per tile of rows.
+    IN_PLACE_MIN_POSITIONS = 128
 DIRECT_DEPTH_LIMIT = DIRECT_MAX_DEPTH
 
 
@@ -190,9 +194,12 @@ cdef inline bint windows_are_image_runs(const Geometry* g, const Plan* plan) noe
     (kw·C values, sw·C apart from the next): one kernel row, no dilation across it, one
     group, and no window reaching into padding (a 1-D signal's convolution; the audio front
     end's 400-tap windows every 160 samples). The own GEMM then reads them in place, as
-    the rows of its left operand (docs/performance.md#image-run-windows)."""
+    the rows of its left operand (docs/performance.md#image-run-windows). Only where the
+    windows overlap (columns would copy each value several times) and a row has
+    IN_PLACE_MIN_POSITIONS of them: each output row is one GEMM, which reads all of B."""
     return (FASTCONV_F32_GEMM and plan.nhwc and not plan.pointwise and plan.groups == 1
             and g.kernel_h == 1 and g.dilation_w == 1 and g.pad_top == 0
+            and g.kernel_w > g.stride_w and g.out_w >= IN_PLACE_MIN_POSITIONS
             and g.pad_left == 0 and (g.out_h - 1) * g.stride_h < g.height
             and (g.out_w - 1) * g.stride_w + g.kernel_w <= g.width
             and fastconv_f32_gemm_pays(<int> g.out_w, <int> plan.out_channels,
